@@ -1,0 +1,24 @@
+"""fastmtl: fast multi-task dense scene understanding.
+
+One network predicts per-pixel semantics, instance offsets and depth; the task
+losses are weighed by learned homoscedastic uncertainty (Kendall, Gal and
+Cipolla, CVPR 2018). On CUDA the three losses, their weighting and all their
+gradients are computed by one fused Triton pass.
+"""
+from fastmtl.functional import LossOutput, multitask_loss
+from fastmtl.loss import MultiTaskLoss
+from fastmtl.tasks import TASK_ORDER, TASKS
+from fastmtl.weighting import CONVENTIONS, FixedWeighting, UncertaintyWeighting
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CONVENTIONS",
+    "FixedWeighting",
+    "LossOutput",
+    "MultiTaskLoss",
+    "TASKS",
+    "TASK_ORDER",
+    "UncertaintyWeighting",
+    "multitask_loss",
+]

@@ -1,0 +1,44 @@
+"""``MultiTaskLoss``: the module a training loop holds."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from fastmtl.functional import LossOutput, multitask_loss
+from fastmtl.tasks import TASK_ORDER, tasks_of
+from fastmtl.weighting import UncertaintyWeighting
+
+
+class MultiTaskLoss(nn.Module):
+    """Dict of predictions + dict of targets -> ``LossOutput(total, losses)``.
+
+    Holds the weighting (by default learned uncertainty over ``tasks``), so its
+    parameters (the log-variances) belong in the optimiser::
+
+        criterion = fastmtl.MultiTaskLoss()
+        optimizer = torch.optim.SGD([*model.parameters(), *criterion.parameters()], lr=...)
+        out = criterion(model(images), targets)
+        out.total.backward()
+    """
+
+    def __init__(self, tasks: Sequence[str] = TASK_ORDER, weighting: nn.Module | None = None, *,
+                 ignore_index: int = 255, class_weight: torch.Tensor | None = None,
+                 backend: str = "auto", check_labels: bool = True):
+        super().__init__()
+        self.weighting = weighting if weighting is not None else UncertaintyWeighting(tasks)
+        self.ignore_index = ignore_index
+        self.backend = backend
+        self.check_labels = check_labels
+        if class_weight is not None:
+            self.register_buffer("class_weight", class_weight.detach().clone())
+        else:
+            self.class_weight = None
+
+    def forward(self, predictions: Mapping[str, torch.Tensor],
+                targets: Mapping[str, torch.Tensor]) -> LossOutput:
+        tasks = tasks_of(predictions)
+        return multitask_loss(predictions, targets, **self.weighting.loss_kwargs(tasks),
+                              ignore_index=self.ignore_index, class_weight=self.class_weight,
+                              backend=self.backend, check_labels=self.check_labels)

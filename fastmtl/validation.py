@@ -1,0 +1,139 @@
+"""Input checks shared by every backend: each bad input gets an error naming it."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from fastmtl.tasks import TASKS, tasks_of
+
+SEMANTIC_TARGET_DTYPES = (torch.int64, torch.int32, torch.uint8)
+PREDICTION_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _tensor(obj, what: str) -> torch.Tensor:
+    if not isinstance(obj, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(obj).__name__}")
+    return obj
+
+
+def _floating(t: torch.Tensor, what: str) -> None:
+    if not t.is_floating_point():
+        raise TypeError(f"{what} must be a floating-point tensor, got {t.dtype}")
+
+
+def _shape(t: torch.Tensor, expected: tuple, what: str) -> None:
+    if tuple(t.shape) != tuple(expected):
+        raise ValueError(f"{what} has shape {tuple(t.shape)}, expected {tuple(expected)}")
+
+
+def validate_inputs(predictions: Mapping, targets: Mapping, class_weight=None) -> tuple[str, ...]:
+    """Check shapes, dtypes and devices; return the tasks present in canonical order."""
+    tasks = tasks_of(predictions)
+    if not isinstance(targets, Mapping):
+        raise TypeError(f"targets must be a dict, got {type(targets).__name__}")
+
+    preds = {name: _tensor(predictions[name], f"predictions[{name!r}]") for name in tasks}
+    first = preds[tasks[0]]
+    for name, p in preds.items():
+        if p.dim() != 4:
+            raise ValueError(
+                f"predictions[{name!r}] must be 4-d (B,C,H,W), got shape {tuple(p.shape)}"
+            )
+        if p.dtype not in PREDICTION_DTYPES:
+            raise TypeError(
+                f"predictions[{name!r}] has dtype {p.dtype}; expected one of "
+                f"{[str(d) for d in PREDICTION_DTYPES]}"
+            )
+        channels = TASKS[name].channels
+        if channels is not None and p.shape[1] != channels:
+            raise ValueError(
+                f"predictions[{name!r}] has {p.shape[1]} channels, expected {channels} "
+                f"(shape {tuple(p.shape)})"
+            )
+        if (p.shape[0], *p.shape[2:]) != (first.shape[0], *first.shape[2:]):
+            raise ValueError(
+                f"predictions[{name!r}] has shape {tuple(p.shape)} but "
+                f"predictions[{tasks[0]!r}] has {tuple(first.shape)}: batch and H x W must agree"
+            )
+        if p.device != first.device:
+            raise ValueError(
+                f"predictions[{name!r}] is on {p.device} but predictions[{tasks[0]!r}] on {first.device}"
+            )
+    if preds.get("semantic") is not None and preds["semantic"].shape[1] < 1:
+        raise ValueError("predictions['semantic'] has no class channel")
+
+    B, H, W = first.shape[0], first.shape[2], first.shape[3]
+    for name in tasks:
+        for key in TASKS[name].target_keys:
+            if key not in targets or targets[key] is None:
+                raise ValueError(f"missing target {key!r} for task {name!r}")
+            t = _tensor(targets[key], f"targets[{key!r}]")
+            if t.device != first.device:
+                raise ValueError(
+                    f"targets[{key!r}] is on {t.device} but the predictions are on {first.device}"
+                )
+
+    if "semantic" in tasks:
+        t = targets["semantic"]
+        if t.dtype not in SEMANTIC_TARGET_DTYPES:
+            raise TypeError(
+                f"targets['semantic'] must hold integer class labels "
+                f"(int64, int32 or uint8), got {t.dtype}"
+            )
+        _shape(t, (B, H, W), "targets['semantic']")
+    if "instance" in tasks:
+        g, m = targets["instance"], targets["instance_mask"]
+        _floating(g, "targets['instance']")
+        _shape(g, (B, 2, H, W), "targets['instance']")
+        if m.dtype != torch.bool:
+            raise TypeError(f"targets['instance_mask'] must be a bool tensor, got {m.dtype}")
+        _shape(m, (B, H, W), "targets['instance_mask']")
+    if "depth" in tasks:
+        z = targets["depth"]
+        _floating(z, "targets['depth']")
+        if tuple(z.shape) not in ((B, 1, H, W), (B, H, W)):
+            raise ValueError(
+                f"targets['depth'] has shape {tuple(z.shape)}, expected {(B, 1, H, W)} or {(B, H, W)}"
+            )
+
+    if class_weight is not None:
+        if "semantic" not in tasks:
+            raise ValueError("class_weight given but there is no semantic prediction")
+        w = _tensor(class_weight, "class_weight")
+        _floating(w, "class_weight")
+        C = preds["semantic"].shape[1]
+        _shape(w, (C,), "class_weight")
+        if w.device != first.device:
+            raise ValueError(f"class_weight is on {w.device} but the predictions are on {first.device}")
+    return tasks
+
+
+def validate_log_vars(log_vars, tasks: tuple[str, ...], device) -> torch.Tensor:
+    log_vars = _tensor(log_vars, "log_vars")
+    _floating(log_vars, "log_vars")
+    if tuple(log_vars.shape) != (len(tasks),):
+        raise ValueError(
+            f"log_vars has shape {tuple(log_vars.shape)} but {len(tasks)} task(s) are present "
+            f"{list(tasks)}: one log-variance per task, in that order"
+        )
+    if log_vars.device != device:
+        raise ValueError(f"log_vars is on {log_vars.device} but the predictions are on {device}")
+    return log_vars
+
+
+def bad_label_message(label: int, num_classes: int, ignore_index: int) -> str:
+    return (
+        f"targets['semantic'] has label {label} outside [0, {num_classes}) "
+        f"and not ignore_index={ignore_index}"
+    )
+
+
+def check_label_range(target: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+    """Raise ValueError naming a label outside [0, C) that is not ignore_index.
+
+    Reads one value back from the device, so it synchronises with CUDA.
+    """
+    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+    if bool(bad.any()):
+        raise ValueError(bad_label_message(int(target[bad][0]), num_classes, ignore_index))

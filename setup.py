@@ -1,0 +1,41 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="fastmtl",
+    version="0.1.0",
+    description=(
+        "Fast multi-task dense scene understanding: fused Triton kernels for "
+        "semantic, instance and depth losses with learned uncertainty weighting"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["fastmtl", "fastmtl.*"]) + ["fastmtl.kernels"],
+    package_dir={"fastmtl.kernels": "kernels"},
+    install_requires=[
+        "torch>=2.6",
+        "numpy>=1.24",
+        "triton>=3.2; platform_system == 'Linux'",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "data": ["pillow>=9", "cityscapesscripts>=2.2"],
+        "eval": ["cityscapesscripts>=2.2", "scikit-learn>=1.2"],
+        "plots": ["matplotlib>=3.6"],
+        "bench": ["pytest-benchmark>=4", "matplotlib>=3.6"],
+        "test": [
+            "pytest>=7",
+            "pytest-benchmark>=4",
+            "pillow>=9",
+            "cityscapesscripts>=2.2",
+            "scikit-learn>=1.2",
+            "matplotlib>=3.6",
+        ],
+    },
+    entry_points={"console_scripts": ["fastmtl=fastmtl.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
