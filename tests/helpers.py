@@ -1,0 +1,29 @@
+"""Random multi-task inputs for tests."""
+import torch
+
+
+def make_inputs(B=2, C=5, H=4, W=6, dtype=torch.float32, target_dtype=torch.int64,
+                tasks=("semantic", "instance", "depth"), ignore_frac=0.2, mask_frac=0.5,
+                depth_invalid_frac=0.3, ignore_index=255, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    pred, tgt = {}, {}
+    if "semantic" in tasks:
+        pred["semantic"] = torch.randn(B, C, H, W, generator=g).to(dtype)
+        t = torch.randint(0, C, (B, H, W), generator=g)
+        t[torch.rand(B, H, W, generator=g) < ignore_frac] = ignore_index
+        tgt["semantic"] = t.to(target_dtype)
+    if "instance" in tasks:
+        pred["instance"] = (3 * torch.randn(B, 2, H, W, generator=g)).to(dtype)
+        tgt["instance"] = 3 * torch.randn(B, 2, H, W, generator=g)
+        tgt["instance_mask"] = torch.rand(B, H, W, generator=g) < mask_frac
+    if "depth" in tasks:
+        pred["depth"] = torch.rand(B, 1, H, W, generator=g).to(dtype)
+        z = torch.rand(B, 1, H, W, generator=g) + 0.1
+        z[torch.rand(B, 1, H, W, generator=g) < depth_invalid_frac] = 0.0
+        tgt["depth"] = z
+    to = lambda d: {k: v.to(device) for k, v in d.items()}
+    return to(pred), to(tgt)
+
+
+def leaf_copies(pred):
+    return {k: v.detach().clone().requires_grad_(True) for k, v in pred.items()}
