@@ -1,0 +1,390 @@
+"""Custom ops around the fused Triton kernels (``backend="triton"``).
+
+``fused_multitask_loss`` computes the three per-task means, their weighted total
+and every gradient in one pass over the predictions:
+
+1. ``normaliser_kernel`` reads the targets once and leaves per-program partial
+   sums of the normalisers N_k (summed class weights over valid pixels, |m|,
+   N_depth) and of out-of-range labels on the device; ``prepare_kernel`` adds
+   them in a fixed order and sets each task's gradient scale coef_k / N_k,
+   coef_k = c_k exp(-s_k) (log-variances) or w_k (fixed weights).
+2. ``fused_loss_kernel`` reads every prediction and target element once,
+   writes every gradient element once (already scaled by coef_k / N_k) and
+   leaves per-program partial loss sums.
+3. ``finalize_kernel`` (one program) adds the partials in a fixed order into
+   L_k, the total and d total / d s_k (or d total / d w_k).
+
+Backward multiplies the saved gradients by the incoming gradient. The scale
+task k needs is f_k = g_total coef_k + g_L_k (gradient can also flow in
+through ``losses[k]``); the buffers already carry coef_k, so
+``rescale_kernel`` multiplies them in place by f_k / coef_k and, when that is
+exactly 1 (``total.backward()``), every program returns after reading one
+scalar: no pass over memory, no host sync. Where coef_k = 0 (a fixed weight of
+0, or exp(-s_k) underflowing) the buffer holds zeros that cannot be rescaled,
+so a guarded rerun of the fused kernel (which otherwise exits at once)
+rewrites the gradients exactly. The factor the buffers carry is tracked on the
+device, so ``retain_graph=True`` and repeated backward calls stay exact.
+
+Memory traffic per pixel (fp32, C classes, int64 labels, all three tasks):
+pre-pass 8 (t) + 1 (m) + 4 (z) bytes; fused pass 4C (x) + 4C (dx) + 8 (t) +
+25 (o, g, do, m) + 12 (d, z, dd); 13 + 8C + 45 bytes in all, about 210 B at
+C = 19 against the 197 B minimum (the normalisers cost the 13 B re-read of the
+targets). The finalize and backward kernels touch O(programs) bytes.
+
+Guarantees: bitwise deterministic (per-program partial sums, fixed-order
+reductions, no atomics; the grid depends only on the shapes, not the GPU);
+no host synchronisation in forward or backward unless ``check_labels=True``;
+registered with ``torch.library.triton_op`` so ``torch.compile(fullgraph=True)``
+traces it without graph breaks and CUDA graphs can capture it (use
+``check_labels=False`` there). No gradient is stored when no prediction
+requires grad.
+
+Limitations: no double backward (the saved gradients are constants); H*W of
+one image must stay below 2**31 (offsets into the tensors are 64-bit). Under
+``torch.compile`` the in-place rescale is functionalised, so the compiled
+backward copies the gradient buffers once.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+try:
+    import triton
+    from torch.library import triton_op, wrap_triton
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "backend='triton' needs the triton package (pip install triton) and torch >= 2.6; "
+        "use backend='reference' without it") from exc
+
+from fastmtl.validation import bad_label_message
+
+
+def _import_kernels():
+    try:
+        return importlib.import_module("fastmtl.kernels")
+    except ModuleNotFoundError as exc:
+        if exc.name != "fastmtl.kernels":
+            raise
+        # A source checkout that is not installed: kernels/ sits beside fastmtl/.
+        root = Path(__file__).resolve().parent.parent / "kernels"
+        spec = importlib.util.spec_from_file_location(
+            "fastmtl.kernels", root / "__init__.py", submodule_search_locations=[str(root)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["fastmtl.kernels"] = module
+        spec.loader.exec_module(module)
+        return module
+
+
+K = _import_kernels()
+
+TASK_SLOTS = ("semantic", "instance", "depth")  # the kernels' slot order
+MAX_BLOCK_C = 64        # classes held in registers at once; more go through the online softmax
+CHUNK_C = 32            # classes per chunk of the online softmax
+TILE_ELEMENTS = 2048    # BLOCK_C * BLOCK_P of the semantic tile (about 16 per thread)
+MAX_BLOCK_P = 256       # pixels per tile of the fused kernel
+ELEMENTWISE_BLOCK = 512  # pixels per tile of the pre-pass
+RESCALE_BLOCK = 4096
+REDUCE_BLOCK = 1024
+
+
+def _interpreted() -> bool:
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(K.fused_loss_kernel, InterpretedFunction)
+
+
+def _is_real(t: Tensor) -> bool:
+    """A plain tensor with data (not a fake or functional tensor of a tracer)."""
+    return type(t) is torch.Tensor or type(t) is torch.nn.Parameter
+
+
+def _check_device(t: Tensor) -> None:
+    if _is_real(t) and t.device.type != "cuda" and not _interpreted():
+        raise RuntimeError(
+            f"backend='triton' got tensors on {t.device}: the Triton kernels run on CUDA, or on "
+            "CPU under the Triton interpreter (set TRITON_INTERPRET=1 before importing fastmtl); "
+            "use backend='reference' for CPU tensors")
+
+
+def _device_guard(t: Tensor):
+    if _is_real(t) and t.device.type == "cuda":
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
+
+
+def _bchw(t: Optional[Tensor]) -> tuple[int, int, int, int]:
+    """(batch, channel, row, column) strides of a (B,C,H,W) tensor; zeros when absent."""
+    return tuple(t.stride()) if t is not None and t.dim() == 4 else (0, 0, 0, 0)
+
+
+def _bhw(t: Optional[Tensor]) -> tuple[int, int, int]:
+    """(batch, row, column) strides of a (B,H,W) or (B,1,H,W) tensor; zeros when absent."""
+    if t is None or t.dim() < 3:
+        return (0, 0, 0)
+    return (t.stride(0), t.stride(-2), t.stride(-1))
+
+
+def _merge_pixels(strides: list[list[int]], H: int, W: int) -> bool:
+    """True when every tensor has stride_h == W * stride_w: pixels are then one flat
+    axis (q * stride_w, no division in the kernel); stride_w is rewritten in place."""
+    mergeable = all(H == 1 or W == 1 or s[-2] == W * s[-1] for s in strides)
+    if mergeable:
+        for s in strides:
+            s[-1] = s[-1] if W > 1 else s[-2]
+    return mergeable
+
+
+def _blocks(C: int, has_semantic: bool, max_block_c: int,
+            fp64: bool = False) -> tuple[int, int, int]:
+    """(NUM_CHUNKS, BLOCK_C, BLOCK_P) of the fused kernel: about 16 logits per thread."""
+    if not has_semantic:
+        return 1, 1, MAX_BLOCK_P
+    tile = TILE_ELEMENTS // 2 if fp64 else TILE_ELEMENTS  # float64 values take two registers
+    block_c = triton.next_power_of_2(C)
+    if block_c <= max_block_c:
+        return 1, block_c, min(MAX_BLOCK_P, max(16, tile // block_c))
+    # Online softmax: two sweeps keep more values live, so the tile is halved.
+    block_c = min(CHUNK_C, max_block_c)
+    return triton.cdiv(C, block_c), block_c, min(MAX_BLOCK_P, max(16, tile // 2 // block_c))
+
+
+def _launcher(traced: bool):
+    """kernel -> launchable: a wrap_triton node in a traced graph, the kernel itself in eager."""
+    return wrap_triton if traced else (lambda kernel: kernel)
+
+
+class _Problem:
+    """Shapes, strides and launch configuration of one call (no tensor data is read)."""
+
+    def __init__(self, x, t, cw, o, g, m, d, z, gx, go, gd, ignore_index, max_block_c):
+        first = next(p for p in (x, o, d) if p is not None)
+        self.B, self.H, self.W = first.shape[0], first.shape[-2], first.shape[-1]
+        self.HW = self.H * self.W
+        self.C = x.shape[1] if x is not None else 1
+        self.flags = dict(HAS_SEM=x is not None, HAS_WEIGHT=cw is not None,
+                          HAS_INST=o is not None, HAS_DEP=d is not None)
+        self.tensors = (x, t, cw, o, g, m, d, z)
+        self.ignore_index = ignore_index
+        self.acc_fp64 = any(p is not None and p.dtype == torch.float64 for p in (x, o, d))
+        self.num_chunks, self.block_c, self.block_p = _blocks(self.C, x is not None, max_block_c,
+                                                              self.acc_fp64)
+        # Strides; absent tensors (and gradients not written) contribute zeros.
+        bchw = [list(_bchw(v)) for v in (x, gx, o, go, g)]
+        bhw = [list(_bhw(v)) for v in (t, m, d, gd, z)]
+        present = [s for s, v in zip(bchw + bhw, (x, gx, o, go, g, t, m, d, gd, z))
+                   if v is not None and v.numel() > 0]
+        self.flat = _merge_pixels(present, self.H, self.W)
+        self.bchw, self.bhw = bchw, bhw
+
+    def grid(self, block_p: int) -> tuple[int, int, int]:
+        """(programs, tiles per image, tiles) for tiles of block_p pixels."""
+        tiles_per_image = triton.cdiv(self.HW, block_p)
+        n_tiles = self.B * tiles_per_image
+        return max(1, min(n_tiles, K.MAX_PROGRAMS)), tiles_per_image, n_tiles
+
+    def launch_normalisers(self, launch, norm_part, bad_part, dummy):
+        x, t, cw, o, g, m, d, z = self.tensors
+        nprog, tiles_per_image, n_tiles = self.grid(ELEMENTWISE_BLOCK)
+        t_s, m_s, _, _, z_s = self.bhw
+        launch(K.normaliser_kernel)[(nprog,)](
+            t if t is not None else dummy, cw if cw is not None else dummy,
+            m if m is not None else dummy, z if z is not None else dummy,
+            *t_s, *m_s, *z_s, self.C, self.ignore_index,
+            norm_part, bad_part, self.HW, self.W, tiles_per_image, n_tiles,
+            FLAT=self.flat, BLOCK_P=ELEMENTWISE_BLOCK, ACC_FP64=self.acc_fp64, **self.flags)
+
+    def launch_fused(self, launch, gx, go, gd, state, part, write_grad, recompute, dummy):
+        x, t, cw, o, g, m, d, z = self.tensors
+        nprog, tiles_per_image, n_tiles = self.grid(self.block_p)
+        x_s, gx_s, o_s, go_s, g_s = self.bchw
+        t_s, m_s, d_s, gd_s, z_s = self.bhw
+        pick = lambda v: v if v is not None and v.numel() > 0 else dummy  # noqa: E731
+        launch(K.fused_loss_kernel)[(nprog,)](
+            pick(x), pick(gx), pick(t), pick(cw), *x_s, *gx_s, *t_s, self.C, self.ignore_index,
+            pick(o), pick(go), pick(g), pick(m), *o_s, *go_s, *g_s, *m_s,
+            pick(d), pick(gd), pick(z), *d_s, *gd_s, *z_s,
+            state, part, self.HW, self.W, tiles_per_image, n_tiles,
+            WRITE_GRAD=write_grad, RECOMPUTE=recompute, FLAT=self.flat,
+            NUM_CHUNKS=self.num_chunks, BLOCK_C=self.block_c, BLOCK_P=self.block_p,
+            ACC_FP64=self.acc_fp64, **self.flags)
+        return nprog
+
+
+def _grad_buffer(p: Optional[Tensor], write_grad: bool, like: Tensor) -> Tensor:
+    # empty_like keeps a dense layout (channels_last stays channels_last) and gives a
+    # contiguous buffer for a non-dense view: the rescale kernel walks it as flat memory.
+    if p is not None and write_grad:
+        return torch.empty_like(p)
+    dtype = p.dtype if p is not None else torch.float32
+    return torch.empty(0, dtype=dtype, device=like.device)
+
+
+def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors, regulariser,
+             use_log_vars, ignore_index, write_grad, max_block_c):
+    """Allocates the outputs and launches the four forward kernels through ``launch``."""
+    first = next(p for p in (x, o, d) if p is not None)
+    device = first.device
+    out_dtype = torch.float64 if any(
+        p is not None and p.dtype == torch.float64 for p in (x, o, d)) else torch.float32
+    n_tasks = sum(1 for p in positions if p >= 0)
+    gx, go, gd = (_grad_buffer(p, write_grad, first) for p in (x, o, d))
+    problem = _Problem(x, t, class_weight, o, g, m, d, z, gx, go, gd, ignore_index, max_block_c)
+
+    state = torch.empty((K.STATE_ROWS, K.SLOTS), dtype=torch.float64, device=device)
+    bad = torch.empty(3, dtype=torch.int64, device=device)
+    total = torch.empty((), dtype=out_dtype, device=device)
+    losses = torch.empty(n_tasks, dtype=out_dtype, device=device)
+    dcoef = torch.empty(n_tasks, dtype=out_dtype, device=device)
+    n_pre = problem.grid(ELEMENTWISE_BLOCK)[0]
+    norm_part = torch.empty((3, n_pre), dtype=out_dtype, device=device)
+    bad_part = torch.empty((3, n_pre), dtype=torch.int64, device=device)
+    n_fused = problem.grid(problem.block_p)[0]
+    part = torch.empty((3, n_fused), dtype=out_dtype, device=device)
+    f_sem, f_inst, f_dep = factors
+    r_sem, r_inst, r_dep = regulariser
+    coef_arg = coef if coef is not None else state
+
+    with _device_guard(first):
+        problem.launch_normalisers(launch, norm_part, bad_part, state)
+        launch(K.prepare_kernel)[(1,)](
+            norm_part, bad_part, n_pre, coef_arg, *positions, f_sem, f_inst, f_dep, state, bad,
+            HAS_COEF=coef is not None, USE_LOG_VARS=use_log_vars, BLOCK_R=REDUCE_BLOCK)
+        problem.launch_fused(launch, gx, go, gd, state, part, write_grad, False, state)
+        launch(K.finalize_kernel)[(1,)](
+            part, n_fused, state, coef_arg, *positions, r_sem, r_inst, r_dep, total, losses, dcoef,
+            USE_LOG_VARS=use_log_vars, BLOCK_R=REDUCE_BLOCK)
+    return total, losses, dcoef, gx, go, gd, state, bad
+
+
+@triton_op("fastmtl::fused_multitask_loss", mutates_args=())
+def _fused_op(x: Optional[Tensor], t: Optional[Tensor], class_weight: Optional[Tensor],
+              o: Optional[Tensor], g: Optional[Tensor], m: Optional[Tensor],
+              d: Optional[Tensor], z: Optional[Tensor], coef: Optional[Tensor],
+              positions: list[int], factors: list[float], regulariser: list[float],
+              use_log_vars: bool, ignore_index: int, write_grad: bool, max_block_c: int
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Returns (total, losses (K,), dtotal/dcoef (K,), dx, do, dd, state, bad labels)."""
+    first = next(p for p in (x, o, d) if p is not None)
+    _check_device(first)
+    return _forward(_launcher(not _is_real(first)), x, t, class_weight, o, g, m, d, z, coef,
+                    positions, factors, regulariser, use_log_vars, ignore_index, write_grad,
+                    max_block_c)
+
+
+def _setup_context(ctx, inputs, output):
+    (x, t, cw, o, g, m, d, z, coef, positions, _f, _r, _u, ignore_index, write_grad,
+     max_block_c) = inputs
+    total, losses, dcoef, gx, go, gd, state, bad = output
+    ctx.mark_non_differentiable(dcoef, gx, go, gd, state, bad)
+    ctx.save_for_backward(x, t, cw, o, g, m, d, z, coef, dcoef, gx, go, gd, state)
+    ctx.config = (list(positions), ignore_index, write_grad, max_block_c)
+
+
+def _apply_output_grad(launch, g_total, g_losses, saved, positions, ignore_index, max_block_c):
+    """Scale the saved gradients in place by the incoming gradient (see the module docstring)."""
+    x, t, cw, o, g, m, d, z, coef, dcoef, gx, go, gd, state = saved
+    problem = _Problem(x, t, cw, o, g, m, d, z, gx, go, gd, ignore_index, max_block_c)
+    sizes = [v.numel() if v is not None else 0 for v in (gx, go, gd)]
+    nprog = max(1, min(triton.cdiv(max(sizes), RESCALE_BLOCK), K.MAX_PROGRAMS))
+    flags = {k: v for k, v in problem.flags.items() if k != "HAS_WEIGHT"}
+    with _device_guard(state):
+        launch(K.backward_prepare_kernel)[(1,)](state, g_total, g_losses, *positions)
+        launch(K.rescale_kernel)[(nprog,)](
+            gx, sizes[0], go, sizes[1], gd, sizes[2], state, BLOCK=RESCALE_BLOCK,
+            ACC_FP64=problem.acc_fp64, **flags)
+        problem.launch_fused(launch, gx, go, gd, state, state, True, True, state)
+
+
+def _backward(ctx, g_total, g_losses, *_unused):
+    if torch.is_grad_enabled() and _is_real(g_total if g_total is not None else g_losses):
+        raise RuntimeError("the fused multi-task loss is differentiable once: backward with "
+                           "create_graph=True needs backend='reference'")
+    saved = ctx.saved_tensors
+    x, o, d, coef, dcoef, gx, go, gd = (saved[i] for i in (0, 3, 6, 8, 9, 10, 11, 12))
+    write_grad = ctx.config[2]
+    if g_total is None:
+        g_total = torch.zeros((), dtype=dcoef.dtype, device=dcoef.device)
+    if g_losses is None:
+        g_losses = torch.zeros_like(dcoef)
+    if write_grad:
+        positions, ignore_index, _, max_block_c = ctx.config
+        _apply_output_grad(_launcher(not _is_real(dcoef)), g_total, g_losses, saved, positions,
+                           ignore_index, max_block_c)
+    if write_grad and _is_real(dcoef) and torch._C._autograd._get_current_graph_task_keep_graph():
+        # retain_graph=True: the buffers stay saved for the next backward, which
+        # rescales them in place, so hand out copies.
+        gx, go, gd = (v.clone() for v in (gx, go, gd))
+    need = ctx.needs_input_grad
+    grad_coef = (g_total * dcoef).to(coef.dtype) if coef is not None and need[8] else None
+    return (gx if write_grad and need[0] else None, None, None,
+            go if write_grad and need[3] else None, None, None,
+            gd if write_grad and need[6] else None, None,
+            grad_coef, None, None, None, None, None, None, None)
+
+
+_fused_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def fused_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping[str, Tensor],
+                         tasks: Sequence[str], *, log_vars: Optional[Tensor] = None,
+                         weights: Optional[Tensor] = None,
+                         factors: Optional[Sequence[float]] = None,
+                         regulariser: Optional[Sequence[float]] = None,
+                         ignore_index: int = 255, class_weight: Optional[Tensor] = None,
+                         check_labels: bool = True, max_block_c: int = MAX_BLOCK_C
+                         ) -> tuple[Tensor, dict[str, Tensor]]:
+    """The loss contract of ``fastmtl.multitask_loss`` through the fused Triton kernels.
+
+    Inputs are validated by the caller. ``tasks`` is the canonical-ordered subset
+    of ("semantic", "instance", "depth") present. With ``log_vars`` (K,):
+    total = sum_k present_k (factors[k] exp(-s_k) L_k + regulariser[k] s_k);
+    otherwise total = sum_k weights[k] L_k (weights default to 1). present_k is
+    N_k > 0: a task with no valid pixel has loss 0, gradient 0, no s_k term.
+
+    Returns ``(total, {task: L_k})``, 0-d tensors in float32 (float64 for float64
+    predictions). Gradients reach the predictions, ``log_vars`` and ``weights``
+    through ``total`` and through each ``losses[task]``.
+
+    ``check_labels=True`` raises ValueError for a semantic label outside [0, C)
+    that is not ``ignore_index``; it reads 24 bytes back from the device after
+    the launch, one host synchronisation. ``check_labels=False`` removes it
+    (use it under torch.compile and CUDA graphs); such labels are then ignored.
+    Out-of-range labels never cause an out-of-bounds access either way.
+    ``max_block_c`` (power of two) is the most classes kept in registers at once.
+    """
+    if max_block_c < 1 or max_block_c & (max_block_c - 1):
+        raise ValueError(f"max_block_c must be a power of two, got {max_block_c}")
+    tasks = tuple(tasks)
+    preds = [predictions[name] if name in tasks else None for name in TASK_SLOTS]
+    x, o, d = preds
+    positions = [tasks.index(name) if name in tasks else -1 for name in TASK_SLOTS]
+    per_slot = lambda seq: [float(seq[p]) if p >= 0 and seq is not None else 0.0  # noqa: E731
+                            for p in positions]
+    use_log_vars = log_vars is not None
+    coef = log_vars if use_log_vars else weights
+    write_grad = torch.is_grad_enabled() and any(p is not None and p.requires_grad for p in preds)
+    outs = _fused_op(
+        x, targets["semantic"] if x is not None else None,
+        class_weight if x is not None else None,
+        o, targets["instance"] if o is not None else None,
+        targets["instance_mask"] if o is not None else None,
+        d, targets["depth"] if d is not None else None,
+        coef, positions, per_slot(factors if use_log_vars else None),
+        per_slot(regulariser if use_log_vars else None), use_log_vars, int(ignore_index),
+        write_grad, int(max_block_c))
+    total, losses, bad = outs[0], outs[1], outs[7]
+    if check_labels and x is not None:
+        n_bad, _, value = bad.tolist()  # the one host synchronisation
+        if n_bad:
+            raise ValueError(bad_label_message(value, x.shape[1], ignore_index))
+    return total, {name: losses[i] for i, name in enumerate(tasks)}

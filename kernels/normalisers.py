@@ -1,0 +1,165 @@
+"""The pre-pass over the targets: normalisers, label check and loss coefficients.
+
+The gradients of a mean depend on its normaliser N_k, so N_k must be known
+before the fused pass writes them. The pre-pass reads only the targets (about a
+tenth of the bytes) and leaves per-program partial sums on the device;
+``prepare_kernel`` adds them in a fixed order and turns them into the per-task
+gradient scales. Nothing is read back to the host.
+"""
+import triton
+import triton.language as tl
+
+__all__ = ["normaliser_kernel", "prepare_kernel", "slot_vector"]
+
+# Programs per launch: tiles are dealt round-robin to at most this many programs,
+# so the partial sums (and their fixed-order reduction) stay small, and the
+# result does not depend on the GPU's number of multiprocessors.
+MAX_PROGRAMS = 4096
+
+# Lanes of the small per-task vectors: one per task, in canonical order, plus a spare.
+SLOTS = tl.constexpr(4)
+SLOT_SEMANTIC = tl.constexpr(0)
+SLOT_INSTANCE = tl.constexpr(1)
+SLOT_DEPTH = tl.constexpr(2)
+
+# Rows of the (STATE_ROWS, SLOTS) float64 state shared by the forward and backward kernels.
+ROW_N = tl.constexpr(0)        # normaliser N_k (0: task absent from this batch)
+ROW_COEF = tl.constexpr(1)     # coef_k: c_k exp(-s_k) or the fixed weight w_k
+ROW_SCALE = tl.constexpr(2)    # forward gradient scale coef_k / N_k (0 when absent)
+ROW_APPLIED = tl.constexpr(3)  # factor the gradient buffers currently carry (see backward)
+ROW_RSCALE = tl.constexpr(4)   # backward: scale for a rewrite of the gradients
+ROW_RATIO = tl.constexpr(5)    # backward: in-place rescale factor (1: nothing to do)
+ROW_GUARD = tl.constexpr(6)    # backward: [0] != 0 when the gradients must be rewritten
+STATE_ROWS = 7
+
+
+@triton.jit
+def slot_vector(lane, v_sem, v_inst, v_dep, v_spare):
+    # Per-task scalars laid out on the SLOTS lanes.
+    return tl.where(lane == SLOT_SEMANTIC, v_sem,
+                    tl.where(lane == SLOT_INSTANCE, v_inst,
+                             tl.where(lane == SLOT_DEPTH, v_dep, v_spare)))
+
+
+@triton.jit
+def normaliser_kernel(
+    t_ptr, cw_ptr, m_ptr, z_ptr,
+    t_sb, t_sh, t_sw, m_sb, m_sh, m_sw, z_sb, z_sh, z_sw, C, ignore_index,
+    norm_part_ptr, bad_part_ptr, HW, W, tiles_per_image, n_tiles,
+    HAS_SEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_INST: tl.constexpr,
+    HAS_DEP: tl.constexpr, FLAT: tl.constexpr, BLOCK_P: tl.constexpr, ACC_FP64: tl.constexpr,
+):
+    # Per program, over its tiles of BLOCK_P pixels (dealt round-robin):
+    #     norm[sem]  = sum_{valid p} class_weight[t_p]  (count without weights)
+    #     norm[inst] = #{p : m_p}
+    #     norm[dep]  = #{p : z_p finite and > 0}
+    # and for labels outside [0, C) that are not ignore_index: their count, the
+    # flat index b*H*W + q of the first one and its value (bad[0..2, pid]).
+    ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    lanes = tl.arange(0, BLOCK_P)
+    no_pixel = 9223372036854775807
+    acc_sem = tl.zeros([BLOCK_P], ACC)
+    acc_inst = tl.zeros([BLOCK_P], ACC)
+    acc_dep = tl.zeros([BLOCK_P], ACC)
+    n_bad = tl.zeros([BLOCK_P], tl.int64)
+    first_bad = tl.full([BLOCK_P], no_pixel, tl.int64)
+    first_value = tl.zeros([BLOCK_P], tl.int64)
+    tile = pid
+    while tile < n_tiles:
+        image = tile // tiles_per_image
+        q = (tile - image * tiles_per_image) * BLOCK_P + lanes
+        in_image = q < HW
+        b = image.to(tl.int64)
+        if FLAT:
+            h = 0
+            w = q.to(tl.int64)
+        else:
+            h = (q // W).to(tl.int64)
+            w = (q % W).to(tl.int64)
+        if HAS_SEM:
+            t = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0).to(tl.int64)
+            labelled = in_image & (t != ignore_index)
+            in_range = (t >= 0) & (t < C)
+            valid = labelled & in_range
+            if HAS_WEIGHT:
+                acc_sem += tl.load(cw_ptr + t, mask=valid, other=0.0).to(ACC)
+            else:
+                acc_sem += valid.to(ACC)
+            bad = labelled & (in_range == 0)
+            n_bad += bad.to(tl.int64)
+            # Tiles come in increasing pixel order, so a lane's first bad pixel stays first.
+            first = bad & (first_bad == no_pixel)
+            first_bad = tl.where(first, b * HW + q, first_bad)
+            first_value = tl.where(first, t, first_value)
+        if HAS_INST:
+            in_mask = tl.load(m_ptr + b * m_sb + h * m_sh + w * m_sw, mask=in_image, other=0)
+            acc_inst += (in_image & (in_mask != 0)).to(ACC)
+        if HAS_DEP:
+            z = tl.load(z_ptr + b * z_sb + h * z_sh + w * z_sw, mask=in_image, other=0.0)
+            acc_dep += (in_image & (z > 0) & (z < float("inf"))).to(ACC)
+        tile += nprog
+    tl.store(norm_part_ptr + SLOT_SEMANTIC * nprog + pid, tl.sum(acc_sem, 0))
+    tl.store(norm_part_ptr + SLOT_INSTANCE * nprog + pid, tl.sum(acc_inst, 0))
+    tl.store(norm_part_ptr + SLOT_DEPTH * nprog + pid, tl.sum(acc_dep, 0))
+    first_index = tl.min(first_bad, 0)
+    tl.store(bad_part_ptr + pid, tl.sum(n_bad, 0))
+    tl.store(bad_part_ptr + nprog + pid, first_index)
+    tl.store(bad_part_ptr + 2 * nprog + pid,
+             tl.sum(tl.where(first_bad == first_index, first_value, 0), 0))
+
+
+@triton.jit
+def prepare_kernel(norm_part_ptr, bad_part_ptr, n_parts, coef_ptr, pos_sem, pos_inst, pos_dep,
+                   f_sem, f_inst, f_dep, state_ptr, bad_ptr,
+                   HAS_COEF: tl.constexpr, USE_LOG_VARS: tl.constexpr, BLOCK_R: tl.constexpr):
+    # One program; partial sums are added in a fixed order, in float64.
+    #     N_k = sum_pid norm[k, pid],  present_k = task given and N_k > 0
+    #     coef_k = f_k exp(-s_k) (log-variances s) | w_k (weights) | 1
+    #     scale_k = present_k coef_k / N_k   (what the fused pass multiplies gradients by)
+    # bad = (count, first flat index, its value) of out-of-range labels.
+    lane = tl.arange(0, SLOTS)
+    pos = slot_vector(lane, pos_sem, pos_inst, pos_dep, -1)
+    rows = tl.arange(0, BLOCK_R)
+    acc = tl.zeros([BLOCK_R, SLOTS], tl.float64)
+    n_bad = tl.zeros([BLOCK_R], tl.int64)
+    first_bad = tl.full([BLOCK_R], 9223372036854775807, tl.int64)
+    first_value = tl.zeros([BLOCK_R], tl.int64)
+    r0 = 0
+    while r0 < n_parts:
+        r = r0 + rows
+        in_parts = r < n_parts
+        ok = in_parts[:, None] & (pos >= 0)[None, :]
+        acc += tl.load(norm_part_ptr + lane[None, :] * n_parts + r[:, None], mask=ok,
+                       other=0.0).to(tl.float64)
+        n_bad += tl.load(bad_part_ptr + r, mask=in_parts, other=0)
+        index = tl.load(bad_part_ptr + n_parts + r, mask=in_parts, other=9223372036854775807)
+        value = tl.load(bad_part_ptr + 2 * n_parts + r, mask=in_parts, other=0)
+        earlier = index < first_bad
+        first_value = tl.where(earlier, value, first_value)
+        first_bad = tl.where(earlier, index, first_bad)
+        r0 += BLOCK_R
+    n = tl.sum(acc, 0)
+    present = (pos >= 0) & (n > 0)
+    if HAS_COEF:
+        given = tl.load(coef_ptr + pos, mask=pos >= 0, other=0.0).to(tl.float64)
+        if USE_LOG_VARS:
+            factor = slot_vector(lane, f_sem, f_inst, f_dep, 0.0).to(tl.float64)
+            coef = factor * tl.exp(-given)
+        else:
+            coef = given
+    else:
+        coef = tl.where(pos >= 0, 1.0, 0.0).to(tl.float64)
+    tl.store(state_ptr + ROW_N * SLOTS + lane, n)
+    tl.store(state_ptr + ROW_COEF * SLOTS + lane, coef)
+    tl.store(state_ptr + ROW_SCALE * SLOTS + lane,
+             tl.where(present, coef / tl.where(present, n, 1.0), 0.0))
+    tl.store(state_ptr + ROW_APPLIED * SLOTS + lane, tl.where(present, coef, 0.0))
+    tl.store(state_ptr + ROW_RSCALE * SLOTS + lane, tl.zeros([SLOTS], tl.float64))
+    tl.store(state_ptr + ROW_RATIO * SLOTS + lane, tl.full([SLOTS], 1.0, tl.float64))
+    tl.store(state_ptr + ROW_GUARD * SLOTS + lane, tl.zeros([SLOTS], tl.float64))
+    first_index = tl.min(first_bad, 0)
+    tl.store(bad_ptr, tl.sum(n_bad, 0))
+    tl.store(bad_ptr + 1, first_index)
+    tl.store(bad_ptr + 2, tl.sum(tl.where(first_bad == first_index, first_value, 0), 0))

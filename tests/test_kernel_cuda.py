@@ -1,0 +1,106 @@
+"""The compiled kernels on a GPU: PyTorch agreement, no host sync, CUDA graphs.
+
+Run with ``TRITON_INTERPRET=0 python -m pytest -m cuda tests/test_kernel_cuda.py``
+(the test session otherwise sets the interpreter). Skipped without a GPU.
+"""
+import pytest
+import torch
+
+import fastmtl
+from helpers import leaf_copies, make_inputs
+from test_kernel_fused import assert_match, oracle, run_both
+
+triton = pytest.importorskip("triton")
+from fastmtl import ops  # noqa: E402
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    pytest.mark.skipif(ops._interpreted(), reason="TRITON_INTERPRET=1 is set: run with "
+                       "TRITON_INTERPRET=0 to test the compiled kernels"),
+]
+
+
+def _device(pred, tgt):
+    return ({k: v.cuda() for k, v in pred.items()}, {k: v.cuda() for k, v in tgt.items()})
+
+
+@pytest.mark.parametrize("C,dtype,layout", [
+    (19, torch.float32, "contiguous"), (19, torch.bfloat16, "contiguous"),
+    (19, torch.float32, "channels_last"), (150, torch.float32, "contiguous"),
+    (150, torch.bfloat16, "channels_last"), (2, torch.float16, "contiguous"),
+    (1, torch.float32, "contiguous"), (19, torch.float64, "contiguous"),
+])
+def test_matches_pytorch_on_gpu(C, dtype, layout):
+    pred, tgt = _device(*make_inputs(B=3, C=C, H=67, W=131, dtype=dtype, seed=C))
+    if layout == "channels_last":
+        pred = {k: v.contiguous(memory_format=torch.channels_last) for k, v in pred.items()}
+    cw = torch.rand(C, device="cuda") + 0.5
+    kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8], device="cuda"),
+                                class_weight=cw)
+    assert_match(kernel, expected, dtype)
+
+
+def test_task_gradients_and_zero_weight_on_gpu():
+    pred, tgt = _device(*make_inputs(B=2, C=19, H=33, W=65, seed=3))
+    step = lambda out: (out[0] + 2 * out[1]["semantic"]).backward()  # noqa: E731
+    assert_match(*run_both(pred, tgt, weights=[0.0, 1.0, 0.5], backward=step))
+
+
+def test_deterministic_on_gpu():
+    pred, tgt = _device(*make_inputs(B=4, C=19, H=256, W=512, seed=4))
+    lv = torch.tensor([0.1, 0.2, 0.3], device="cuda")
+    a, b = (run_both(pred, tgt, log_vars=lv)[0] for _ in range(2))
+    assert torch.equal(a[0], b[0])
+    assert all(torch.equal(a[2][k], b[2][k]) for k in a[2])
+
+
+def test_forward_and_backward_never_sync():
+    pred, tgt = _device(*make_inputs(B=2, C=19, H=64, W=96, seed=5))
+    p = leaf_copies(pred)
+    lv = torch.zeros(3, device="cuda", requires_grad=True)
+    fastmtl.multitask_loss(p, tgt, log_vars=lv, backend="triton", check_labels=False)  # warm-up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = fastmtl.multitask_loss(p, tgt, log_vars=lv, backend="triton", check_labels=False)
+        out.total.backward()
+        out = fastmtl.multitask_loss(p, tgt, log_vars=lv, backend="triton", check_labels=False)
+        out.losses["depth"].backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_cuda_graph_capture_of_forward_and_backward():
+    pred, tgt = _device(*make_inputs(B=2, C=19, H=64, W=96, seed=6))
+    static = leaf_copies(pred)
+    lv = torch.zeros(3, device="cuda", requires_grad=True)
+    inputs = [*static.values(), lv]
+
+    def step():
+        out = fastmtl.multitask_loss(static, tgt, log_vars=lv, backend="triton", check_labels=False)
+        return (out.total, *torch.autograd.grad(out.total, inputs))
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step()
+
+    new_pred, _ = _device(*make_inputs(B=2, C=19, H=64, W=96, seed=7))
+    with torch.no_grad():
+        for k in static:
+            static[k].copy_(new_pred[k])
+        lv.copy_(torch.tensor([0.2, -0.1, 0.4]))
+    graph.replay()
+    torch.cuda.synchronize()
+    q = leaf_copies(new_pred)
+    lv_ref = lv.detach().clone().requires_grad_(True)
+    total, _ = oracle(q, tgt, lv_ref)
+    expected = (total, *torch.autograd.grad(total, [*q.values(), lv_ref]))
+    for got, want in zip(captured, expected):
+        torch.testing.assert_close(got, want, rtol=2e-5, atol=1e-6)

@@ -1,0 +1,406 @@
+"""The fused Triton kernels against PyTorch's own ops, on CPU through the interpreter.
+
+The oracle below is written from the loss contract with F.cross_entropy and
+F.l1_loss and differentiated by autograd; it shares no code with fastmtl.
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastmtl
+from fastmtl import ops
+from fastmtl.validation import bad_label_message
+from helpers import leaf_copies, make_inputs
+
+ALL = ("semantic", "instance", "depth")
+KENDALL = {"semantic": (1.0, 0.5), "instance": (0.5, 0.5), "depth": (0.5, 0.5)}
+
+
+def oracle(pred, tgt, log_vars=None, weights=None, ignore_index=255, class_weight=None):
+    """(total, {task: L_k}) from PyTorch ops; out-of-range labels count as ignored."""
+    tasks = [t for t in ALL if t in pred]
+    acc = lambda v: v.to(torch.float64 if v.dtype == torch.float64 else torch.float32)  # noqa: E731
+    losses, present = {}, {}
+    if "semantic" in pred:
+        x = acc(pred["semantic"])
+        t = tgt["semantic"].long()
+        valid = (t != ignore_index) & (t >= 0) & (t < x.shape[1])
+        present["semantic"] = bool(valid.any())
+        w = None if class_weight is None else class_weight.to(x.dtype)
+        losses["semantic"] = (F.cross_entropy(x, torch.where(valid, t, -100), weight=w,
+                                              ignore_index=-100)
+                              if present["semantic"] else x.sum() * 0)
+    if "instance" in pred:
+        o, g, m = acc(pred["instance"]), tgt["instance"], tgt["instance_mask"]
+        present["instance"] = bool(m.any())
+        pixels = lambda v: v.permute(0, 2, 3, 1)[m]  # noqa: E731  (pixels in the mask, 2 channels)
+        losses["instance"] = (F.l1_loss(pixels(o), pixels(g.to(o.dtype)), reduction="sum") / m.sum()
+                              if present["instance"] else o.sum() * 0)
+    if "depth" in pred:
+        d = acc(pred["depth"])
+        z = tgt["depth"].reshape(d.shape).to(d.dtype)
+        valid = torch.isfinite(z) & (z > 0)
+        present["depth"] = bool(valid.any())
+        losses["depth"] = F.l1_loss(d[valid], z[valid]) if present["depth"] else d.sum() * 0
+    total = 0.0
+    for k, name in enumerate(tasks):
+        if not present[name]:
+            continue
+        if log_vars is not None:
+            c, r = KENDALL[name]
+            total = total + c * torch.exp(-log_vars[k]) * losses[name] + r * log_vars[k]
+        else:
+            # multitask_loss holds fixed weights as float32
+            w = 1.0 if weights is None else torch.tensor(weights, dtype=torch.float32)[k].item()
+            total = total + w * losses[name]
+    return total, losses
+
+
+def run_both(pred, tgt, *, log_vars=None, weights=None, class_weight=None, ignore_index=255,
+             backward=lambda out: out[0].backward(), **kwargs):
+    """Kernel and oracle on separate leaf copies; returns both (total, losses, grads)."""
+    results = []
+    for use_kernel in (True, False):
+        p = leaf_copies(pred)
+        lv = None if log_vars is None else log_vars.detach().clone().requires_grad_(True)
+        if use_kernel:
+            out = fastmtl.multitask_loss(p, tgt, log_vars=lv, weights=weights, backend="triton",
+                                         class_weight=class_weight, ignore_index=ignore_index,
+                                         **kwargs)
+            total, losses = out.total, out.losses
+        else:
+            total, losses = oracle({k: v for k, v in p.items()}, tgt, lv, weights,
+                                   ignore_index, class_weight)
+            if not torch.is_tensor(total):
+                total = torch.zeros((), requires_grad=True) + total
+        backward((total, losses))
+        grads = {k: v.grad for k, v in p.items()}
+        if lv is not None:
+            grads["log_vars"] = lv.grad
+        results.append((total.detach(), {k: v.detach() for k, v in losses.items()}, grads))
+    return results
+
+
+def assert_match(kernel, expected, dtype=torch.float32):
+    (total, losses, grads), (r_total, r_losses, r_grads) = kernel, expected
+    tol = {torch.float64: dict(rtol=1e-9, atol=1e-12), torch.float32: dict(rtol=2e-5, atol=1e-6),
+           torch.bfloat16: dict(rtol=1e-4, atol=1e-5), torch.float16: dict(rtol=1e-4, atol=1e-5)}
+    torch.testing.assert_close(total, r_total.to(total.dtype), **tol[dtype])
+    assert losses.keys() == r_losses.keys()
+    for k in losses:
+        torch.testing.assert_close(losses[k], r_losses[k].to(losses[k].dtype), **tol[dtype])
+    for k, g in grads.items():
+        r = r_grads[k]
+        if r is None:
+            assert g is None or not g.any(), k
+            continue
+        assert g is not None and g.dtype == r.dtype if k == "log_vars" else g is not None, k
+        assert torch.isfinite(g).all(), k
+        if g.dtype in (torch.bfloat16, torch.float16):
+            # Stored in 8 (11) mantissa bits: compare to the fp32 oracle rounded once.
+            scale = r.float().abs().max().item() or 1.0
+            torch.testing.assert_close(g.float(), r.float(), rtol=1e-2, atol=1e-2 * scale)
+        else:
+            key = g.dtype if k != "log_vars" else dtype
+            torch.testing.assert_close(g, r.to(g.dtype), **tol[key])
+
+
+GRID = [
+    # C, B, H, W, dtype, target dtype, ignored fraction, class weights, weighting
+    (1, 1, 5, 7, torch.float32, torch.int64, 0.2, False, "log_vars"),
+    (2, 2, 6, 5, torch.float32, torch.int32, 0.0, True, "weights"),
+    (19, 3, 7, 9, torch.float32, torch.uint8, 0.3, False, "log_vars"),
+    (19, 2, 9, 11, torch.float64, torch.int64, 0.2, True, "none"),
+    (19, 1, 5, 5, torch.float32, torch.int64, 1.0, False, "log_vars"),
+    (150, 1, 5, 6, torch.float32, torch.int64, 0.5, False, "log_vars"),
+    (150, 2, 4, 5, torch.float64, torch.int32, 0.1, True, "weights"),
+    (19, 2, 6, 7, torch.bfloat16, torch.int64, 0.2, False, "log_vars"),
+    (150, 1, 4, 5, torch.bfloat16, torch.uint8, 0.2, True, "log_vars"),
+    (2, 3, 5, 5, torch.float16, torch.int64, 0.2, False, "weights"),
+]
+
+
+@pytest.mark.parametrize("C,B,H,W,dtype,tdtype,ignored,weighted,weighting", GRID)
+def test_matches_pytorch(C, B, H, W, dtype, tdtype, ignored, weighted, weighting):
+    pred, tgt = make_inputs(B=B, C=C, H=H, W=W, dtype=dtype, target_dtype=tdtype,
+                            ignore_frac=ignored, seed=C + B)
+    cw = torch.rand(C, generator=torch.Generator().manual_seed(1)) + 0.5 if weighted else None
+    log_vars = torch.tensor([0.3, -0.4, 0.8]) if weighting == "log_vars" else None
+    weights = [0.2, 1.5, 0.7] if weighting == "weights" else None
+    if dtype == torch.float64 and log_vars is not None:
+        log_vars = log_vars.double()
+    kernel, expected = run_both(pred, tgt, log_vars=log_vars, weights=weights, class_weight=cw)
+    assert kernel[0].dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    for k, g in kernel[2].items():
+        if k in pred:
+            assert g.dtype == dtype and g.shape == pred[k].shape
+    assert_match(kernel, expected, dtype)
+
+
+SUBSETS = [s for n in (1, 2, 3) for s in __import__("itertools").combinations(ALL, n)]
+
+
+@pytest.mark.parametrize("tasks", SUBSETS, ids=["+".join(s) for s in SUBSETS])
+def test_every_task_subset(tasks):
+    pred, tgt = make_inputs(B=2, C=5, H=5, W=6, tasks=tasks, seed=len(tasks))
+    log_vars = torch.linspace(-0.5, 0.5, len(tasks))
+    assert_match(*run_both(pred, tgt, log_vars=log_vars))
+    assert_match(*run_both(pred, tgt, weights=[0.5] * len(tasks)))
+
+
+def test_empty_tasks_add_nothing():
+    pred, tgt = make_inputs(B=2, C=4, H=4, W=5, seed=3)
+    tgt["semantic"][:] = 255
+    tgt["instance_mask"][:] = False
+    z = tgt["depth"]
+    z[:, :, 0] = float("nan")
+    z[:, :, 1] = float("inf")
+    z[:, :, 2] = -1.0
+    z[:, :, 3] = 0.0
+    kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.2, 0.1, -0.3]))
+    assert kernel[0] == 0
+    assert all(v == 0 for v in kernel[1].values())
+    for g in kernel[2].values():
+        assert torch.equal(g, torch.zeros_like(g))
+    assert_match(kernel, expected)
+
+
+def test_one_empty_task_among_others():
+    pred, tgt = make_inputs(B=2, C=4, H=4, W=5, seed=4)
+    tgt["instance_mask"][:] = False
+    kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.2, 0.7, -0.3]))
+    assert kernel[2]["log_vars"][1] == 0 and not kernel[2]["instance"].any()
+    assert_match(kernel, expected)
+
+
+def _strided(v, kind):
+    if kind == "channels_last" and v.dim() == 4:
+        return v.contiguous(memory_format=torch.channels_last)
+    if kind == "transposed" and v.dim() >= 3:  # stride_h < stride_w: pixels are not one flat axis
+        return v.transpose(-1, -2).contiguous().transpose(-1, -2)
+    if kind == "sliced":  # a view into a larger buffer: channel, row and column slices
+        shape = list(v.shape)
+        big = torch.zeros([shape[0]] + [s + 2 for s in shape[1:-1]] + [2 * shape[-1] + 1],
+                          dtype=v.dtype)
+        index = [slice(None)] + [slice(1, 1 + s) for s in shape[1:-1]] + [slice(1, None, 2)]
+        view = big[tuple(index)]
+        view.copy_(v)
+        return view
+    return v
+
+
+@pytest.mark.parametrize("kind", ["channels_last", "transposed", "sliced"])
+def test_any_strides(kind):
+    pred, tgt = make_inputs(B=2, C=6, H=5, W=7, seed=5)
+    tgt["depth"] = tgt["depth"][:, 0]  # (B,H,W) targets are accepted too
+    pred = {k: _strided(v, kind) for k, v in pred.items()}
+    tgt = {k: _strided(v, kind) for k, v in tgt.items()}
+    assert not pred["semantic"].is_contiguous()
+    kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.1, 0.2, 0.3]))
+    assert_match(kernel, expected)
+
+
+@pytest.mark.parametrize("C,max_block_c", [(19, 8), (150, 64), (3, 2)])
+def test_online_softmax_over_class_chunks(C, max_block_c, monkeypatch):
+    pred, tgt = make_inputs(B=2, C=C, H=4, W=6, seed=C)
+    pred["semantic"] = pred["semantic"] * 8  # large logits: the running max matters
+    cw = torch.rand(C, generator=torch.Generator().manual_seed(2)) + 0.1
+    real = ops.fused_multitask_loss
+
+    def chunked(*args, **kwargs):
+        return real(*args, **kwargs, max_block_c=max_block_c)
+
+    monkeypatch.setattr(ops, "fused_multitask_loss", chunked)
+    assert ops._blocks(C, True, max_block_c)[0] > 1
+    assert_match(*run_both(pred, tgt, log_vars=torch.tensor([0.5, 0.0, 0.0]), class_weight=cw))
+
+
+def test_many_tiles_per_program(monkeypatch):
+    # 3 programs for 6 tiles of 64 pixels (C = 19) and 2 pre-pass tiles: round-robin
+    # tiles, partial sums across tiles and a multi-row fixed-order reduction.
+    monkeypatch.setattr(ops.K, "MAX_PROGRAMS", 3)
+    pred, tgt = make_inputs(B=2, C=19, H=9, W=17, seed=6)
+    assert ops._blocks(19, True, ops.MAX_BLOCK_C)[2] * 2 < 9 * 17
+    assert_match(*run_both(pred, tgt, log_vars=torch.tensor([0.1, 0.2, 0.3])))
+
+
+def test_deterministic(monkeypatch):
+    monkeypatch.setattr(ops.K, "MAX_PROGRAMS", 3)
+    pred, tgt = make_inputs(B=2, C=19, H=9, W=17, seed=7)
+    first, second = (run_both(pred, tgt, log_vars=torch.tensor([0.1, 0.2, 0.3]))[0]
+                     for _ in range(2))
+    assert torch.equal(first[0], second[0])
+    for k in first[1]:
+        assert torch.equal(first[1][k], second[1][k])
+    for k in first[2]:
+        assert torch.equal(first[2][k], second[2][k])
+
+
+def test_grad_output_is_applied():
+    pred, tgt = make_inputs(B=2, C=5, H=4, W=5, seed=8)
+    lv = torch.tensor([0.3, -0.2, 0.1])
+    for g in (2.5, 0.0, -1.0):
+        step = lambda out, g=g: out[0].backward(torch.tensor(g))  # noqa: E731
+        assert_match(*run_both(pred, tgt, log_vars=lv, backward=step))
+
+
+def test_gradient_through_task_losses():
+    pred, tgt = make_inputs(B=2, C=5, H=4, W=5, seed=9)
+    lv = torch.tensor([0.3, -0.2, 0.1])
+    for step in (lambda out: out[1]["depth"].backward(),
+                 lambda out: (2 * out[0] + 3 * out[1]["semantic"] - out[1]["instance"]).backward()):
+        assert_match(*run_both(pred, tgt, log_vars=lv, backward=step))
+
+
+def test_zero_fixed_weight_still_gives_task_gradient():
+    # coef = 0: the saved semantic gradient is all zeros, so the per-task
+    # gradient must be recomputed (exactly) in backward.
+    pred, tgt = make_inputs(B=2, C=5, H=4, W=5, seed=10)
+    weights = [0.0, 1.0, 2.0]
+    for step in (lambda out: out[1]["semantic"].backward(),
+                 lambda out: (out[0] + out[1]["semantic"]).backward(),
+                 lambda out: out[0].backward()):
+        kernel, expected = run_both(pred, tgt, weights=weights, backward=step)
+        assert_match(kernel, expected)
+
+
+def test_repeated_backward_with_retain_graph():
+    # One task at a time, then the total (per-task gradients, as PCGrad takes them).
+    pred, tgt = make_inputs(B=2, C=5, H=4, W=5, seed=11)
+    lv = torch.tensor([0.3, -0.2, 0.1])
+    outs = {}
+    for use_kernel in (True, False):
+        p = leaf_copies(pred)
+        if use_kernel:
+            out = fastmtl.multitask_loss(p, tgt, log_vars=lv, backend="triton")
+            total, losses = out.total, out.losses
+        else:
+            total, losses = oracle(p, tgt, lv)
+        seq = []
+        for target in (losses["semantic"], losses["instance"], 3 * losses["depth"], total,
+                       losses["semantic"], total):
+            grads = torch.autograd.grad(target, list(p.values()), retain_graph=True,
+                                        allow_unused=True, materialize_grads=True)
+            seq.append(grads)
+        outs[use_kernel] = seq
+    for got, want in zip(outs[True], outs[False]):
+        for g, r in zip(got, want):
+            torch.testing.assert_close(g, r, rtol=2e-5, atol=1e-6)
+
+
+def test_gradcheck_fp64():
+    pred, tgt = make_inputs(B=1, C=3, H=2, W=3, dtype=torch.float64, ignore_frac=0.2,
+                            mask_frac=0.6, depth_invalid_frac=0.3, seed=12)
+    names = list(pred)
+    inputs = [pred[k].clone().requires_grad_(True) for k in names]
+    inputs.append(torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64, requires_grad=True))
+
+    def f(*args):
+        out = fastmtl.multitask_loss(dict(zip(names, args[:3])), tgt, log_vars=args[3],
+                                     backend="triton")
+        return (out.total, *out.losses.values())
+
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
+
+    def g(*args):
+        out = fastmtl.multitask_loss(dict(zip(names, args)), tgt, weights=[0.0, 0.5, 2.0],
+                                     backend="triton")
+        return (out.total, *out.losses.values())
+
+    assert torch.autograd.gradcheck(g, inputs[:3], eps=1e-6, atol=1e-7, fast_mode=True)
+
+
+def test_only_log_vars_require_grad():
+    pred, tgt = make_inputs(B=2, C=5, H=4, W=5, seed=13)
+    lv = torch.tensor([0.3, -0.2, 0.1], requires_grad=True)
+    out = fastmtl.multitask_loss(pred, tgt, log_vars=lv, backend="triton")
+    out.total.backward()
+    lv_ref = lv.detach().clone().requires_grad_(True)
+    oracle(pred, tgt, lv_ref)[0].backward()
+    torch.testing.assert_close(lv.grad, lv_ref.grad, rtol=2e-5, atol=1e-6)
+
+
+def test_gradient_of_fixed_weights():
+    pred, tgt = make_inputs(B=2, C=5, H=4, W=5, seed=17)
+    w = torch.tensor([0.5, 0.0, 2.0], requires_grad=True)
+    out = fastmtl.multitask_loss(pred, tgt, weights=w, backend="triton")
+    out.total.backward()
+    _, expected = oracle(pred, tgt)
+    torch.testing.assert_close(w.grad, torch.stack([expected[k] for k in ALL]),
+                               rtol=2e-5, atol=1e-6)
+
+
+def test_double_backward_is_refused():
+    pred, tgt = make_inputs(B=1, C=3, H=2, W=3, seed=18)
+    p = leaf_copies(pred)
+    out = fastmtl.multitask_loss(p, tgt, backend="triton")
+    with pytest.raises(RuntimeError, match="create_graph"):
+        torch.autograd.grad(out.total, list(p.values()), create_graph=True)
+
+
+def test_plain_backward_hands_over_the_forward_buffers():
+    # total.backward(): the ratio is exactly 1, nothing is rescaled or rewritten, and
+    # the gradient buffer written by the forward pass becomes x.grad without a copy.
+    rows = ops.K.normalisers
+    pred, tgt = make_inputs(B=2, C=5, H=4, W=5, seed=20)
+    p = leaf_copies(pred)
+    outs = ops._fused_op(p["semantic"], tgt["semantic"], None, p["instance"], tgt["instance"],
+                         tgt["instance_mask"], p["depth"], tgt["depth"], None, [0, 1, 2],
+                         [0.0] * 3, [0.0] * 3, False, 255, True, ops.MAX_BLOCK_C)
+    total, state, buffers = outs[0], outs[6], [outs[i].data_ptr() for i in (3, 4, 5)]
+    del outs
+    total.backward()
+    assert state[int(rows.ROW_GUARD), 0] == 0
+    assert torch.equal(state[int(rows.ROW_RATIO)], torch.ones(4, dtype=torch.float64))
+    assert [p[k].grad.data_ptr() for k in ALL] == buffers
+
+
+def test_no_gradient_stores_without_grad():
+    pred, tgt = make_inputs(B=2, C=5, H=4, W=5, seed=14)
+    p = leaf_copies(pred)
+    args = (p["semantic"], tgt["semantic"], None, p["instance"], tgt["instance"],
+            tgt["instance_mask"], p["depth"], tgt["depth"], None, [0, 1, 2], [0.0] * 3,
+            [0.0] * 3, False, 255, False, ops.MAX_BLOCK_C)
+    outs = ops._fused_op(*args)
+    assert all(g.numel() == 0 for g in outs[3:6])
+    with torch.no_grad():
+        out = fastmtl.multitask_loss(p, tgt, backend="triton")
+    assert not out.total.requires_grad
+    _, expected = oracle(pred, tgt)
+    for k, v in out.losses.items():
+        torch.testing.assert_close(v, expected[k], rtol=2e-5, atol=1e-6)
+        torch.testing.assert_close(outs[1][list(out.losses).index(k)], expected[k],
+                                   rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("tdtype,bad_value", [(torch.uint8, 200), (torch.int32, -3),
+                                               (torch.int64, 19)])
+def test_bad_label(tdtype, bad_value):
+    pred, tgt = make_inputs(B=2, C=19, H=5, W=6, target_dtype=torch.int64, seed=15)
+    t = tgt["semantic"]
+    t[1, 2, 3] = bad_value
+    t[1, 4, 0] = 250 if tdtype == torch.uint8 else 10**3  # a later bad label
+    tgt["semantic"] = t.to(tdtype)
+    with pytest.raises(ValueError) as err:
+        fastmtl.multitask_loss(pred, tgt, backend="triton")
+    assert str(err.value) == bad_label_message(bad_value, 19, 255)
+    # Without the check, bad labels are ignored, never read out of bounds.
+    kernel, expected = run_both(pred, tgt, log_vars=torch.zeros(3), check_labels=False)
+    assert_match(kernel, expected)
+
+
+def test_other_ignore_index():
+    pred, tgt = make_inputs(B=2, C=7, H=4, W=5, target_dtype=torch.int32, ignore_index=-100,
+                            seed=19)
+    assert (tgt["semantic"] == -100).any()
+    assert_match(*run_both(pred, tgt, log_vars=torch.zeros(3), ignore_index=-100))
+
+
+def test_no_host_sync_needed_for_results():
+    # The outputs are plain tensors on the inputs' device; a NaN logit propagates.
+    pred, tgt = make_inputs(B=1, C=4, H=3, W=3, ignore_frac=0.0, seed=16)
+    pred["semantic"][0, 1, 1, 1] = float("nan")
+    out = fastmtl.multitask_loss(pred, tgt, backend="triton", check_labels=False)
+    assert math.isnan(out.losses["semantic"].item()) and math.isnan(out.total.item())
