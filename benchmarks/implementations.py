@@ -16,10 +16,11 @@ passes its own ``inputs`` factory with the signature of
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 import fastmtl
 from fastmtl import reference
@@ -124,6 +125,50 @@ register(Implementation(
 register(Implementation(
     "triton", "fastmtl fused Triton kernel (backend='triton')",
     lambda check_labels=False: _fastmtl("triton", check_labels), _triton_unavailable))
+
+
+# --- heads at 1/8 resolution, bilinear upsampling to the targets (docs/upsample.md) ---
+# Rows are labelled with the targets' size. Their GB/s and % copy use the full-resolution
+# cost model of the other rows (the loss is taken on the same H x W pixels); the bytes these
+# implementations must move are far fewer (low-resolution predictions and gradients).
+UPSAMPLE_FACTOR = 8
+
+
+def make_low_res_inputs(problem, device: torch.device, seed: int = 0):
+    """``make_inputs`` with the predictions at 1/UPSAMPLE_FACTOR of the targets' H x W."""
+    low = replace(problem, height=-(-problem.height // UPSAMPLE_FACTOR),
+                  width=-(-problem.width // UPSAMPLE_FACTOR))
+    predictions, _, log_vars = make_inputs(low, device, seed)
+    _, targets, _ = make_inputs(problem, device, seed)
+    return predictions, targets, log_vars
+
+
+def _upsampled(backend: str, fused: bool):
+    def build(check_labels: bool = False) -> LossFn:
+        def loss(predictions, targets, log_vars):
+            if fused:
+                return fastmtl.multitask_loss(predictions, targets, log_vars, backend=backend,
+                                              ignore_index=IGNORE_INDEX, check_labels=check_labels,
+                                              upsample="bilinear").total
+            size = targets["semantic"].shape[-2:]
+            full = {k: F.interpolate(v, size=size, mode="bilinear") for k, v in predictions.items()}
+            return fastmtl.multitask_loss(full, targets, log_vars, backend=backend,
+                                          ignore_index=IGNORE_INDEX,
+                                          check_labels=check_labels).total
+        return loss
+    return build
+
+
+register(Implementation(
+    "upsample-fused", "1/8-resolution heads, bilinear upsampling inside the Triton kernel "
+    "(upsample='bilinear')", _upsampled("triton", True), _triton_unavailable,
+    inputs=make_low_res_inputs))
+register(Implementation(
+    "upsample-interp-triton", "1/8-resolution heads, F.interpolate then the fused Triton kernel",
+    _upsampled("triton", False), _triton_unavailable, inputs=make_low_res_inputs))
+register(Implementation(
+    "upsample-interp-eager", "1/8-resolution heads, F.interpolate then the eager reference",
+    _upsampled("reference", False), inputs=make_low_res_inputs))
 
 
 def step(loss: LossFn, predictions: dict, targets: dict, log_vars: torch.Tensor, backward: bool):

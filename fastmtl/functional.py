@@ -5,9 +5,11 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import torch
+import torch.nn.functional as F
 
 from fastmtl import reference
-from fastmtl.validation import check_label_range, validate_inputs, validate_log_vars
+from fastmtl.validation import (check_label_range, target_size, validate_inputs,
+                                validate_log_vars)
 from fastmtl.weighting import combine, uncertainty_factors, weights_tensor
 
 BACKENDS = ("auto", "reference", "triton")
@@ -41,10 +43,17 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return "reference"
 
 
+def _upsampled(predictions, size, align_corners: bool) -> dict:
+    """The reference for ``upsample="bilinear"``: every prediction interpolated to ``size``."""
+    return {name: F.interpolate(p, size=size, mode="bilinear", align_corners=align_corners)
+            for name, p in predictions.items()}
+
+
 def multitask_loss(predictions: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor],
                    log_vars: torch.Tensor | None = None, weights=None, *, ignore_index: int = 255,
                    class_weight: torch.Tensor | None = None, backend: str = "auto",
-                   uncertainty: str = "kendall", check_labels: bool = True) -> LossOutput:
+                   uncertainty: str = "kendall", check_labels: bool = True,
+                   upsample: str | None = None, align_corners: bool = False) -> LossOutput:
     """Semantic cross-entropy, instance-offset L1 and depth L1, weighted into one total.
 
     Args:
@@ -67,13 +76,19 @@ def multitask_loss(predictions: Mapping[str, torch.Tensor], targets: Mapping[str
         check_labels: raise ValueError on a semantic label outside [0, C)
             that is not ignore_index. It reads a flag back from the device (one
             synchronisation); with False such labels are treated as ignored.
+        upsample, align_corners: with ``upsample="bilinear"`` the predictions
+            may be at a lower resolution h x w than the targets (H x W) and are
+            scored as ``F.interpolate(p, size=(H, W), mode="bilinear",
+            align_corners=align_corners)``; the triton backend interpolates
+            inside the kernel and never holds full-resolution predictions or
+            gradients (docs/upsample.md).
 
     Returns:
         LossOutput with ``total`` and ``losses`` (float32, or float64 for
         float64 predictions). A task with no valid pixel has loss 0 and adds
         nothing to the total or the gradients.
     """
-    tasks = validate_inputs(predictions, targets, class_weight)
+    tasks = validate_inputs(predictions, targets, class_weight, upsample=upsample)
     device = predictions[tasks[0]].device
     if log_vars is not None and weights is not None:
         raise ValueError("give either log_vars (uncertainty weighting) or weights (fixed), not both")
@@ -85,6 +100,18 @@ def multitask_loss(predictions: Mapping[str, torch.Tensor], targets: Mapping[str
         weights = None if weights is None else weights_tensor(weights, tasks, device)
 
     backend = resolve_backend(backend, device)
+    if upsample is not None:  # low-resolution predictions (docs/upsample.md)
+        if backend == "triton":
+            from fastmtl.ops_upsample import upsampled_multitask_loss
+
+            total, losses = upsampled_multitask_loss(
+                predictions, targets, tasks, log_vars=log_vars, weights=weights, factors=factors,
+                regulariser=regulariser, ignore_index=ignore_index, class_weight=class_weight,
+                check_labels=check_labels, align_corners=align_corners)
+            return LossOutput(total, losses)
+        predictions = _upsampled(predictions, target_size(predictions, targets, tasks, upsample),
+                                 align_corners)
+
     if backend == "triton":
         from fastmtl.ops import fused_multitask_loss
 

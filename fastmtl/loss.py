@@ -21,16 +21,23 @@ class MultiTaskLoss(nn.Module):
         optimizer = torch.optim.SGD([*model.parameters(), *criterion.parameters()], lr=...)
         out = criterion(model(images), targets)
         out.total.backward()
+
+    ``upsample="bilinear"`` (and ``align_corners``) takes predictions at a lower
+    resolution than the targets, as ``fastmtl.multitask_loss``.
     """
 
     def __init__(self, tasks: Sequence[str] = TASK_ORDER, weighting: nn.Module | None = None, *,
                  ignore_index: int = 255, class_weight: torch.Tensor | None = None,
-                 backend: str = "auto", check_labels: bool = True):
+                 backend: str = "auto", check_labels: bool = True,
+                 upsample: str | None = None, align_corners: bool = False):
         super().__init__()
         self.weighting = weighting if weighting is not None else UncertaintyWeighting(tasks)
         self.ignore_index = ignore_index
         self.backend = backend
         self.check_labels = check_labels
+        # Low-resolution predictions scored at the targets' resolution (docs/upsample.md).
+        self.upsample = upsample
+        self.align_corners = align_corners
         if class_weight is not None:
             self.register_buffer("class_weight", class_weight.detach().clone())
         else:
@@ -41,4 +48,5 @@ class MultiTaskLoss(nn.Module):
         tasks = tasks_of(predictions)
         return multitask_loss(predictions, targets, **self.weighting.loss_kwargs(tasks),
                               ignore_index=self.ignore_index, class_weight=self.class_weight,
-                              backend=self.backend, check_labels=self.check_labels)
+                              backend=self.backend, check_labels=self.check_labels,
+                              upsample=self.upsample, align_corners=self.align_corners)

@@ -27,8 +27,13 @@ def _shape(t: torch.Tensor, expected: tuple, what: str) -> None:
         raise ValueError(f"{what} has shape {tuple(t.shape)}, expected {tuple(expected)}")
 
 
-def validate_inputs(predictions: Mapping, targets: Mapping, class_weight=None) -> tuple[str, ...]:
-    """Check shapes, dtypes and devices; return the tasks present in canonical order."""
+def validate_inputs(predictions: Mapping, targets: Mapping, class_weight=None,
+                    upsample: str | None = None) -> tuple[str, ...]:
+    """Check shapes, dtypes and devices; return the tasks present in canonical order.
+
+    With ``upsample`` the predictions may be smaller than the targets (see
+    ``target_size``); the targets are then checked at their own H x W.
+    """
     tasks = tasks_of(predictions)
     if not isinstance(targets, Mapping):
         raise TypeError(f"targets must be a dict, got {type(targets).__name__}")
@@ -73,6 +78,8 @@ def validate_inputs(predictions: Mapping, targets: Mapping, class_weight=None) -
                 raise ValueError(
                     f"targets[{key!r}] is on {t.device} but the predictions are on {first.device}"
                 )
+    if upsample is not None:
+        H, W = target_size(predictions, targets, tasks, upsample)
 
     if "semantic" in tasks:
         t = targets["semantic"]
@@ -107,6 +114,28 @@ def validate_inputs(predictions: Mapping, targets: Mapping, class_weight=None) -
         if w.device != first.device:
             raise ValueError(f"class_weight is on {w.device} but the predictions are on {first.device}")
     return tasks
+
+
+# --- upsampled predictions (multitask_loss(..., upsample="bilinear"), docs/upsample.md) ---
+UPSAMPLE_MODES = ("bilinear",)
+
+
+def target_size(predictions: Mapping, targets: Mapping, tasks, upsample: str) -> tuple[int, int]:
+    """Full resolution (H, W), read from the first task's target, for predictions that are
+    upsampled to it; they must be no larger than it."""
+    if upsample not in UPSAMPLE_MODES:
+        raise ValueError(f"unknown upsample mode {upsample!r}; choose from {list(UPSAMPLE_MODES)}")
+    key = TASKS[tasks[0]].target_keys[0]
+    t = targets[key]
+    if t.dim() < 3:
+        raise ValueError(f"targets[{key!r}] has shape {tuple(t.shape)}, expected (B,[1,]H,W)")
+    H, W = t.shape[-2], t.shape[-1]
+    p = predictions[tasks[0]]
+    if p.shape[2] > H or p.shape[3] > W:
+        raise ValueError(
+            f"upsample={upsample!r} needs predictions no larger than the targets: "
+            f"predictions[{tasks[0]!r}] is {p.shape[2]} x {p.shape[3]}, targets are {H} x {W}")
+    return H, W
 
 
 def validate_log_vars(log_vars, tasks: tuple[str, ...], device) -> torch.Tensor:
