@@ -13,7 +13,8 @@ import triton
 import triton.language as tl
 
 from .normalisers import (ROW_APPLIED, ROW_COEF, ROW_GUARD, ROW_N, ROW_RATIO, ROW_RSCALE,
-                          ROW_SCALE, SLOT_DEPTH, SLOT_INSTANCE, SLOT_SEMANTIC, SLOTS, slot_vector)
+                          ROW_SCALE, SLOT_DEPTH, SLOT_INSTANCE, SLOT_SEMANTIC, SLOTS, slot_vector,
+                          tile_pixels)
 
 __all__ = ["fused_loss_kernel", "finalize_kernel", "backward_prepare_kernel", "rescale_kernel"]
 
@@ -177,19 +178,9 @@ def fused_loss_kernel(
     acc_sem = tl.zeros([BLOCK_P], ACC)
     acc_inst = tl.zeros([BLOCK_P], ACC)
     acc_dep = tl.zeros([BLOCK_P], ACC)
-    lanes = tl.arange(0, BLOCK_P)
     tile = pid
     while tile < n_active:
-        image = tile // tiles_per_image
-        q = (tile - image * tiles_per_image) * BLOCK_P + lanes
-        in_image = q < HW
-        b = image.to(tl.int64)
-        if FLAT:
-            h = 0
-            w = q.to(tl.int64)
-        else:
-            h = (q // W).to(tl.int64)
-            w = (q % W).to(tl.int64)
+        b, _, h, w, in_image = tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P, FLAT)
         if HAS_SEM:
             acc_sem += _semantic_tile(
                 x_ptr, gx_ptr, t_ptr, cw_ptr, b, h, w, in_image, scale_sem, C, ignore_index,

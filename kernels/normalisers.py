@@ -42,6 +42,23 @@ def slot_vector(lane, v_sem, v_inst, v_dep, v_spare):
 
 
 @triton.jit
+def tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P: tl.constexpr, FLAT: tl.constexpr):
+    # Tile `tile` covers pixels q = h * W + w of image b, BLOCK_P of them from
+    # (tile mod tiles_per_image) * BLOCK_P; in_image guards the image's last tile.
+    # FLAT: every tensor has stride_h == W * stride_w, so h = 0 and w = q address it.
+    image = tile // tiles_per_image
+    q = (tile - image * tiles_per_image) * BLOCK_P + tl.arange(0, BLOCK_P)
+    in_image = q < HW
+    if FLAT:
+        h = 0
+        w = q.to(tl.int64)
+    else:
+        h = (q // W).to(tl.int64)
+        w = (q % W).to(tl.int64)
+    return image.to(tl.int64), q, h, w, in_image
+
+
+@triton.jit
 def normaliser_kernel(
     t_ptr, cw_ptr, m_ptr, z_ptr,
     t_sb, t_sh, t_sw, m_sb, m_sh, m_sw, z_sb, z_sh, z_sw, C, ignore_index,
@@ -58,7 +75,6 @@ def normaliser_kernel(
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
-    lanes = tl.arange(0, BLOCK_P)
     no_pixel = 9223372036854775807
     acc_sem = tl.zeros([BLOCK_P], ACC)
     acc_inst = tl.zeros([BLOCK_P], ACC)
@@ -68,16 +84,7 @@ def normaliser_kernel(
     first_value = tl.zeros([BLOCK_P], tl.int64)
     tile = pid
     while tile < n_tiles:
-        image = tile // tiles_per_image
-        q = (tile - image * tiles_per_image) * BLOCK_P + lanes
-        in_image = q < HW
-        b = image.to(tl.int64)
-        if FLAT:
-            h = 0
-            w = q.to(tl.int64)
-        else:
-            h = (q // W).to(tl.int64)
-            w = (q % W).to(tl.int64)
+        b, q, h, w, in_image = tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P, FLAT)
         if HAS_SEM:
             t = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0).to(tl.int64)
             labelled = in_image & (t != ignore_index)

@@ -27,3 +27,21 @@ def make_inputs(B=2, C=5, H=4, W=6, dtype=torch.float32, target_dtype=torch.int6
 
 def leaf_copies(pred):
     return {k: v.detach().clone().requires_grad_(True) for k, v in pred.items()}
+
+
+def run_compiled(script, mode: str, timeout: int = 500) -> dict:
+    """Run ``python script mode`` without TRITON_INTERPRET (so Triton compiles for real)
+    and return the JSON object its last line prints."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "tests"), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, str(script), mode], cwd=root, env=env, timeout=timeout,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

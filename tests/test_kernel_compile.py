@@ -15,19 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from helpers import run_compiled
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL = ("semantic", "instance", "depth")
 
 
-def _run_script(mode: str, timeout: int = 400) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, __file__, mode], cwd=ROOT, env=env, timeout=timeout,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def _run_script(mode: str) -> dict:
+    return run_compiled(__file__, mode, timeout=400)
 
 
 # --------------------------------------------------------------------------- tests

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 import fastmtl
 from fastmtl import ops_upsample
-from helpers import leaf_copies, make_inputs
+from helpers import leaf_copies, make_inputs, run_compiled
 from test_kernel_fused import assert_match, oracle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -328,13 +328,8 @@ def test_deterministic_and_small_on_gpu():
 # ----------------------------------------- compiled kernels (subprocess, no interpreter)
 
 
-def _run_script(mode: str, timeout: int = 500) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, __file__, mode], cwd=ROOT, env=env, timeout=timeout,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def _run_script(mode: str) -> dict:
+    return run_compiled(__file__, mode, timeout=500)
 
 
 def test_aot_compile_for_sm80_and_sm90_without_spills():
