@@ -250,15 +250,50 @@ def _kernels_of(gm):
     return [(kernel_side_table.get_kernel(n.kwargs["kernel_idx"]).fn.__name__, n) for n in calls]
 
 
-def _compile_main():
+def trace_graphs(step, *args) -> tuple[dict, list, list]:
+    """Trace ``step(*args)`` with torch.compile(fullgraph=True) without launching a kernel.
+
+    Returns a report with the number of Dynamo graphs and the first one's code,
+    plus the AOTAutograd forward and backward graphs of a run followed by
+    ``total.backward()`` (``step`` returns ``(total, ...)``).
+    """
     import torch
     import triton
     from torch._dynamo.backends.common import aot_autograd
 
+    triton.runtime.driver.set_active(_Target())
+    graphs = []
+
+    def recorder(gm, example_inputs):
+        graphs.append(gm)
+        return _stand_in(gm, boxed=False)
+
+    torch.compile(step, fullgraph=True, backend=recorder)(*args)
+    report = dict(graphs=len(graphs), dynamo_graph=graphs[0].code)
+    torch._dynamo.reset()
+    fw, bw = [], []
+
+    def compiler(store):
+        def compile_graph(gm, example_inputs):
+            store.append(gm)
+            return _stand_in(gm, boxed=True)
+        return compile_graph
+
+    compiled = torch.compile(step, fullgraph=True, backend=aot_autograd(
+        fw_compiler=compiler(fw), bw_compiler=compiler(bw)))
+    total, *_ = compiled(*args)
+    total.backward()
+    report["forward_kernels"] = [name for name, _ in _kernels_of(fw[0])]
+    report["backward_kernels"] = [name for name, _ in _kernels_of(bw[0])]
+    return report, fw, bw
+
+
+def _compile_main():
+    import torch
+
     import fastmtl
     from helpers import leaf_copies, make_inputs
 
-    triton.runtime.driver.set_active(_Target())
     pred, tgt = make_inputs(B=2, C=5, H=4, W=6)
     pred = leaf_copies(pred)
     log_vars = torch.zeros(3, requires_grad=True)
@@ -268,32 +303,7 @@ def _compile_main():
                                      check_labels=False)
         return out.total, out.losses["depth"]
 
-    graphs = []
-
-    def recorder(gm, example_inputs):
-        graphs.append(gm)
-        return _stand_in(gm, boxed=False)
-
-    torch.compile(step, fullgraph=True, backend=recorder)(pred, tgt, log_vars)
-    report = dict(graphs=len(graphs), dynamo_graph=graphs[0].code)
-
-    torch._dynamo.reset()
-    fw, bw = [], []
-
-    def fw_compiler(gm, example_inputs):
-        fw.append(gm)
-        return _stand_in(gm, boxed=True)
-
-    def bw_compiler(gm, example_inputs):
-        bw.append(gm)
-        return _stand_in(gm, boxed=True)
-
-    compiled = torch.compile(step, fullgraph=True,
-                             backend=aot_autograd(fw_compiler=fw_compiler, bw_compiler=bw_compiler))
-    total, _ = compiled(pred, tgt, log_vars)
-    total.backward()
-    report["forward_kernels"] = [name for name, _ in _kernels_of(fw[0])]
-    report["backward_kernels"] = [name for name, _ in _kernels_of(bw[0])]
+    report, fw, _ = trace_graphs(step, pred, tgt, log_vars)
     (fused,) = [n for name, n in _kernels_of(fw[0]) if name == "fused_loss_kernel"]
     report["fused_clones"] = list(fused.kwargs.get("tensors_to_clone", []))
     print(json.dumps(report))

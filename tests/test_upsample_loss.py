@@ -439,12 +439,8 @@ def _aot_main():
 
 
 def _compile_main():
-    import triton
-    from torch._dynamo.backends.common import aot_autograd
+    from test_kernel_compile import trace_graphs
 
-    from test_kernel_compile import _kernels_of, _stand_in, _Target
-
-    triton.runtime.driver.set_active(_Target())
     pred, tgt = low_res_inputs(B=2, C=5, h=2, w=3, H=5, W=7)
     pred = leaf_copies(pred)
     log_vars = torch.zeros(3, requires_grad=True)
@@ -454,29 +450,7 @@ def _compile_main():
                                      check_labels=False, upsample="bilinear")
         return out.total, out.losses["depth"]
 
-    graphs = []
-
-    def recorder(gm, example_inputs):
-        graphs.append(gm)
-        return _stand_in(gm, boxed=False)
-
-    torch.compile(step, fullgraph=True, backend=recorder)(pred, tgt, log_vars)
-    report = dict(graphs=len(graphs), dynamo_graph=graphs[0].code)
-    torch._dynamo.reset()
-    fw, bw = [], []
-
-    def compiler(store):
-        def compile_graph(gm, example_inputs):
-            store.append(gm)
-            return _stand_in(gm, boxed=True)
-        return compile_graph
-
-    compiled = torch.compile(step, fullgraph=True, backend=aot_autograd(
-        fw_compiler=compiler(fw), bw_compiler=compiler(bw)))
-    total, _ = compiled(pred, tgt, log_vars)
-    total.backward()
-    report["forward_kernels"] = [name for name, _ in _kernels_of(fw[0])]
-    report["backward_kernels"] = [name for name, _ in _kernels_of(bw[0])]
+    report, _, _ = trace_graphs(step, pred, tgt, log_vars)
     print(json.dumps(report))
 
 
