@@ -135,6 +135,15 @@ def parse_pytest(text: str) -> dict:
     return {"counts": counts, "complete": bool(final), "problems": problems}
 
 
+def torch_sees_cuda() -> bool:
+    """torch.cuda.is_available(), asked in a subprocess (this one never imports torch)."""
+    code = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
+    try:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 def missing_modules() -> dict[str, str]:
     notes = {m: why for m, why in OPTIONAL.items() if importlib.util.find_spec(m) is None}
     for m, parts in REQUIRED.items():
@@ -155,9 +164,9 @@ def main(argv=None) -> int:
              "parts": [], "tests": None}
     for note in state["missing"].values():
         print(note, flush=True)
-    if not args.dry and not state["host"]["gpus"]:
-        print("no GPU visible to nvidia-smi: run on a GPU machine, or with --dry for a CPU rehearsal",
-              file=sys.stderr)
+    if not args.dry and not state["host"]["gpus"] and not torch_sees_cuda():
+        print("no CUDA device (neither nvidia-smi nor torch sees one): run on a GPU machine, or with "
+              "--dry for a CPU rehearsal", file=sys.stderr)
         return 2
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     if not args.dry:
@@ -214,11 +223,14 @@ def _read(path: Path) -> dict | None:
 def summary(state: dict, out: Path) -> str:
     from benchmarks import report, train_report
 
-    h = state["host"]
-    gpu = "; ".join(f"{g['name']} ({g['memory_mib']} MiB, driver {g['driver']})" for g in h["gpus"]) or "no GPU"
+    h, loss = state["host"], _read(out / "loss.json")
+    gpu = "; ".join(f"{g['name']} ({g['memory_mib']} MiB, driver {g['driver']})" for g in h["gpus"]) or (
+        f"{loss['device']['name']} (nvidia-smi unavailable)" if loss and loss["device"]["type"] == "cuda"
+        else "no GPU")
     pk = h["packages"]
     lines = [f"# fastmtl device check, {h['date']}{' (dry run on CPU)' if state['dry'] else ''}", "",
-             f"{gpu}; CUDA {h['driver_cuda']} (driver), torch {pk['torch']} (CUDA {h['torch_cuda_build']}), "
+             f"{gpu}; driver's CUDA {h['driver_cuda'] or '—'}, torch {pk['torch']} "
+             f"(CUDA {h['torch_cuda_build'] or '—'}), "
              f"triton {pk['triton']}, python {h['python']}; commit {h['commit'] or 'unknown'}, "
              f"source digest {h['source_digest']}; {h['time_utc']}.", ""]
     lines += [f"- {note}" for note in state["missing"].values()]
@@ -227,7 +239,6 @@ def summary(state: dict, out: Path) -> str:
                                 for p in state["parts"]]), ""]
     if state["tests"] and state["tests"]["problems"]:
         lines += ["CUDA tests, failures and errors:", "", *[f"- {x}" for x in state["tests"]["problems"][:15]], ""]
-    loss = _read(out / "loss.json")
     if loss:
         lines += ["## Targets", "", targets.table(targets.evaluate(loss)), ""]
         small = report.overhead_rows(loss["results"])

@@ -15,8 +15,9 @@ from pathlib import Path
 FASTMTL = ("triton", "triton-check-labels", "upsample-fused", "fastmtl", "fastmtl-low")
 
 
-def _bars(ax, names, values, fmt, title, colors, clip=False):
-    """Horizontal bars, first name on top, each labelled with its value; None is drawn as 'n/a'.
+def _bars(ax, names, values, fmt, title, colors, clip=False, labels=None):
+    """Horizontal bars, first name on top, each labelled with its value (or ``labels[i]`` where
+    given); None is drawn as 'n/a'.
 
     ``clip``: the axis ends at 4x the median value, so one slow peer does not flatten the
     others; bars past it are cut at the edge, labelled with their value and '(off scale)'."""
@@ -42,7 +43,8 @@ def _bars(ax, names, values, fmt, title, colors, clip=False):
             ax.text(limit, i, fmt(v) + " (off scale) ", va="center", ha="right", fontsize="small",
                     color="white")
         else:
-            ax.text(v, i, " " + fmt(v), va="center", fontsize="small")
+            ax.text(v, i, " " + ((labels or [None] * len(values))[i] or fmt(v)), va="center",
+                    fontsize="small")
 
 
 def _colors(names):
@@ -57,7 +59,7 @@ def _figure(cases, ncols, title):
 
     height = max(2.2, 0.32 * max(len(rows) for _, rows in cases) + 1.2)
     fig, axes = plt.subplots(len(cases), ncols, figsize=(5.5 * ncols, height * len(cases)),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     fig.suptitle(title)
     return plt, fig, axes
 
@@ -88,6 +90,12 @@ def plot_loss(result: dict, mode: str):
         label = f"{shape}, C={classes}, {dtype}"
         times = [r["median_s"] * 1e3 for r in case_rows]
         _bars(axes[i][0], names, times, _ms, f"{label}: median time", colors, clip=True)
+        wall = [(r["wall_s"] * 1e3, y) for y, r in enumerate(case_rows) if r.get("wall_s") is not None]
+        if wall:  # per-call wall clock of back-to-back calls: above the bar when launch costs show
+            limit = axes[i][0].get_xlim()[1]
+            axes[i][0].plot([min(w, limit) for w, _ in wall], [y for _, y in wall], "kD", markersize=4,
+                            label="wall clock per call, back to back")
+            axes[i][0].legend(fontsize="x-small", loc="lower right")
         pct = [r["pct_copy_bw"] for r in case_rows]
         _bars(axes[i][1], names, pct, lambda v: f"{v:.1f}%", "% of copy bandwidth", colors)
         axes[i][1].axvline(100, color="black", linestyle="--", linewidth=1)
@@ -121,7 +129,10 @@ def plot_train_step(result: dict):
         peak = [None if r.get("peak_bytes") is None else r["peak_bytes"] / 1e9 for r in rows]
         _bars(axes[i][1], names, peak, lambda v: f"{v:.2f} GB", "peak memory", colors)
         largest = [r.get("largest_batch") for r in rows]
-        _bars(axes[i][2], names, largest, lambda v: f"{v}", "largest batch that fits", colors)
+        bound = {r["variant"] for r in rows if r.get("largest_batch_note") in ("time limit", "cap")}
+        _bars(axes[i][2], names, largest, lambda v: f"{v}", "largest batch that fits", colors,
+              labels=[f">= {v}" if n in bound else None for n, v in zip(names, largest)])
+        axes[i][2].xaxis.get_major_locator().set_params(integer=True)
     return plt, fig
 
 
@@ -132,7 +143,6 @@ def plot(path: Path, out: Path | None = None, mode: str = "fwd+bwd") -> Path | N
     if drawn is None:
         return None
     plt, fig = drawn
-    fig.tight_layout()
     out = Path(out) if out else Path(path).with_suffix(".png")
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -133,8 +133,10 @@ def largest_batch(fits, start: int, cap: int, deadline: float) -> dict:
     return {"largest_batch": lo, "fails_at": hi, "status": status, "trials": trials}
 
 
-def fits_on_device(step, hw, classes: int, device: torch.device):
-    """fits(b): one training step at batch b runs without running out of memory."""
+def fits_on_device(step, hw, classes: int, device: torch.device, errors: list):
+    """fits(b): one training step at batch b runs without an error. Out of memory is the
+    expected failure; any other (cuDNN reports some allocation failures in its own words)
+    also counts as not fitting and is appended to ``errors``."""
     def fits(batch: int) -> bool:
         ok, data = True, None
         try:
@@ -144,9 +146,12 @@ def fits_on_device(step, hw, classes: int, device: torch.device):
                 torch.cuda.synchronize(device)
         except torch.OutOfMemoryError:
             ok = False
+        except Exception as exc:  # noqa: BLE001  (the search goes on; the message is kept)
+            ok = False
+            errors.append(f"batch {batch}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}")
         data = None  # noqa: F841  (freed outside the handler, whose traceback held the step's tensors)
         release(device)
-        print(f"    batch {batch}: {'fits' if ok else 'out of memory'}", flush=True)
+        print(f"    batch {batch}: {'fits' if ok else 'does not fit'}", flush=True)
         return ok
     return fits
 
@@ -181,10 +186,11 @@ def run_case(preset, hw, name, args, device, deadline) -> dict:
     elif time.monotonic() > deadline:
         row["largest_batch_note"] = "not searched: time limit"
     else:
-        found = largest_batch(fits_on_device(step, hw, args.classes, device), args.batch,
+        errors: list[str] = []
+        found = largest_batch(fits_on_device(step, hw, args.classes, device, errors), args.batch,
                               args.max_batch, min(deadline, time.monotonic() + args.bisect_seconds))
         row["largest_batch"], row["largest_batch_note"] = found["largest_batch"], found["status"]
-        row["largest_batch_search"] = found
+        row["largest_batch_search"] = {**found, "errors_other_than_out_of_memory": errors}
     model = criterion = optimizer = step = None  # noqa: F841
     release(device)
     return row

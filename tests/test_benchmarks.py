@@ -233,8 +233,16 @@ def test_batch_search_recovers_from_out_of_memory():
         if images.shape[0] > 5:
             raise torch.OutOfMemoryError("stand-in: batch too large")
         return images.sum()
-    fits = train_step.fits_on_device(step, (8, 16), 19, torch.device("cpu"))
+    errors = []
+    fits = train_step.fits_on_device(step, (8, 16), 19, torch.device("cpu"), errors)
     assert train_step.largest_batch(fits, 2, 64, math.inf)["largest_batch"] == 5
+    assert errors == []
+
+    def failing_step(images, targets):
+        raise RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED")
+    fits = train_step.fits_on_device(failing_step, (8, 16), 19, torch.device("cpu"), errors)
+    assert train_step.largest_batch(fits, 2, 64, math.inf)["largest_batch"] == 0
+    assert errors[0] == "batch 2: RuntimeError: cuDNN error: CUDNN_STATUS_ALLOC_FAILED"
 
 
 def test_do_bench_contract(monkeypatch):
