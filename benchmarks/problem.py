@@ -71,7 +71,7 @@ def minimal_bytes_per_pixel(classes: int, dtype: torch.dtype, target_dtype: torc
 
     that is ``(2C + 9) e + e_t + 1`` with gradients and ``(C + 6) e + e_t + 1``
     for the forward alone. At fp32, C=19, int64 labels: 197 B per pixel
-    (DESIGN.md, "Bytes per pixel"), 3.3 GB for 8 x 1024 x 2048. The (K,)
+    (docs/benchmarks.md, "bytes/px"), 3.3 GB for 8 x 1024 x 2048. The (K,)
     log-variances are negligible and not counted.
     """
     e = torch.empty((), dtype=dtype).element_size()
