@@ -41,6 +41,7 @@ def test_skips():
 def test_not_marked():
     pass
 '''
+NEEDS_ABSENT_MODULE = "import fastmtl_absent_module\n\ndef test_never_collected():\n    pass\n"
 FILES = {"summary.md", "log.txt", "loss.json", "loss.md", "loss.png", "train-step.json",
          "train-step.md", "train-step.png"}
 
@@ -50,10 +51,11 @@ def dry_check(tmp_path_factory):
     """``device_check.sh --dry`` with a stand-in for the CUDA tests: 1 pass, 1 failure, 1 skip."""
     tmp = tmp_path_factory.mktemp("device-check")
     (tmp / "test_fake_cuda.py").write_text(FAKE_CUDA_TESTS)
+    (tmp / "test_needs_absent.py").write_text(NEEDS_ABSENT_MODULE)
     out = tmp / "out"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(["bash", "benchmarks/device_check.sh", str(out), "--dry", "--commit", "abc1234",
-                           "--tests", str(tmp / "test_fake_cuda.py")],
+                           "--tests", str(tmp / "test_fake_cuda.py"), str(tmp / "test_needs_absent.py")],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     return out, proc
 
@@ -70,8 +72,10 @@ def test_dry_check_writes_every_part_into_one_folder(dry_check):
     status = {p["part"]: p["status"] for p in state["parts"]}
     assert status == {"tests": "failed", "loss": "ok", "train": "ok", "plots": "ok"}, proc.stdout
     assert proc.returncode == 1  # a part failed (the stand-in's failing test)
-    assert state["tests"]["counts"] == {"passed": 1, "failed": 1, "skipped": 1, "deselected": 1}
+    assert state["tests"]["counts"] == {"passed": 1, "failed": 1, "skipped": 1, "deselected": 1, "error": 1}
     assert any("test_fails" in line for line in state["tests"]["problems"])
+    assert any(line.startswith("ERROR ") and line.endswith("No module named 'fastmtl_absent_module'")
+               for line in state["tests"]["problems"]), state["tests"]["problems"]
     host = state["host"]
     assert host["commit"] == "abc1234"
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", host["date"])
@@ -303,6 +307,16 @@ def test_run_part_stops_a_part_and_its_children_at_the_time_limit(tmp_path):
         time.sleep(0.1)
     else:
         pytest.fail(f"process {pid} outlived the part's time limit")
+
+
+def test_missing_packages_alone_do_not_fail_the_tests_part():
+    collect = {"counts": {"passed": 3, "error": 1}, "complete": True,
+               "problems": ["ERROR tests/data/test_data.py: ModuleNotFoundError: No module named "
+                            "'cityscapesscripts'"]}
+    assert device_check.only_missing_modules(collect, ["cityscapesscripts"])
+    assert not device_check.only_missing_modules(collect, ["liger_kernel"])
+    failed = {**collect, "counts": {"passed": 2, "failed": 1, "error": 1}}
+    assert not device_check.only_missing_modules(failed, ["cityscapesscripts"])
 
 
 def test_parse_pytest_without_a_final_line():
