@@ -102,7 +102,7 @@ def run_part(cmd: list[str], timeout: float, log, env: dict) -> tuple[str, int |
     try:
         rc = proc.wait(timeout=max(timeout, 1))
     except subprocess.TimeoutExpired:
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
             try:
                 os.killpg(proc.pid, sig)
                 proc.wait(timeout=wait)
