@@ -81,8 +81,10 @@ def commands(args, out: Path, limit: float) -> dict[str, list[str]]:
               "--bisect-seconds", f"{max(limit - 35, 5) / 3:.0f}"]
     files = ["--out", str(out), "--stem", "train-step"]
     train = [py, "-m", "benchmarks", "train-step", "--models", "resnet50", "--sizes", "512x1024",
-             "--batch", "8", *files, *budget]
-    if args.dry:
+             "--batch", "8", "--device", "cuda", *files, *budget]
+    if not args.dry:
+        loss += ["--device", "cuda"]  # never the CPU fallback at full size
+    else:
         loss += ["--device", "cpu", "--sizes", "2x16x32", "--repeats", "2", "--warmup", "1",
                  "--copy-mib", "8", "--cpu-threads", "1"]
         train = [py, "-m", "benchmarks", "train-step", "--models", "tiny", "--sizes", "32x64",
@@ -184,8 +186,11 @@ def main(argv=None) -> int:
     for note in state["missing"].values():
         print(note, flush=True)
     if not args.dry and not state["host"]["gpus"] and not torch_sees_cuda():
-        print("no CUDA device (neither nvidia-smi nor torch sees one): run on a GPU machine, or with "
-              "--dry for a CPU rehearsal", file=sys.stderr)
+        state["missing"]["cuda"] = ("no CUDA device (neither nvidia-smi nor torch sees one): run on a GPU "
+                                    "machine, or with --dry for a CPU rehearsal")
+        text = summary(state, out)
+        (out / "summary.md").write_text(text)
+        print("\n" + text.split("\n<details>")[0], file=sys.stderr)
         return 2
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     if not args.dry:
