@@ -173,6 +173,7 @@ def run_device(device: torch.device, args, command: str, save=lambda result: Non
 
     skipped, rows = result["skipped"], result["results"]
     todo = cases(args, s)
+    s["cases"] = [f"{size} C={c} {dtype}" for size, c, dtype, _ in todo]
     in_cases = {i for *_, wanted in todo for i in (wanted or IMPLEMENTATIONS)}
     names = [i for i in args.impls or IMPLEMENTATIONS if i in in_cases]
     impls = {i.name: i for i in available(names, device, bool(args.impls), skipped)}
