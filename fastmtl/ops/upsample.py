@@ -13,7 +13,7 @@ holding the (B, C, H, W) upsampled logits or their gradient:
    reads every target once (plus the one run each way that a program shares with
    its neighbours), writes each low-resolution gradient cell once, scaled by a
    provisional power of two, and leaves per-program partial sums
-   (``kernels/upsample_loss.py``; the split: ``fastmtl/upsample_tiles.py``).
+   (``kernels/upsample_loss.py``; the split: ``fastmtl/ops/upsample_tiles.py``).
 3. ``reduce_partials_kernel`` and ``upsample_finalize_kernel`` add the partial
    sums in a fixed order, in two levels, into N_k, L_k, the total and
    d total / d coef (``kernels/upsample_reduce.py``).
@@ -30,7 +30,6 @@ synchronisation unless ``check_labels=True`` (one read of 8 bytes).
 """
 from __future__ import annotations
 
-import importlib
 from typing import Mapping, Optional, Sequence
 
 import torch
@@ -38,14 +37,13 @@ import triton
 from torch import Tensor
 from torch.library import triton_op
 
-from fastmtl.ops import (TASK_SLOTS, _bchw, _bhw, _check_device, _device_guard, _interpreted,
-                         _is_real, _launcher)
-from fastmtl.upsample_tiles import tiles
+from fastmtl.kernels import bilinear_tables as T
+from fastmtl.kernels import upsample_loss as U
+from fastmtl.kernels import upsample_reduce as R
+from fastmtl.ops.common import (TASK_SLOTS, bchw_strides, bhw_strides, check_device,
+                                device_guard, interpreted, is_real, launcher)
+from fastmtl.ops.upsample_tiles import tiles
 from fastmtl.validation import check_label_range
-
-T = importlib.import_module("fastmtl.kernels.bilinear_tables")
-U = importlib.import_module("fastmtl.kernels.upsample_loss")
-R = importlib.import_module("fastmtl.kernels.upsample_reduce")
 
 TABLE_BLOCK = 1024
 REDUCE_BLOCK = 1024   # partials per program on each level of the reduction
@@ -114,7 +112,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     f_sem, f_inst, f_dep = factors
     r_sem, r_inst, r_dep = regulariser
 
-    with _device_guard(first):
+    with device_guard(first):
         launch(T.axis_table_kernel)[(2,)](
             index, lam, start, h, H, w, W, H.bit_length() + 1, W.bit_length() + 1,
             ALIGN_CORNERS=align_corners, ACC_FP64=acc_fp64, BLOCK=TABLE_BLOCK)
@@ -123,16 +121,16 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
                 continue
             semantic = flags["HAS_SEM"]
             launch(U.upsample_loss_kernel)[(grid,)](
-                pick(x), pick(t), pick(class_weight), pick(gx), *_bchw(x), *_bhw(t),
-                *_bchw(gx), ignore_index,
-                pick(o), pick(g), pick(m), pick(go), *_bchw(o), *_bchw(g), *_bhw(m), *_bchw(go),
-                pick(d), pick(z), pick(gd), *_bhw(d), *_bhw(z), *_bhw(gd),
+                pick(x), pick(t), pick(class_weight), pick(gx), *bchw_strides(x), *bhw_strides(t),
+                *bchw_strides(gx), ignore_index,
+                pick(o), pick(g), pick(m), pick(go), *bchw_strides(o), *bchw_strides(g), *bhw_strides(m), *bchw_strides(go),
+                pick(d), pick(z), pick(gd), *bhw_strides(d), *bhw_strides(z), *bhw_strides(gd),
                 index, lam, start, part, bad_part, n_parts, h, w, H,
                 plan.n_bands, plan.n_strips, plan.band_rows, plan.strip_cells, scale,
                 C=C if semantic else 1, HAS_WEIGHT=semantic and class_weight is not None,
                 WRITE_GRAD=write_grad, BLOCK_C=plan.block_c, BLOCK_X=plan.block_x,
                 NRUN=plan.nrun, KC=plan.kc, ACC_FP64=acc_fp64,
-                FAST_MATH=not acc_fp64 and not _interpreted(), num_warps=plan.num_warps,
+                FAST_MATH=not acc_fp64 and not interpreted(), num_warps=plan.num_warps,
                 **flags)
         if n_sums > 0:
             launch(R.reduce_partials_kernel)[(n_sums,)](
@@ -160,7 +158,7 @@ def _gradients(launch, g_total, g_losses, predictions, stored, state, positions,
         args += [s, out, s.numel()] if s.numel() > 0 else [state, state, 0]
     n = max(args[2::3])
     if n > 0:
-        with _device_guard(state):
+        with device_guard(state):
             launch(R.upsample_grad_scale_kernel)[(min(triton.cdiv(n, SCALE_BLOCK),
                                                        MAX_SCALE_PROGRAMS),)](
                 *args, state, g_total, g_losses, *positions, scale, BLOCK=SCALE_BLOCK,
@@ -177,8 +175,8 @@ def _upsampled_op(x: Optional[Tensor], t: Optional[Tensor], class_weight: Option
                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(total, losses (K,), dtotal/dcoef (K,), stored gradients of x, o, d, state, bad labels)."""
     first = next(p for p in (x, o, d) if p is not None)
-    _check_device(first)
-    return _forward(_launcher(not _is_real(first)), x, t, class_weight, o, g, m, d, z, coef,
+    check_device(first)
+    return _forward(launcher(not is_real(first)), x, t, class_weight, o, g, m, d, z, coef,
                     positions, factors, regulariser, use_log_vars, ignore_index, align_corners,
                     write_grad)
 
@@ -196,7 +194,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, g_total, g_losses, *_unused):
-    if torch.is_grad_enabled() and any(_is_real(v) for v in (g_total, g_losses) if v is not None):
+    if torch.is_grad_enabled() and any(is_real(v) for v in (g_total, g_losses) if v is not None):
         raise RuntimeError("the fused multi-task loss is differentiable once: backward with "
                            "create_graph=True needs backend='reference'")
     x, o, d, coef, dcoef, gx, go, gd, state = ctx.saved_tensors
@@ -209,10 +207,10 @@ def _backward(ctx, g_total, g_losses, *_unused):
     gx_out = go_out = gd_out = None
     if write_grad:
         # Scaled in place, unless the graph is kept for another backward.
-        in_place = not (_is_real(state)
+        in_place = not (is_real(state)
                         and torch._C._autograd._get_current_graph_task_keep_graph())
         gx_out, go_out, gd_out = _gradients(
-            _launcher(not _is_real(state)), g_total, g_losses, (x, o, d), (gx, go, gd), state,
+            launcher(not is_real(state)), g_total, g_losses, (x, o, d), (gx, go, gd), state,
             positions, scale, (need[0], need[3], need[6]), in_place)
     grad_coef = (g_total * dcoef).to(coef.dtype) if coef is not None and need[8] else None
     return (gx_out, None, None, go_out, None, None, gd_out, None, grad_coef,
