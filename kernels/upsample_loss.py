@@ -153,15 +153,30 @@ def _reduce_runs(T, lam_x_ptr, run_lo, run_hi, last, xw, k_max, BLOCK_CH: tl.con
 
 @triton.jit
 def _store_cells(acc_a, acc_b, last_row, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, a, lam_x_ptr,
-                 run_lo, run_hi, last, xw, k_max, cell, cell_ok, first, grad_scale,
-                 BLOCK_CH: tl.constexpr, BLOCK_X: tl.constexpr, NRUN: tl.constexpr,
-                 KC: tl.constexpr, ACC: tl.constexpr):
-    # Gradient of low-resolution row a, cells `cell` (where cell_ok): per column,
-    # T = acc_a - acc_b (its bottom part acc_b belongs to row a + 1, or to row a itself on
-    # the image's last row), reduced over the runs and stored times grad_scale, or added to
-    # what an earlier window of this program stored (not first).
+                 start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, BLOCK_CH: tl.constexpr,
+                 BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr,
+                 ACC: tl.constexpr):
+    # Gradient of low-resolution row a, cells [j_lo, j_hi): per column, T = acc_a - acc_b
+    # (its bottom part acc_b belongs to row a + 1, or to row a itself on the image's last
+    # row), reduced over the runs of this window [xw, min(xw + BLOCK_X, xe)) and stored times
+    # grad_scale, or added to what an earlier window of this program stored. Runs
+    # r = 0 .. NRUN-1 are the columns of cells j_lo - 1 + r (read from the start table here,
+    # so that nothing run-shaped stays live across the row loop).
+    r = tl.arange(0, NRUN)
+    cell = j_lo - 1 + r
+    run_exists = (cell >= 0) & (cell < j_hi)
+    run_start = tl.load(start_x_ptr + cell, mask=run_exists, other=0)
+    run_end = tl.load(start_x_ptr + cell + 1, mask=run_exists, other=0)
+    reach_start = tl.load(start_x_ptr + tl.maximum(cell - 1, 0), mask=run_exists, other=0)
+    lo = tl.maximum(run_start, xw)
+    hi = tl.minimum(run_end, tl.minimum(xw + BLOCK_X, xe))
+    k_max = tl.max(hi - lo, 0)
+    # Cells this window reaches; the first window that reaches a cell stores it.
+    cell_ok = run_exists & (cell >= j_lo) & (reach_start < xw + BLOCK_X) & (run_end > xw)
+    first = (reach_start >= xw) | (xw == xs)
+
     T = acc_a - tl.where(last_row, 0.0, acc_b)
-    value = _reduce_runs(T, lam_x_ptr, run_lo, run_hi, last, xw, k_max, BLOCK_CH, BLOCK_X,
+    value = _reduce_runs(T, lam_x_ptr, lo, hi, cell == w - 1, xw, k_max, BLOCK_CH, BLOCK_X,
                          NRUN, KC, ACC) * grad_scale
     p = (g_ptr + a.to(tl.int64) * g_sh + cell.to(tl.int64)[:, None] * g_sw
          + ch.to(tl.int64)[None, :] * g_sc)
@@ -170,7 +185,9 @@ def _store_cells(acc_a, acc_b, last_row, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, a, 
     tl.store(p, (earlier + value).to(g_ptr.dtype.element_ty), mask=ok)
 
 
-@triton.jit
+# Channel strides are never specialised to 1: a channels-last prediction would otherwise
+# make Triton lay the classes along the lanes instead of inside each thread.
+@triton.jit(do_not_specialize=["x_sc", "gx_sc", "o_sc", "g_sc", "go_sc"])
 def upsample_loss_kernel(
     x_ptr, t_ptr, cw_ptr, gx_ptr, x_sb, x_sc, x_sh, x_sw, t_sb, t_sh, t_sw,
     gx_sb, gx_sc, gx_sh, gx_sw, ignore_index,
@@ -204,17 +221,6 @@ def upsample_loss_kernel(
     y_stop = tl.load(start_ptr + a_hi)
     y_own = tl.load(start_ptr + a_lo)
 
-    # Runs r = 0 .. NRUN-1 are the columns of cells j_lo - 1 + r; cell j_lo - 1 + r is
-    # written when it lies in [j_lo, j_hi). Its pixels start at run r - 1's first column.
-    r = tl.arange(0, NRUN)
-    cell = j_lo - 1 + r
-    run_exists = (cell >= 0) & (cell < j_hi)
-    run_start = tl.load(start_x_ptr + cell, mask=run_exists, other=0)
-    run_end = tl.load(start_x_ptr + cell + 1, mask=run_exists, other=0)
-    cell_ok = run_exists & (cell >= j_lo)
-    last_cell = cell == w - 1
-    reach_start = tl.load(start_x_ptr + tl.maximum(cell - 1, 0), mask=cell_ok, other=0)
-
     classes = tl.arange(0, BLOCK_C)
     class_ok = classes < C
     offset_ch = tl.arange(0, 2)
@@ -238,12 +244,6 @@ def upsample_loss_kernel(
         wx0 = 1.0 - wx1
         i1x = tl.minimum(i0x + 1, w - 1)
         Xl = X.to(tl.int64)
-        # This window's share of each run, the longest of them, and which cells it starts.
-        lo = tl.maximum(run_start, xw)
-        hi = tl.minimum(run_end, tl.minimum(xw + BLOCK_X, xe))
-        k_max = tl.max(hi - lo, 0)
-        first = (reach_start >= xw) | (xw == xs)
-        cell_here = cell_ok & (reach_start < xw + BLOCK_X) & (run_end > xw)
 
         if HAS_SEM:
             x_col0 = x_ptr + b * x_sb + i0x.to(tl.int64) * x_sw  # a pixel's two tap columns
@@ -367,19 +367,18 @@ def upsample_loss_kernel(
                 if a >= a_lo:
                     if HAS_SEM:
                         _store_cells(dx_a, dx_b, a1 == a, gx_ptr + b * gx_sb, classes, class_ok,
-                                     gx_sc, gx_sh, gx_sw, a, lam_x_ptr, lo, hi, last_cell, xw,
-                                     k_max, cell, cell_here, first, grad_scale, BLOCK_C, BLOCK_X,
-                                     NRUN, KC, ACC)
+                                     gx_sc, gx_sh, gx_sw, a, lam_x_ptr, start_x_ptr, j_lo, j_hi,
+                                     w, xs, xw, xe, grad_scale, BLOCK_C, BLOCK_X, NRUN, KC, ACC)
                     if HAS_INST:
                         _store_cells(do_a, do_b, a1 == a, go_ptr + b * go_sb, offset_ch,
-                                     offset_ch < 2, go_sc, go_sh, go_sw, a, lam_x_ptr, lo, hi,
-                                     last_cell, xw, k_max, cell, cell_here, first, grad_scale, 2,
+                                     offset_ch < 2, go_sc, go_sh, go_sw, a, lam_x_ptr,
+                                     start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, 2,
                                      BLOCK_X, NRUN, KC, ACC)
                     if HAS_DEP:
                         _store_cells(dd_a, dd_b, a1 == a, gd_ptr + b * gd_sb, depth_ch,
-                                     depth_ch < 1, 0, gd_sh, gd_sw, a, lam_x_ptr, lo, hi,
-                                     last_cell, xw, k_max, cell, cell_here, first, grad_scale, 1,
-                                     BLOCK_X, NRUN, KC, ACC)
+                                     depth_ch < 1, 0, gd_sh, gd_sw, a, lam_x_ptr, start_x_ptr,
+                                     j_lo, j_hi, w, xs, xw, xe, grad_scale, 1, BLOCK_X, NRUN,
+                                     KC, ACC)
                 if HAS_SEM:
                     dx_a = dx_b
                     dx_b = tl.zeros([BLOCK_X, BLOCK_C], ACC)

@@ -4,7 +4,7 @@ Pure Python on the shapes (no tensor is read). The kernel is correct for any spl
 the split only decides how much work is repeated and how many programs there are:
 
 - A thread holds one full-resolution column and all classes (C up to 32), or every
-  k-th class with k warps along the classes (larger C, 16 class slots per thread).
+  k-th class with k warps along the classes (larger C, 32 class slots per thread).
   The regressions' launch (three channels) gives each thread four columns. The
   window is BLOCK_X columns.
 - A program writes the gradient of ``strip_cells`` low-resolution columns and walks
@@ -34,7 +34,7 @@ BAND_ROWS = (16, 8, 4)   # longest band first; the walked extra row costs 1 / (r
 MIN_STRIP = 4            # below this, several windows per strip waste less than one
 MULTI_WINDOW_STRIP = 8   # strip of a head much narrower than its targets
 MAX_CLASSES_PER_THREAD = 32  # up to here a thread holds all classes of its column
-CLASSES_PER_THREAD = 16      # beyond, each warp takes every (warps)-th class: 16 slots each
+CLASSES_PER_THREAD = 32      # beyond, each warp takes every (warps)-th class: 32 slots each
 MAX_WARPS = 16
 
 
