@@ -5,22 +5,21 @@ bilinear upsampling v = up(u) (``F.interpolate(u, (H, W), mode="bilinear")``).
 This kernel never stores v or its gradient: v is interpolated on the fly from the
 tables of ``bilinear_tables.py`` and the gradient dv is reduced straight to h x w.
 
-Work split. Pixel (Y, X) is owned by the low-resolution cell (i0(Y), i0(X)) of its
-first taps; the pixels owned by low-resolution row a are the rows [start_y[a],
-start_y[a + 1]), and likewise for columns (runs). A program takes one image, a band
-of ``band_rows`` low-resolution rows [a_lo, a_hi) and a strip of ``strip_cells``
-low-resolution columns [j_lo, j_hi), and writes the gradient of exactly those cells,
-once, in the prediction's layout. Cell (i, j) receives from the pixels owned by rows
-i - 1 and i and columns j - 1 and j, so the program also walks owner row a_lo - 1 and
-owner column j_lo - 1 (one run each way, recomputed by the neighbouring program, whose
-loss it does not count): no cell is shared between programs, nothing is atomic, and
-nothing of the gradient's size is allocated besides the gradient.
+Work split. Full-resolution row Y belongs to the low-resolution row i0(Y) of its first
+tap (the rows of low-resolution row a are [start_y[a], start_y[a + 1])), and likewise
+for columns (runs). A program takes one image, a band of low-resolution rows
+[a_lo, a_hi) and a strip of low-resolution columns [j_lo, j_hi), and writes the
+gradient of exactly those cells, once, in the prediction's layout. Cell (i, j)
+receives from the pixels of rows i - 1 and i and columns j - 1 and j, so the program
+also walks row a_lo - 1 and run j_lo - 1 (its neighbours' too; their loss is not
+counted here): no cell is shared, nothing is atomic, nothing gradient-sized is
+allocated besides the gradient.
 
-Per program, each thread holds one full-resolution column X of the strip (the
-window, BLOCK_X columns) with all classes in its registers, and walks the rows:
+Each thread holds one full-resolution column X of the strip's window (BLOCK_X
+columns) with its classes in registers, and walks the rows:
 
-    top[c, X] = wx0 u[c, a, i0(X)] + wx1 u[c, a, i1(X)]     (once per owner row;
-    bot[c, X] = the same at row a1 = min(a + 1, h - 1)        top of a + 1 = bot of a)
+    top[X, c] = wx0 u[c, a, i0(X)] + wx1 u[c, a, i1(X)]     (once per low-res row;
+    bot[X, c] = the same at row a1 = min(a + 1, h - 1)        top of a + 1 = bot of a)
     v = wy0(Y) top + wy1(Y) bot                                (PyTorch's order)
     semantic: loss = w_t (logsumexp v - v_t), dv = w_t (softmax(v) - onehot(t))
               (w_t = class_weight[t] or 1 on valid pixels, 0 on ignored ones: an ignored
@@ -29,22 +28,19 @@ window, BLOCK_X columns) with all classes in its registers, and walks the rows:
     depth:    loss = |v - z|, dv = sign(v - z)                  (z finite and > 0)
     A += dv, Bc += wy1 dv                                       (registers, per X)
 
-At the end of owner row a, T = A - Bc = sum_Y wy0 dv (plus the carried bottom part
-of row a - 1) is the gradient of row a per column X; it is reduced over the runs
-(``_reduce_runs``) into the cells, gradient(a, j) = sum_{X in run j} wx0 T +
-sum_{X in run j-1} wx1 T, and stored times ``grad_scale``; then A = Bc, Bc = 0 carries
-row a + 1's bottom part. On the last row and column both taps are the same cell (with
-PyTorch's weights), so there the bottom and second parts stay in the cell. Targets are loaded two rows ahead of the row being computed,
-so their latency overlaps the arithmetic.
+with the targets loaded two rows ahead. At the end of low-resolution row a,
+T = A - Bc = sum_Y wy0 dv (plus row a - 1's carried bottom part) is row a's gradient
+per column; ``_reduce_runs`` sums it over the runs into the cells,
+gradient(a, j) = sum_{X in run j} wx0 T + sum_{X in run j-1} wx1 T, stored times
+``grad_scale``; then A = Bc, Bc = 0. On the last row and column both taps are the
+same cell (with PyTorch's weights), so the bottom and second parts stay there.
+A strip wider than one window (heads much narrower than the targets) is walked in
+several windows; later ones add to the cells the earlier ones stored (after a barrier).
 
-A strip whose pixels do not fit in BLOCK_X columns (heads much narrower than the
-targets) is walked in several windows; later windows add to the cells the earlier
-ones stored (read-modify-write by the same program, after a barrier).
-
-Partial sums per program: part[k, pid] (loss sums of the tasks, then normalisers)
-and bad[pid], the count of labels outside [0, C) that are not ignore_index; each
-counts only the pixels the program owns. Runtime loops are ``while`` loops (the
-Triton interpreter rejects a runtime ``range`` bound with NumPy >= 2.4).
+Partial sums per program: part[k, pid] (loss sums of the tasks, then normalisers) and
+bad[pid], the labels outside [0, C) that are not ignore_index, over the pixels the
+program owns. Runtime loops are ``while`` loops (the Triton interpreter rejects a
+runtime ``range`` bound with NumPy >= 2.4).
 """
 import triton
 import triton.language as tl

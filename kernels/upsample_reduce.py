@@ -108,7 +108,8 @@ def upsample_finalize_kernel(sums_ptr, bad_sums_ptr, n_sums, coef_ptr, pos_sem, 
     tl.store(dcoef_ptr + pos, dcoef.to(dcoef_ptr.dtype.element_ty), mask=given)
     tl.store(state_ptr + STATE_N * SLOTS + lane, n)
     tl.store(state_ptr + STATE_COEF * SLOTS + lane, coef)
-    tl.store(bad_ptr, tl.where(pos_sem >= 0, tl.sum(bad_acc, 0), 0))  # written with the semantic task
+    # Bad labels are counted by the semantic launch only.
+    tl.store(bad_ptr, tl.where(pos_sem >= 0, tl.sum(bad_acc, 0), 0))
 
 
 @triton.jit

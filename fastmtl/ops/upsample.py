@@ -123,7 +123,8 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
             launch(U.upsample_loss_kernel)[(grid,)](
                 pick(x), pick(t), pick(class_weight), pick(gx), *bchw_strides(x), *bhw_strides(t),
                 *bchw_strides(gx), ignore_index,
-                pick(o), pick(g), pick(m), pick(go), *bchw_strides(o), *bchw_strides(g), *bhw_strides(m), *bchw_strides(go),
+                pick(o), pick(g), pick(m), pick(go), *bchw_strides(o), *bchw_strides(g),
+                *bhw_strides(m), *bchw_strides(go),
                 pick(d), pick(z), pick(gd), *bhw_strides(d), *bhw_strides(z), *bhw_strides(gd),
                 index, lam, start, part, bad_part, n_parts, h, w, H,
                 plan.n_bands, plan.n_strips, plan.band_rows, plan.strip_cells, scale,

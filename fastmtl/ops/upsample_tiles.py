@@ -15,7 +15,7 @@ the split only decides how much work is repeated and how many programs there are
   accumulation dtype.
 - A program also walks one low-resolution row before its band of ``band_rows``
   rows: bands are as long as the grid allows while keeping enough programs to
-  fill the GPU.
+  fill the GPU (TARGET_WARPS warps in all).
 
 Run boundaries: run j (the outputs whose first tap is input j) starts at the first
 output o with src(o) >= j, computed here in exact rational arithmetic; the
@@ -29,9 +29,10 @@ from functools import lru_cache
 
 import triton
 
-TARGET_PROGRAMS = 2048   # enough programs per launch to fill an H100 a few times over
+# Enough programs to fill an H100 several times over: about two resident programs of 4 warps
+# per SM (the registers allow two), 132 SMs, 8 rounds; fewer for programs of more warps.
+TARGET_WARPS = 8192
 BAND_ROWS = (16, 8, 4)   # longest band first; the walked extra row costs 1 / (rows + 1)
-MIN_STRIP = 4            # below this, several windows per strip waste less than one
 MULTI_WINDOW_STRIP = 8   # strip of a head much narrower than its targets
 MAX_CLASSES_PER_THREAD = 32  # up to here a thread holds all classes of its column
 CLASSES_PER_THREAD = 32      # beyond, each warp takes every (warps)-th class: 32 slots each
@@ -55,16 +56,15 @@ def run_starts(n_in: int, n_out: int, align_corners: bool) -> list[int]:
 
 
 @lru_cache(maxsize=64)
-def _strip_fit(n_in: int, n_out: int, align_corners: bool, block_x: int) -> tuple[int, int]:
-    """(cells per strip that fit one window of block_x columns with the cell before, 0 if
-    none; widest run)."""
+def _strip_fit(n_in: int, n_out: int, align_corners: bool, block_x: int) -> int:
+    """Cells per strip that fit one window of block_x columns with the cell before (0: not
+    even one)."""
     start = run_starts(n_in, n_out, align_corners)
-    widest = max(b - a for a, b in zip(start, start[1:]))
     for cells in range(min(n_in, block_x), 0, -1):
         if all(start[min(j + cells, n_in)] - start[max(j - 1, 0)] <= block_x
                for j in range(0, n_in, cells)):
-            return cells, widest
-    return 0, widest
+            return cells
+    return 0
 
 
 @dataclass(frozen=True)
@@ -93,15 +93,16 @@ def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
     else:  # warps along the classes too, CLASSES_PER_THREAD classes (and padding) each
         warps_c, warps_x = min(MAX_WARPS, block_c // CLASSES_PER_THREAD), 1
     block_x = 32 * warps_x * columns
-    cells, _ = _strip_fit(w, W, align_corners, block_x)
+    cells = _strip_fit(w, W, align_corners, block_x)
     windows = 1
-    if cells < min(MIN_STRIP, w):
+    if cells == 0:  # a cell and the one before do not fit one window
         cells = min(w, MULTI_WINDOW_STRIP)
         start = run_starts(w, W, align_corners)
         windows = max(triton.cdiv(start[min(j + cells, w)] - start[max(j - 1, 0)], block_x)
                       for j in range(0, w, cells))
     n_strips = triton.cdiv(w, cells)
-    band_rows = next((r for r in BAND_ROWS if B * n_strips * triton.cdiv(h, r) >= TARGET_PROGRAMS),
+    programs = TARGET_WARPS // (warps_c * warps_x)
+    band_rows = next((r for r in BAND_ROWS if B * n_strips * triton.cdiv(h, r) >= programs),
                      BAND_ROWS[-1])
     band_rows = max(1, min(band_rows, h))
     nrun = triton.next_power_of_2(cells + 1)

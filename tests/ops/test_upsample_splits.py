@@ -216,7 +216,8 @@ def test_offsets_past_2_31_elements(tmp_path):
     memory is allocated for the gap): a 32-bit offset would wrap and read elsewhere."""
     env = dict(os.environ, TRITON_INTERPRET="1", TMPDIR=str(tmp_path))
     root = Path(__file__).resolve().parents[2]
-    env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "tests"), str(Path(__file__).parent)])
+    env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "tests"),
+                                         str(Path(__file__).parent)])
     proc = subprocess.run([sys.executable, __file__, "offsets"], env=env, capture_output=True,
                           text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-3000:]
