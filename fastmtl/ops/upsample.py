@@ -9,8 +9,8 @@ holding the (B, C, H, W) upsampled logits or their gradient:
    column, PyTorch's interpolation taps and weight and, per low-resolution row
    and column, the run of full-resolution pixels it owns (``kernels/bilinear_tables.py``).
 2. ``upsample_loss_kernel`` (one launch for the semantic task, one for the
-   regressions, over the same grid of image x band of rows x strip of columns)
-   reads every target once (plus the one run each way that a program shares with
+   regressions, each over its grid of image x band of rows x strip of columns)
+   reads every target once (plus the row and run of columns a program shares with
    its neighbours), writes each low-resolution gradient cell once, scaled by a
    provisional power of two, and leaves per-program partial sums
    (``kernels/upsample_loss.py``; the split: ``fastmtl/ops/upsample_tiles.py``).
