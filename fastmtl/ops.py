@@ -86,11 +86,13 @@ def _import_kernels():
 K = _import_kernels()
 
 TASK_SLOTS = ("semantic", "instance", "depth")  # the kernels' slot order
-MAX_BLOCK_C = 64        # classes held in registers at once; more go through the online softmax
-CHUNK_C = 32            # classes per chunk of the online softmax
-TILE_ELEMENTS = 2048    # BLOCK_C * BLOCK_P of the semantic tile (about 16 per thread)
-MAX_BLOCK_P = 256       # pixels per tile of the fused kernel
+MAX_BLOCK_C = 64        # most classes held in registers per pixel; more take two sweeps
+REGISTER_LOGITS = 80    # most registers of logits per thread (C x V, fp64 counts twice)
+SWEEP_CHUNK = 8         # classes per chunk of the two sweeps
+ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
+FUSED_WARPS = 4
 ELEMENTWISE_BLOCK = 512  # pixels per tile of the pre-pass
+PREPASS_VECTOR = 4       # its pixels per thread (4 warps)
 RESCALE_BLOCK = 4096
 REDUCE_BLOCK = 1024
 
@@ -144,18 +146,25 @@ def _merge_pixels(strides: list[list[int]], H: int, W: int) -> bool:
     return mergeable
 
 
-def _blocks(C: int, has_semantic: bool, max_block_c: int,
-            fp64: bool = False) -> tuple[int, int, int]:
-    """(NUM_CHUNKS, BLOCK_C, BLOCK_P) of the fused kernel: about 16 logits per thread."""
+def _vector(p: Tensor) -> int:
+    """V, pixels per thread of the fused pass: ACCESS_BYTES per plane and thread."""
+    return max(1, ACCESS_BYTES // p.element_size())
+
+
+def _class_layout(C: int, has_semantic: bool, V: int, words: int,
+                  max_block_c: int) -> tuple[int, int, int]:
+    """(CLASSES, CHUNK, NUM_CHUNKS) of the fused kernel's class axis.
+
+    CLASSES = C: every class plane of the tile in registers, when the C x V logits of a
+    thread (``words`` registers each) fit its budget. Otherwise CLASSES = 0 and two
+    sweeps over NUM_CHUNKS chunks of CHUNK classes.
+    """
     if not has_semantic:
-        return 1, 1, MAX_BLOCK_P
-    tile = TILE_ELEMENTS // 2 if fp64 else TILE_ELEMENTS  # float64 values take two registers
-    block_c = triton.next_power_of_2(C)
-    if block_c <= max_block_c:
-        return 1, block_c, min(MAX_BLOCK_P, max(16, tile // block_c))
-    # Online softmax: two sweeps keep more values live, so the tile is halved.
-    block_c = min(CHUNK_C, max_block_c)
-    return triton.cdiv(C, block_c), block_c, min(MAX_BLOCK_P, max(16, tile // 2 // block_c))
+        return 1, 1, 0
+    if C <= max_block_c and C * V * words <= REGISTER_LOGITS:
+        return C, 1, 0
+    chunk = min(SWEEP_CHUNK, max_block_c)
+    return 0, chunk, triton.cdiv(C, chunk)
 
 
 def _launcher(traced: bool):
@@ -176,8 +185,10 @@ class _Problem:
         self.tensors = (x, t, cw, o, g, m, d, z)
         self.ignore_index = ignore_index
         self.acc_fp64 = any(p is not None and p.dtype == torch.float64 for p in (x, o, d))
-        self.num_chunks, self.block_c, self.block_p = _blocks(self.C, x is not None, max_block_c,
-                                                              self.acc_fp64)
+        self.vector = _vector(first if x is None else x)
+        self.block_p = self.vector * 32 * FUSED_WARPS
+        self.classes = _class_layout(self.C, x is not None, self.vector,
+                                   2 if self.acc_fp64 else 1, max_block_c)
         # Strides; absent tensors (and gradients not written) contribute zeros.
         bchw = [list(_bchw(v)) for v in (x, gx, o, go, g)]
         bhw = [list(_bhw(v)) for v in (t, m, d, gd, z)]
@@ -186,26 +197,32 @@ class _Problem:
         self.flat = _merge_pixels(present, self.H, self.W)
         self.bchw, self.bhw = bchw, bhw
 
-    def grid(self, block_p: int) -> tuple[int, int, int]:
-        """(programs, tiles per image, tiles) for tiles of block_p pixels."""
+    def grid(self, block_p: int) -> tuple[int, int, int, int]:
+        """(programs, tiles per program, tiles per image, tiles) for tiles of block_p pixels.
+
+        Depends on the shapes only (never on the GPU): at most MAX_PROGRAMS programs,
+        each taking a power-of-two number of tiles (few distinct specialisations)."""
         tiles_per_image = triton.cdiv(self.HW, block_p)
         n_tiles = self.B * tiles_per_image
-        return max(1, min(n_tiles, K.MAX_PROGRAMS)), tiles_per_image, n_tiles
+        per_program = triton.next_power_of_2(triton.cdiv(n_tiles, K.MAX_PROGRAMS))
+        return max(1, triton.cdiv(n_tiles, per_program)), per_program, tiles_per_image, n_tiles
 
     def launch_normalisers(self, launch, norm_part, bad_part, dummy):
         x, t, cw, o, g, m, d, z = self.tensors
-        nprog, tiles_per_image, n_tiles = self.grid(ELEMENTWISE_BLOCK)
+        nprog, _, tiles_per_image, n_tiles = self.grid(ELEMENTWISE_BLOCK)
         t_s, m_s, _, _, z_s = self.bhw
         launch(K.normaliser_kernel)[(nprog,)](
             t if t is not None else dummy, cw if cw is not None else dummy,
             m if m is not None else dummy, z if z is not None else dummy,
             *t_s, *m_s, *z_s, self.C, self.ignore_index,
             norm_part, bad_part, self.HW, self.W, tiles_per_image, n_tiles,
-            FLAT=self.flat, BLOCK_P=ELEMENTWISE_BLOCK, ACC_FP64=self.acc_fp64, **self.flags)
+            FLAT=self.flat, V=PREPASS_VECTOR, BLOCK_P=ELEMENTWISE_BLOCK, ACC_FP64=self.acc_fp64,
+            **self.flags)
 
     def launch_fused(self, launch, gx, go, gd, state, part, write_grad, recompute, dummy):
         x, t, cw, o, g, m, d, z = self.tensors
-        nprog, tiles_per_image, n_tiles = self.grid(self.block_p)
+        nprog, per_program, tiles_per_image, n_tiles = self.grid(self.block_p)
+        classes, chunk, num_chunks = self.classes
         x_s, gx_s, o_s, go_s, g_s = self.bchw
         t_s, m_s, d_s, gd_s, z_s = self.bhw
         pick = lambda v: v if v is not None and v.numel() > 0 else dummy  # noqa: E731
@@ -214,9 +231,10 @@ class _Problem:
             pick(o), pick(go), pick(g), pick(m), *o_s, *go_s, *g_s, *m_s,
             pick(d), pick(gd), pick(z), *d_s, *gd_s, *z_s,
             state, part, self.HW, self.W, tiles_per_image, n_tiles,
-            WRITE_GRAD=write_grad, RECOMPUTE=recompute, FLAT=self.flat,
-            NUM_CHUNKS=self.num_chunks, BLOCK_C=self.block_c, BLOCK_P=self.block_p,
-            ACC_FP64=self.acc_fp64, **self.flags)
+            WRITE_GRAD=write_grad, RECOMPUTE=recompute, FLAT=self.flat, CLASSES=classes,
+            CHUNK=chunk, NUM_CHUNKS=num_chunks, V=self.vector, BLOCK_P=self.block_p,
+            TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64, **self.flags,
+            num_warps=FUSED_WARPS, num_stages=1)
         return nprog
 
 

@@ -203,7 +203,7 @@ def test_any_strides(kind):
 
 
 @pytest.mark.parametrize("C,max_block_c", [(19, 8), (150, 64), (3, 2)])
-def test_online_softmax_over_class_chunks(C, max_block_c, monkeypatch):
+def test_two_sweeps_over_class_chunks(C, max_block_c, monkeypatch):
     pred, tgt = make_inputs(B=2, C=C, H=4, W=6, seed=C)
     pred["semantic"] = pred["semantic"] * 8  # large logits: the running max matters
     cw = torch.rand(C, generator=torch.Generator().manual_seed(2)) + 0.1
@@ -213,16 +213,20 @@ def test_online_softmax_over_class_chunks(C, max_block_c, monkeypatch):
         return real(*args, **kwargs, max_block_c=max_block_c)
 
     monkeypatch.setattr(ops, "fused_multitask_loss", chunked)
-    assert ops._blocks(C, True, max_block_c)[0] > 1
+    classes, chunk, num_chunks = ops._class_layout(C, True, 2, 1, max_block_c)
+    assert classes == 0 and num_chunks == -(-C // chunk) > 1
     assert_match(*run_both(pred, tgt, log_vars=torch.tensor([0.5, 0.0, 0.0]), class_weight=cw))
 
 
 def test_many_tiles_per_program(monkeypatch):
-    # 3 programs for 6 tiles of 64 pixels (C = 19) and 2 pre-pass tiles: round-robin
-    # tiles, partial sums across tiles and a multi-row fixed-order reduction.
-    monkeypatch.setattr(ops.K, "MAX_PROGRAMS", 3)
-    pred, tgt = make_inputs(B=2, C=19, H=9, W=17, seed=6)
-    assert ops._blocks(19, True, ops.MAX_BLOCK_C)[2] * 2 < 9 * 17
+    # 5 tiles of 256 pixels (fp32: 2 per thread, 4 warps) on 2 programs of 4 tiles each:
+    # round-robin tiles, a masked tail, partial sums across tiles and a multi-row
+    # fixed-order reduction; the pre-pass deals its 3 tiles to 2 programs.
+    monkeypatch.setattr(ops.K, "MAX_PROGRAMS", 2)
+    pred, tgt = make_inputs(B=1, C=19, H=33, W=33, seed=6)
+    problem = ops._Problem(pred["semantic"], tgt["semantic"], None, None, None, None, None, None,
+                           pred["semantic"], None, None, 255, ops.MAX_BLOCK_C)
+    assert problem.grid(problem.block_p) == (2, 4, 5, 5)
     assert_match(*run_both(pred, tgt, log_vars=torch.tensor([0.1, 0.2, 0.3])))
 
 
