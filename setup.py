@@ -2,7 +2,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="fastmtl",
-    version="0.1.0",
+    version="0.2.0.dev0",
     description=(
         "Fast multi-task dense scene understanding: fused Triton kernels for "
         "semantic, instance and depth losses with learned uncertainty weighting"
@@ -27,7 +27,7 @@ setup(
         "bench": ["pytest-benchmark>=4", "liger-kernel>=0.5"],
         "test": ["pytest>=7", "pytest-benchmark>=4", "scikit-learn>=1.2"],
     },
-    entry_points={"console_scripts": ["fastmtl=fastmtl.cli:main"]},
+    entry_points={"console_scripts": ["fastmtl=fastmtl.commands.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -5,12 +5,15 @@ losses are weighed by learned homoscedastic uncertainty (Kendall, Gal and
 Cipolla, CVPR 2018). On CUDA the three losses, their weighting and all their
 gradients are computed by one fused Triton pass.
 """
+from fastmtl import _moved
 from fastmtl.functional import LossOutput, multitask_loss
-from fastmtl.loss import MultiTaskLoss
+from fastmtl.module import MultiTaskLoss
 from fastmtl.tasks import TASK_ORDER, TASKS
 from fastmtl.weighting import CONVENTIONS, FixedWeighting, UncertaintyWeighting
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
+
+_moved.install()  # 0.1.0 module paths keep working for one release, with a warning
 
 __all__ = [
     "CONVENTIONS",

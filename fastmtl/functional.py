@@ -102,7 +102,7 @@ def multitask_loss(predictions: Mapping[str, torch.Tensor], targets: Mapping[str
     backend = resolve_backend(backend, device)
     if upsample is not None:  # low-resolution predictions (docs/upsample.md)
         if backend == "triton":
-            from fastmtl.ops_upsample import upsampled_multitask_loss
+            from fastmtl.ops import upsampled_multitask_loss
 
             total, losses = upsampled_multitask_loss(
                 predictions, targets, tasks, log_vars=log_vars, weights=weights, factors=factors,

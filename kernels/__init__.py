@@ -6,7 +6,7 @@ makes the one pass over the predictions (losses, partial sums, gradients);
 ``finalize_kernel`` reduces the partial sums into per-task means, the weighted
 total and its derivative with respect to the log-variances or weights;
 ``backward_prepare_kernel`` and ``rescale_kernel`` apply the incoming gradient.
-The wrappers that launch them are in ``fastmtl.ops``.
+The ops that launch them are in ``fastmtl.ops`` (``fused``, ``upsample``).
 """
 from .fused_loss import (backward_prepare_kernel, finalize_kernel, fused_loss_kernel,
                          rescale_kernel)

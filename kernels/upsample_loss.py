@@ -332,7 +332,7 @@ def upsample_loss_kernel(
     if HAS_SEM:
         tl.store(part_ptr + SLOT_SEMANTIC * nprog + pid, tl.sum(tl.sum(sem_loss, 1), 0))
         tl.store(norm_part_ptr + SLOT_SEMANTIC * nprog + pid, tl.sum(tl.sum(sem_norm, 1), 0))
-        # bad_part rows as fastmtl.ops' prepare_kernel reads them: count, first flat index,
+        # bad_part rows as prepare_kernel (normalisers.py) reads them: count, first flat index,
         # value. Only the count is kept; the caller names a bad label from the targets.
         tl.store(bad_part_ptr + pid, tl.sum(tl.sum(n_bad, 1), 0).to(tl.int64))
         tl.store(bad_part_ptr + nprog + pid, 9223372036854775807)

@@ -1,26 +1,26 @@
-"""Evaluation: ``fastmtl eval`` and the functions behind it.
+"""Evaluation of a trained network (``fastmtl eval`` on the command line).
 
-- ``evaluate``: the paper's metrics (``fastmtl.metrics``: mIoU, instance mean
+- ``evaluate``: the paper's metrics (``fastmtl.engine.metrics``: mIoU, instance mean
   error, inverse-depth mean error) over a dataset; sharded across processes
   under torchrun and all-reduced.
 - ``evaluate_official``: predictions written in the Cityscapes formats at the
   ground truth's resolution (semantic labelIds PNGs; instances grouped from the
-  offsets, ``fastmtl.postprocess``, as txt + mask PNGs) and scored by the
-  official scripts (``fastmtl.cityscapes_eval``). Runs in one process.
+  offsets, ``fastmtl.engine.postprocess``, as txt + mask PNGs) and scored by the
+  official scripts (``fastmtl.engine.cityscapes_eval``). Runs in one process.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from fastmtl import checkpoint
-from fastmtl.metrics import MetricAccumulator
+from fastmtl.engine import checkpoint
+from fastmtl.engine.config import TrainConfig, model_from_config
+from fastmtl.engine.metrics import MetricAccumulator
+from fastmtl.engine.objective import autocast
 
 TARGET_KEYS = ("semantic", "instance", "instance_mask", "depth")
 
@@ -28,8 +28,6 @@ TARGET_KEYS = ("semantic", "instance", "instance_mask", "depth")
 @torch.no_grad()
 def predict(model, images: torch.Tensor, amp: str = "none") -> dict[str, torch.Tensor]:
     """Model outputs in float32 (eval mode is the caller's business)."""
-    from fastmtl.train import autocast
-
     with autocast(amp, images.device.type):
         out = model(images)
     return {k: v.float() for k, v in out.items()}
@@ -91,13 +89,13 @@ def evaluate_official(model, dataset, out_dir, *, device=None, amp: str = "none"
     ``out_dir/semantic``, instance txt + masks to ``out_dir/instance``
     (separate trees: the pixel-level script matches every
     ``<city>_<seq>_<frame>*.png``). ``grouping`` holds keyword arguments of
-    ``fastmtl.postprocess.group_instances``. ``predict_fn(sample) -> dict`` may
+    ``fastmtl.engine.postprocess.group_instances``. ``predict_fn(sample) -> dict`` may
     replace the model (e.g. an oracle in tests). Returns official mIoU, AP and
     AP50 (those the model's tasks allow).
     """
-    from fastmtl import cityscapes_eval as ce
+    from fastmtl.engine import cityscapes_eval as ce
     from fastmtl.data.io import png_header
-    from fastmtl.postprocess import group_instances
+    from fastmtl.engine.postprocess import group_instances
 
     out_dir = Path(out_dir)
     device = torch.device(device) if device is not None else (
@@ -144,14 +142,12 @@ def evaluate_official(model, dataset, out_dir, *, device=None, amp: str = "none"
 
 def load_model(path, device="cpu"):
     """(model, TrainConfig, (H, W)) from a training checkpoint, in eval mode."""
-    from fastmtl.train import TrainConfig, build_model
-
     state = checkpoint.load(path, map_location=device)
     if state.get("format") != "fastmtl-train":
         raise checkpoint.CheckpointError(f"{path} is not a fastmtl training checkpoint")
     cfg = TrainConfig.from_dict(state["config"])
     size = tuple(state["size"])
-    model = build_model(dataclasses.replace(cfg, backbone=None), size)  # weights come from the checkpoint
+    model = model_from_config(dataclasses.replace(cfg, backbone=None), size)  # weights come from the checkpoint
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg, size
 
@@ -159,49 +155,3 @@ def load_model(path, device="cpu"):
 def headline(metrics: dict) -> dict:
     """Metrics without the per-class IoUs."""
     return {k: v for k, v in metrics.items() if not k.startswith("iou_")}
-
-
-# --- command line ---------------------------------------------------------------------------
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="evaluate a checkpoint (paper metrics and official Cityscapes)")
-    p.add_argument("--checkpoint", required=True, help="training checkpoint (checkpoint.pt)")
-    p.add_argument("--data", default=None, help="'synthetic' or a Cityscapes root (default: the run's data)")
-    p.add_argument("--split", default="val")
-    p.add_argument("--limit", type=int, default=None, help="first N images")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
-    p.add_argument("--official", action="store_true",
-                   help="also write Cityscapes-format predictions and run the official evaluation")
-    p.add_argument("--grouping", choices=("fast", "optics"), default="fast", help="instance grouping method")
-    p.add_argument("--out", default=None, help="where to write eval.json and predictions "
-                                              "(default: <checkpoint dir>/eval-<split>)")
-    p.set_defaults(func=_main)
-
-
-def _main(args) -> int:
-    from fastmtl.data.cityscapes import Cityscapes
-    from fastmtl.train import resolve_data
-
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
-        "cpu" if args.device == "auto" else args.device)
-    model, cfg, size = load_model(args.checkpoint, device)
-    if args.data is not None:
-        cfg.data = args.data
-    root = resolve_data(cfg)
-    dataset = Cityscapes(root, args.split, size=size, tasks=cfg.tasks)
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{args.split}"
-    metrics = evaluate(model, dataset, batch_size=args.batch_size, device=device, amp=args.amp,
-                       limit=args.limit, progress=True)
-    if args.official:
-        metrics.update(evaluate_official(model, dataset, out, device=device, amp=args.amp, limit=args.limit,
-                                         grouping={"method": args.grouping}))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(_jsonable(metrics), indent=2) + "\n")
-    print(json.dumps(_jsonable(headline(metrics)), indent=2))
-    return 0
-
-
-def _jsonable(d: dict) -> dict:
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import fastmtl
-from fastmtl import ops
+from fastmtl.ops import fused as ops
 from fastmtl.validation import bad_label_message
 from helpers import leaf_copies, make_inputs
 

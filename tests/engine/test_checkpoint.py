@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastmtl import checkpoint
+from fastmtl.engine import checkpoint
 
 
 def _state(value):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastmtl.postprocess import colourise, group_instances
+from fastmtl.engine.postprocess import colourise, group_instances
 
 adjusted_rand_score = pytest.importorskip("sklearn.metrics").adjusted_rand_score
 

@@ -47,7 +47,7 @@ def colour_depth(depth: np.ndarray, cmap: str = "magma") -> np.ndarray:
 
 def render(rgb: np.ndarray, predictions: dict[str, torch.Tensor], grouping: dict | None = None) -> np.ndarray:
     """Input and the rendered predictions (each (1, C, H, W)) side by side."""
-    from fastmtl.postprocess import colourise, group_instances
+    from fastmtl.engine.postprocess import colourise, group_instances
 
     panels = [rgb]
     semantic = probs = None
@@ -80,7 +80,7 @@ def predict_images(images, checkpoint, out_dir, *, size=None, device="cpu", grou
     "native" keeps each image's own size.
     """
     from fastmtl.data.cityscapes import normalize_image
-    from fastmtl.evaluate import load_model, predict
+    from fastmtl.engine.evaluation import load_model, predict
 
     model, cfg, trained = load_model(checkpoint, device)
     size = None if size == "native" else (trained if size is None else tuple(size))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from helpers import run_compiled
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ALL = ("semantic", "instance", "depth")
 
 
@@ -119,7 +119,7 @@ class _Recorder:
 
 def _record_launches(cfg):
     import torch
-    from fastmtl import ops
+    from fastmtl.ops import fused as ops
 
     pred, tgt, cw = _inputs(cfg["tasks"], cfg["C"], cfg["dtype"], cfg["target_dtype"],
                             cfg["layout"], cfg["cw"], cfg["requires_grad"])

@@ -1,4 +1,4 @@
-"""Training: ``fastmtl train`` and ``Trainer(TrainConfig(...)).run()``.
+"""Training: ``Trainer(TrainConfig(...)).run()`` and ``train(...)`` (``fastmtl train`` on the command line).
 
 The paper's recipe by default: SGD with Nesterov momentum 0.9, learning rate
 2.5e-3 decayed as (1 - step / steps) ** 0.9, weight decay 1e-4 on the network
@@ -26,7 +26,7 @@ parameters. (Keep ``num_workers`` unchanged across the resume for that with
 ``augment="full"``: image resampling rounds differently with the number of
 threads a process uses, and workers use one.)
 
-Multi-GPU: launch with torchrun; see ``fastmtl.distributed`` for how the loss
+Multi-GPU: launch with torchrun; see ``fastmtl.engine.distributed`` for how the loss
 is normalised across ranks. ``batch_size`` is per process.
 """
 from __future__ import annotations
@@ -35,211 +35,22 @@ import dataclasses
 import json
 import math
 import signal
-import sys
 import threading
 import time
 import warnings
-from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader
 
-from fastmtl import checkpoint, distributed
-from fastmtl.loss import MultiTaskLoss
-from fastmtl.tasks import TASK_ORDER, canonical_tasks
-from fastmtl.weighting import CONVENTIONS, FixedWeighting, UncertaintyWeighting
-
-WEIGHTINGS = ("uncertainty", "equal", "fixed", "single")
-AMP_MODES = ("none", "bf16", "fp16")
-AUGMENTATIONS = ("none", "flip", "full")
-TARGET_KEYS = ("semantic", "instance", "instance_mask", "depth")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run (stored in its checkpoints)."""
-
-    out: str = "runs/train"
-    # data
-    data: str = "synthetic"          # "synthetic" (generated and cached) or a Cityscapes root
-    synthetic_n: int = 200           # synthetic: train scenes (val: n // 4)
-    synthetic_seed: int = 0
-    size: str = "tiny"               # "tiny" 128x256, "half", "full", "HxW" or "native"
-    augment: str = "flip"            # "none", "flip", "full" (random scale 0.5-2, crop to size, flip)
-    num_workers: int = 0
-    # model and loss
-    model: str = "tiny"              # fastmtl.models preset
-    width: int | None = None
-    backbone: str | None = None      # local torchvision-format ResNet weights
-    tasks: tuple[str, ...] = TASK_ORDER
-    weighting: str = "uncertainty"   # "uncertainty", "equal", "fixed", "single"
-    weights: tuple[float, ...] | None = None  # "fixed": one weight per task, in task order
-    convention: str = "kendall"      # uncertainty convention (fastmtl.weighting.CONVENTIONS)
-    init_log_var: float = 0.0
-    backend: str = "auto"            # loss backend
-    upsample_in_loss: bool = True    # heads at 1/8 resolution, bilinear upsampling fused into the loss
-    # optimisation (the paper's by default)
-    steps: int = 2000
-    batch_size: int = 8
-    lr: float = 2.5e-3
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 1e-4
-    poly_power: float = 0.9
-    log_var_lr: float | None = None  # default: lr
-    amp: str = "none"                # "none", "bf16" (autocast) or "fp16" (autocast + GradScaler)
-    sync_bn: bool = False            # SyncBatchNorm under DDP (CUDA)
-    device: str = "auto"
-    seed: int = 0
-    # bookkeeping
-    checkpoint_every: int = 500      # 0: only on exit
-    eval_every: int = 0              # 0: only at the end; -1: never
-    val_limit: int | None = None     # evaluate on the first N validation images
-    log_every: int = 10
-    progress: bool = True
-    resume: bool = False             # continue from out/checkpoint.pt when it exists
-
-    def __post_init__(self):
-        self.tasks = canonical_tasks(self.tasks)
-        if self.weights is not None:
-            self.weights = tuple(float(w) for w in self.weights)
-        for name, value, choices in (("weighting", self.weighting, WEIGHTINGS), ("amp", self.amp, AMP_MODES),
-                                     ("augment", self.augment, AUGMENTATIONS),
-                                     ("convention", self.convention, tuple(CONVENTIONS))):
-            if value not in choices:
-                raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-        if self.weighting == "fixed" and (self.weights is None or len(self.weights) != len(self.tasks)):
-            raise ValueError(f"weighting 'fixed' needs one weight per task {list(self.tasks)}, got {self.weights}")
-        if self.weighting == "single" and len(self.tasks) != 1:
-            raise ValueError(f"weighting 'single' trains one task, got tasks {list(self.tasks)}")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be positive")
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["tasks"] = list(self.tasks)
-        d["weights"] = None if self.weights is None else list(self.weights)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known})
-
-
-def build_weighting(cfg: TrainConfig) -> nn.Module:
-    if cfg.weighting == "uncertainty":
-        return UncertaintyWeighting(cfg.tasks, init=cfg.init_log_var, convention=cfg.convention)
-    if cfg.weighting == "equal":
-        return FixedWeighting({t: 1.0 for t in cfg.tasks})  # the unweighted sum of the losses
-    if cfg.weighting == "fixed":
-        return FixedWeighting(dict(zip(cfg.tasks, cfg.weights)))
-    return FixedWeighting.single(cfg.tasks[0])
-
-
-def resolve_data(cfg: TrainConfig, ctx: distributed.Context | None = None) -> Path:
-    """The Cityscapes-layout root of ``cfg.data``, generating the synthetic city on first use."""
-    if cfg.data != "synthetic":
-        root = Path(cfg.data)
-        if not root.is_dir():
-            raise FileNotFoundError(f"data root not found: {root}")
-        return root
-    from fastmtl.data.synth import DEFAULT_SIZE, ensure_synthetic_city
-
-    ctx = ctx or distributed.Context()
-    kwargs = dict(n=cfg.synthetic_n, seed=cfg.synthetic_seed, size=DEFAULT_SIZE)
-    if ctx.is_main:
-        root = ensure_synthetic_city(**kwargs)
-    distributed.barrier(ctx)
-    if not ctx.is_main:
-        root = ensure_synthetic_city(**kwargs)
-    return root
-
-
-def build_datasets(cfg: TrainConfig, root: Path):
-    from fastmtl.data.cityscapes import Cityscapes
-
-    train = Cityscapes(root, "train", size=cfg.size, tasks=cfg.tasks)
-    val = Cityscapes(root, "val", size=cfg.size, tasks=cfg.tasks)
-    return train, val
-
-
-def build_model(cfg: TrainConfig, size: tuple[int, int] | None):
-    from fastmtl.models import build_model as build
-
-    return build(cfg.model, num_classes=19, tasks=cfg.tasks, width=cfg.width, resolution=size,
-                 backbone=cfg.backbone)
-
-
-class SeededAugmentation(Dataset):
-    """Samples of ``base`` augmented with a generator seeded by (seed, epoch, index).
-
-    Set ``epoch`` before creating the epoch's DataLoader: workers copy it.
-    Augmentation is then a pure function of the sample and the epoch, so the
-    data a step sees does not depend on worker count or on where a run resumed.
-    """
-
-    def __init__(self, base: Dataset, augment: str, seed: int, crop_size=None):
-        self.base, self.augment, self.seed, self.crop_size, self.epoch = base, augment, seed, crop_size, 0
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, index):
-        from fastmtl.data import transforms as T
-
-        sample = self.base[index]
-        if self.augment == "none":
-            return sample
-        state = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(2, np.uint64)
-        g = torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
-        if self.augment == "flip":
-            return T.RandomHorizontalFlip(generator=g)(sample)
-        size = self.crop_size or tuple(sample["image"].shape[-2:])
-        return T.train_transform(crop_size=size, scale=(0.5, 2.0), flip=True, generator=g)(sample)
-
-
-class ResumableSampler(DistributedSampler):
-    """DistributedSampler that can start an epoch part-way (after ``start`` samples of this rank)."""
-
-    start = 0
-
-    def __iter__(self):
-        return iter(list(super().__iter__())[self.start:])
-
-    def __len__(self):
-        return super().__len__() - self.start
-
-
-class Objective(nn.Module):
-    """Network + loss in one module, so DDP averages the log-variance gradients too.
-
-    With ``upsample_in_loss`` the network returns its head-resolution outputs
-    and the loss upsamples them (fused in the Triton kernel, docs/upsample.md).
-    """
-
-    def __init__(self, model: nn.Module, criterion: MultiTaskLoss, amp: str, device: torch.device,
-                 upsample_in_loss: bool = False):
-        super().__init__()
-        self.model, self.criterion = model, criterion
-        self.amp, self.device_type, self.upsample_in_loss = amp, device.type, upsample_in_loss
-
-    def forward(self, images, targets):
-        with autocast(self.amp, self.device_type):
-            predictions = self.model(images, upsample=not self.upsample_in_loss)
-        out = self.criterion(predictions, targets)  # the loss reads half precision and accumulates in fp32
-        return out.total, out.losses
-
-
-def autocast(amp: str, device_type: str):
-    if amp == "none":
-        return nullcontext()
-    return torch.autocast(device_type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
+from fastmtl.engine import checkpoint, distributed
+from fastmtl.engine.config import (TARGET_KEYS, TrainConfig, build_datasets, build_weighting,
+                                   model_from_config, resolve_data)
+from fastmtl.engine.objective import Objective
+from fastmtl.engine.sampling import ResumableSampler, SeededAugmentation
+from fastmtl.module import MultiTaskLoss
+from fastmtl.weighting import UncertaintyWeighting
 
 class _StopOnSignal:
     """First SIGINT or SIGTERM: stop at the next step boundary. Second: KeyboardInterrupt at once."""
@@ -288,7 +99,7 @@ class Trainer:
             raise ValueError(f"{len(self.train_set)} training images give no full batch of "
                              f"{cfg.batch_size} per process ({self.ctx.world_size} process(es))")
 
-        self.model = build_model(cfg, size).to(self.device)
+        self.model = model_from_config(cfg, size).to(self.device)
         self.criterion = MultiTaskLoss(cfg.tasks, build_weighting(cfg), backend=cfg.backend,
                                        upsample="bilinear" if cfg.upsample_in_loss else None,
                                        align_corners=False).to(self.device)  # as the model's own upsampling
@@ -361,7 +172,7 @@ class Trainer:
         """Drop log records past the checkpoint's step (written before a crash)."""
         if not (self.ctx.is_main and self.log_path.is_file()):
             return
-        from fastmtl.plots import read_log
+        from fastmtl.engine.plots import read_log
 
         kept = [r for r in read_log(self.log_path) if r.get("step", 0) <= self.step]
         tmp = self.log_path.with_suffix(".tmp")
@@ -480,7 +291,7 @@ class Trainer:
             f.write(json.dumps(_finite(record)) + "\n")
 
     def validate(self) -> dict[str, float]:
-        from fastmtl.evaluate import evaluate
+        from fastmtl.engine.evaluation import evaluate
 
         distributed.broadcast_buffers(self.ctx, self.model)
         metrics = evaluate(self.model, self.val_set, batch_size=self.cfg.batch_size, device=self.device,
@@ -492,7 +303,7 @@ class Trainer:
         if not self.log_path.is_file():
             return []
         try:
-            from fastmtl.plots import plot_training
+            from fastmtl.engine.plots import plot_training
 
             return plot_training(self.log_path, self.out)
         except ImportError as e:  # matplotlib is optional (the "plots" extra)
@@ -523,79 +334,3 @@ def train(config: TrainConfig | None = None, **overrides) -> dict:
         return trainer.run()
     finally:
         distributed.shutdown(trainer.ctx)
-
-
-# --- command line ---------------------------------------------------------------------------
-
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.replace(",", " ").split())
-
-
-def _tasks(text: str) -> tuple[str, ...]:
-    return canonical_tasks([t for t in text.replace(",", " ").split() if t])
-
-
-def add_config_arguments(parser, defaults: TrainConfig | None = None) -> None:
-    d = defaults or TrainConfig()
-    a = parser.add_argument
-    a("--out", default=d.out, help="run directory (checkpoint, log, plots); default %(default)s")
-    a("--data", default=d.data, help="'synthetic' or a Cityscapes root (leftImg8bit/, gtFine/, disparity/)")
-    a("--synthetic-n", type=int, default=d.synthetic_n, help="synthetic train scenes (val: n // 4)")
-    a("--size", default=d.size, help="image size: tiny (128x256), half, full, HxW or native")
-    a("--augment", choices=AUGMENTATIONS, default=d.augment, help="training augmentation")
-    a("--workers", dest="num_workers", type=int, default=d.num_workers, help="data-loader workers")
-    a("--model", default=d.model, help="model preset: tiny, resnet18, resnet34, resnet50, resnet101")
-    a("--width", type=int, default=d.width, help="override the ResNet stem width")
-    a("--backbone", default=d.backbone, help="local torchvision-format ResNet weights for the encoder")
-    a("--tasks", type=_tasks, default=d.tasks, help="comma-separated subset of semantic,instance,depth")
-    a("--weighting", choices=WEIGHTINGS, default=d.weighting,
-      help="uncertainty (learned), equal (unweighted sum), fixed (--weights) or single (one task)")
-    a("--weights", type=_floats, default=d.weights, help="fixed weights, e.g. 0.89,0.01,0.1 (task order)")
-    a("--convention", choices=tuple(CONVENTIONS), default=d.convention, help="uncertainty convention")
-    a("--steps", type=int, default=d.steps)
-    a("--batch-size", type=int, default=d.batch_size, help="per process")
-    a("--lr", type=float, default=d.lr)
-    a("--momentum", type=float, default=d.momentum)
-    a("--no-nesterov", dest="nesterov", action="store_false")
-    a("--weight-decay", type=float, default=d.weight_decay)
-    a("--poly-power", type=float, default=d.poly_power)
-    a("--log-var-lr", type=float, default=d.log_var_lr, help="learning rate of the log-variances (default --lr)")
-    a("--amp", choices=AMP_MODES, default=d.amp, help="mixed precision: bf16 autocast or fp16 with GradScaler")
-    a("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun (CUDA)")
-    a("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
-    a("--seed", type=int, default=d.seed)
-    a("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps; 0 = only on exit")
-    a("--eval-every", type=int, default=d.eval_every, help="steps; 0 = at the end only; -1 = never")
-    a("--val-limit", type=int, default=d.val_limit, help="validate on the first N val images")
-    a("--log-every", type=int, default=d.log_every)
-    a("--no-progress", dest="progress", action="store_false")
-    a("--backend", default=d.backend, help="loss backend: auto, reference, triton")
-    a("--full-resolution-loss", dest="upsample_in_loss", action="store_false",
-      help="upsample the heads in the network and take the loss at full resolution; by default the loss "
-           "takes the 1/8-resolution heads and fuses the upsampling (no full-resolution logits on CUDA)")
-
-
-def config_from_args(args) -> TrainConfig:
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a multi-task network",
-                              description="Train on the synthetic city or Cityscapes. Launch with torchrun "
-                                          "for several GPUs or nodes.")
-    add_config_arguments(p)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
-    p.set_defaults(func=_main)
-
-
-def _main(args) -> int:
-    try:
-        summary = train(config_from_args(args))
-    except KeyboardInterrupt as e:
-        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
-        return 130
-    if summary["metrics"]:
-        print(json.dumps({k: v for k, v in summary["metrics"].items() if not k.startswith("iou_")}, indent=2))
-    print(f"run directory: {summary['out']}")
-    return 0

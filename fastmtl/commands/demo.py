@@ -1,7 +1,5 @@
-"""A minute-long look at the loss: learn the log-variances of three fixed-difficulty tasks.
-
-    python -m fastmtl.demo
-"""
+"""``fastmtl demo``: a few seconds' look at the loss, learning the log-variances of three
+tasks of fixed difficulty (no network, no data)."""
 import torch
 
 import fastmtl
@@ -35,6 +33,12 @@ def main(steps: int = 300) -> None:
     print("At the optimum c_k exp(-s_k) = 1 / (2 L_k): harder tasks get smaller weights.")
     for k, w in criterion.weighting.effective_weights().items():
         print(f"  {k:8s} weight {w:.4f}   1/(2L) {1 / (2 * out.losses[k].item()):.4f}")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="learn the log-variances of three fixed tasks (seconds)")
+    p.add_argument("--steps", type=int, default=300, help="optimiser steps (default %(default)s)")
+    p.set_defaults(func=lambda args: main(args.steps))
 
 
 if __name__ == "__main__":

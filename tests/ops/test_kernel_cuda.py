@@ -1,6 +1,6 @@
 """The compiled kernels on a GPU: PyTorch agreement, no host sync, CUDA graphs.
 
-Run with ``TRITON_INTERPRET=0 python -m pytest -m cuda tests/test_kernel_cuda.py``
+Run with ``TRITON_INTERPRET=0 python -m pytest -m cuda tests/ops/test_kernel_cuda.py``
 (the test session otherwise sets the interpreter). Skipped without a GPU.
 """
 import pytest
@@ -11,12 +11,12 @@ from helpers import leaf_copies, make_inputs
 from test_kernel_fused import assert_match, oracle, run_both
 
 triton = pytest.importorskip("triton")
-from fastmtl import ops  # noqa: E402
+from fastmtl.ops import common  # noqa: E402
 
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-    pytest.mark.skipif(ops._interpreted(), reason="TRITON_INTERPRET=1 is set: run with "
+    pytest.mark.skipif(common.interpreted(), reason="TRITON_INTERPRET=1 is set: run with "
                        "TRITON_INTERPRET=0 to test the compiled kernels"),
 ]
 

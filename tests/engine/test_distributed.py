@@ -25,8 +25,8 @@ def _worker(rank, port, tree, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from fastmtl import distributed
-    from fastmtl.train import TrainConfig, Trainer
+    from fastmtl.engine import distributed
+    from fastmtl.engine import TrainConfig, Trainer
 
     trainer = Trainer(TrainConfig(out=out, data=tree, size="native", steps=STEPS, batch_size=1, device="cpu",
                                   checkpoint_every=1, eval_every=0, log_every=1, progress=False))
@@ -70,7 +70,7 @@ def test_two_process_gloo_training(tmp_path):
     assert set(ranks[0]["shard"]).isdisjoint(ranks[1]["shard"])
     assert sorted(ranks[0]["shard"] + ranks[1]["shard"]) == list(range(4))
     # Only rank 0 wrote the run's files; the checkpoint holds both ranks' RNG states.
-    from fastmtl import checkpoint
+    from fastmtl.engine import checkpoint
 
     state = checkpoint.load(out / "checkpoint.pt")
     assert state["step"] == STEPS and state["world_size"] == WORLD and len(state["rng"]) == WORLD
@@ -80,7 +80,7 @@ def test_two_process_gloo_training(tmp_path):
 
     # The sharded, all-reduced validation equals one process evaluating the checkpoint on every image.
     from fastmtl.data.cityscapes import Cityscapes
-    from fastmtl.evaluate import evaluate, load_model
+    from fastmtl.engine import evaluate, load_model
 
     model, cfg, size = load_model(out / "checkpoint.pt")
     expected = evaluate(model, Cityscapes(tree, "val", size=size, tasks=cfg.tasks))

@@ -14,10 +14,10 @@ holding the (B, C, H, W) upsampled logits or their gradient:
    of the losses, normalisers and bad labels, and the gradient with respect to
    the interpolated values gathered into four low-resolution buffers, one per
    bilinear tap.
-3. ``prepare_kernel`` and ``finalize_kernel`` of ``fastmtl.ops`` add the partial
+3. ``prepare_kernel`` and ``finalize_kernel`` (as in ``fastmtl.ops.fused``) add the partial
    sums in a fixed order into N_k, L_k, the total and d total / d coef.
 
-Backward: ``backward_prepare_kernel`` (``fastmtl.ops``) turns the incoming
+Backward: ``backward_prepare_kernel`` (as in ``fastmtl.ops.fused``) turns the incoming
 gradient into a scale per task, (g_total coef_k + g_L_k) / N_k, and
 ``upsample_grad_kernel`` adds the four tap buffers of each low-resolution cell
 in a fixed order and writes the gradient in the prediction's dtype.
@@ -29,7 +29,6 @@ synchronisation unless ``check_labels=True`` (one read of 8 bytes).
 """
 from __future__ import annotations
 
-import importlib
 from typing import Mapping, Optional, Sequence
 
 import torch
@@ -37,16 +36,16 @@ import triton
 from torch import Tensor
 from torch.library import triton_op
 
-from fastmtl.ops import (K, REDUCE_BLOCK, TASK_SLOTS, _bchw, _bhw, _check_device, _device_guard,
-                         _is_real, _launcher)
+import fastmtl.kernels as K
+from fastmtl.kernels import upsample_loss as U
+from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, bchw_strides, bhw_strides, check_device,
+                                device_guard, is_real, launcher)
 from fastmtl.validation import check_label_range
-
-U = importlib.import_module("fastmtl.kernels.upsample_loss")
 
 # Tile of the loss kernel: BLOCK_N owner columns x BLOCK_K owned pixels of one row per step,
 # all classes. At most 16 pixels and 8 owner columns (with the kernel's 4 warps and 128
 # registers) keep C = 19 (BLOCK_C = 32) free of register spills on sm_80 and sm_90 at every
-# scale factor (tests/test_upsample_loss.py checks it with ptxas).
+# scale factor (tests/ops/test_upsample_loss.py checks it with ptxas).
 TILE_ELEMENTS = 512   # most BLOCK_C * BLOCK_N * BLOCK_K in float32 (half that in float64)
 MAX_PIXELS = 16       # most BLOCK_N * BLOCK_K
 MAX_BLOCK_N = 8       # owner columns per program (more adds (classes, BLOCK_N) accumulators)
@@ -102,7 +101,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     f_sem, f_inst, f_dep = factors
     r_sem, r_inst, r_dep = regulariser
 
-    with _device_guard(first):
+    with device_guard(first):
         launch(U.axis_table_kernel)[(2,)](
             index, lam, start, h, H, w, W, H.bit_length() + 1, W.bit_length() + 1,
             ALIGN_CORNERS=align_corners, ACC_FP64=acc_fp64, BLOCK=TABLE_BLOCK)
@@ -113,9 +112,9 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
             groups.append(dict(HAS_SEM=False, HAS_INST=o is not None, HAS_DEP=d is not None))
         for flags in groups:
             launch(U.upsample_loss_kernel)[(nprog,)](
-                pick(x), pick(t), pick(class_weight), pick(px), *_bchw(x), *_bhw(t), C,
-                ignore_index, pick(o), pick(g), pick(m), pick(po), *_bchw(o), *_bchw(g), *_bhw(m),
-                pick(d), pick(z), pick(pd), *_bhw(d), *_bhw(z),
+                pick(x), pick(t), pick(class_weight), pick(px), *bchw_strides(x), *bhw_strides(t), C,
+                ignore_index, pick(o), pick(g), pick(m), pick(po), *bchw_strides(o), *bchw_strides(g), *bhw_strides(m),
+                pick(d), pick(z), pick(pd), *bhw_strides(d), *bhw_strides(z),
                 lam, start, part, norm_part, bad_part, B, h, w, H,
                 HAS_WEIGHT=flags["HAS_SEM"] and class_weight is not None, WRITE_GRAD=write_grad,
                 BLOCK_C=block_c if flags["HAS_SEM"] else 1, BLOCK_N=block_n, BLOCK_K=block_k,
@@ -134,7 +133,7 @@ def _gradients(launch, g_total, g_losses, predictions, taps, state, positions, w
     (g_total coef_k + g_L_k) / N_k (``backward_prepare_kernel``); None where not wanted."""
     scales = state.clone()  # the saved state stays as forward left it
     grads = []
-    with _device_guard(state):
+    with device_guard(state):
         launch(K.backward_prepare_kernel)[(1,)](scales, g_total, g_losses, *positions)
         for p, buf, slot, want in zip(predictions, taps, SLOTS, wanted):
             if p is None or buf.numel() == 0 or not want:
@@ -159,8 +158,8 @@ def _upsampled_op(x: Optional[Tensor], t: Optional[Tensor], class_weight: Option
                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(total, losses (K,), dtotal/dcoef (K,), tap buffers of x, o, d, state, bad labels)."""
     first = next(p for p in (x, o, d) if p is not None)
-    _check_device(first)
-    return _forward(_launcher(not _is_real(first)), x, t, class_weight, o, g, m, d, z, coef,
+    check_device(first)
+    return _forward(launcher(not is_real(first)), x, t, class_weight, o, g, m, d, z, coef,
                     positions, factors, regulariser, use_log_vars, ignore_index, align_corners,
                     write_grad)
 
@@ -183,7 +182,7 @@ def _backward(ctx, g_total, g_losses, *_unused):
         g_losses = torch.zeros_like(dcoef)
     gx = go = gd = None
     if write_grad:
-        gx, go, gd = _gradients(_launcher(not _is_real(state)), g_total, g_losses, (x, o, d),
+        gx, go, gd = _gradients(launcher(not is_real(state)), g_total, g_losses, (x, o, d),
                                 (px, po, pd), state, positions, (need[0], need[3], need[6]))
     grad_coef = (g_total * dcoef).to(coef.dtype) if coef is not None and need[8] else None
     return (gx, None, None, go, None, None, gd, None, grad_coef,

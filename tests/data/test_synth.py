@@ -12,7 +12,7 @@ import pytest
 from cityscapesscripts.helpers.labels import id2label
 from PIL import Image
 
-from fastmtl.cli import main
+from fastmtl.commands.cli import main
 from fastmtl.data import synth
 
 SIZE = (48, 96)
@@ -163,6 +163,6 @@ def test_cli_synth(tmp_path, capsys):
 
 
 def test_python_dash_m():
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     r = subprocess.run([sys.executable, "-m", "fastmtl", "data", "synth", "--help"], capture_output=True, text=True, cwd=repo)
     assert r.returncode == 0 and "--seed" in r.stdout

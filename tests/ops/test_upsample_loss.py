@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 
 import fastmtl
-from fastmtl import ops_upsample
+from fastmtl.ops import upsample as ops_upsample
+from fastmtl.ops.common import interpreted
 from helpers import leaf_copies, make_inputs, run_compiled
 from test_kernel_fused import assert_match, oracle
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ALL = ("semantic", "instance", "depth")
 LOG_VARS = torch.tensor([0.3, -0.4, 0.8])
 
@@ -282,7 +283,7 @@ def on_gpu(test):
     for mark in reversed([
             pytest.mark.cuda,
             pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-            pytest.mark.skipif(fastmtl.ops._interpreted(), reason="TRITON_INTERPRET=1 is set: "
+            pytest.mark.skipif(interpreted(), reason="TRITON_INTERPRET=1 is set: "
                                "run with TRITON_INTERPRET=0 to test the compiled kernels")]):
         test = mark(test)
     return test
@@ -404,7 +405,7 @@ def _aot_main():
         for kernel, args, kwargs in _record(**cfg):
             if kernel not in (ops_upsample.U.axis_table_kernel, ops_upsample.U.upsample_loss_kernel,
                               ops_upsample.U.upsample_grad_kernel):
-                continue  # fastmtl.ops' kernels: tests/test_kernel_compile.py
+                continue  # the fused op's kernels: tests/ops/test_kernel_compile.py
             if hasattr(kernel, "configs"):  # its one launch configuration (triton.autotune)
                 (config,) = kernel.configs
                 kernel, kwargs = kernel.fn, {**kwargs, **config.all_kwargs()}

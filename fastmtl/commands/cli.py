@@ -32,7 +32,7 @@ def command(register: Callable) -> Callable:
 
 def parse_size(text: str) -> tuple[int, int]:
     """'HxW' or a preset name (tiny, half, full) -> (H, W), for ``type=`` in argparse."""
-    from .data.cityscapes import resolve_size
+    from fastmtl.data.cityscapes import resolve_size
 
     try:
         size = resolve_size(text)
@@ -86,7 +86,7 @@ def _data(subparsers):
 
 
 def _data_synth(args) -> int:
-    from .data import synth
+    from fastmtl.data import synth
 
     if args.out is None:
         root = synth.ensure_synthetic_city(n=args.n, seed=args.seed, size=args.size, n_val=args.n_val)
@@ -98,7 +98,7 @@ def _data_synth(args) -> int:
 
 
 def _data_check(args) -> int:
-    from .data import Cityscapes
+    from fastmtl.data import Cityscapes
 
     ds = Cityscapes(args.root, args.split, size=args.size)
     pixels = instances = valid_depth = 0
@@ -112,7 +112,7 @@ def _data_check(args) -> int:
     return 0
 
 
-# -- fastmtl train / eval / predict / experiment -----------------------------
+# -- fastmtl train / eval / predict / experiment / demo ----------------------
 # Their parsers are defined next to their code.
 
 @command
@@ -124,7 +124,7 @@ def _train(subparsers):
 
 @command
 def _eval(subparsers):
-    from .evaluate import register
+    from .eval import register
 
     register(subparsers)
 
@@ -139,5 +139,12 @@ def _predict(subparsers):
 @command
 def _experiment(subparsers):
     from .experiments import register
+
+    register(subparsers)
+
+
+@command
+def _demo(subparsers):
+    from .demo import register
 
     register(subparsers)

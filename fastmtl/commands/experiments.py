@@ -62,8 +62,8 @@ def table1(out="runs/table1", *, quick: bool = False, rows=None, progress: bool 
     ``resume``: continue each row from its run directory's checkpoint (a finished
     row is only evaluated again). Wall and CPU seconds are recorded per row.
     """
-    from fastmtl.plots import plot_table
-    from fastmtl.train import TrainConfig, Trainer
+    from fastmtl.engine import TrainConfig, Trainer
+    from fastmtl.engine.plots import plot_table
 
     settings = {**(QUICK if quick else DEFAULTS), **{k: v for k, v in overrides.items() if v is not None}}
     selected = [r for r in ROWS if rows is None or r.key in rows]

@@ -46,46 +46,18 @@ backward copies the gradient buffers once.
 """
 from __future__ import annotations
 
-import contextlib
-import importlib
-import importlib.util
-import sys
-from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import torch
+import triton
 from torch import Tensor
+from torch.library import triton_op
 
-try:
-    import triton
-    from torch.library import triton_op, wrap_triton
-except ImportError as exc:  # pragma: no cover - depends on the installation
-    raise ImportError(
-        "backend='triton' needs the triton package (pip install triton) and torch >= 2.6; "
-        "use backend='reference' without it") from exc
-
+import fastmtl.kernels as K
+from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, bchw_strides, bhw_strides,
+                                check_device, device_guard, is_real, launcher)
 from fastmtl.validation import bad_label_message
 
-
-def _import_kernels():
-    try:
-        return importlib.import_module("fastmtl.kernels")
-    except ModuleNotFoundError as exc:
-        if exc.name != "fastmtl.kernels":
-            raise
-        # A source checkout that is not installed: kernels/ sits beside fastmtl/.
-        root = Path(__file__).resolve().parent.parent / "kernels"
-        spec = importlib.util.spec_from_file_location(
-            "fastmtl.kernels", root / "__init__.py", submodule_search_locations=[str(root)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["fastmtl.kernels"] = module
-        spec.loader.exec_module(module)
-        return module
-
-
-K = _import_kernels()
-
-TASK_SLOTS = ("semantic", "instance", "depth")  # the kernels' slot order
 MAX_BLOCK_C = 64        # most classes held in registers per pixel; more take two sweeps
 REGISTER_LOGITS = 80    # most registers of logits per thread (C x V, fp64 counts twice)
 SWEEP_CHUNK = 8         # classes per chunk of the two sweeps
@@ -94,46 +66,6 @@ FUSED_WARPS = 4
 ELEMENTWISE_BLOCK = 512  # pixels per tile of the pre-pass
 PREPASS_VECTOR = 4       # its pixels per thread (4 warps)
 RESCALE_BLOCK = 4096
-REDUCE_BLOCK = 1024
-
-
-def _interpreted() -> bool:
-    try:
-        from triton.runtime.interpreter import InterpretedFunction
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(K.fused_loss_kernel, InterpretedFunction)
-
-
-def _is_real(t: Tensor) -> bool:
-    """A plain tensor with data (not a fake or functional tensor of a tracer)."""
-    return type(t) is torch.Tensor or type(t) is torch.nn.Parameter
-
-
-def _check_device(t: Tensor) -> None:
-    if _is_real(t) and t.device.type != "cuda" and not _interpreted():
-        raise RuntimeError(
-            f"backend='triton' got tensors on {t.device}: the Triton kernels run on CUDA, or on "
-            "CPU under the Triton interpreter (set TRITON_INTERPRET=1 before importing fastmtl); "
-            "use backend='reference' for CPU tensors")
-
-
-def _device_guard(t: Tensor):
-    if _is_real(t) and t.device.type == "cuda":
-        return torch.cuda.device(t.device)
-    return contextlib.nullcontext()
-
-
-def _bchw(t: Optional[Tensor]) -> tuple[int, int, int, int]:
-    """(batch, channel, row, column) strides of a (B,C,H,W) tensor; zeros when absent."""
-    return tuple(t.stride()) if t is not None and t.dim() == 4 else (0, 0, 0, 0)
-
-
-def _bhw(t: Optional[Tensor]) -> tuple[int, int, int]:
-    """(batch, row, column) strides of a (B,H,W) or (B,1,H,W) tensor; zeros when absent."""
-    if t is None or t.dim() < 3:
-        return (0, 0, 0)
-    return (t.stride(0), t.stride(-2), t.stride(-1))
 
 
 def _merge_pixels(strides: list[list[int]], H: int, W: int) -> bool:
@@ -167,11 +99,6 @@ def _class_layout(C: int, has_semantic: bool, V: int, words: int,
     return 0, chunk, triton.cdiv(C, chunk)
 
 
-def _launcher(traced: bool):
-    """kernel -> launchable: a wrap_triton node in a traced graph, the kernel itself in eager."""
-    return wrap_triton if traced else (lambda kernel: kernel)
-
-
 class _Problem:
     """Shapes, strides and launch configuration of one call (no tensor data is read)."""
 
@@ -190,8 +117,8 @@ class _Problem:
         self.classes = _class_layout(self.C, x is not None, self.vector,
                                    2 if self.acc_fp64 else 1, max_block_c)
         # Strides; absent tensors (and gradients not written) contribute zeros.
-        bchw = [list(_bchw(v)) for v in (x, gx, o, go, g)]
-        bhw = [list(_bhw(v)) for v in (t, m, d, gd, z)]
+        bchw = [list(bchw_strides(v)) for v in (x, gx, o, go, g)]
+        bhw = [list(bhw_strides(v)) for v in (t, m, d, gd, z)]
         present = [s for s, v in zip(bchw + bhw, (x, gx, o, go, g, t, m, d, gd, z))
                    if v is not None and v.numel() > 0]
         self.flat = _merge_pixels(present, self.H, self.W)
@@ -272,7 +199,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     r_sem, r_inst, r_dep = regulariser
     coef_arg = coef if coef is not None else state
 
-    with _device_guard(first):
+    with device_guard(first):
         problem.launch_normalisers(launch, norm_part, bad_part, state)
         launch(K.prepare_kernel)[(1,)](
             norm_part, bad_part, n_pre, coef_arg, *positions, f_sem, f_inst, f_dep, state, bad,
@@ -293,8 +220,8 @@ def _fused_op(x: Optional[Tensor], t: Optional[Tensor], class_weight: Optional[T
               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Returns (total, losses (K,), dtotal/dcoef (K,), dx, do, dd, state, bad labels)."""
     first = next(p for p in (x, o, d) if p is not None)
-    _check_device(first)
-    return _forward(_launcher(not _is_real(first)), x, t, class_weight, o, g, m, d, z, coef,
+    check_device(first)
+    return _forward(launcher(not is_real(first)), x, t, class_weight, o, g, m, d, z, coef,
                     positions, factors, regulariser, use_log_vars, ignore_index, write_grad,
                     max_block_c)
 
@@ -315,7 +242,7 @@ def _apply_output_grad(launch, g_total, g_losses, saved, positions, ignore_index
     sizes = [v.numel() if v is not None else 0 for v in (gx, go, gd)]
     nprog = max(1, min(triton.cdiv(max(sizes), RESCALE_BLOCK), K.MAX_PROGRAMS))
     flags = {k: v for k, v in problem.flags.items() if k != "HAS_WEIGHT"}
-    with _device_guard(state):
+    with device_guard(state):
         launch(K.backward_prepare_kernel)[(1,)](state, g_total, g_losses, *positions)
         launch(K.rescale_kernel)[(nprog,)](
             gx, sizes[0], go, sizes[1], gd, sizes[2], state, BLOCK=RESCALE_BLOCK,
@@ -324,7 +251,7 @@ def _apply_output_grad(launch, g_total, g_losses, saved, positions, ignore_index
 
 
 def _backward(ctx, g_total, g_losses, *_unused):
-    if torch.is_grad_enabled() and _is_real(g_total if g_total is not None else g_losses):
+    if torch.is_grad_enabled() and is_real(g_total if g_total is not None else g_losses):
         raise RuntimeError("the fused multi-task loss is differentiable once: backward with "
                            "create_graph=True needs backend='reference'")
     saved = ctx.saved_tensors
@@ -336,9 +263,9 @@ def _backward(ctx, g_total, g_losses, *_unused):
         g_losses = torch.zeros_like(dcoef)
     if write_grad:
         positions, ignore_index, _, max_block_c = ctx.config
-        _apply_output_grad(_launcher(not _is_real(dcoef)), g_total, g_losses, saved, positions,
+        _apply_output_grad(launcher(not is_real(dcoef)), g_total, g_losses, saved, positions,
                            ignore_index, max_block_c)
-    if write_grad and _is_real(dcoef) and torch._C._autograd._get_current_graph_task_keep_graph():
+    if write_grad and is_real(dcoef) and torch._C._autograd._get_current_graph_task_keep_graph():
         # retain_graph=True: the buffers stay saved for the next backward, which
         # rescales them in place, so hand out copies.
         gx, go, gd = (v.clone() for v in (gx, go, gd))

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fastmtl import cityscapes_eval as ce
-from fastmtl.metrics import MetricAccumulator, confusion_matrix
+from fastmtl.engine import cityscapes_eval as ce
+from fastmtl.engine.metrics import MetricAccumulator, confusion_matrix
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -164,7 +164,7 @@ def test_official_miou_equals_ours(tree, tmp_path):
 def test_evaluate_official_pipeline_with_oracle(tree, tmp_path):
     """Predictions from the ground truth, through resizing, grouping and both writers."""
     from fastmtl.data.cityscapes import Cityscapes
-    from fastmtl.evaluate import evaluate_official
+    from fastmtl.engine import evaluate_official
 
     def oracle(sample):
         sem = sample["semantic"].clone()

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fastmtl import checkpoint
-from fastmtl.train import TrainConfig, Trainer
+from fastmtl.engine import checkpoint
+from fastmtl.engine import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_resume_refuses_a_different_setup(tree, tmp_path):
 
 
 def test_cli_train_eval_predict(tree, tmp_path, capsys):
-    from fastmtl.cli import main
+    from fastmtl.commands.cli import main
 
     run = tmp_path / "run"
     assert main(["train", "--data", str(tree), "--size", "native", "--steps", "2", "--batch-size", "2",
@@ -174,7 +174,7 @@ def test_cli_train_eval_predict(tree, tmp_path, capsys):
 
 
 def test_table1_quick(tree, tmp_path):
-    from fastmtl.experiments import ROWS, table1
+    from fastmtl.commands.experiments import ROWS, table1
 
     report = table1(tmp_path, quick=True, data=str(tree), size="native", progress=False)
     assert [r["key"] for r in report["rows"]] == [r.key for r in ROWS]

@@ -1,0 +1,139 @@
+"""The configuration of a training run and the builders that turn it into parts.
+
+``TrainConfig`` holds everything that defines a run (it is stored in every
+checkpoint); ``build_weighting``, ``resolve_data``, ``build_datasets`` and
+``model_from_config`` make the loss weighting, the data and the network from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from fastmtl.engine import distributed
+from fastmtl.tasks import TASK_ORDER, canonical_tasks
+from fastmtl.weighting import CONVENTIONS, FixedWeighting, UncertaintyWeighting
+
+WEIGHTINGS = ("uncertainty", "equal", "fixed", "single")
+AMP_MODES = ("none", "bf16", "fp16")
+AUGMENTATIONS = ("none", "flip", "full")
+TARGET_KEYS = ("semantic", "instance", "instance_mask", "depth")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run (stored in its checkpoints)."""
+
+    out: str = "runs/train"
+    # data
+    data: str = "synthetic"          # "synthetic" (generated and cached) or a Cityscapes root
+    synthetic_n: int = 200           # synthetic: train scenes (val: n // 4)
+    synthetic_seed: int = 0
+    size: str = "tiny"               # "tiny" 128x256, "half", "full", "HxW" or "native"
+    augment: str = "flip"            # "none", "flip", "full" (random scale 0.5-2, crop to size, flip)
+    num_workers: int = 0
+    # model and loss
+    model: str = "tiny"              # fastmtl.models preset
+    width: int | None = None
+    backbone: str | None = None      # local torchvision-format ResNet weights
+    tasks: tuple[str, ...] = TASK_ORDER
+    weighting: str = "uncertainty"   # "uncertainty", "equal", "fixed", "single"
+    weights: tuple[float, ...] | None = None  # "fixed": one weight per task, in task order
+    convention: str = "kendall"      # uncertainty convention (fastmtl.weighting.CONVENTIONS)
+    init_log_var: float = 0.0
+    backend: str = "auto"            # loss backend
+    upsample_in_loss: bool = True    # heads at 1/8 resolution, bilinear upsampling fused into the loss
+    # optimisation (the paper's by default)
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 2.5e-3
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    log_var_lr: float | None = None  # default: lr
+    amp: str = "none"                # "none", "bf16" (autocast) or "fp16" (autocast + GradScaler)
+    sync_bn: bool = False            # SyncBatchNorm under DDP (CUDA)
+    device: str = "auto"
+    seed: int = 0
+    # bookkeeping
+    checkpoint_every: int = 500      # 0: only on exit
+    eval_every: int = 0              # 0: only at the end; -1: never
+    val_limit: int | None = None     # evaluate on the first N validation images
+    log_every: int = 10
+    progress: bool = True
+    resume: bool = False             # continue from out/checkpoint.pt when it exists
+
+    def __post_init__(self):
+        self.tasks = canonical_tasks(self.tasks)
+        if self.weights is not None:
+            self.weights = tuple(float(w) for w in self.weights)
+        for name, value, choices in (("weighting", self.weighting, WEIGHTINGS), ("amp", self.amp, AMP_MODES),
+                                     ("augment", self.augment, AUGMENTATIONS),
+                                     ("convention", self.convention, tuple(CONVENTIONS))):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+        if self.weighting == "fixed" and (self.weights is None or len(self.weights) != len(self.tasks)):
+            raise ValueError(f"weighting 'fixed' needs one weight per task {list(self.tasks)}, got {self.weights}")
+        if self.weighting == "single" and len(self.tasks) != 1:
+            raise ValueError(f"weighting 'single' trains one task, got tasks {list(self.tasks)}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be positive")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["tasks"] = list(self.tasks)
+        d["weights"] = None if self.weights is None else list(self.weights)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known})
+
+
+def build_weighting(cfg: TrainConfig) -> nn.Module:
+    if cfg.weighting == "uncertainty":
+        return UncertaintyWeighting(cfg.tasks, init=cfg.init_log_var, convention=cfg.convention)
+    if cfg.weighting == "equal":
+        return FixedWeighting({t: 1.0 for t in cfg.tasks})  # the unweighted sum of the losses
+    if cfg.weighting == "fixed":
+        return FixedWeighting(dict(zip(cfg.tasks, cfg.weights)))
+    return FixedWeighting.single(cfg.tasks[0])
+
+
+def resolve_data(cfg: TrainConfig, ctx: distributed.Context | None = None) -> Path:
+    """The Cityscapes-layout root of ``cfg.data``, generating the synthetic city on first use."""
+    if cfg.data != "synthetic":
+        root = Path(cfg.data)
+        if not root.is_dir():
+            raise FileNotFoundError(f"data root not found: {root}")
+        return root
+    from fastmtl.data.synth import DEFAULT_SIZE, ensure_synthetic_city
+
+    ctx = ctx or distributed.Context()
+    kwargs = dict(n=cfg.synthetic_n, seed=cfg.synthetic_seed, size=DEFAULT_SIZE)
+    if ctx.is_main:
+        root = ensure_synthetic_city(**kwargs)
+    distributed.barrier(ctx)
+    if not ctx.is_main:
+        root = ensure_synthetic_city(**kwargs)
+    return root
+
+
+def build_datasets(cfg: TrainConfig, root: Path):
+    from fastmtl.data.cityscapes import Cityscapes
+
+    train = Cityscapes(root, "train", size=cfg.size, tasks=cfg.tasks)
+    val = Cityscapes(root, "val", size=cfg.size, tasks=cfg.tasks)
+    return train, val
+
+
+def model_from_config(cfg: TrainConfig, size: tuple[int, int] | None):
+    """The network of ``cfg`` (a ``fastmtl.models`` preset) for images of ``size``."""
+    from fastmtl.models import build_model
+
+    return build_model(cfg.model, num_classes=19, tasks=cfg.tasks, width=cfg.width, resolution=size,
+                 backbone=cfg.backbone)
