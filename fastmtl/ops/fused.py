@@ -231,6 +231,9 @@ def _setup_context(ctx, inputs, output):
      max_block_c) = inputs
     total, losses, dcoef, gx, go, gd, state, bad = output
     ctx.mark_non_differentiable(dcoef, gx, go, gd, state, bad)
+    # Gradients of the outputs nobody differentiates arrive as None, not as
+    # gradient-sized zero tensors that autograd would allocate and fill.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(x, t, cw, o, g, m, d, z, coef, dcoef, gx, go, gd, state)
     ctx.config = (list(positions), ignore_index, write_grad, max_block_c)
 
