@@ -56,13 +56,15 @@ from torch.library import triton_op
 import fastmtl.kernels as K
 from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, bchw_strides, bhw_strides,
                                 check_device, device_guard, is_real, launcher)
-from fastmtl.validation import bad_label_message
+from fastmtl.ops.label_check import raise_pending_label_errors
+from fastmtl.ops.label_check import record as record_label_check
 
 MAX_BLOCK_C = 64        # most classes held in registers per pixel; more take two sweeps
 REGISTER_LOGITS = 80    # most registers of logits per thread (C x V, fp64 counts twice)
 SWEEP_CHUNK = 8         # classes per chunk of the two sweeps
 ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
 FUSED_WARPS = 4
+FUSED_PROGRAMS = 16384  # most programs of the fused pass: small tail wave, 2-4 tiles each
 ELEMENTWISE_BLOCK = 512  # pixels per tile of the pre-pass
 PREPASS_VECTOR = 4       # its pixels per thread (4 warps)
 RESCALE_BLOCK = 4096
@@ -273,10 +275,14 @@ def _backward(ctx, g_total, g_losses, *_unused):
         # rescales them in place, so hand out copies.
         gx, go, gd = (v.clone() for v in (gx, go, gd))
     need = ctx.needs_input_grad
+    g, z = saved[4], saved[7]
     grad_coef = (g_total * dcoef).to(coef.dtype) if coef is not None and need[8] else None
+    # L1 against a target that requires grad (as F.l1_loss): d/dtarget = -d/dprediction.
+    grad_g = (-go).reshape(g.shape).to(g.dtype) if write_grad and need[4] else None
+    grad_z = (-gd).reshape(z.shape).to(z.dtype) if write_grad and need[7] else None
     return (gx if write_grad and need[0] else None, None, None,
-            go if write_grad and need[3] else None, None, None,
-            gd if write_grad and need[6] else None, None,
+            go if write_grad and need[3] else None, grad_g, None,
+            gd if write_grad and need[6] else None, grad_z,
             grad_coef, None, None, None, None, None, None, None)
 
 
@@ -320,19 +326,28 @@ def fused_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping[str
                             for p in positions]
     use_log_vars = log_vars is not None
     coef = log_vars if use_log_vars else weights
-    write_grad = torch.is_grad_enabled() and any(p is not None and p.requires_grad for p in preds)
+    g = targets["instance"] if o is not None else None
+    z = targets["depth"] if d is not None else None
+    grad_mode = torch.is_grad_enabled()
+    if grad_mode and x is not None and class_weight is not None and class_weight.requires_grad:
+        raise RuntimeError(  # as F.cross_entropy: its class weights are not differentiated
+            "class_weight requires grad, but the cross-entropy is not differentiable with "
+            "respect to its class weights (nor is F.cross_entropy); pass class_weight.detach()")
+    write_grad = grad_mode and any(v is not None and v.requires_grad for v in (x, o, d, g, z))
+    if is_real(next(p for p in preds if p is not None)):
+        raise_pending_label_errors()  # an earlier call's check (see fastmtl.ops.label_check)
     outs = _fused_op(
         x, targets["semantic"] if x is not None else None,
         class_weight if x is not None else None,
-        o, targets["instance"] if o is not None else None,
-        targets["instance_mask"] if o is not None else None,
-        d, targets["depth"] if d is not None else None,
+        o, g, targets["instance_mask"] if o is not None else None, d, z,
         coef, positions, per_slot(factors if use_log_vars else None),
         per_slot(regulariser if use_log_vars else None), use_log_vars, int(ignore_index),
         write_grad, int(max_block_c))
     total, losses, bad = outs[0], outs[1], outs[7]
-    if check_labels and x is not None:
-        n_bad, _, value = bad.tolist()  # the one host synchronisation
-        if n_bad:
-            raise ValueError(bad_label_message(value, x.shape[1], ignore_index))
-    return total, {name: losses[i] for i, name in enumerate(tasks)}
+    if check_labels and x is not None and is_real(bad):
+        record_label_check(bad, x.shape[1], int(ignore_index),
+                           (x.shape[0], x.shape[-2], x.shape[-1]))
+    # Each task's loss in its prediction's accumulation dtype, as the reference gives it
+    # (the total is float64 when any prediction is).
+    return total, {name: losses[i].to(torch.float64 if p.dtype == torch.float64 else torch.float32)
+                   for i, (name, p) in enumerate((n, predictions[n]) for n in tasks)}
