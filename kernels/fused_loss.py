@@ -21,7 +21,8 @@ from .normalisers import (ROW_APPLIED, ROW_COEF, ROW_GUARD, ROW_N, ROW_RATIO, RO
                           tile_pixels)
 from .semantic import labels_and_weights, planes_load, planes_step, sweeps_step, target_logit
 
-__all__ = ["fused_loss_kernel", "finalize_kernel", "backward_prepare_kernel", "rescale_kernel"]
+__all__ = ["fused_loss_kernel", "partial_sums_kernel", "finalize_kernel", "backward_prepare_kernel",
+           "rescale_kernel"]
 
 
 @triton.jit
@@ -164,6 +165,19 @@ def fused_loss_kernel(
         tl.store(part_ptr + SLOT_SEMANTIC * nprog + pid, tl.sum(acc_sem, 0))
         tl.store(part_ptr + SLOT_INSTANCE * nprog + pid, tl.sum(acc_inst, 0))
         tl.store(part_ptr + SLOT_DEPTH * nprog + pid, tl.sum(acc_dep, 0))
+
+
+@triton.jit
+def partial_sums_kernel(part_ptr, n_parts, sums_ptr, BLOCK_R: tl.constexpr):
+    # The first of two fixed-order levels of a large reduction: program r adds
+    # partials [r BLOCK_R, (r + 1) BLOCK_R) of each task row (float64) into
+    # sums[k, r]; finalize_kernel then adds the programs' sums.
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    r = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    for k in tl.static_range(SLOT_DEPTH + 1):
+        v = tl.load(part_ptr + k * n_parts + r, mask=r < n_parts, other=0.0).to(tl.float64)
+        tl.store(sums_ptr + k * nprog + pid, tl.sum(v, 0))
 
 
 @triton.jit

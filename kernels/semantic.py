@@ -109,7 +109,8 @@ def sweeps_step(x_ptr, x_off, x_sc, x_t, t, w, scale, gx_ptr, g_off, gx_sc, in_i
     for k in range(NUM_CHUNKS):
         r = _rows(k * CHUNK, CHUNK)
         x = tl.load(x_ptr + x_off[None, :] + r[:, None].to(tl.int64) * x_sc,
-                    mask=(r < C)[:, None] & in_image[None, :], other=float("-inf")).to(ACC)
+                    mask=(r < C)[:, None] & in_image[None, :], other=0.0).to(ACC)
+        x = tl.where((r < C)[:, None], x, float("-inf"))  # classes past C add nothing
         m_new = tl.maximum(m, tl.max(x, 0))
         s = s * _exp(m - m_new) + tl.sum(_exp(x - m_new[None, :]), 0)
         m = m_new

@@ -101,6 +101,18 @@ def _class_layout(C: int, has_semantic: bool, V: int, words: int,
     return 0, chunk, triton.cdiv(C, chunk)
 
 
+def _grid(B: int, HW: int, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
+    """(programs, tiles per program, tiles per image, tiles) for tiles of block_p pixels.
+
+    Depends on the shapes only, never on the GPU (so results are bitwise the same on any
+    card): at most max_programs programs, each taking a power-of-two number of tiles (a
+    constexpr of the fused kernel: few distinct specialisations)."""
+    tiles_per_image = triton.cdiv(HW, block_p)
+    n_tiles = B * tiles_per_image
+    per_program = triton.next_power_of_2(triton.cdiv(n_tiles, max_programs))
+    return max(1, triton.cdiv(n_tiles, per_program)), per_program, tiles_per_image, n_tiles
+
+
 class _Problem:
     """Shapes, strides and launch configuration of one call (no tensor data is read)."""
 
@@ -126,19 +138,12 @@ class _Problem:
         self.flat = _merge_pixels(present, self.H, self.W)
         self.bchw, self.bhw = bchw, bhw
 
-    def grid(self, block_p: int) -> tuple[int, int, int, int]:
-        """(programs, tiles per program, tiles per image, tiles) for tiles of block_p pixels.
-
-        Depends on the shapes only (never on the GPU): at most MAX_PROGRAMS programs,
-        each taking a power-of-two number of tiles (few distinct specialisations)."""
-        tiles_per_image = triton.cdiv(self.HW, block_p)
-        n_tiles = self.B * tiles_per_image
-        per_program = triton.next_power_of_2(triton.cdiv(n_tiles, K.MAX_PROGRAMS))
-        return max(1, triton.cdiv(n_tiles, per_program)), per_program, tiles_per_image, n_tiles
+    def grid(self, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
+        return _grid(self.B, self.HW, block_p, max_programs)
 
     def launch_normalisers(self, launch, norm_part, bad_part, dummy):
         x, t, cw, o, g, m, d, z = self.tensors
-        nprog, _, tiles_per_image, n_tiles = self.grid(ELEMENTWISE_BLOCK)
+        nprog, _, tiles_per_image, n_tiles = self.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)
         t_s, m_s, _, _, z_s = self.bhw
         launch(K.normaliser_kernel)[(nprog,)](
             t if t is not None else dummy, cw if cw is not None else dummy,
@@ -150,7 +155,7 @@ class _Problem:
 
     def launch_fused(self, launch, gx, go, gd, state, part, write_grad, recompute, dummy):
         x, t, cw, o, g, m, d, z = self.tensors
-        nprog, per_program, tiles_per_image, n_tiles = self.grid(self.block_p)
+        nprog, per_program, tiles_per_image, n_tiles = self.grid(self.block_p, FUSED_PROGRAMS)
         classes, chunk, num_chunks = self.classes
         x_s, gx_s, o_s, go_s, g_s = self.bchw
         t_s, m_s, d_s, gd_s, z_s = self.bhw
@@ -192,10 +197,10 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     total = torch.empty((), dtype=out_dtype, device=device)
     losses = torch.empty(n_tasks, dtype=out_dtype, device=device)
     dcoef = torch.empty(n_tasks, dtype=out_dtype, device=device)
-    n_pre = problem.grid(ELEMENTWISE_BLOCK)[0]
+    n_pre = problem.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)[0]
     norm_part = torch.empty((3, n_pre), dtype=out_dtype, device=device)
     bad_part = torch.empty((3, n_pre), dtype=torch.int64, device=device)
-    n_fused = problem.grid(problem.block_p)[0]
+    n_fused = problem.grid(problem.block_p, FUSED_PROGRAMS)[0]
     part = torch.empty((3, n_fused), dtype=out_dtype, device=device)
     f_sem, f_inst, f_dep = factors
     r_sem, r_inst, r_dep = regulariser
@@ -207,6 +212,11 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
             norm_part, bad_part, n_pre, coef_arg, *positions, f_sem, f_inst, f_dep, state, bad,
             HAS_COEF=coef is not None, USE_LOG_VARS=use_log_vars, BLOCK_R=REDUCE_BLOCK)
         problem.launch_fused(launch, gx, go, gd, state, part, write_grad, False, state)
+        if n_fused > REDUCE_BLOCK:  # two fixed-order levels: no program walks them all
+            n_sums = triton.cdiv(n_fused, REDUCE_BLOCK)
+            sums = torch.empty((3, n_sums), dtype=torch.float64, device=device)
+            launch(K.partial_sums_kernel)[(n_sums,)](part, n_fused, sums, BLOCK_R=REDUCE_BLOCK)
+            part, n_fused = sums, n_sums
         launch(K.finalize_kernel)[(1,)](
             part, n_fused, state, coef_arg, *positions, r_sem, r_inst, r_dep, total, losses, dcoef,
             USE_LOG_VARS=use_log_vars, BLOCK_R=REDUCE_BLOCK)
