@@ -311,7 +311,7 @@ def test_gradcheck_fp64():
                                      backend="triton")
         return (out.total, *out.losses.values())
 
-    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, fast_mode=True)
 
     def g(*args):
         out = fastmtl.multitask_loss(dict(zip(names, args)), tgt, weights=[0.0, 0.5, 2.0],
