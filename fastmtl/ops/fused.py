@@ -10,9 +10,12 @@ and every gradient in one pass over the predictions:
    coef_k = c_k exp(-s_k) (log-variances) or w_k (fixed weights).
 2. ``fused_loss_kernel`` reads every prediction and target element once,
    writes every gradient element once (already scaled by coef_k / N_k) and
-   leaves per-program partial loss sums.
+   leaves per-program partial loss sums. Its layout (V pixels per thread with
+   all their classes, C in registers or two sweeps over class chunks, tiles
+   per program) is chosen here from the shapes and dtypes: docs/kernel.md.
 3. ``finalize_kernel`` (one program) adds the partials in a fixed order into
-   L_k, the total and d total / d s_k (or d total / d w_k).
+   L_k, the total and d total / d s_k (or d total / d w_k); past 1024
+   programs ``partial_sums_kernel`` first adds them by blocks of 1024.
 
 Backward multiplies the saved gradients by the incoming gradient. The scale
 task k needs is f_k = g_total coef_k + g_L_k (gradient can also flow in
@@ -24,6 +27,8 @@ scalar: no pass over memory, no host sync. Where coef_k = 0 (a fixed weight of
 so a guarded rerun of the fused kernel (which otherwise exits at once)
 rewrites the gradients exactly. The factor the buffers carry is tracked on the
 device, so ``retain_graph=True`` and repeated backward calls stay exact.
+Outputs nobody differentiates get no materialised zero gradients: backward
+allocates nothing gradient-sized.
 
 Memory traffic per pixel (fp32, C classes, int64 labels, all three tasks):
 pre-pass 8 (t) + 1 (m) + 4 (z) bytes; fused pass 4C (x) + 4C (dx) + 8 (t) +
@@ -33,11 +38,11 @@ targets). The finalize and backward kernels touch O(programs) bytes.
 
 Guarantees: bitwise deterministic (per-program partial sums, fixed-order
 reductions, no atomics; the grid depends only on the shapes, not the GPU);
-no host synchronisation in forward or backward unless ``check_labels=True``;
+no host synchronisation in forward or backward, the label check included
+(``fastmtl.ops.label_check``: on CUDA it is read back by the next call);
 registered with ``torch.library.triton_op`` so ``torch.compile(fullgraph=True)``
-traces it without graph breaks and CUDA graphs can capture it (use
-``check_labels=False`` there). No gradient is stored when no prediction
-requires grad.
+traces it without graph breaks and CUDA graphs can capture it. No gradient is
+stored when nothing requires grad.
 
 Limitations: no double backward (the saved gradients are constants); H*W of
 one image must stay below 2**31 (offsets into the tensors are 64-bit). Under
@@ -315,16 +320,22 @@ def fused_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping[str
     otherwise total = sum_k weights[k] L_k (weights default to 1). present_k is
     N_k > 0: a task with no valid pixel has loss 0, gradient 0, no s_k term.
 
-    Returns ``(total, {task: L_k})``, 0-d tensors in float32 (float64 for float64
-    predictions). Gradients reach the predictions, ``log_vars`` and ``weights``
-    through ``total`` and through each ``losses[task]``.
+    Returns ``(total, {task: L_k})``, 0-d tensors: L_k in float64 for a float64
+    prediction, else float32, and the total in float64 when any prediction is.
+    Gradients reach the predictions, ``log_vars`` and ``weights`` through
+    ``total`` and through each ``losses[task]``.
 
     ``check_labels=True`` raises ValueError for a semantic label outside [0, C)
-    that is not ``ignore_index``; it reads 24 bytes back from the device after
-    the launch, one host synchronisation. ``check_labels=False`` removes it
-    (use it under torch.compile and CUDA graphs); such labels are then ignored.
+    that is not ``ignore_index``, naming its value and where it is, without a host
+    synchronisation: CPU tensors raise in this call; on CUDA the error is raised by
+    the next call (or ``raise_pending_label_errors()``, or at exit), and this call
+    treats such labels as ignored (``fastmtl.ops.label_check``). No check is made
+    under torch.compile or CUDA-graph capture, nor with ``check_labels=False``.
     Out-of-range labels never cause an out-of-bounds access either way.
-    ``max_block_c`` (power of two) is the most classes kept in registers at once.
+    Regression targets that require grad get L1's gradient (minus the
+    prediction's); class weights that require grad raise RuntimeError, as in
+    ``F.cross_entropy``. ``max_block_c`` (power of two) is the most classes kept in
+    registers per pixel; more (or more than the register budget) take two sweeps.
     """
     if max_block_c < 1 or max_block_c & (max_block_c - 1):
         raise ValueError(f"max_block_c must be a power of two, got {max_block_c}")
