@@ -351,9 +351,9 @@ def fused_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping[str
     z = targets["depth"] if d is not None else None
     grad_mode = torch.is_grad_enabled()
     if grad_mode and x is not None and class_weight is not None and class_weight.requires_grad:
-        raise RuntimeError(  # as F.cross_entropy: its class weights are not differentiated
+        raise RuntimeError(  # as F.cross_entropy (nll_loss) refuses it
             "class_weight requires grad, but the cross-entropy is not differentiable with "
-            "respect to its class weights (nor is F.cross_entropy); pass class_weight.detach()")
+            "respect to its class weights, as in F.cross_entropy; pass class_weight.detach()")
     write_grad = grad_mode and any(v is not None and v.requires_grad for v in (x, o, d, g, z))
     if is_real(next(p for p in preds if p is not None)):
         raise_pending_label_errors()  # an earlier call's check (see fastmtl.ops.label_check)
