@@ -38,16 +38,19 @@ A strip wider than one window (heads much narrower than the targets) is walked i
 several windows; later ones add to the cells the earlier ones stored (after a barrier).
 
 Partial sums per program: part[k, pid] (loss sums of the tasks, then normalisers) and
-bad[pid], the labels outside [0, C) that are not ignore_index, over the pixels the
-program owns. Runtime loops are ``while`` loops (the Triton interpreter rejects a
-runtime ``range`` bound with NumPy >= 2.4).
+bad[:, pid], the labels outside [0, C) that are not ignore_index among the pixels the
+program owns: their count, the flat index b H W + Y W + X of the first and its value.
+Runtime loops are ``while`` loops (the Triton interpreter rejects a runtime ``range``
+bound with NumPy >= 2.4).
 """
 import triton
 import triton.language as tl
 
-from .upsample_reduce import ROW_NORM
+from .upsample_reduce import NO_PIXEL, ROW_NORM
 
 __all__ = ["upsample_loss_kernel"]
+
+NO_ROW = tl.constexpr(2147483647)  # no bad label in this column yet
 
 
 @triton.jit
@@ -190,7 +193,7 @@ def upsample_loss_kernel(
     o_ptr, g_ptr, m_ptr, go_ptr, o_sb, o_sc, o_sh, o_sw, g_sb, g_sc, g_sh, g_sw,
     m_sb, m_sh, m_sw, go_sb, go_sc, go_sh, go_sw,
     d_ptr, z_ptr, gd_ptr, d_sb, d_sh, d_sw, z_sb, z_sh, z_sw, gd_sb, gd_sh, gd_sw,
-    index_ptr, lam_ptr, start_ptr, part_ptr, bad_ptr, n_parts, h, w, H,
+    index_ptr, lam_ptr, start_ptr, part_ptr, bad_ptr, n_parts, h, w, H, W,
     n_bands, n_strips, band_rows, strip_cells, grad_scale,
     C: tl.constexpr, HAS_SEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_INST: tl.constexpr,
     HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -225,6 +228,9 @@ def upsample_loss_kernel(
     sem_loss = tl.zeros([BLOCK_X], ACC)
     sem_norm = tl.zeros([BLOCK_X], ACC)
     n_bad = tl.zeros([BLOCK_X], tl.int32)
+    first_bad = tl.full([BLOCK_X], NO_PIXEL, tl.int64)  # flat index b H W + Y W + X
+    first_value = tl.zeros([BLOCK_X], tl.int64)
+    lane_first_row = tl.full([BLOCK_X], NO_ROW, tl.int32)  # of a bad label, per column
     inst_loss = tl.zeros([BLOCK_X], ACC)
     inst_norm = tl.zeros([BLOCK_X], ACC)
     dep_loss = tl.zeros([BLOCK_X], ACC)
@@ -307,7 +313,11 @@ def upsample_loss_kernel(
                     t_after = tl.load(t_row + Yn * t_sh, mask=later, other=0)
                     labelled = in_window & (t != ignore_index)
                     valid = labelled & (t >= 0) & (t < C)
-                    n_bad += (owned & labelled & (valid == 0)).to(tl.int32)
+                    bad = owned & labelled & (valid == 0)
+                    n_bad += bad.to(tl.int32)
+                    # Rows come in order, so a column's first bad label stays its first.
+                    lane_first_row = tl.where(bad & (lane_first_row == NO_ROW), Y,
+                                              lane_first_row)
                     label = tl.where(valid, t.to(tl.int32), -1)
                     if HAS_WEIGHT:
                         wt = tl.load(cw_ptr + label, mask=valid, other=0.0).to(ACC)
@@ -391,6 +401,15 @@ def upsample_loss_kernel(
             if HAS_DEP:
                 d_top = d_bot
             a += 1
+        if HAS_SEM:  # this window's first bad label per column: its flat index and value
+            named = lane_first_row != NO_ROW
+            flat = b * H * W + lane_first_row.to(tl.int64) * W + Xl
+            value = tl.load(t_ptr + b * t_sb + lane_first_row.to(tl.int64) * t_sh + Xl * t_sw,
+                            mask=named, other=0).to(tl.int64)
+            first = named & (flat < first_bad)
+            first_bad = tl.where(first, flat, first_bad)
+            first_value = tl.where(first, value, first_value)
+            lane_first_row = tl.full([BLOCK_X], NO_ROW, tl.int32)
         tl.debug_barrier()  # a later window reads the cells this one stored
         xw += BLOCK_X
 
@@ -398,7 +417,11 @@ def upsample_loss_kernel(
     if HAS_SEM:
         tl.store(part_ptr + pid, tl.sum(sem_loss, 0))
         tl.store(part_ptr + ROW_NORM * n_parts + pid, tl.sum(sem_norm, 0))
-        tl.store(bad_ptr + pid, tl.sum(n_bad, 0))
+        first_index = tl.min(first_bad, 0)
+        tl.store(bad_ptr + pid, tl.sum(n_bad, 0).to(tl.int64))
+        tl.store(bad_ptr + n_parts + pid, first_index)
+        tl.store(bad_ptr + 2 * n_parts + pid,
+                 tl.sum(tl.where(first_bad == first_index, first_value, 0), 0))
     if HAS_INST:
         tl.store(part_ptr + n_parts + pid, tl.sum(inst_loss, 0))
         tl.store(part_ptr + (ROW_NORM + 1) * n_parts + pid, tl.sum(inst_norm, 0))

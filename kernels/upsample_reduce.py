@@ -2,12 +2,13 @@
 
 ``upsample_loss_kernel`` leaves per-program partial sums: PART_ROWS rows of
 ``n_parts`` values (the loss sum and the normaliser of each task, in the
-accumulation dtype) and a count of bad labels (int32). They are added in a fixed
-order in two levels, so that no single program walks more than REDUCE_BLOCK
-values per row on either level:
+accumulation dtype) and three int64 rows on the bad labels (count, flat index of
+the first, its value). They are added in a fixed order in two levels, so that no
+single program walks more than REDUCE_BLOCK values per row on either level:
 
 1. ``reduce_partials_kernel``: program q adds the partials [q B, (q + 1) B) of
-   every row (B = REDUCE_BLOCK) into float64 (and int64 for the bad labels).
+   every row (B = REDUCE_BLOCK) into float64, the counts into int64, and keeps the
+   earliest bad label.
 2. ``upsample_finalize_kernel`` (one program) adds the level-1 sums, then per task
    k: N_k, L_k = S_k / N_k, the weighted total and d total / d coef (as
    ``fastmtl.multitask_loss``), and the state backward needs (N_k, coef_k).
@@ -28,6 +29,7 @@ SLOTS = tl.constexpr(4)
 # Rows of the partial sums: loss sums of the three tasks, then their normalisers.
 PART_ROWS = tl.constexpr(6)
 ROW_NORM = tl.constexpr(3)
+NO_PIXEL = tl.constexpr(9223372036854775807)  # flat index of "no bad label"
 # Rows of the float64 (STATE_ROWS, SLOTS) state saved for backward.
 STATE_N = tl.constexpr(0)     # N_k (0: task absent from the batch)
 STATE_COEF = tl.constexpr(1)  # coef_k: c_k exp(-s_k), the fixed weight w_k, or 1
@@ -35,20 +37,32 @@ STATE_ROWS = 2
 
 
 @triton.jit
+def _earliest(bad_ptr, stride, i, ok):
+    # (count, earliest flat index, its value) over the entries i of (3, stride) bad rows.
+    count = tl.load(bad_ptr + i, mask=ok, other=0)
+    index = tl.load(bad_ptr + stride + i, mask=ok, other=NO_PIXEL)
+    value = tl.load(bad_ptr + 2 * stride + i, mask=ok, other=0)
+    first = tl.min(index, 0)
+    return tl.sum(count, 0), first, tl.sum(tl.where(index == first, value, 0), 0)
+
+
+@triton.jit
 def reduce_partials_kernel(part_ptr, bad_ptr, n_parts, n_sem, n_reg, sums_ptr, bad_sums_ptr,
                            n_sums, BLOCK: tl.constexpr):
     # sums[row, q] = sum_{i in [q BLOCK, (q+1) BLOCK)} part[row, i]  (float64, fixed order)
-    # bad_sums[q]  = the same over the bad-label counts (int64)
+    # bad_sums[:, q] = the count, earliest flat index and its value over the same i
     # Rows of the semantic task hold n_sem partials, those of the regressions n_reg (the two
-    # launches may use different grids); part is (PART_ROWS, n_parts).
+    # launches may use different grids); part is (PART_ROWS, n_parts), bad (3, n_parts).
     q = tl.program_id(0)
     i = q.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     for row in tl.static_range(PART_ROWS):
         n_row = n_sem if (row == 0) or (row == ROW_NORM) else n_reg
         v = tl.load(part_ptr + row * n_parts + i, mask=i < n_row, other=0.0).to(tl.float64)
         tl.store(sums_ptr + row * n_sums + q, tl.sum(v, 0))
-    bad = tl.load(bad_ptr + i, mask=i < n_sem, other=0).to(tl.int64)
-    tl.store(bad_sums_ptr + q, tl.sum(bad, 0))
+    count, first, value = _earliest(bad_ptr, n_parts, i, i < n_sem)
+    tl.store(bad_sums_ptr + q, count)
+    tl.store(bad_sums_ptr + n_sums + q, first)
+    tl.store(bad_sums_ptr + 2 * n_sums + q, value)
 
 
 @triton.jit
@@ -68,14 +82,16 @@ def upsample_finalize_kernel(sums_ptr, bad_sums_ptr, n_sums, coef_ptr, pos_sem, 
     # log-variances:  total = sum_k present_k (coef_k L_k + r_k s_k),
     #                 dcoef_k = d total / d s_k = present_k (r_k - coef_k L_k)
     # fixed weights:  total = sum_k coef_k L_k,  dcoef_k = d total / d w_k = L_k
-    # losses and dcoef go to the task's position in the caller's order; bad = bad labels.
+    # losses and dcoef go to the task's position in the caller's order; bad: see below.
     lane = tl.arange(0, SLOTS)
     pos = _slot_vector(lane, pos_sem, pos_inst, pos_dep, -1)
     given = pos >= 0
     rows = tl.arange(0, BLOCK)
     loss_acc = tl.zeros([BLOCK, SLOTS], tl.float64)
     norm_acc = tl.zeros([BLOCK, SLOTS], tl.float64)
-    bad_acc = tl.zeros([BLOCK], tl.int64)
+    n_bad = tl.zeros([], tl.int64)
+    first_bad = tl.full([], NO_PIXEL, tl.int64)
+    first_value = tl.zeros([], tl.int64)
     r0 = 0
     while r0 < n_sums:
         r = r0 + rows
@@ -83,7 +99,10 @@ def upsample_finalize_kernel(sums_ptr, bad_sums_ptr, n_sums, coef_ptr, pos_sem, 
         loss_acc += tl.load(sums_ptr + lane[None, :] * n_sums + r[:, None], mask=ok, other=0.0)
         norm_acc += tl.load(sums_ptr + (ROW_NORM + lane[None, :]) * n_sums + r[:, None], mask=ok,
                             other=0.0)
-        bad_acc += tl.load(bad_sums_ptr + r, mask=r < n_sums, other=0)
+        count, first, value = _earliest(bad_sums_ptr, n_sums, r, r < n_sums)
+        n_bad += count
+        first_value = tl.where(first < first_bad, value, first_value)
+        first_bad = tl.minimum(first, first_bad)
         r0 += BLOCK
     n = tl.sum(norm_acc, 0)
     present = given & (n > 0)
@@ -108,8 +127,10 @@ def upsample_finalize_kernel(sums_ptr, bad_sums_ptr, n_sums, coef_ptr, pos_sem, 
     tl.store(dcoef_ptr + pos, dcoef.to(dcoef_ptr.dtype.element_ty), mask=given)
     tl.store(state_ptr + STATE_N * SLOTS + lane, n)
     tl.store(state_ptr + STATE_COEF * SLOTS + lane, coef)
-    # Bad labels are counted by the semantic launch only.
-    tl.store(bad_ptr, tl.where(pos_sem >= 0, tl.sum(bad_acc, 0), 0))
+    # bad = (count, first flat index, its value), from the semantic launch only.
+    tl.store(bad_ptr, tl.where(pos_sem >= 0, n_bad, 0))
+    tl.store(bad_ptr + 1, first_bad)
+    tl.store(bad_ptr + 2, first_value)
 
 
 @triton.jit

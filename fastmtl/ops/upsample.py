@@ -23,10 +23,12 @@ Backward: ``upsample_grad_scale_kernel`` multiplies the stored gradients by
 retained, so a second backward starts again from the stored values).
 
 Memory: the low-resolution gradients in the prediction dtype, partial sums of
-6 values per program and tables of O(H + W). A strip walked in several windows
+9 values per program and tables of O(H + W). A strip walked in several windows
 (heads much narrower than the targets) keeps its gradient in the accumulation
 dtype until backward. Bitwise deterministic, no atomics, no host
-synchronisation unless ``check_labels=True`` (one read of 8 bytes).
+synchronisation: the label check (count, first flat index and value of the bad
+labels, from the loss kernel's own partial sums) is read back as the fused op's
+is, by the next call on CUDA (``fastmtl.ops.label_check``).
 """
 from __future__ import annotations
 
@@ -42,8 +44,9 @@ from fastmtl.kernels import upsample_loss as U
 from fastmtl.kernels import upsample_reduce as R
 from fastmtl.ops.common import (TASK_SLOTS, bchw_strides, bhw_strides, check_device,
                                 device_guard, interpreted, is_real, launcher)
+from fastmtl.ops.label_check import raise_pending_label_errors
+from fastmtl.ops.label_check import record as record_label_check
 from fastmtl.ops.upsample_tiles import tiles
-from fastmtl.validation import check_label_range
 
 TABLE_BLOCK = 1024
 REDUCE_BLOCK = 1024   # partials per program on each level of the reduction
@@ -99,11 +102,11 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     lam = torch.empty(H + W, dtype=acc, device=device)
     start = torch.empty(h + w + 2, dtype=torch.int32, device=device)
     part = torch.empty((R.PART_ROWS, n_parts), dtype=acc, device=device)
-    bad_part = torch.empty(n_parts, dtype=torch.int32, device=device)
+    bad_part = torch.empty((3, n_parts), dtype=torch.int64, device=device)
     sums = torch.empty((R.PART_ROWS, n_sums), dtype=torch.float64, device=device)
-    bad_sums = torch.empty(n_sums, dtype=torch.int64, device=device)
+    bad_sums = torch.empty((3, n_sums), dtype=torch.int64, device=device)
     state = torch.empty((R.STATE_ROWS, R.SLOTS), dtype=torch.float64, device=device)
-    bad = torch.empty(1, dtype=torch.int64, device=device)
+    bad = torch.empty(3, dtype=torch.int64, device=device)
     n_tasks = sum(1 for p in positions if p >= 0)
     total = torch.empty((), dtype=acc, device=device)
     losses = torch.empty(n_tasks, dtype=acc, device=device)
@@ -126,7 +129,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
                 pick(o), pick(g), pick(m), pick(go), *bchw_strides(o), *bchw_strides(g),
                 *bhw_strides(m), *bchw_strides(go),
                 pick(d), pick(z), pick(gd), *bhw_strides(d), *bhw_strides(z), *bhw_strides(gd),
-                index, lam, start, part, bad_part, n_parts, h, w, H,
+                index, lam, start, part, bad_part, n_parts, h, w, H, W,
                 plan.n_bands, plan.n_strips, plan.band_rows, plan.strip_cells, scale,
                 C=C if semantic else 1, HAS_WEIGHT=semantic and class_weight is not None,
                 WRITE_GRAD=write_grad, BLOCK_C=plan.block_c, BLOCK_X=plan.block_x,
@@ -235,9 +238,10 @@ def upsampled_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping
     (validated by the caller); the result equals upsampling every prediction
     with ``F.interpolate(size=(H, W), mode="bilinear", align_corners=...)`` and
     taking the loss there, and gradients come back at h x w. Arguments,
-    results and ``check_labels`` as in ``fused_multitask_loss``: with
-    ``check_labels=True`` the count of bad labels is read back (8 bytes, one
-    synchronisation) and a bad label raises ValueError naming it.
+    results and ``check_labels`` as in ``fused_multitask_loss``: a label outside
+    [0, C) that is not ``ignore_index`` raises a ValueError naming it and where it
+    is, in the call for CPU tensors and from the next call on CUDA (this call then
+    treats it as ignored); no check under torch.compile or CUDA-graph capture.
     """
     tasks = tuple(tasks)
     x, o, d = (predictions[name] if name in tasks else None for name in TASK_SLOTS)
@@ -247,16 +251,19 @@ def upsampled_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping
                             for p in positions]
     write_grad = torch.is_grad_enabled() and any(
         p is not None and p.requires_grad for p in (x, o, d))
+    if is_real(next(p for p in (x, o, d) if p is not None)):
+        raise_pending_label_errors()  # an earlier call's check (see fastmtl.ops.label_check)
+    t = targets["semantic"] if x is not None else None
     outs = _upsampled_op(
-        x, targets["semantic"] if x is not None else None,
-        class_weight if x is not None else None,
+        x, t, class_weight if x is not None else None,
         o, targets["instance"] if o is not None else None,
         targets["instance_mask"] if o is not None else None,
         d, targets["depth"] if d is not None else None,
         log_vars if use_log_vars else weights, positions, per_slot(factors),
         per_slot(regulariser), use_log_vars, int(ignore_index), bool(align_corners), write_grad)
     total, losses, bad = outs[0], outs[1], outs[7]
-    if check_labels and x is not None:
-        if bad[0].item():  # the one host synchronisation
-            check_label_range(targets["semantic"], x.shape[1], ignore_index)  # names the value
-    return total, {name: losses[i] for i, name in enumerate(tasks)}
+    if check_labels and x is not None and is_real(bad):
+        record_label_check(bad, x.shape[1], int(ignore_index), (t.shape[0], *t.shape[-2:]))
+    # Each task's loss in its prediction's accumulation dtype, as the reference gives it.
+    return total, {name: losses[i].to(torch.float64 if p.dtype == torch.float64 else torch.float32)
+                   for i, (name, p) in enumerate((n, predictions[n]) for n in tasks)}

@@ -228,11 +228,32 @@ def test_without_grad_no_gradient_buffers():
 
 @pytest.mark.parametrize("bad_value", [7, -2])
 def test_bad_label(bad_value):
-    pred, tgt = low_res_inputs(B=1, C=5, h=2, w=2, H=4, W=6, seed=13, target_dtype=torch.int32)
-    tgt["semantic"][0, 3, 4] = bad_value
-    with pytest.raises(ValueError, match=f"label {bad_value} outside"):
+    pred, tgt = low_res_inputs(B=2, C=5, h=2, w=2, H=4, W=6, seed=13, target_dtype=torch.int32)
+    tgt["semantic"][1, 3, 4] = bad_value
+    tgt["semantic"][1, 3, 5] = bad_value + 1  # a later one
+    with pytest.raises(ValueError, match=rf"label {bad_value} outside .* at "
+                                         rf"targets\['semantic'\]\[1, 3, 4\]$"):
         fastmtl.multitask_loss(pred, tgt, backend="triton", upsample="bilinear")
     check(pred, tgt, check_labels=False)  # then it counts as ignored
+
+
+def test_bad_label_on_cuda_is_raised_by_the_next_call(monkeypatch):
+    """The CUDA path of the label check (read back one call late, as the fused op's),
+    forced on CPU tensors."""
+    from fastmtl.ops import label_check
+
+    monkeypatch.setattr(label_check, "_read_late", lambda bad: True)
+    pred, tgt = low_res_inputs(B=2, C=5, h=2, w=3, H=5, W=7, seed=14)
+    tgt["semantic"][0, 4, 2] = 9
+    out = fastmtl.multitask_loss(pred, tgt, backend="triton", upsample="bilinear")
+    with pytest.raises(ValueError, match=r"label 9 .* at targets\['semantic'\]\[0, 4, 2\] "
+                                         r"\(in the targets of an earlier call"):
+        fastmtl.multitask_loss(*low_res_inputs(B=1, C=5, h=2, w=3, H=5, W=7, seed=15),
+                               backend="triton", upsample="bilinear")
+    tgt["semantic"][0, 4, 2] = 255  # the call that saw it treated it as ignored
+    expected = fastmtl.multitask_loss(pred, tgt, backend="reference", upsample="bilinear")
+    torch.testing.assert_close(out.total, expected.total, rtol=2e-5, atol=1e-6)
+    label_check.raise_pending_label_errors()  # reported once
 
 
 # ------------------------------------------------- API, reference backend, validation
