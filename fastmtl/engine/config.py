@@ -16,6 +16,7 @@ from torch import nn
 
 from fastmtl.engine import distributed
 from fastmtl.tasks import TASK_ORDER, canonical_tasks
+from fastmtl.validation import BACKENDS
 from fastmtl.weighting import CONVENTIONS, FixedWeighting, UncertaintyWeighting
 
 WEIGHTINGS = ("uncertainty", "equal", "fixed", "single")
@@ -142,6 +143,8 @@ def check_settings(cfg: TrainConfig) -> None:
         raise ValueError(f"size (--size) must be tiny, half, full, native or HxW, got {cfg.size!r}") from None
     if size is not None and min(size) < 1:
         raise ValueError(f"size (--size) must have a positive height and width, got {cfg.size!r}")
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"backend (--backend) must be one of {list(BACKENDS)}, got {cfg.backend!r}")
     if cfg.resume and cfg.overwrite:
         raise ValueError("give --resume (continue the run in --out) or --overwrite (start afresh), not both")
 
