@@ -1,14 +1,14 @@
 """The divergence guard: training stops on a non-finite loss or parameter.
 
 After every step the guard reads one pair of flags back from the device (all
-losses finite; every parameter and floating buffer, BatchNorm statistics included,
-finite), all-reduced under torchrun so every rank stops at the same step. A
-parameter that is not finite stops training at once and names the parameter. A
-non-finite loss stops it at once too, except under fp16 loss scaling:
-``torch.amp.GradScaler`` skips a step whose gradients are not finite (the
-parameters stay as they were), so up to ``tolerate`` consecutive such steps pass
-before the run stops. The trainer then writes nothing more: the last checkpoint
-on disk is the last good state.
+losses finite; every parameter and floating buffer, BatchNorm statistics
+included, finite, from one multi-tensor norm), all-reduced under torchrun so
+every rank stops at the same step. A parameter that is not finite stops
+training at once and names the parameter. A non-finite loss stops it at once
+too, except under fp16 loss scaling: ``torch.amp.GradScaler`` skips a step whose
+gradients are not finite (the parameters stay as they were), so up to
+``tolerate`` consecutive such steps pass before the run stops. The trainer then
+writes nothing more: the last checkpoint on disk is the last good state.
 """
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ class DivergenceGuard:
         self.bad_steps = 0  # consecutive steps with a non-finite loss
 
     def _finite_state(self) -> torch.Tensor:
-        norms = torch._foreach_norm([t.detach() for _, t in self.named], math.inf)  # max |x|, NaN-propagating
+        # One multi-tensor kernel; a NaN or inf anywhere makes its tensor's norm non-finite (so
+        # does a value beyond ~1e19, whose square overflows: a diverging run all the same).
+        norms = torch._foreach_norm([t.detach() for _, t in self.named])
         return torch.isfinite(torch.stack([n.float() for n in norms])).all()
 
     def check(self, step: int, losses: dict[str, torch.Tensor]) -> None:
@@ -61,8 +63,11 @@ class DivergenceGuard:
 
     def _first_bad(self) -> str:
         for name, t in self.named:
-            bad = ~torch.isfinite(t.detach())
+            t = t.detach()
+            bad = ~torch.isfinite(t)
             if bool(bad.any()):
                 return (f"parameter {name} holds {int(bad.sum())} non-finite value(s) "
-                        f"(e.g. {_describe(float(t.detach()[bad][0]))})")
+                        f"(e.g. {_describe(float(t[bad][0]))})")
+            if not torch.isfinite(torch.linalg.vector_norm(t.float())):
+                return f"parameter {name} has grown to {float(t.abs().max()):.3g}, its norm overflows"
         return "a parameter is not finite on another process"

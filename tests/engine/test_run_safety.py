@@ -222,3 +222,24 @@ def test_checkpoint_without_config_names_the_file(tmp_path):
     checkpoint.save({"format": "fastmtl-train", "step": 1, "model": {}}, path)
     with pytest.raises(checkpoint.CheckpointError, match=r"odd.pt is an incomplete .* no \['config'"):
         checkpoint.require(checkpoint.load(path), ("step", "config", "model"), path)
+
+
+def test_guard_names_the_parameter_or_buffer():
+    from fastmtl.engine.guard import DivergenceGuard
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    guard = DivergenceGuard({"net.": net}, tolerate=1)
+    ok = {"total": torch.tensor(1.0)}
+    guard.check(1, ok)
+    guard.check(2, {"total": torch.tensor(math.nan)})  # one bad step tolerated
+    with pytest.raises(DivergenceError, match=r"step 3: non-finite loss total inf \(2 consecutive steps\)"):
+        guard.check(3, {"total": torch.tensor(math.inf)})
+    guard.check(4, ok)  # a good step resets the count
+    net[1].running_var[1] = math.inf
+    with pytest.raises(DivergenceError, match=r"step 5: parameter net.1.running_var holds 1 non-finite value\(s\) \(e.g. inf\)"):
+        guard.check(5, ok)
+    net[1].running_var[1] = 1.0
+    with torch.no_grad():
+        net[0].weight[0, 0] = 1e30  # finite, but its norm overflows: diverging all the same
+    with pytest.raises(DivergenceError, match="net.0.weight has grown to 1e\\+30"):
+        guard.check(6, ok)
