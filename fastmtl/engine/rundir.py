@@ -3,9 +3,10 @@
 A run directory (``fastmtl train --out DIR``) holds what the trainer writes
 (``RUN_FILES``) and, listed in ``outputs.txt``, what ``fastmtl eval`` and
 ``fastmtl predict`` wrote inside it for that run's checkpoint. A new run never
-silently replaces an old one: ``prepare`` refuses a directory that holds a run
-unless it is resumed or explicitly overwritten, and ``--overwrite`` removes exactly
-those files (and folders they leave empty), nothing the user put there.
+silently replaces an old one: ``check`` refuses a directory that holds a run
+unless it is resumed or explicitly overwritten, and ``start`` (``--overwrite``)
+removes exactly those files (and folders they leave empty), nothing the user put
+there, once the new run's settings have passed every check.
 """
 from __future__ import annotations
 
@@ -31,11 +32,9 @@ def holds_run(out: Path) -> bool:
     return any((out / name).exists() for name in (CHECKPOINT, LOG, "config.json"))
 
 
-def prepare(out: str | os.PathLike, *, resume: bool, overwrite: bool, is_main: bool = True) -> None:
-    """Check ``out`` before a run starts; with ``overwrite`` remove the run it holds.
-
-    Every process checks (so all refuse together); only the main one removes files.
-    """
+def check(out: str | os.PathLike, *, resume: bool, overwrite: bool) -> None:
+    """Refuse ``out`` if it holds a run that is neither resumed nor overwritten, or if its
+    checkpoint path is a directory. Every process checks, so all refuse together."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file, not a directory")
@@ -48,11 +47,15 @@ def prepare(out: str | os.PathLike, *, resume: bool, overwrite: bool, is_main: b
             f"{out} already holds a run ({_describe(out)}): pass --resume to continue it, or "
             f"--overwrite to start afresh (this removes its checkpoint, log, plots and the eval "
             f"and predict outputs recorded in {OUTPUTS}); or choose another --out")
-    if not is_main:
-        return
+
+
+def start(out: str | os.PathLike, *, overwrite: bool) -> None:
+    """Once the new run is set up (so a mistake in its settings loses nothing): with
+    ``overwrite`` remove the old run's files; always remove stale temporary files."""
+    out = Path(out)
     if overwrite:
         clear(out)
-    checkpoint.remove_stale_temp(ckpt)
+    checkpoint.remove_stale_temp(out / CHECKPOINT)
 
 
 def _describe(out: Path) -> str:

@@ -97,8 +97,7 @@ class Trainer:
         self.ctx = ctx or distributed.init(cfg.device)
         self.device = self.ctx.device
         self.out = Path(cfg.out)
-        rundir.prepare(self.out, resume=cfg.resume, overwrite=cfg.overwrite, is_main=self.ctx.is_main)
-        distributed.barrier(self.ctx)
+        rundir.check(self.out, resume=cfg.resume, overwrite=cfg.overwrite)
         checkpoint.seed_everything(cfg.seed + self.ctx.rank)
 
         self.root = resolve_data(cfg, self.ctx)
@@ -141,6 +140,9 @@ class Trainer:
         self.checkpoint_path = self.out / rundir.CHECKPOINT
         if cfg.resume and self.checkpoint_path.is_file():
             self.load(self.checkpoint_path)
+        distributed.barrier(self.ctx)  # every rank has read the old run before it is removed
+        if self.ctx.is_main:
+            rundir.start(self.out, overwrite=cfg.overwrite)
 
     # --- state -----------------------------------------------------------------------------
 

@@ -243,3 +243,10 @@ def test_guard_names_the_parameter_or_buffer():
         net[0].weight[0, 0] = 1e30  # finite, but its norm overflows: diverging all the same
     with pytest.raises(DivergenceError, match="net.0.weight has grown to 1e\\+30"):
         guard.check(6, ok)
+
+
+def test_overwrite_with_a_mistake_in_the_new_settings_loses_nothing(tree, tmp_path):
+    Trainer(_config(tree, tmp_path, steps=1)).run()
+    with pytest.raises(ValueError, match="no full batch of 64"):
+        Trainer(_config(tree, tmp_path, batch_size=64, overwrite=True))
+    assert checkpoint.load(tmp_path / "checkpoint.pt")["step"] == 1
