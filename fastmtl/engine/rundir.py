@@ -113,9 +113,9 @@ def run_of(checkpoint_path: str | os.PathLike) -> Path:
 @contextlib.contextmanager
 def recording(run: Path, folder: str | os.PathLike):
     """Record in ``run/outputs.txt`` the files that the block creates or rewrites under
-    ``folder``, when ``folder`` lies inside the run directory ``run``."""
+    ``folder``, when ``folder`` lies inside ``run`` and ``run`` is a run directory."""
     run, folder = Path(run).resolve(), Path(folder).resolve()
-    inside = folder == run or run in folder.parents
+    inside = (folder == run or run in folder.parents) and holds_run(run)
     before = _snapshot(folder) if inside else {}
     try:
         yield

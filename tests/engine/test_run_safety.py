@@ -73,20 +73,28 @@ def test_checkpoint_path_that_is_a_directory_fails_at_start(tree, tmp_path):
 # --- settings changed on resume: applied or refused, never recorded and ignored ---
 
 def test_resume_applies_a_new_learning_rate(tree, tmp_path):
-    Trainer(_config(tree, tmp_path)).run(until=3)
+    Trainer(_config(tree, tmp_path, steps=4)).run(until=2)
     with pytest.warns(UserWarning, match=r"lr 0.0025 -> 0.5"):
-        resumed = Trainer(_config(tree, tmp_path, lr=0.5, resume=True))
-    poly = lambda k: 0.5 * (1 - k / 6) ** 0.9  # noqa: E731  the paper's schedule at the new rate
-    assert [g["lr"] for g in resumed.optimizer.param_groups] == pytest.approx([poly(3)] * 2, rel=1e-12)
+        resumed = Trainer(_config(tree, tmp_path, steps=4, lr=0.5, resume=True))
+    poly = lambda k: 0.5 * (1 - k / 4) ** 0.9  # noqa: E731  the paper's schedule at the new rate
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == pytest.approx([poly(2)] * 2, rel=1e-12)
     resumed.run()
     train = [r for r in _strict_json_lines(tmp_path / "log.jsonl") if r["kind"] == "train"]
-    assert [r["lr"] for r in train[3:]] == pytest.approx([poly(k) for k in (4, 5, 6)], rel=1e-9)
+    assert [r["lr"] for r in train[2:]] == pytest.approx([poly(k) for k in (3, 4)], rel=1e-9, abs=1e-15)
     assert json.loads((tmp_path / "config.json").read_text())["lr"] == 0.5
     assert checkpoint.load(tmp_path / "checkpoint.pt")["config"]["lr"] == 0.5
 
 
+@pytest.fixture(scope="module")
+def one_step_run(tree, tmp_path_factory):
+    """A run of 6 steps stopped after the first (a resume that is refused changes nothing)."""
+    out = tmp_path_factory.mktemp("one_step")
+    Trainer(_config(tree, out, steps=6)).run(until=1)
+    return out
+
+
 def test_resume_applies_new_momentum_and_weight_decay(tree, tmp_path):
-    Trainer(_config(tree, tmp_path)).run(until=2)
+    Trainer(_config(tree, tmp_path)).run(until=1)
     with pytest.warns(UserWarning, match="momentum 0.9 -> 0.5, .*weight_decay 0.0001 -> 0.01"):
         resumed = Trainer(_config(tree, tmp_path, momentum=0.5, weight_decay=0.01, resume=True))
     model_group, loss_group = resumed.optimizer.param_groups
@@ -101,10 +109,10 @@ def test_resume_applies_new_momentum_and_weight_decay(tree, tmp_path):
     (dict(steps=8), "steps 6 -> 8"),
     (dict(amp="bf16"), "amp 'none' -> 'bf16'"),
 ])
-def test_resume_refuses_what_it_cannot_apply(tree, tmp_path, change, listed):
-    Trainer(_config(tree, tmp_path, steps=6)).run(until=1)
+def test_resume_refuses_what_it_cannot_apply(tree, one_step_run, change, listed):
     with pytest.raises(ResumeError, match=rf"with changed settings \(checkpoint -> this run\): {listed};"):
-        Trainer(_config(tree, tmp_path, resume=True, **change))
+        Trainer(_config(tree, one_step_run, resume=True, **change))
+    assert checkpoint.load(one_step_run / "checkpoint.pt")["step"] == 1
 
 
 # --- divergence: stop with a clear message, the last good checkpoint intact ---
