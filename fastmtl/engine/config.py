@@ -16,7 +16,6 @@ from torch import nn
 
 from fastmtl.engine import distributed
 from fastmtl.tasks import TASK_ORDER, canonical_tasks
-from fastmtl.validation import BACKENDS
 from fastmtl.weighting import CONVENTIONS, FixedWeighting, UncertaintyWeighting
 
 WEIGHTINGS = ("uncertainty", "equal", "fixed", "single")
@@ -100,55 +99,6 @@ class TrainConfig:
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known})
 
 
-def _number(cfg, name: str, low: float, high: float = math.inf, *, integer: bool = False,
-            low_open: bool = False, optional: bool = False) -> None:
-    value = getattr(cfg, name)
-    if value is None and optional:
-        return
-    flag = "--" + name.replace("_", "-")
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
-        raise ValueError(f"{name} ({flag}) must be {kind}, got {value!r}")
-    if not math.isfinite(value) or value < low or (low_open and value == low) or value > high:
-        bound = f"> {low}" if low_open else f">= {low}"
-        bound += "" if high == math.inf else f" and <= {high}"
-        raise ValueError(f"{name} ({flag}) must be {bound}, got {value!r}")
-
-
-def check_settings(cfg: TrainConfig) -> None:
-    """Refuse values no run can use (NaN, negative rates, zero intervals, ...) before anything runs."""
-    from fastmtl.data.cityscapes import resolve_size
-
-    for name in ("steps", "batch_size", "synthetic_n", "log_every"):
-        _number(cfg, name, 1, integer=True)
-    for name in ("num_workers", "checkpoint_every", "max_bad_steps"):
-        _number(cfg, name, 0, integer=True)
-    _number(cfg, "eval_every", -1, integer=True)
-    _number(cfg, "val_limit", 1, integer=True, optional=True)
-    _number(cfg, "width", 1, integer=True, optional=True)
-    _number(cfg, "lr", 0, low_open=True)
-    _number(cfg, "log_var_lr", 0, low_open=True, optional=True)
-    _number(cfg, "momentum", 0, 1)
-    _number(cfg, "weight_decay", 0)
-    _number(cfg, "poly_power", 0)
-    _number(cfg, "init_log_var", -math.inf)
-    if cfg.nesterov and cfg.momentum == 0:
-        raise ValueError("Nesterov momentum needs --momentum > 0 (or --no-nesterov)")
-    if cfg.weights is not None:
-        if not all(math.isfinite(w) and w >= 0 for w in cfg.weights) or not any(w > 0 for w in cfg.weights):
-            raise ValueError(f"weights (--weights) must be finite and >= 0, at least one > 0; got {list(cfg.weights)}")
-    try:
-        size = resolve_size(cfg.size)
-    except (ValueError, TypeError):
-        raise ValueError(f"size (--size) must be tiny, half, full, native or HxW, got {cfg.size!r}") from None
-    if size is not None and min(size) < 1:
-        raise ValueError(f"size (--size) must have a positive height and width, got {cfg.size!r}")
-    if cfg.backend not in BACKENDS:
-        raise ValueError(f"backend (--backend) must be one of {list(BACKENDS)}, got {cfg.backend!r}")
-    if cfg.resume and cfg.overwrite:
-        raise ValueError("give --resume (continue the run in --out) or --overwrite (start afresh), not both")
-
-
 def build_weighting(cfg: TrainConfig) -> nn.Module:
     if cfg.weighting == "uncertainty":
         return UncertaintyWeighting(cfg.tasks, init=cfg.init_log_var, convention=cfg.convention)
@@ -192,3 +142,53 @@ def model_from_config(cfg: TrainConfig, size: tuple[int, int] | None):
 
     return build_model(cfg.model, num_classes=19, tasks=cfg.tasks, width=cfg.width, resolution=size,
                  backbone=cfg.backbone)
+
+
+def _number(cfg, name: str, low: float, high: float = math.inf, *, integer: bool = False,
+            low_open: bool = False, optional: bool = False) -> None:
+    value = getattr(cfg, name)
+    if value is None and optional:
+        return
+    flag = "--" + name.replace("_", "-")
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+        raise ValueError(f"{name} ({flag}) must be {kind}, got {value!r}")
+    if not math.isfinite(value) or value < low or (low_open and value == low) or value > high:
+        bound = f"> {low}" if low_open else f">= {low}"
+        bound += "" if high == math.inf else f" and <= {high}"
+        raise ValueError(f"{name} ({flag}) must be {bound}, got {value!r}")
+
+
+def check_settings(cfg: TrainConfig) -> None:
+    """Refuse values no run can use (NaN, negative rates, zero intervals, ...) before anything runs."""
+    from fastmtl.data.cityscapes import resolve_size
+    from fastmtl.validation import BACKENDS
+
+    for name in ("steps", "batch_size", "synthetic_n", "log_every"):
+        _number(cfg, name, 1, integer=True)
+    for name in ("num_workers", "checkpoint_every", "max_bad_steps"):
+        _number(cfg, name, 0, integer=True)
+    _number(cfg, "eval_every", -1, integer=True)
+    _number(cfg, "val_limit", 1, integer=True, optional=True)
+    _number(cfg, "width", 1, integer=True, optional=True)
+    _number(cfg, "lr", 0, low_open=True)
+    _number(cfg, "log_var_lr", 0, low_open=True, optional=True)
+    _number(cfg, "momentum", 0, 1)
+    _number(cfg, "weight_decay", 0)
+    _number(cfg, "poly_power", 0)
+    _number(cfg, "init_log_var", -math.inf)
+    if cfg.nesterov and cfg.momentum == 0:
+        raise ValueError("Nesterov momentum needs --momentum > 0 (or --no-nesterov)")
+    if cfg.weights is not None:
+        if not all(math.isfinite(w) and w >= 0 for w in cfg.weights) or not any(w > 0 for w in cfg.weights):
+            raise ValueError(f"weights (--weights) must be finite and >= 0, at least one > 0; got {list(cfg.weights)}")
+    try:
+        size = resolve_size(cfg.size)
+    except (ValueError, TypeError):
+        raise ValueError(f"size (--size) must be tiny, half, full, native or HxW, got {cfg.size!r}") from None
+    if size is not None and min(size) < 1:
+        raise ValueError(f"size (--size) must have a positive height and width, got {cfg.size!r}")
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"backend (--backend) must be one of {list(BACKENDS)}, got {cfg.backend!r}")
+    if cfg.resume and cfg.overwrite:
+        raise ValueError("give --resume (continue the run in --out) or --overwrite (start afresh), not both")

@@ -52,10 +52,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fastmtl.engine import checkpoint, distributed, resume, rundir, strict_json
+from fastmtl.engine import checkpoint, distributed, guard, resume, rundir, strict_json
 from fastmtl.engine.config import (TARGET_KEYS, TrainConfig, build_datasets, build_weighting,
                                    model_from_config, resolve_data)
-from fastmtl.engine.guard import DivergenceError, DivergenceGuard
 from fastmtl.engine.objective import Objective
 from fastmtl.engine.sampling import ResumableSampler, SeededAugmentation
 from fastmtl.module import MultiTaskLoss
@@ -134,8 +133,8 @@ class Trainer:
         self.step = 0
         self.saved_step = -1
         self.diverged = False
-        self.guard = DivergenceGuard({"": self.model, "loss.": self.criterion},
-                                     tolerate=cfg.max_bad_steps if self.scaler.is_enabled() else 0, ctx=self.ctx)
+        self.divergence = guard.DivergenceGuard({"": self.model, "loss.": self.criterion}, ctx=self.ctx,
+                                                tolerate=cfg.max_bad_steps if self.scaler.is_enabled() else 0)
         self.log_path = self.out / rundir.LOG
         self.checkpoint_path = self.out / rundir.CHECKPOINT
         if cfg.resume and self.checkpoint_path.is_file():
@@ -223,20 +222,19 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
-        losses = {"total": total.detach(), **{k: v.detach() for k, v in losses.items()}}
-        self._check_divergence(losses)
-        return losses
+        return {"total": total.detach(), **{k: v.detach() for k, v in losses.items()}}
 
-    def _check_divergence(self, losses) -> None:
+    def check_divergence(self, losses) -> None:
+        """After a step: stop on a non-finite loss or parameter, saving nothing more."""
         try:
-            self.guard.check(self.step, losses)
-        except DivergenceError as e:
+            self.divergence.check(self.step, losses)
+        except guard.DivergenceError as e:
             self.diverged = True
             kept = (f"{self.checkpoint_path} still holds step {self.saved_step}" if self.saved_step >= 0
                     else "no checkpoint was written")
             self._write_log({"kind": "diverged", "step": self.step, "message": str(e)})
             hint = "; --max-bad-steps tolerates more skipped steps" if self.scaler.is_enabled() else ""
-            raise DivergenceError(f"{e}; stopped without saving: {kept}. Lower --lr or check the data{hint}") from None
+            raise guard.DivergenceError(f"{e}; stopped without saving: {kept}. Lower --lr or check the data{hint}") from None
 
     def run(self, until: int | None = None) -> dict:
         """Train up to step ``until`` (default: ``steps``), evaluate, plot; return a summary."""
@@ -261,6 +259,7 @@ class Trainer:
                     if self._stop_requested(stop):
                         break
                     losses = self.train_step(next(batches))
+                    self.check_divergence(losses)
                     if bar is not None:
                         bar.update(1)
                     if self.step % cfg.log_every == 0 or self.step == until:
