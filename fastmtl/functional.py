@@ -74,10 +74,11 @@ def multitask_loss(predictions: Mapping[str, torch.Tensor], targets: Mapping[str
             tensors need TRITON_INTERPRET=1) or "auto" (triton on CUDA).
         uncertainty: convention for log_vars: "kendall", "half" or "unit".
         check_labels: raise ValueError on a semantic label outside [0, C)
-            that is not ignore_index, and on class_weight values that are not
-            finite, negative or sum to 0. It reads them back from the device
-            (a synchronisation); with False such labels are treated as ignored
-            and the class weights are not read.
+            that is not ignore_index; with False such labels are treated as
+            ignored. It reads a flag back from the device (one
+            synchronisation). It also checks the class_weight values (finite,
+            >= 0, positive sum) the first time a tensor is given and after an
+            in-place change to it.
         upsample, align_corners: with ``upsample="bilinear"`` the predictions
             may be at a lower resolution h x w than the targets (H x W) and are
             scored as ``F.interpolate(p, size=(H, W), mode="bilinear",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import numbers
+import weakref
 from typing import Mapping
 
 import torch
@@ -193,12 +194,30 @@ def validate_ignore_index(ignore_index, label_dtype: torch.dtype | None = None) 
     return ignore_index
 
 
+# Class-weight tensors whose values passed, as id -> (weak reference, in-place version then):
+# a loss called every step with the same weights reads them back once, not once per call.
+_CHECKED_WEIGHTS: dict[int, tuple[weakref.ref, int]] = {}
+
+
+def _already_checked(w: torch.Tensor) -> bool:
+    ref, version = _CHECKED_WEIGHTS.get(id(w), (None, None))
+    return ref is not None and ref() is w and version == w._version
+
+
+def _remember_checked(w: torch.Tensor) -> None:
+    if len(_CHECKED_WEIGHTS) > 256:  # forget tensors that no longer exist
+        for key in [k for k, (ref, _) in _CHECKED_WEIGHTS.items() if ref() is None]:
+            del _CHECKED_WEIGHTS[key]
+    _CHECKED_WEIGHTS[id(w)] = (weakref.ref(w), w._version)
+
+
 def validate_class_weight(class_weight, num_classes: int | None = None, check_values: bool = True):
     """A floating (C,) tensor whose values are finite and >= 0 with a positive sum.
 
     A NaN weight would make the semantic loss NaN, and weights summing to <= 0 have no
     meaningful weighted mean. Checking the values reads them back from the device (one
-    synchronisation on CUDA); tensors of a tracer (torch.compile) are not read.
+    synchronisation on CUDA) the first time a tensor is seen and after each in-place
+    change to it; tensors of a tracer (torch.compile) are not read.
     """
     w = _tensor(class_weight, "class_weight")
     _floating(w, "class_weight")
@@ -206,6 +225,8 @@ def validate_class_weight(class_weight, num_classes: int | None = None, check_va
         expected = "(C,)" if num_classes is None else str((num_classes,))
         raise ValueError(f"class_weight has shape {tuple(w.shape)}, expected {expected}")
     if not check_values or type(w) not in (torch.Tensor, torch.nn.Parameter):
+        return w
+    if _already_checked(w):
         return w
     values = w.detach().to("cpu", torch.float64)
     bad = ~torch.isfinite(values)
@@ -217,6 +238,7 @@ def validate_class_weight(class_weight, num_classes: int | None = None, check_va
         raise ValueError(f"class_weight must be >= 0, got {values[k].item()} for class {k}")
     if not values.sum() > 0:
         raise ValueError("class_weight must have a positive sum, got all zeros")
+    _remember_checked(w)
     return w
 
 

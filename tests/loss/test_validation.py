@@ -289,3 +289,25 @@ def test_fixed_weighting_without_a_weight_for_a_predicted_task(backend):
 def test_fixed_weighting_refuses_non_finite_weights():
     with pytest.raises(ValueError, match="must be finite"):
         fastmtl.FixedWeighting({"semantic": float("nan"), "depth": 1.0})
+
+
+def test_class_weight_values_are_read_once_per_tensor_and_again_after_a_change(monkeypatch):
+    from fastmtl import validation
+
+    reads = []
+    real_to = torch.Tensor.to
+    pred, tgt = _semantic()
+    w = torch.ones(5)
+    def to(self, *args, **kwargs):
+        if args[:1] == ("cpu",):  # a read back to the host
+            reads.append(tuple(self.shape))
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    for _ in range(3):
+        call(pred, tgt, class_weight=w)
+    assert reads == [(5,)]
+    w[2] = float("nan")  # an in-place change is checked again
+    with pytest.raises(ValueError, match="finite, got nan for class 2"):
+        call(pred, tgt, class_weight=w)
+    assert not validation._already_checked(w)
