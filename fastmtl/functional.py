@@ -75,10 +75,14 @@ def multitask_loss(predictions: Mapping[str, torch.Tensor], targets: Mapping[str
         uncertainty: convention for log_vars: "kendall", "half" or "unit".
         check_labels: raise ValueError on a semantic label outside [0, C)
             that is not ignore_index; with False such labels are treated as
-            ignored. It reads a flag back from the device (one
-            synchronisation). It also checks the class_weight values (finite,
-            >= 0, positive sum) the first time a tensor is given and after an
-            in-place change to it.
+            ignored. The reference backend (and the triton one on CPU) raises
+            in the call, reading a flag back from the device. The fused triton
+            loss on CUDA never waits: a bad label is reported by its next call
+            (or ``fastmtl.ops.raise_pending_label_errors()``, or at exit), and
+            the call that saw it treats it as ignored; no check is made under
+            torch.compile or CUDA-graph capture (docs/kernel.md). With True the
+            class_weight values (finite, >= 0, positive sum) are also read
+            back, once per weight tensor and again after an in-place change.
         upsample, align_corners: with ``upsample="bilinear"`` the predictions
             may be at a lower resolution h x w than the targets (H x W) and are
             scored as ``F.interpolate(p, size=(H, W), mode="bilinear",

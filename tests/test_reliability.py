@@ -3,7 +3,7 @@ got a wrong number, replayed on both loss backends (triton under the interpreter
 comes back. Tiny images and a step or two per run keep it quick.
 
 PyTorch is the oracle wherever it defines the behaviour (F.cross_entropy, F.l1_loss,
-F.interpolate). Cases marked KERNEL_PENDING are where the fused kernels still differ from it.
+F.interpolate). Cases marked KERNEL_PENDING are where the upsampling kernel still differs from it.
 """
 import json
 import math
@@ -149,9 +149,9 @@ def test_5_ignore_index_is_checked(backend, dtype, value, error):
         fastmtl.multitask_loss(pred, tgt, ignore_index=value, backend=backend)
 
 
-# --- 6 and 7. the backends agree with PyTorch (the kernel side lands with the kernel change) ------
+# --- 6 and 7. the backends agree with PyTorch ------------------------------------------------------
 
-def _backends_pending_on_triton():
+def _backends_pending_on_triton():  # the upsampling op's side lands with its kernel change
     return ["reference", pytest.param("triton", marks=KERNEL_PENDING)]
 
 
@@ -172,7 +172,7 @@ def _nan_at_ignored_pixels(H=4, W=6, C=5):
     return x, tgt
 
 
-@pytest.mark.parametrize("backend", _backends_pending_on_triton())
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_7_gradient_at_ignored_non_finite_logits_is_cross_entropys(backend):
     # F.cross_entropy's gradient is NaN at an ignored pixel whose logits are NaN or inf.
     x, tgt = _nan_at_ignored_pixels()
@@ -200,7 +200,7 @@ def test_7_gradient_at_ignored_non_finite_logits_with_upsample(backend):
     torch.testing.assert_close(ours.grad, oracle.grad, equal_nan=True)
 
 
-@pytest.mark.parametrize("backend", _backends_pending_on_triton())
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_7_targets_that_require_grad_get_l1_gradients(backend):
     # F.l1_loss differentiates its target too: d/dz mean|d - z| = -sign(d - z) / N.
     pred, tgt = make_inputs(C=5, seed=6)
@@ -217,7 +217,7 @@ def test_7_targets_that_require_grad_get_l1_gradients(backend):
     torch.testing.assert_close(g.grad, g_oracle.grad)
 
 
-@pytest.mark.parametrize("backend", _backends_pending_on_triton())
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_7_class_weight_that_requires_grad_is_refused_like_cross_entropy(backend):
     # F.cross_entropy: "not differentiable with respect to argument 'weight'".
     pred, tgt = make_inputs(C=5, seed=7)
@@ -227,7 +227,7 @@ def test_7_class_weight_that_requires_grad_is_refused_like_cross_entropy(backend
                                backend=backend).total.backward()
 
 
-@pytest.mark.parametrize("backend", _backends_pending_on_triton())
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_7_per_task_loss_dtype_follows_each_prediction(backend):
     # F.cross_entropy of fp32 logits is fp32, F.l1_loss of fp64 depth is fp64; their sum is fp64.
     pred, tgt = make_inputs(C=5, seed=8)

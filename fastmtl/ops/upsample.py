@@ -168,6 +168,7 @@ def _setup_context(ctx, inputs, output):
     x, _t, _cw, o, _g, _m, d, _z, coef, positions, *_rest, write_grad = inputs
     total, losses, dcoef, px, po, pd, state, bad = output
     ctx.mark_non_differentiable(dcoef, px, po, pd, state, bad)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for the outputs above
     ctx.save_for_backward(x, o, d, coef, dcoef, px, po, pd, state)
     ctx.config = (list(positions), write_grad)
 
