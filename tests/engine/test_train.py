@@ -11,13 +11,6 @@ from fastmtl.engine import checkpoint
 from fastmtl.engine import TrainConfig, Trainer
 
 
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    from fastmtl.data.synth import generate
-
-    return generate(tmp_path_factory.mktemp("city"), n=4, n_val=2, size=(32, 64))
-
-
 def _config(tree, out, **kw):
     base = dict(out=str(out), data=str(tree), size="native", steps=6, batch_size=2, checkpoint_every=0,
                 eval_every=-1, log_every=1, progress=False, augment="flip")
@@ -170,7 +163,7 @@ def test_cli_train_eval_predict(tree, tmp_path, capsys):
     image = next((tree / "leftImg8bit" / "val").glob("*/*.png"))
     assert main(["predict", str(image), "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "pr")]) == 0
     with Image.open(tmp_path / "pr" / f"{image.stem}_pred.png") as im:
-        assert im.size == (4 * 64 + 3 * 4, 32)  # input, semantic, instance, depth
+        assert im.size[0] >= 4 * 400 and im.size[1] >= 200  # four titled panels, enlarged from 32x64
 
 
 def test_table1_quick(tree, tmp_path):
