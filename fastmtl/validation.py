@@ -135,6 +135,11 @@ def target_size(predictions: Mapping, targets: Mapping, tasks, upsample: str) ->
         raise ValueError(f"targets[{key!r}] has shape {tuple(t.shape)}, expected (B,[1,]H,W)")
     H, W = t.shape[-2], t.shape[-1]
     p = predictions[tasks[0]]
+    if 0 in (p.shape[2], p.shape[3], H, W):
+        raise ValueError(
+            f"upsample={upsample!r} needs a non-zero height and width: "
+            f"predictions[{tasks[0]!r}] is {p.shape[2]} x {p.shape[3]}, "
+            f"targets[{key!r}] is {H} x {W}")
     if p.shape[2] > H or p.shape[3] > W:
         raise ValueError(
             f"upsample={upsample!r} needs predictions no larger than the targets: "

@@ -3,7 +3,7 @@ got a wrong number, replayed on both loss backends (triton under the interpreter
 comes back. Tiny images and a step or two per run keep it quick.
 
 PyTorch is the oracle wherever it defines the behaviour (F.cross_entropy, F.l1_loss,
-F.interpolate). Cases marked KERNEL_PENDING are where the upsampling kernel still differs from it.
+F.interpolate).
 """
 import json
 import math
@@ -23,7 +23,6 @@ from fastmtl.engine.resume import ResumeError
 from helpers import make_inputs
 
 BACKENDS = ["reference", "triton"]
-KERNEL_PENDING = pytest.mark.xfail(strict=True, reason="backend agreement lands with the kernel change")
 
 
 @pytest.fixture(scope="module")
@@ -151,11 +150,7 @@ def test_5_ignore_index_is_checked(backend, dtype, value, error):
 
 # --- 6 and 7. the backends agree with PyTorch ------------------------------------------------------
 
-def _backends_pending_on_triton():  # the upsampling op's side lands with its kernel change
-    return ["reference", pytest.param("triton", marks=KERNEL_PENDING)]
-
-
-@pytest.mark.parametrize("backend", _backends_pending_on_triton())
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_6_zero_height_head_with_upsample_is_an_error(backend):
     # F.interpolate raises "Input and output sizes should be greater than 0".
     pred = {"semantic": torch.randn(1, 5, 0, 3, requires_grad=True)}
@@ -183,7 +178,7 @@ def test_7_gradient_at_ignored_non_finite_logits_is_cross_entropys(backend):
     torch.testing.assert_close(ours.grad, oracle.grad, equal_nan=True)
 
 
-@pytest.mark.parametrize("backend", _backends_pending_on_triton())
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_7_gradient_at_ignored_non_finite_logits_with_upsample(backend):
     # The oracle: F.interpolate, then F.cross_entropy; NaN reaches the gradient as there.
     x = torch.randn(2, 5, 2, 3, generator=torch.Generator().manual_seed(1))
@@ -238,7 +233,7 @@ def test_7_per_task_loss_dtype_follows_each_prediction(backend):
     assert out.total.dtype == torch.float64
 
 
-@pytest.mark.parametrize("backend", _backends_pending_on_triton())
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_7_empty_batch_with_upsample_has_zero_gradients(backend):
     # F.interpolate + the losses of an empty batch give empty (not missing) gradients.
     pred = {"semantic": torch.randn(0, 5, 2, 3, requires_grad=True),
