@@ -76,9 +76,10 @@ def multitask_loss(predictions: Mapping[str, torch.Tensor], targets: Mapping[str
         check_labels: raise ValueError on a semantic label outside [0, C)
             that is not ignore_index; with False such labels are treated as
             ignored. The reference backend (and the triton one on CPU) raises
-            in the call, reading a flag back from the device. The fused triton
-            loss on CUDA never waits: a bad label is reported by its next call
-            (or ``fastmtl.ops.raise_pending_label_errors()``, or at exit), and
+            in the call, reading a flag back from the device. The triton
+            backend on CUDA (upsampled or not) never waits: a bad label is
+            reported by its next call (or by
+            ``fastmtl.ops.raise_pending_label_errors()``, or at exit), and
             the call that saw it treats it as ignored; no check is made under
             torch.compile or CUDA-graph capture (docs/kernel.md). With True the
             class_weight values (finite, >= 0, positive sum) are also read

@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -270,6 +271,7 @@ class Trainer:
                         self.save()
                     if cfg.eval_every > 0 and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                         metrics = self.validate()
+            _raise_pending_label_errors()
             completed = True
         finally:
             if bar is not None:
@@ -338,6 +340,14 @@ class Trainer:
         except ImportError as e:  # matplotlib is optional (the "plots" extra)
             warnings.warn(f"no plots written: {e}")
             return []
+
+
+def _raise_pending_label_errors() -> None:
+    """The fused loss reports a bad label of its last call on CUDA only when asked (or at exit).
+    Nothing can be pending when its ops module was never imported, and importing it needs triton."""
+    ops = sys.modules.get("fastmtl.ops")
+    if ops is not None:
+        ops.raise_pending_label_errors()
 
 
 def _postfix(record: dict) -> str:

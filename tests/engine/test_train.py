@@ -76,6 +76,26 @@ def test_exception_still_checkpoints_last_complete_step(tree, tmp_path, monkeypa
     assert len(state["rng"]) == 1 and set(state["rng"][0]) >= {"python", "numpy", "torch"}
 
 
+def test_a_bad_label_left_by_the_last_step_is_raised_by_the_run(tree, tmp_path, monkeypatch):
+    from fastmtl.ops import label_check
+
+    monkeypatch.setattr(label_check, "_read_late", lambda bad: True)  # read one call late, as on CUDA
+    trainer = Trainer(_config(tree, tmp_path, steps=2))
+    real_step = trainer.train_step
+
+    def step_leaving_a_bad_label(batch):
+        out = real_step(batch)
+        if trainer.step == 2:  # what the fused loss leaves behind on CUDA: (count, flat index, value)
+            label_check.record(torch.tensor([1, 70, 40]), 19, 255, (2, 32, 64))
+        return out
+
+    monkeypatch.setattr(trainer, "train_step", step_leaving_a_bad_label)
+    with pytest.raises(ValueError, match=r"40.*targets\['semantic'\]\[0, 1, 6\]"):
+        trainer.run()
+    assert checkpoint.load(tmp_path / "checkpoint.pt")["step"] == 2
+    assert not label_check._pending
+
+
 def test_optimiser_and_schedule_follow_the_paper(tree, tmp_path):
     trainer = Trainer(_config(tree, tmp_path, steps=4))
     model_group, loss_group = trainer.optimizer.param_groups
