@@ -90,3 +90,18 @@ def loop_facts(code, span, spans) -> dict:
                 cross_thread=count(body, CROSS_THREAD),
                 loads_before_stores=not any(LOAD.search(ins) for ins in body[stores[0]:])
                 if stores else True)
+
+
+def specialise(kernel, args, kwargs, arch):
+    """Signature, constexprs and attributes exactly as Triton's launcher derives them."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    target = GPUTarget("cuda", arch, 32)
+    backend = make_backend(target)
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    bound, specialization, options = binder(*args, **kwargs)
+    options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound,
+                                                              specialization, options)
+    return target, options, signature, constexprs, attrs

@@ -9,7 +9,7 @@ import torch
 
 import fastmtl
 from helpers import leaf_copies, make_inputs
-from test_kernel_fused import oracle
+from oracle import oracle
 
 BACKENDS = ("reference", "triton")
 

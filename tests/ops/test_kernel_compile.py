@@ -16,12 +16,12 @@ import itertools
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
-from compiled import loop_facts, loops, programs_per_sm, ptxas_usage, sass
+from compiled import loop_facts, loops, programs_per_sm, ptxas_usage, sass, specialise
 from helpers import run_compiled
+from tracing import kernels_of, trace_graphs
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL = ("semantic", "instance", "depth")
@@ -182,21 +182,6 @@ def _record_launches(cfg, shape=None):
     return rec.calls
 
 
-def _specialise(kernel, args, kwargs, arch):
-    """Signature, constexprs and attributes exactly as Triton's launcher derives them."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler.compiler import make_backend
-    from triton.runtime.jit import create_function_from_signature
-
-    target = GPUTarget("cuda", arch, 32)
-    backend = make_backend(target)
-    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
-    bound, specialization, options = binder(*args, **kwargs)
-    options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound,
-                                                              specialization, options)
-    return target, options, signature, constexprs, attrs
-
-
 F32_APPROXIMATION = re.compile(r"\b(?:(?:ex2|lg2|rcp|rsqrt|sqrt|sin|cos|tanh)\.approx"
                                r"(?:\.ftz)?\.f32|div\.(?:approx|full)(?:\.ftz)?\.f32|"
                                r"cvt\.rn(?:\.ftz)?\.f32\.f64)\b")
@@ -209,7 +194,7 @@ def _aot_main():
     variants, failures, seen = [], [], set()
     for tag, cfg in _configs():
         for kernel, args, kwargs in _record_launches(cfg):
-            _, _, signature, constexprs, _ = _specialise(kernel, args, kwargs, 90)
+            _, _, signature, constexprs, _ = specialise(kernel, args, kwargs, 90)
             key = (kernel.__name__, tuple(sorted(signature.items())),
                    tuple(sorted((str(k), str(v)) for k, v in constexprs.items())))
             if key in seen:
@@ -219,7 +204,7 @@ def _aot_main():
             names = {kernel.arg_names[k[0]]: plain(v) for k, v in constexprs.items()}
             entry = dict(kernel=kernel.__name__, tag=tag, archs=[], constexprs=names)
             for arch in (80, 90):
-                target, options, signature, constexprs, attrs = _specialise(kernel, args, kwargs,
+                target, options, signature, constexprs, attrs = specialise(kernel, args, kwargs,
                                                                             arch)
                 try:
                     compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs),
@@ -266,7 +251,7 @@ def _design_report() -> list:
             c for c in _record_launches(cfg, PROBE)
             if c[0].__name__ == "fused_loss_kernel" and not c[2]["RECOMPUTE"]]
         assert kwargs["TILES_PER_PROGRAM"] == per_program
-        target, options, signature, constexprs, attrs = _specialise(kernel, args, kwargs, 90)
+        target, options, signature, constexprs, attrs = specialise(kernel, args, kwargs, 90)
         compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target,
                                   options=options.__dict__)
         registers, spills = ptxas_usage(compiled.asm["ptx"])
@@ -291,88 +276,6 @@ def _design_report() -> list:
     return report
 
 
-class _Target:
-    """A CUDA sm_90 target for Triton's front end when no GPU driver is present: lets
-    torch's mutation analysis compile the kernels to TTIR, as it does on a GPU."""
-
-    def get_current_target(self):
-        from triton.backends.compiler import GPUTarget
-
-        return GPUTarget("cuda", 90, 32)
-
-    def get_current_device(self):
-        return 0
-
-
-def _stand_in(gm, boxed):
-    """A callable returning zeros shaped like the graph's outputs: the kernels never run."""
-    import torch
-
-    (outputs,) = [n.args[0] for n in gm.graph.nodes if n.op == "output"]
-
-    def value(node):
-        if not hasattr(node, "meta"):
-            return node
-        val = node.meta.get("val", node.meta.get("example_value"))
-        return torch.zeros(val.shape, dtype=val.dtype) if isinstance(val, torch.Tensor) else val
-
-    def run(args):
-        if isinstance(outputs, (list, tuple)):
-            return type(outputs)(value(v) for v in outputs)
-        return value(outputs)
-
-    if boxed:  # AOTAutograd's calling convention: one list of arguments
-        run._boxed_call = True
-        return run
-    return lambda *args: run(list(args))
-
-
-def _kernels_of(gm):
-    from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
-
-    calls = [n for n in gm.graph.nodes
-             if n.op == "call_function" and "triton_kernel_wrapper" in str(n.target)]
-    return [(kernel_side_table.get_kernel(n.kwargs["kernel_idx"]).fn.__name__, n) for n in calls]
-
-
-def trace_graphs(step, *args) -> tuple[dict, list, list]:
-    """Trace ``step(*args)`` with torch.compile(fullgraph=True) without launching a kernel.
-
-    Returns a report with the number of Dynamo graphs and the first one's code,
-    plus the AOTAutograd forward and backward graphs of a run followed by
-    ``total.backward()`` (``step`` returns ``(total, ...)``).
-    """
-    import torch
-    import triton
-    from torch._dynamo.backends.common import aot_autograd
-
-    triton.runtime.driver.set_active(_Target())
-    graphs = []
-
-    def recorder(gm, example_inputs):
-        graphs.append(gm)
-        return _stand_in(gm, boxed=False)
-
-    torch.compile(step, fullgraph=True, backend=recorder)(*args)
-    report = dict(graphs=len(graphs), dynamo_graph=graphs[0].code)
-    torch._dynamo.reset()
-    fw, bw = [], []
-
-    def compiler(store):
-        def compile_graph(gm, example_inputs):
-            store.append(gm)
-            return _stand_in(gm, boxed=True)
-        return compile_graph
-
-    compiled = torch.compile(step, fullgraph=True, backend=aot_autograd(
-        fw_compiler=compiler(fw), bw_compiler=compiler(bw)))
-    total, *_ = compiled(*args)
-    total.backward()
-    report["forward_kernels"] = [name for name, _ in _kernels_of(fw[0])]
-    report["backward_kernels"] = [name for name, _ in _kernels_of(bw[0])]
-    return report, fw, bw
-
-
 def _compile_main():
     import torch
 
@@ -389,7 +292,7 @@ def _compile_main():
         return out.total, out.losses["depth"]
 
     report, fw, _ = trace_graphs(step, pred, tgt, log_vars)
-    (fused,) = [n for name, n in _kernels_of(fw[0]) if name == "fused_loss_kernel"]
+    (fused,) = [n for name, n in kernels_of(fw[0]) if name == "fused_loss_kernel"]
     report["fused_clones"] = list(fused.kwargs.get("tensors_to_clone", []))
     print(json.dumps(report))
 

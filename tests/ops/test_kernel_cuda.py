@@ -8,7 +8,7 @@ import torch
 
 import fastmtl
 from helpers import leaf_copies, make_inputs
-from test_kernel_fused import assert_match, oracle, run_both
+from oracle import assert_match, oracle, run_both
 
 triton = pytest.importorskip("triton")
 from fastmtl.ops import common  # noqa: E402

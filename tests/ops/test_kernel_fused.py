@@ -7,107 +7,14 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import fastmtl
 from fastmtl.ops import fused as ops
 from fastmtl.validation import bad_label_message
 from helpers import leaf_copies, make_inputs
+from oracle import assert_match, oracle, run_both
 
 ALL = ("semantic", "instance", "depth")
-KENDALL = {"semantic": (1.0, 0.5), "instance": (0.5, 0.5), "depth": (0.5, 0.5)}
-
-
-def oracle(pred, tgt, log_vars=None, weights=None, ignore_index=255, class_weight=None):
-    """(total, {task: L_k}) from PyTorch ops; out-of-range labels count as ignored."""
-    tasks = [t for t in ALL if t in pred]
-    acc = lambda v: v.to(torch.float64 if v.dtype == torch.float64 else torch.float32)  # noqa: E731
-    losses, present = {}, {}
-    if "semantic" in pred:
-        x = acc(pred["semantic"])
-        t = tgt["semantic"].long()
-        valid = (t != ignore_index) & (t >= 0) & (t < x.shape[1])
-        present["semantic"] = bool(valid.any())
-        w = None if class_weight is None else class_weight.to(x.dtype)
-        losses["semantic"] = (F.cross_entropy(x, torch.where(valid, t, -100), weight=w,
-                                              ignore_index=-100)
-                              if present["semantic"] else x.sum() * 0)
-    if "instance" in pred:
-        o, g, m = acc(pred["instance"]), tgt["instance"], tgt["instance_mask"]
-        present["instance"] = bool(m.any())
-        pixels = lambda v: v.permute(0, 2, 3, 1)[m]  # noqa: E731  (pixels in the mask, 2 channels)
-        losses["instance"] = (F.l1_loss(pixels(o), pixels(g.to(o.dtype)), reduction="sum") / m.sum()
-                              if present["instance"] else o.sum() * 0)
-    if "depth" in pred:
-        d = acc(pred["depth"])
-        z = tgt["depth"].reshape(d.shape).to(d.dtype)
-        valid = torch.isfinite(z) & (z > 0)
-        present["depth"] = bool(valid.any())
-        losses["depth"] = F.l1_loss(d[valid], z[valid]) if present["depth"] else d.sum() * 0
-    total = 0.0
-    for k, name in enumerate(tasks):
-        if not present[name]:
-            continue
-        if log_vars is not None:
-            c, r = KENDALL[name]
-            # exp(-s) in the loss's precision, as the contract (and both backends) compute it:
-            # float32 log_vars with float64 predictions are not rounded through float32 here.
-            s = log_vars[k].to(losses[name].dtype)
-            total = total + c * torch.exp(-s) * losses[name] + r * s
-        else:
-            # multitask_loss holds fixed weights as float32
-            w = 1.0 if weights is None else torch.tensor(weights, dtype=torch.float32)[k].item()
-            total = total + w * losses[name]
-    return total, losses
-
-
-def run_both(pred, tgt, *, log_vars=None, weights=None, class_weight=None, ignore_index=255,
-             backward=lambda out: out[0].backward(), **kwargs):
-    """Kernel and oracle on separate leaf copies; returns both (total, losses, grads)."""
-    results = []
-    for use_kernel in (True, False):
-        p = leaf_copies(pred)
-        lv = None if log_vars is None else log_vars.detach().clone().requires_grad_(True)
-        if use_kernel:
-            out = fastmtl.multitask_loss(p, tgt, log_vars=lv, weights=weights, backend="triton",
-                                         class_weight=class_weight, ignore_index=ignore_index,
-                                         **kwargs)
-            total, losses = out.total, out.losses
-        else:
-            total, losses = oracle({k: v for k, v in p.items()}, tgt, lv, weights,
-                                   ignore_index, class_weight)
-            if not torch.is_tensor(total):
-                total = torch.zeros((), requires_grad=True) + total
-        backward((total, losses))
-        grads = {k: v.grad for k, v in p.items()}
-        if lv is not None:
-            grads["log_vars"] = lv.grad
-        results.append((total.detach(), {k: v.detach() for k, v in losses.items()}, grads))
-    return results
-
-
-def assert_match(kernel, expected, dtype=torch.float32):
-    (total, losses, grads), (r_total, r_losses, r_grads) = kernel, expected
-    tol = {torch.float64: dict(rtol=1e-9, atol=1e-12), torch.float32: dict(rtol=2e-5, atol=1e-6),
-           torch.bfloat16: dict(rtol=1e-4, atol=1e-5), torch.float16: dict(rtol=1e-4, atol=1e-5)}
-    torch.testing.assert_close(total, r_total.to(total.dtype), **tol[dtype])
-    assert losses.keys() == r_losses.keys()
-    for k in losses:
-        torch.testing.assert_close(losses[k], r_losses[k].to(losses[k].dtype), **tol[dtype])
-    for k, g in grads.items():
-        r = r_grads[k]
-        if r is None:
-            assert g is None or not g.any(), k
-            continue
-        assert g is not None and g.dtype == r.dtype if k == "log_vars" else g is not None, k
-        assert torch.isfinite(g).all(), k
-        if g.dtype in (torch.bfloat16, torch.float16):
-            # Stored in 8 (11) mantissa bits: compare to the fp32 oracle rounded once.
-            scale = r.float().abs().max().item() or 1.0
-            torch.testing.assert_close(g.float(), r.float(), rtol=1e-2, atol=1e-2 * scale)
-        else:
-            key = g.dtype if k != "log_vars" else dtype
-            torch.testing.assert_close(g, r.to(g.dtype), **tol[key])
 
 
 GRID = [

@@ -116,7 +116,7 @@ def _record(B, C, h, w, H, W, dtype=None, tasks=ALL, write_grad=True, class_weig
     """The launches (kernel, args, kwargs) of one forward and backward."""
     import torch
     from helpers import make_inputs
-    from test_upsample_loss import recorder
+    from helpers import launch_recorder
 
     from fastmtl.ops import upsample
 
@@ -134,7 +134,7 @@ def _record(B, C, h, w, H, W, dtype=None, tasks=ALL, write_grad=True, class_weig
             get(pred, "depth"), get(tgt, "depth")]
     positions = [tasks.index(n) if n in tasks else -1 for n in ALL]
     calls = []
-    record = recorder(calls)
+    record = launch_recorder(calls)
     outs = upsample._forward(record, *args, torch.zeros(len(tasks)), positions,
                              [1.0, 0.5, 0.5], [0.5, 0.5, 0.5], True, 255, align_corners,
                              write_grad)
@@ -195,13 +195,13 @@ def _wide_strides(ttir: str) -> bool:
 
 def _aot_main():
     import triton
-    from test_kernel_compile import _specialise
+    from compiled import specialise
     from triton.compiler import ASTSource
 
     variants, failures, seen = [], [], set()
     for tag, cfg in _configs():
         for kernel, args, kwargs in _record(**cfg):
-            _, _, signature, constexprs, _ = _specialise(kernel, args, kwargs, 90)
+            _, _, signature, constexprs, _ = specialise(kernel, args, kwargs, 90)
             key = (kernel.__name__, tuple(sorted(signature.items())),
                    tuple(sorted((str(k), str(v)) for k, v in constexprs.items())))
             if key in seen:
@@ -209,7 +209,7 @@ def _aot_main():
             seen.add(key)
             entry = dict(kernel=kernel.__name__, tag=tag, ptxas={})
             for arch, gpu in ((80, "sm_80"), (90, "sm_90a")):
-                target, options, signature, constexprs, attrs = _specialise(kernel, args,
+                target, options, signature, constexprs, attrs = specialise(kernel, args,
                                                                             kwargs, arch)
                 try:
                     compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs),
@@ -228,8 +228,8 @@ def _aot_main():
 def _compile_main():
     import torch
     from helpers import leaf_copies
-    from test_kernel_compile import trace_graphs
-    from test_upsample_loss import low_res_inputs
+    from tracing import trace_graphs
+    from helpers import low_res_inputs
 
     import fastmtl
 

@@ -2,7 +2,7 @@
 
 ``multitask_loss(..., upsample="bilinear", backend="triton")`` (on CPU through the
 Triton interpreter) against ``F.interpolate`` of the predictions followed by the
-loss written with F.cross_entropy / F.l1_loss (the oracle of test_kernel_fused),
+loss written with F.cross_entropy / F.l1_loss (tests/oracle.py),
 differentiated by autograd: total, per-task losses and the gradients of the
 low-resolution predictions and log-variances. Shapes are small: the interpreter
 runs one program at a time. The cases the kernel's work split makes risky are in
@@ -15,65 +15,11 @@ import torch.nn.functional as F
 import fastmtl
 from fastmtl.ops import upsample as ops_upsample
 from fastmtl.ops.common import interpreted
-from helpers import leaf_copies, make_inputs
-from test_kernel_fused import assert_match, oracle
+from helpers import launch_recorder, leaf_copies, low_res_inputs, random_class_weight
+from oracle import check_upsampled, oracle, run_both_upsampled
 
 ALL = ("semantic", "instance", "depth")
 LOG_VARS = torch.tensor([0.3, -0.4, 0.8])
-
-
-def low_res_inputs(B, C, h, w, H, W, dtype=torch.float32, tasks=ALL, seed=0, **target_kw):
-    """Predictions at h x w, targets at H x W."""
-    pred, _ = make_inputs(B=B, C=C, H=h, W=w, dtype=dtype, tasks=tasks, seed=seed)
-    _, tgt = make_inputs(B=B, C=C, H=H, W=W, tasks=tasks, seed=seed + 1, **target_kw)
-    return pred, tgt
-
-
-def run_both(pred, tgt, *, align_corners=False, log_vars=None, weights=None, class_weight=None,
-             ignore_index=255, backward=lambda out: out[0].backward(), **kwargs):
-    """(total, losses, grads) of the fused kernel and of F.interpolate + the oracle.
-
-    Half-precision predictions are interpolated in float32 for the oracle: the kernel
-    never rounds the interpolated values to the prediction dtype.
-    """
-    results = []
-    for fused in (True, False):
-        p = leaf_copies(pred)
-        lv = None if log_vars is None else log_vars.detach().clone().requires_grad_(True)
-        if fused:
-            out = fastmtl.multitask_loss(p, tgt, log_vars=lv, weights=weights, backend="triton",
-                                         class_weight=class_weight, ignore_index=ignore_index,
-                                         upsample="bilinear", align_corners=align_corners,
-                                         **kwargs)
-            total, losses = out.total, out.losses
-        else:
-            key = "semantic" if "semantic" in p else "instance_mask" if "instance" in p else "depth"
-            size = tuple(tgt[key].shape[-2:])
-            acc = lambda v: v if v.dtype == torch.float64 else v.float()  # noqa: E731
-            up = {k: F.interpolate(acc(v), size=size, mode="bilinear", align_corners=align_corners)
-                  for k, v in p.items()}
-            total, losses = oracle(up, tgt, lv, weights, ignore_index, class_weight)
-            if not torch.is_tensor(total):
-                total = torch.zeros((), requires_grad=True) + total
-        backward((total, losses))
-        grads = {k: v.grad for k, v in p.items()}
-        if lv is not None:
-            grads["log_vars"] = lv.grad
-        results.append((total.detach(), {k: v.detach() for k, v in losses.items()}, grads))
-    return results
-
-
-def check(pred, tgt, dtype=torch.float32, **kwargs):
-    kernel, expected = run_both(pred, tgt, **kwargs)
-    for k, g in kernel[2].items():
-        if k in pred:  # gradients come back at low resolution, in the prediction dtype
-            assert g.shape == pred[k].shape and g.dtype == pred[k].dtype, k
-    assert_match(kernel, expected, dtype)
-    return kernel
-
-
-def class_weight(C, seed=1):
-    return torch.rand(C, generator=torch.Generator().manual_seed(seed)) + 0.5
 
 
 # ------------------------------------------------------------------ bilinear weights
@@ -117,21 +63,21 @@ def test_axis_tables_are_pytorch_bilinear_weights(align_corners):
 def test_integer_scale_factors(scale, h, w, align_corners):
     pred, tgt = low_res_inputs(B=2 if scale < 8 else 1, C=19, h=h, w=w, H=scale * h,
                                W=scale * w, seed=scale)
-    check(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS, class_weight=class_weight(19))
+    check_upsampled(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS, class_weight=random_class_weight(19))
 
 
 @pytest.mark.parametrize("align_corners", [False, True])
 @pytest.mark.parametrize("h,w,H,W", [(3, 5, 17, 23), (4, 3, 9, 7), (1, 3, 5, 10), (5, 1, 6, 9)])
 def test_odd_and_non_integer_output_sizes(h, w, H, W, align_corners):
     pred, tgt = low_res_inputs(B=1, C=5, h=h, w=w, H=H, W=W, seed=H)
-    check(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS)
+    check_upsampled(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
 def test_dtypes(dtype):
     pred, tgt = low_res_inputs(B=1, C=7, h=3, w=3, H=10, W=12, dtype=dtype, seed=3)
     log_vars = LOG_VARS.double() if dtype == torch.float64 else LOG_VARS
-    kernel = check(pred, tgt, dtype, log_vars=log_vars, class_weight=class_weight(7))
+    kernel = check_upsampled(pred, tgt, dtype, log_vars=log_vars, class_weight=random_class_weight(7))
     assert kernel[0].dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
 
 
@@ -140,14 +86,14 @@ def test_dtypes(dtype):
                                    ("instance", "depth")])
 def test_task_subsets(tasks):
     pred, tgt = low_res_inputs(B=2, C=4, h=2, w=3, H=7, W=11, tasks=tasks, seed=len(tasks))
-    check(pred, tgt, align_corners=len(tasks) == 2, log_vars=LOG_VARS[:len(tasks)])
+    check_upsampled(pred, tgt, align_corners=len(tasks) == 2, log_vars=LOG_VARS[:len(tasks)])
 
 
 @pytest.mark.parametrize("target_dtype,ignore_index", [(torch.uint8, 255), (torch.int32, -1)])
 def test_ignored_labels_class_weights_and_label_dtypes(target_dtype, ignore_index):
     pred, tgt = low_res_inputs(B=2, C=6, h=3, w=2, H=12, W=8, seed=5, target_dtype=target_dtype,
                                ignore_frac=0.4, ignore_index=ignore_index)
-    check(pred, tgt, weights=[0.2, 1.5, 0.7], class_weight=class_weight(6),
+    check_upsampled(pred, tgt, weights=[0.2, 1.5, 0.7], class_weight=random_class_weight(6),
           ignore_index=ignore_index)
 
 
@@ -156,13 +102,13 @@ def test_strided_inputs():
     pred = {k: v.contiguous(memory_format=torch.channels_last) for k, v in pred.items()}
     tgt = {k: v.transpose(-1, -2).contiguous().transpose(-1, -2) for k, v in tgt.items()}
     tgt["depth"] = tgt["depth"][:, 0]  # (B, H, W) depth target
-    check(pred, tgt, align_corners=True, log_vars=LOG_VARS)
+    check_upsampled(pred, tgt, align_corners=True, log_vars=LOG_VARS)
 
 
 def test_gradient_through_task_losses_and_zero_weight():
     pred, tgt = low_res_inputs(B=1, C=5, h=3, w=3, H=8, W=9, seed=8)
     step = lambda out: (out[0] + 2 * out[1]["semantic"] - out[1]["depth"]).backward()  # noqa: E731
-    check(pred, tgt, weights=[0.0, 1.0, 0.5], backward=step)
+    check_upsampled(pred, tgt, weights=[0.0, 1.0, 0.5], backward=step)
 
 
 def test_empty_tasks_add_nothing():
@@ -185,7 +131,7 @@ def test_gradcheck_fp64():
     def total(*args):
         *preds, log_vars = args
         return fastmtl.multitask_loss(dict(zip(names, preds)), tgt, log_vars, backend="triton",
-                                      upsample="bilinear", class_weight=class_weight(3).double(),
+                                      upsample="bilinear", class_weight=random_class_weight(3).double(),
                                       check_labels=False).total
 
     inputs = [*leaf_copies(pred).values(), LOG_VARS.double().requires_grad_(True)]
@@ -194,19 +140,9 @@ def test_gradcheck_fp64():
 
 def test_deterministic():
     pred, tgt = low_res_inputs(B=1, C=5, h=3, w=2, H=11, W=7, seed=11)
-    (a, _), (b, _) = (run_both(pred, tgt, log_vars=LOG_VARS) for _ in range(2))
+    (a, _), (b, _) = (run_both_upsampled(pred, tgt, log_vars=LOG_VARS) for _ in range(2))
     assert torch.equal(a[0], b[0])
     assert all(torch.equal(a[2][k], b[2][k]) for k in a[2])
-
-
-def recorder(calls):
-    """Stands in for ``launch``: keeps (kernel, args, kwargs) instead of running the kernel."""
-    def launch(kernel):
-        class Grid:
-            def __getitem__(self, grid):
-                return lambda *args, **kwargs: calls.append((kernel, args, kwargs))
-        return Grid()
-    return launch
 
 
 def test_without_grad_no_gradient_buffers():
@@ -219,7 +155,7 @@ def test_without_grad_no_gradient_buffers():
     calls = []
     args = [pred["semantic"], tgt["semantic"], None, pred["instance"], tgt["instance"],
             tgt["instance_mask"], pred["depth"], tgt["depth"]]
-    outs = ops_upsample._forward(recorder(calls), *args, None, [0, 1, 2], [1.0, 0.5, 0.5],
+    outs = ops_upsample._forward(launch_recorder(calls), *args, None, [0, 1, 2], [1.0, 0.5, 0.5],
                                  [0.5, 0.5, 0.5], False, 255, False, False)
     assert all(outs[i].numel() == 0 for i in (3, 4, 5))
     assert [kw["WRITE_GRAD"] for kernel, _, kw in calls
@@ -234,11 +170,11 @@ def test_bad_label(bad_value):
     with pytest.raises(ValueError, match=rf"label {bad_value} outside .* at "
                                          rf"targets\['semantic'\]\[1, 3, 4\]$"):
         fastmtl.multitask_loss(pred, tgt, backend="triton", upsample="bilinear")
-    check(pred, tgt, check_labels=False)  # then it counts as ignored
+    check_upsampled(pred, tgt, check_labels=False)  # then it counts as ignored
 
 
 def test_bad_label_on_cuda_is_raised_by_the_next_call(monkeypatch):
-    """The CUDA path of the label check (read back one call late, as the fused op's),
+    """The CUDA path of the label check_upsampled (read back one call late, as the fused op's),
     forced on CPU tensors."""
     from fastmtl.ops import label_check
 
@@ -309,8 +245,8 @@ def test_matches_pytorch_on_gpu(dtype, align_corners):
     pred, tgt = low_res_inputs(B=2, C=19, h=33, w=64, H=257, W=512, dtype=dtype, seed=20)
     pred = {k: v.cuda() for k, v in pred.items()}
     tgt = {k: v.cuda() for k, v in tgt.items()}
-    check(pred, tgt, dtype, align_corners=align_corners, log_vars=LOG_VARS.cuda(),
-          class_weight=class_weight(19).cuda())
+    check_upsampled(pred, tgt, dtype, align_corners=align_corners, log_vars=LOG_VARS.cuda(),
+          class_weight=random_class_weight(19).cuda())
 
 
 @on_gpu

@@ -22,8 +22,10 @@ import torch
 import fastmtl
 from fastmtl.ops import upsample
 from fastmtl.ops.upsample_tiles import run_starts
-from helpers import leaf_copies
-from test_upsample_loss import LOG_VARS, check, class_weight, low_res_inputs, recorder
+from helpers import launch_recorder, leaf_copies, low_res_inputs, random_class_weight
+from oracle import check_upsampled
+
+LOG_VARS = torch.tensor([0.3, -0.4, 0.8])
 
 
 def forced_split(monkeypatch, strip_cells, band_rows, block_x=None):
@@ -48,7 +50,7 @@ def test_strip_band_and_window_borders(monkeypatch, strip_cells, band_rows, bloc
                                        align_corners):
     forced_split(monkeypatch, strip_cells, band_rows, block_x)
     pred, tgt = low_res_inputs(B=1, C=5, h=5, w=6, H=13, W=17, seed=30 + strip_cells)
-    check(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS, class_weight=class_weight(5))
+    check_upsampled(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS, class_weight=random_class_weight(5))
 
 
 def test_split_gradcheck_fp64(monkeypatch):
@@ -70,14 +72,14 @@ def test_split_gradcheck_fp64(monkeypatch):
 @pytest.mark.parametrize("h,w,H,W", [(1, 5, 4, 13), (4, 1, 9, 6), (1, 1, 3, 5), (2, 1, 3, 300)])
 def test_heads_one_row_or_column_high(h, w, H, W, align_corners):
     pred, tgt = low_res_inputs(B=1, C=4, h=h, w=w, H=H, W=W, seed=h * 10 + w)
-    check(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS)
+    check_upsampled(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS)
 
 
 @pytest.mark.parametrize("align_corners", [False, True])
 @pytest.mark.parametrize("h,w,H,W", [(3, 4, 10, 11), (6, 9, 7, 10), (2, 3, 19, 29)])
 def test_non_integer_factors(h, w, H, W, align_corners):
     pred, tgt = low_res_inputs(B=1, C=6, h=h, w=w, H=H, W=W, seed=H + W)
-    check(pred, tgt, align_corners=align_corners, weights=[1.0, 0.5, 2.0])
+    check_upsampled(pred, tgt, align_corners=align_corners, weights=[1.0, 0.5, 2.0])
 
 
 @pytest.mark.parametrize("n_in,n_out", [(1, 9), (4, 32), (5, 17), (7, 23), (13, 50), (32, 33)])
@@ -174,7 +176,7 @@ def _plan(B, C, h, w, H, W, dtype):
     calls = []
     inputs = [pred["semantic"], tgt["semantic"], None, pred["instance"], tgt["instance"],
               tgt["instance_mask"], pred["depth"], tgt["depth"]]
-    outs = upsample._forward(recorder(calls), *inputs, torch.zeros(3, **meta), [0, 1, 2],
+    outs = upsample._forward(launch_recorder(calls), *inputs, torch.zeros(3, **meta), [0, 1, 2],
                              [1.0, 0.5, 0.5], [0.5, 0.5, 0.5], True, 255, False, True)
     return calls, outs, [v for v in inputs if v is not None]
 
@@ -245,7 +247,7 @@ def _offsets_main():
     results = []
     for p, t, backend in ((far, far_tgt, "triton"), (leaf_copies(pred), tgt, "reference")):
         out = fastmtl.multitask_loss(p, t, backend=backend, upsample="bilinear",
-                                     class_weight=class_weight(3))
+                                     class_weight=random_class_weight(3))
         out.total.backward()
         results.append((out.total.detach(), p["semantic"].grad))
     (total, grad), (expected_total, expected_grad) = results
