@@ -62,8 +62,9 @@ def planes_load(x_ptr, x_off, x_sc, in_image, CLASSES: tl.constexpr):
     """The tile's logits as a tuple of CLASSES class planes of BLOCK_P pixels: no
     padding of the class axis, every load a V-element access along the pixels."""
     xs = ()
+    # tl.cast, not .to(): a stride of 1 arrives as a Python int (Triton specialises it).
     for c in tl.static_range(CLASSES):
-        xs = xs + (tl.load(x_ptr + x_off + c * x_sc.to(tl.int64), mask=in_image, other=0.0),)
+        xs = xs + (tl.load(x_ptr + x_off + c * tl.cast(x_sc, tl.int64), mask=in_image, other=0.0),)
     return xs
 
 
@@ -88,7 +89,7 @@ def planes_step(xs, t, w, scale, gx_ptr, g_off, gx_sc, in_image, CLASSES: tl.con
         for c in tl.static_range(CLASSES):
             p = _exp(xs[c].to(ACC) - lse)
             g = tl.where(t == c, p - 1.0, p) * ws
-            tl.store(gx_ptr + g_off + c * gx_sc.to(tl.int64), g.to(gx_ptr.dtype.element_ty),
+            tl.store(gx_ptr + g_off + c * tl.cast(gx_sc, tl.int64), g.to(gx_ptr.dtype.element_ty),
                      mask=in_image)
     return tl.where(t >= 0, w * (lse - x_t), 0.0)
 

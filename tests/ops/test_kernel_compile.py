@@ -115,6 +115,8 @@ def _inputs(tasks, C, dtype, target_dtype, layout, cw, requires_grad, shape=(2, 
                             tasks=tasks)
     if layout == "transposed":
         tgt = {k: v.transpose(-1, -2).contiguous().transpose(-1, -2) for k, v in tgt.items()}
+    if layout == "channels_last":  # the class stride is 1, which Triton passes as a constant
+        pred = {k: v.contiguous(memory_format=torch.channels_last) for k, v in pred.items()}
     pred = {k: v.requires_grad_(requires_grad) for k, v in pred.items()}
     weights = torch.rand(C) if cw else None
     return pred, tgt, weights
@@ -131,7 +133,8 @@ def _configs():
            ("C150-fp32-cw", dict(C=150, cw=True)), ("C150-bf16", dict(C=150, dtype=bf16)),
            ("C1", dict(C=1)), ("C2-u8", dict(C=2, target_dtype=torch.uint8)),
            ("C19-i32-cw", dict(target_dtype=torch.int32, cw=True)),
-           ("strided", dict(layout="transposed")), ("no-grad", dict(requires_grad=False)),
+           ("strided", dict(layout="transposed")), ("channels-last", dict(layout="channels_last")),
+           ("no-grad", dict(requires_grad=False)),
            ("weights", dict(coef="weights")), ("unweighted", dict(coef=None)),
            ("two-level", dict(shape=(2, 512, 512)))]  # > 1024 partials: two reduction levels
     for n in (1, 2):
