@@ -11,9 +11,13 @@ COLUMNS = """\
   evicted before each call; CPU: perf_counter), median and 25th-75th percentile over the repetitions.
 - wall ms, host ms: per-call overhead. wall: calls back to back, one synchronisation at the end,
   wall clock per call (the larger of device and host time); host: time to issue one call.
+- graph ms: device time of the same call captured once in a CUDA graph and replayed (same timer):
+  its kernels with no host work between them. Where median ms is larger, the GPU waited for the
+  host to issue the call's launches (CUDA only; blank where the call cannot be captured).
 - GB/s: minimal bytes of the cost model (each input read once, each gradient written once;
   `bytes/px` per pixel) divided by the median time.
-- % copy: that as a percentage of this device's `dst.copy_(src)` bandwidth, measured in this run.
+- % copy: that as a percentage of this device's `dst.copy_(src)` bandwidth, measured in this run;
+  % copy (graph): the same from graph ms.
 - peak MiB: peak memory allocated during one call beyond the inputs, gradients included (CUDA only).
 - peak/grads: that over the bytes of the gradients the call returns (fwd+bwd only).
 - vs X: X's median over this row's median; above 1 this row is faster than X.
@@ -59,14 +63,16 @@ def _ms(row: dict, key: str) -> str:
 
 def results_table(rows: list[dict]) -> str:
     header = ["impl", "size", "BxHxW", "C", "dtype", "mode", "median ms", "IQR ms", "wall ms",
-              "host ms", "bytes/px", "GB/s", "% copy", "peak MiB", "peak/grads"]
+              "host ms", "graph ms", "bytes/px", "GB/s", "% copy", "% copy (graph)", "peak MiB",
+              "peak/grads"]
     body = []
     for r in rows:
         peak = None if r["peak_bytes"] is None else r["peak_bytes"] / 2**20
         body.append([
             r["impl"], r["size"], r["shape"], str(r["classes"]), r["dtype"], r["mode"],
             _ms(r, "median_s"), f"{_ms(r, 'p25_s')}–{_ms(r, 'p75_s')}", _ms(r, "wall_s"),
-            _ms(r, "host_s"), str(r["bytes_per_pixel"]), num(r["gbps"], 1), num(r["pct_copy_bw"], 1),
+            _ms(r, "host_s"), _ms(r, "graph_median_s"), str(r["bytes_per_pixel"]), num(r["gbps"], 1),
+            num(r["pct_copy_bw"], 1), num(r.get("graph_pct_copy_bw"), 1),
             num(peak, 1), num(r["peak_over_gradients"], 2),
         ])
     return table(header, body)

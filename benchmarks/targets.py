@@ -76,6 +76,8 @@ def evaluate(result: dict) -> list[dict]:
         t = _pick(rows, "triton", 19, dtype)
         add(f"C=19 {dtype}: % of copy bandwidth", f">= {pct}%", "pct",
             t and t["pct_copy_bw"], lambda v, p=pct: v >= p, t, ("triton",))
+        add(f"C=19 {dtype}: % of copy bandwidth, graph replay", f">= {pct}%", "pct",
+            t and t.get("graph_pct_copy_bw"), lambda v, p=pct: v >= p, t, ("triton",))
     fp32, bf16 = _pick(rows, "triton", 19, "fp32"), _pick(rows, "triton", 19, "bf16")
     add("C=19: bf16 faster than fp32", "> 1x", "x",
         fp32["median_s"] / bf16["median_s"] if fp32 and bf16 else None, lambda v: v > 1,
@@ -90,6 +92,8 @@ def evaluate(result: dict) -> list[dict]:
         t = _pick(rows, "triton", 150, dtype)
         add(f"C=150 {dtype}: % of copy bandwidth", ">= 80%", "pct", t and t["pct_copy_bw"],
             lambda v: v >= 80, t, ("triton",))
+        add(f"C=150 {dtype}: % of copy bandwidth, graph replay", ">= 80%", "pct",
+            t and t.get("graph_pct_copy_bw"), lambda v: v >= 80, t, ("triton",))
         add(f"C=150 {dtype}: x torch.compile", ">= 1.5x", "x", _ratio(t, "compile"),
             lambda v: v >= 1.5, t, ("triton", "compile"))
     for dtype in DTYPES:

@@ -12,6 +12,12 @@ larger of the device time and the host time to issue a call; the host time is
 ``perf_counter`` around each call without synchronising. When the device time is
 tiny, launch and Python costs show as wall clock above the device time.
 
+Graph replay (``graph_times``, CUDA): the call captured once in a CUDA graph and
+replayed under the same timer: the device's time for the call's kernels with no
+host work between them, what the call costs inside a captured training step or
+when the host runs ahead of the GPU. The median above includes any time the GPU
+waits for the host to issue the call's launches.
+
 Kernels (``kernel_times``, CUDA): ``torch.profiler`` over a few calls, each GPU
 kernel's device time per call, so a row says which launch its time went to.
 """
@@ -100,6 +106,28 @@ def wall_and_host(fn, device: torch.device, repeats: int) -> dict:
         host.append(time.perf_counter() - t)
     _sync(device)
     return {"wall_s": (time.perf_counter() - start) / repeats, "host_s": statistics.median(host)}
+
+
+def graph_times(fn, device: torch.device, repeats: int) -> list[float] | None:
+    """Seconds per replay of ``fn()`` captured in a CUDA graph (CUDA only), timed as ``measure``."""
+    if device.type != "cuda":
+        return None
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    try:
+        if timer_name(device) != "triton.testing.do_bench":
+            return _event_loop(graph.replay, device, repeats)
+        return do_bench_times(graph.replay, lambda: torch.cuda.synchronize(device), repeats)
+    finally:
+        del out, graph
+        release(device)
 
 
 def kernel_times(fn, device: torch.device, calls: int = 3, keep: int = 8) -> dict | None:
