@@ -125,6 +125,10 @@ register(Implementation(
 register(Implementation(
     "triton", "fastmtl fused Triton kernel (backend='triton')",
     lambda check_labels=False: _fastmtl("triton", check_labels), _triton_unavailable))
+register(Implementation(
+    "triton-check-labels", "the fused Triton kernel with the default label check "
+    "(check_labels=True, one device sync)",
+    lambda check_labels=True: _fastmtl("triton", True), _triton_unavailable))
 
 
 # --- heads at 1/8 resolution, bilinear upsampling to the targets (docs/upsample.md) ---

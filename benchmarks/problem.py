@@ -71,7 +71,7 @@ def minimal_bytes_per_pixel(classes: int, dtype: torch.dtype, target_dtype: torc
 
     that is ``(2C + 9) e + e_t + 1`` with gradients and ``(C + 6) e + e_t + 1``
     for the forward alone. At fp32, C=19, int64 labels: 197 B per pixel
-    (DESIGN.md, "Bytes per pixel"), 3.3 GB for 8 x 1024 x 2048. The (K,)
+    (docs/benchmarks.md, "bytes/px"), 3.3 GB for 8 x 1024 x 2048. The (K,)
     log-variances are negligible and not counted.
     """
     e = torch.empty((), dtype=dtype).element_size()
@@ -89,14 +89,10 @@ def gradient_bytes(problem: Problem) -> int:
     return problem.pixels * (problem.classes + 3) * e + 3 * 4
 
 
-def make_inputs(problem: Problem, device: torch.device, seed: int = 0):
-    """Synthetic predictions, targets and log-variances, as a training step would see them.
-
-    About 10% of semantic labels are ignore_index, half the pixels belong to an
-    instance and 10% of depth targets are missing (0). Predictions and
-    ``log_vars`` are leaves that require grad.
-    """
-    gen = torch.Generator(device=device).manual_seed(seed)
+def make_targets(problem: Problem, device: torch.device, gen: torch.Generator) -> dict:
+    """Synthetic targets as a data loader gives them: ~10% of labels ``ignore_index``, half the
+    pixels inside an instance, ~10% of depth targets missing (0). Regression targets take the
+    problem's dtype."""
     B, H, W, C = problem.batch, problem.height, problem.width, problem.classes
     dtype = DTYPES[problem.dtype]
 
@@ -108,19 +104,27 @@ def make_inputs(problem: Problem, device: torch.device, seed: int = 0):
     labels[torch.rand(B, H, W, generator=gen, device=device) < 0.1] = IGNORE_INDEX
     depth_target = rand(B, 1, H, W, scale=80.0)
     depth_target[torch.rand(B, 1, H, W, generator=gen, device=device) < 0.1] = 0
-
-    predictions = {
-        "semantic": torch.randn(B, C, H, W, generator=gen, device=device, dtype=dtype),
-        "instance": rand(B, 2, H, W, scale=10.0, normal=True),
-        "depth": rand(B, 1, H, W, scale=80.0),
-    }
-    for p in predictions.values():
-        p.requires_grad_(True)
-    targets = {
+    return {
         "semantic": labels.to(TARGET_DTYPES[problem.target_dtype]),
         "instance": rand(B, 2, H, W, scale=10.0, normal=True),
         "instance_mask": torch.rand(B, H, W, generator=gen, device=device) < 0.5,
         "depth": depth_target,
     }
+
+
+def make_inputs(problem: Problem, device: torch.device, seed: int = 0):
+    """Synthetic predictions, targets (``make_targets``) and log-variances, as a training step
+    would see them. Predictions and ``log_vars`` are leaves that require grad."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    B, H, W, C = problem.batch, problem.height, problem.width, problem.classes
+    dtype = DTYPES[problem.dtype]
+    predictions = {
+        "semantic": torch.randn(B, C, H, W, generator=gen, device=device, dtype=dtype),
+        "instance": (torch.randn(B, 2, H, W, generator=gen, device=device) * 10.0).to(dtype),
+        "depth": (torch.rand(B, 1, H, W, generator=gen, device=device) * 80.0).to(dtype),
+    }
+    for p in predictions.values():
+        p.requires_grad_(True)
+    targets = make_targets(problem, device, gen)
     log_vars = torch.zeros(3, device=device, requires_grad=True)
     return predictions, targets, log_vars

@@ -1,14 +1,21 @@
-"""Speed-ups and the markdown table written beside the JSON (and printed)."""
+"""Speed-ups and the markdown written beside a loss-benchmark JSON (and printed).
+
+Standard library only, so results can be reported where torch is not importable.
+"""
 from __future__ import annotations
 
+from benchmarks import targets
+
 COLUMNS = """\
-- median ms, IQR ms, min ms: time of one call (CUDA events on GPU, perf_counter on CPU);
-  IQR is the 25th-75th percentile range over the repetitions.
+- median ms, IQR ms: device time of one call (CUDA: triton.testing.do_bench, CUDA events with L2
+  evicted before each call; CPU: perf_counter), median and 25th-75th percentile over the repetitions.
+- wall ms, host ms: per-call overhead. wall: calls back to back, one synchronisation at the end,
+  wall clock per call (the larger of device and host time); host: time to issue one call.
 - GB/s: minimal bytes of the cost model (each input read once, each gradient written once;
   `bytes/px` per pixel) divided by the median time.
 - % copy: that as a percentage of this device's `dst.copy_(src)` bandwidth, measured in this run.
 - peak MiB: peak memory allocated during one call beyond the inputs, gradients included (CUDA only).
-- peak/grads: that over the bytes of the gradient buffers (fwd+bwd only).
+- peak/grads: that over the bytes of the gradients the call returns (fwd+bwd only).
 - vs X: X's median over this row's median; above 1 this row is faster than X.
 """
 
@@ -27,7 +34,7 @@ def add_speedups(rows: list[dict]) -> None:
         r["speedup"] = {p: t / r["median_s"] for p, t in peers.items() if p != r["impl"]}
 
 
-def _num(v, digits=3) -> str:
+def num(v, digits=3) -> str:
     if v is None:
         return "—"
     if abs(v) >= 100:
@@ -37,43 +44,78 @@ def _num(v, digits=3) -> str:
     return f"{v:.{digits}f}"
 
 
-def _table(header: list[str], body: list[list[str]]) -> str:
+def table(header: list[str], body: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), rule, *map(line, body)])
 
 
+def _ms(row: dict, key: str) -> str:
+    return num(None if row.get(key) is None else row[key] * 1e3)
+
+
 def results_table(rows: list[dict]) -> str:
-    peers = list(dict.fromkeys(r["impl"] for r in rows))
-    header = ["impl", "size", "BxHxW", "C", "dtype", "mode", "median ms", "IQR ms", "min ms",
-              "bytes/px", "GB/s", "% copy", "peak MiB", "peak/grads", *[f"vs {p}" for p in peers]]
+    header = ["impl", "size", "BxHxW", "C", "dtype", "mode", "median ms", "IQR ms", "wall ms",
+              "host ms", "bytes/px", "GB/s", "% copy", "peak MiB", "peak/grads"]
     body = []
     for r in rows:
-        ms = lambda k: r[k] * 1e3  # noqa: E731
         peak = None if r["peak_bytes"] is None else r["peak_bytes"] / 2**20
         body.append([
             r["impl"], r["size"], r["shape"], str(r["classes"]), r["dtype"], r["mode"],
-            _num(ms("median_s")), f"{_num(ms('p25_s'))}–{_num(ms('p75_s'))}", _num(ms("min_s")),
-            str(r["bytes_per_pixel"]), _num(r["gbps"], 1), _num(r["pct_copy_bw"], 1), _num(peak, 1),
-            _num(r["peak_over_gradients"], 2),
-            *["—" if p == r["impl"] else (f"{r['speedup'][p]:.2f}x" if p in r["speedup"] else "")
-              for p in peers],
+            _ms(r, "median_s"), f"{_ms(r, 'p25_s')}–{_ms(r, 'p75_s')}", _ms(r, "wall_s"),
+            _ms(r, "host_s"), str(r["bytes_per_pixel"]), num(r["gbps"], 1), num(r["pct_copy_bw"], 1),
+            num(peak, 1), num(r["peak_over_gradients"], 2),
         ])
-    return _table(header, body)
+    return table(header, body)
+
+
+def speedup_table(rows: list[dict]) -> str:
+    peers = list(dict.fromkeys(r["impl"] for r in rows))
+    header = ["impl", "BxHxW", "C", "dtype", "mode", *[f"vs {p}" for p in peers]]
+    body = [[r["impl"], r["shape"], str(r["classes"]), r["dtype"], r["mode"],
+             *["—" if p == r["impl"] else (f"{r['speedup'][p]:.2f}x" if p in r["speedup"] else "")
+               for p in peers]] for r in rows]
+    return table(header, body)
+
+
+def overhead_rows(rows: list[dict]) -> list[dict]:
+    """The rows of the smallest shape measured, when wall and host times were recorded."""
+    timed = [r for r in rows if r.get("wall_s") is not None]
+    if not timed:
+        return []
+    smallest = min(r["pixels"] for r in timed)
+    return [r for r in timed if r["pixels"] == smallest]
+
+
+def overhead_table(rows: list[dict]) -> str:
+    header = ["impl", "BxHxW", "C", "dtype", "mode", "device ms", "wall ms", "host ms"]
+    return table(header, [[r["impl"], r["shape"], str(r["classes"]), r["dtype"], r["mode"],
+                           _ms(r, "median_s"), _ms(r, "wall_s"), _ms(r, "host_s")] for r in rows])
 
 
 def markdown(result: dict) -> str:
     dev, v, copy = result["device"], result["versions"], result["copy_bandwidth"]
-    s = result["settings"]
+    s, rows = result["settings"], result["results"]
     out = [f"# fastmtl loss benchmarks: {dev['name']} ({dev['type']}), {result['date']}", "",
            "```", result["command"], "```", "",
            "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val is not None) + ".", "",
            f"Copy bandwidth: {copy['gbps']:.1f} GB/s (`dst.copy_(src)` of {copy['bytes'] / 2**20:.0f} MiB, "
            f"bytes counted twice, median of {copy['repeats']}).", "",
-           f"Labels {s['target_dtype']}; median of {s['repeats']} repetitions after {s['warmup']} "
-           f"warm-up calls; label check {'on' if s['check_labels'] else 'off'}.", ""]
-    out += [results_table(result["results"]) if result["results"] else "No case ran.", "", COLUMNS]
+           f"Labels {s['target_dtype']}; timer {s.get('timer', 'CUDA events / perf_counter')}, about "
+           f"{s['repeats']} repetitions after {s['warmup']} warm-up calls; label check "
+           f"{'on' if s['check_labels'] else 'off'} (except `triton-check-labels`).", ""]
+    if result.get("partial"):
+        out += [f"Partial: {result['partial']}", ""]
+    if not rows:
+        out += ["No case ran.", ""]
+    else:
+        out += ["## Targets", "", targets.table(targets.evaluate(result)), "",
+                "## Results", "", results_table(rows), "", "## Speed-ups", "", speedup_table(rows), ""]
+        small = overhead_rows(rows)
+        if small:
+            out += ["## Per-call overhead (smallest shape)", "", overhead_table(small), ""]
+        out += [COLUMNS]
     if result["skipped"]:
         out.append("Skipped:")
         for sk in result["skipped"]:

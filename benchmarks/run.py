@@ -2,22 +2,22 @@
 
 Each case is one problem (size x classes x dtype) and one mode: "fwd+bwd" (the
 total and the gradients of the three predictions and log_vars) or "fwd" (the
-total under no_grad). Reported per case: median time and quartiles, achieved
-GB/s on the minimal bytes of ``problem.minimal_bytes_per_pixel``, that as a
-percentage of the device's copy bandwidth measured in the same run, peak memory
-above the inputs (CUDA), and the speed-up against every other implementation.
+total under no_grad). Reported per case: device time (median, quartiles), wall
+clock and host time per call, achieved GB/s on the minimal bytes of
+``problem.minimal_bytes_per_pixel``, that as a percentage of the device's copy
+bandwidth measured in the same run, peak memory above the inputs (CUDA), the
+speed-up against every other implementation and the performance targets
+(``benchmarks/targets.py``). The JSON and markdown are rewritten after every
+problem, so a run that is stopped keeps what it measured.
+
+``python -m benchmarks train-step --help``: the whole-training-step benchmark.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import json
-import os
-import platform
-import re
 import shlex
-import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -25,9 +25,12 @@ from pathlib import Path
 import torch
 
 from benchmarks import report
+from benchmarks.environment import environment
 from benchmarks.implementations import IMPLEMENTATIONS, step
-from benchmarks.problem import DTYPES, SIZES, TARGET_DTYPES, Problem, gradient_bytes, parse_size
-from benchmarks.timing import copy_bandwidth, measure, peak_memory_above_inputs, release, summarize
+from benchmarks.problem import DTYPES, SIZES, TARGET_DTYPES, Problem, parse_size
+from benchmarks.targets import TARGET_SUITE
+from benchmarks.timing import (copy_bandwidth, measure, peak_memory_above_inputs, release,
+                               summarize, timer_name, wall_and_host)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MODES = ("fwd+bwd", "fwd")
@@ -50,6 +53,10 @@ def _list(values):
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", choices=["targets"],
+                   help="run the cases the performance targets are read from (benchmarks/targets.py): "
+                   "C=19 full, C=150 half, a 2x128x256 per-call overhead case; --sizes replaces "
+                   "their sizes, --classes/--dtypes/--impls narrow them")
     p.add_argument("--quick", action="store_true",
                    help=f"few repetitions and one size: 'full' on CUDA, {QUICK_CPU_SIZE} on CPU; C=19")
     p.add_argument("--device", nargs="+", help="cuda and/or cpu (default: cuda if available, else cpu)")
@@ -74,6 +81,7 @@ def parse_args(argv):
     p.add_argument("--check-labels", action="store_true",
                    help="keep fastmtl's label-range check on (it synchronises; off by default)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="where JSON/markdown go")
+    p.add_argument("--stem", help="file name without suffix (default <device>-<date>)")
     p.add_argument("--plot", action="store_true", help="also write a PNG plot next to the JSON")
     p.add_argument("--list", action="store_true", help="list the implementations and exit")
     args = p.parse_args(argv)
@@ -84,16 +92,23 @@ def parse_args(argv):
         bad = [v for v in getattr(args, name) or [] if v not in allowed]
         if bad:
             p.error(f"--{name.replace('_', '-')}: unknown {bad}; choose from {list(allowed)}")
+    try:
+        for size in args.sizes or []:
+            parse_size(size)
+        args.classes = [int(c) for c in args.classes] if args.classes else None
+    except ValueError as exc:
+        p.error(str(exc))
     return args
 
 
 def settings_for(args, device: torch.device) -> dict:
     d = {k: v[0 if args.quick else 1] for k, v in DEFAULTS[device.type].items()}
     return {
+        "suite": args.suite,
         "quick": args.quick,
         "sizes": args.sizes or d["sizes"],
         "small_batch": args.small_batch,
-        "classes": [int(c) for c in args.classes] if args.classes else d["classes"],
+        "classes": args.classes or d["classes"],
         "dtypes": args.dtypes or ["fp32", "bf16"],
         "target_dtype": args.target_dtype,
         "modes": args.modes or list(MODES),
@@ -101,75 +116,23 @@ def settings_for(args, device: torch.device) -> dict:
         "warmup": args.warmup if args.warmup is not None else d["warmup"],
         "copy_mib": args.copy_mib or d["copy_mib"],
         "check_labels": args.check_labels,
+        "timer": timer_name(device),
     }
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _command(cmd: list[str]) -> str | None:
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def environment(device: torch.device) -> dict:
-    """Device description and versions, recorded with every result."""
-    try:
-        import triton
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    import fastmtl
-
-    repo = Path(__file__).resolve().parent.parent
-    env = {
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "triton": triton_version,
-            "liger_kernel": _version("liger-kernel"),
-            "fastmtl": fastmtl.__version__,
-            "fastmtl_git": _command(["git", "-C", str(repo), "describe", "--always", "--dirty"]),
-            "platform": platform.platform(),
-        },
-    }
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        smi = _command(["nvidia-smi", f"--id={device.index or 0}",
-                        "--query-gpu=driver_version", "--format=csv,noheader"])
-        env["versions"].update({"cuda_runtime": torch.version.cuda, "driver": smi
-                                or "unknown (nvidia-smi unavailable)"})
-        env["device"] = {"type": "cuda", "name": props.name, "slug": slug(props.name),
-                         "memory_bytes": props.total_memory,
-                         "multiprocessors": props.multi_processor_count,
-                         "capability": f"{props.major}.{props.minor}"}
-    else:
-        name = _cpu_name()
-        env["versions"]["driver"] = None
-        env["device"] = {"type": "cpu", "name": name, "slug": "cpu-" + slug(name),
-                         "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    return env
+def cases(args, s: dict) -> list[tuple[str, int, str, tuple | None]]:
+    """(size, classes, dtype, implementations or None for all) in the order they run."""
+    if not args.suite:
+        return [(size, c, dtype, None) for size in s["sizes"] for c in s["classes"] for dtype in s["dtypes"]]
+    merged: dict[tuple, set] = {}
+    for suite_size, c, dtypes, impls in TARGET_SUITE:
+        for size in args.sizes or [suite_size]:
+            for dtype in dtypes:
+                if (args.classes and c not in args.classes) or (args.dtypes and dtype not in args.dtypes):
+                    continue
+                merged.setdefault((size, c, dtype), set()).update(impls)
+    return [(size, c, dtype, tuple(i for i in IMPLEMENTATIONS if i in impls))
+            for (size, c, dtype), impls in merged.items()]
 
 
 def _error(exc: BaseException) -> str:
@@ -179,40 +142,54 @@ def _error(exc: BaseException) -> str:
     return f"error: {type(exc).__name__}: {first[:200]}"
 
 
-def run_device(device: torch.device, args, command: str) -> dict:
-    s = settings_for(args, device)
-    env = environment(device)
-    print(f"\n== {env['device']['name']} ({device.type}) ==", flush=True)
-    copy = copy_bandwidth(device, s["copy_mib"] * 2**20)
-    release(device)
-    print(f"copy bandwidth: {copy['gbps']:.1f} GB/s ({s['copy_mib']} MiB dst.copy_(src))", flush=True)
-
-    impls, skipped = [], []
-    for name in args.impls or list(IMPLEMENTATIONS):
+def available(names, device: torch.device, explicit: bool, skipped: list) -> list:
+    """The implementations among ``names`` that can run here; the others go to ``skipped``."""
+    impls = []
+    for name in names:
         impl = IMPLEMENTATIONS[name]
         reason = impl.unavailable(device)
-        if reason is None and impl.slow_on_cpu and device.type == "cpu" and not args.impls:
+        if reason is None and impl.slow_on_cpu and device.type == "cpu" and not explicit:
             reason = "torch.compile is slow on CPU; name it in --impls to run it"
         if reason:
             skipped.append({"impl": name, "case": None, "reason": reason})
         else:
             impls.append(impl)
+    return impls
 
-    rows = []
-    for size in s["sizes"]:
+
+def run_device(device: torch.device, args, command: str, save=lambda result: None) -> dict:
+    """Every case on ``device``; ``save(result)`` is called after each problem with the rows so far."""
+    s = settings_for(args, device)
+    print(f"\n== {device.type}: timer {s['timer']} ==", flush=True)
+    result = {"schema": 2, "kind": "loss", "date": datetime.date.today().isoformat(),
+              "command": command, **environment(device), "settings": s,
+              "implementations": {k: v.description for k, v in IMPLEMENTATIONS.items()},
+              "results": [], "skipped": [], "partial": "copy bandwidth being measured"}
+    print(f"{result['device']['name']}", flush=True)
+    result["copy_bandwidth"] = copy_bandwidth(device, s["copy_mib"] * 2**20)
+    release(device)
+    print(f"copy bandwidth: {result['copy_bandwidth']['gbps']:.1f} GB/s ({s['copy_mib']} MiB "
+          "dst.copy_(src))", flush=True)
+
+    skipped, rows = result["skipped"], result["results"]
+    todo = cases(args, s)
+    s["cases"] = [f"{size} C={c} {dtype}" for size, c, dtype, _ in todo]
+    in_cases = {i for *_, wanted in todo for i in (wanted or IMPLEMENTATIONS)}
+    names = [i for i in args.impls or IMPLEMENTATIONS if i in in_cases]
+    impls = {i.name: i for i in available(names, device, bool(args.impls), skipped)}
+    for n, (size, classes, dtype, wanted) in enumerate(todo):
+        result["partial"] = f"{n} of {len(todo)} problems done"
+        save(result)
         label, (b, h, w) = parse_size(size, s["small_batch"])
-        for classes in s["classes"]:
-            for dtype in s["dtypes"]:
-                problem = Problem(label, b, h, w, classes, dtype, s["target_dtype"])
-                rows += run_problem(problem, impls, s, device, skipped)
-                release(device)
-    for row in rows:
-        row["pct_copy_bw"] = 100 * row["gbps"] / copy["gbps"]
-    report.add_speedups(rows)
-    return {"schema": 1, "date": datetime.date.today().isoformat(), "command": command,
-            **env, "settings": s, "copy_bandwidth": copy,
-            "implementations": {k: v.description for k, v in IMPLEMENTATIONS.items()},
-            "results": rows, "skipped": skipped}
+        problem = Problem(label, b, h, w, classes, dtype, s["target_dtype"])
+        chosen = [impls[i] for i in (wanted or names) if i in impls]
+        rows += run_problem(problem, chosen, s, device, skipped)
+        release(device)
+        for row in rows:
+            row["pct_copy_bw"] = 100 * row["gbps"] / result["copy_bandwidth"]["gbps"]
+        report.add_speedups(rows)
+    del result["partial"]
+    return result
 
 
 def run_problem(problem: Problem, impls, s: dict, device, skipped: list) -> list[dict]:
@@ -227,8 +204,10 @@ def run_problem(problem: Problem, impls, s: dict, device, skipped: list) -> list
                     inputs[impl.inputs] = impl.inputs(problem, device)
                 args = inputs[impl.inputs]
                 loss = impl.build(check_labels=s["check_labels"])
-                times = measure(lambda: step(loss, *args, backward), device, s["warmup"], s["repeats"])
-                peak = peak_memory_above_inputs(lambda: step(loss, *args, backward), device)
+                call = lambda: step(loss, *args, backward)  # noqa: E731
+                times = measure(call, device, s["warmup"], s["repeats"])
+                overhead = wall_and_host(call, device, s["repeats"])
+                peak = peak_memory_above_inputs(call, device)
             except Exception as exc:  # one failing peer must not end the run
                 if not isinstance(exc, torch.OutOfMemoryError):
                     traceback.print_exc()
@@ -237,27 +216,34 @@ def run_problem(problem: Problem, impls, s: dict, device, skipped: list) -> list
                 skipped.append({"impl": impl.name, "case": f"{case}, {mode}", "reason": error})
                 release(device)
                 continue
-            rows.append(result_row(problem, impl.name, mode, summarize(times), peak))
+            grads = sum(t.numel() * t.element_size() for t in [*args[0].values(), args[2]])
+            rows.append(result_row(problem, impl.name, mode, summarize(times), overhead, peak,
+                                   grads if backward else None))
             r = rows[-1]
             print(f"{impl.name:>22} {case:<32} {mode:<8} {r['median_s'] * 1e3:9.3f} ms "
-                  f"{r['gbps']:8.1f} GB/s", flush=True)
+                  f"{r['gbps']:8.1f} GB/s  wall {r['wall_s'] * 1e3:.3f} ms  host {r['host_s'] * 1e3:.3f} ms",
+                  flush=True)
     return rows
 
 
-def result_row(problem: Problem, impl: str, mode: str, stats: dict, peak) -> dict:
-    backward = mode == "fwd+bwd"
-    nbytes = problem.minimal_bytes(backward)
-    grads = gradient_bytes(problem) if backward else None
+def result_row(problem: Problem, impl: str, mode: str, stats: dict, overhead: dict, peak,
+               grads: int | None) -> dict:
+    nbytes = problem.minimal_bytes(mode == "fwd+bwd")
     return {
         "impl": impl, "size": problem.size, "shape": problem.shape, "batch": problem.batch,
         "height": problem.height, "width": problem.width, "pixels": problem.pixels,
         "classes": problem.classes, "dtype": problem.dtype, "target_dtype": problem.target_dtype,
-        "mode": mode, **stats,
+        "mode": mode, **stats, **overhead,
         "bytes_per_pixel": nbytes // problem.pixels, "minimal_bytes": nbytes,
         "gbps": nbytes / stats["median_s"] / 1e9,
         "peak_bytes": peak, "gradient_bytes": grads,
         "peak_over_gradients": None if peak is None or not grads else peak / grads,
     }
+
+
+def write(result: dict, stem: Path) -> None:
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(report.markdown(result))
 
 
 def main(argv=None) -> int:
@@ -271,17 +257,26 @@ def main(argv=None) -> int:
     if "cuda" in devices and not torch.cuda.is_available():
         print("--device cuda: CUDA is not available here", file=sys.stderr)
         return 2
+    if args.stem and len(devices) > 1:
+        print("--stem names one file: give one --device with it", file=sys.stderr)
+        return 2
     if args.cpu_threads:
         torch.set_num_threads(args.cpu_threads)
     command = "python -m benchmarks " + shlex.join(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in devices:
-        result = run_device(torch.device(name), args, command)
-        stem = args.out / f"{result['device']['slug']}-{result['date']}"
-        table = report.markdown(result)
-        stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-        stem.with_suffix(".md").write_text(table)
-        print("\n" + table)
+        device = torch.device(name)
+        stems = {}
+
+        def save(result):
+            stem = stems.setdefault("stem", args.out / (args.stem or
+                                    f"{result['device']['slug']}-{result['date']}"))
+            write(result, stem)
+
+        result = run_device(device, args, command, save)
+        save(result)
+        stem = stems["stem"]
+        print("\n" + report.markdown(result))
         print(f"wrote {stem}.json and {stem}.md")
         if args.plot:
             from benchmarks.plot import plot

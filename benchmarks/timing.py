@@ -1,8 +1,16 @@
 """Timers, copy bandwidth and peak memory.
 
-CUDA: each repetition is bracketed by CUDA events, after a write of 256 MiB
-that evicts the inputs from L2 (untimed), so every repetition reads from HBM.
-CPU: ``time.perf_counter`` around each repetition.
+Device time, CUDA: ``triton.testing.do_bench``. Before every repetition it
+zero-fills a 256 MiB buffer (evicting the inputs from L2, so each repetition
+reads from HBM), then brackets the call with CUDA events. The number of
+repetitions is set from a time budget of about ``repeats`` calls. Without
+triton the same loop is run by hand. CPU: ``time.perf_counter`` around each call.
+
+Per-call overhead (``wall_and_host``): ``repeats`` calls back to back with one
+synchronisation at the end, no L2 eviction. Their wall clock per call is the
+larger of the device time and the host time to issue a call; the host time is
+``perf_counter`` around each call without synchronising. When the device time is
+tiny, launch and Python costs show as wall clock above the device time.
 """
 from __future__ import annotations
 
@@ -15,8 +23,23 @@ import torch
 L2_FLUSH_BYTES = 256 * 2**20
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timer_name(device: torch.device) -> str:
+    if device.type != "cuda":
+        return "time.perf_counter"
+    try:
+        import triton.testing  # noqa: F401
+    except ImportError:
+        return "CUDA events (triton not importable)"
+    return "triton.testing.do_bench"
+
+
 def measure(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
-    """Seconds per call of ``fn()`` for ``repeats`` calls after ``warmup`` untimed ones."""
+    """Seconds per call of ``fn()``: about ``repeats`` timed calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     if device.type != "cuda":
@@ -26,6 +49,30 @@ def measure(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
             fn()
             times.append(time.perf_counter() - start)
         return times
+    if timer_name(device) != "triton.testing.do_bench":
+        return _event_loop(fn, device, repeats)
+    return do_bench_times(fn, lambda: torch.cuda.synchronize(device), repeats)
+
+
+def do_bench_times(fn, sync, repeats: int) -> list[float]:
+    """``triton.testing.do_bench`` with a time budget of about ``repeats`` calls; seconds per call."""
+    from triton.testing import do_bench
+
+    estimate_ms = 1e3 * statistics.median(_synced_call(fn, sync) for _ in range(3))
+    budget = max(estimate_ms, 1e-3)
+    times_ms = do_bench(fn, warmup=budget, rep=repeats * budget, return_mode="all")
+    return [t / 1e3 for t in times_ms]
+
+
+def _synced_call(fn, sync) -> float:
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
+def _event_loop(fn, device: torch.device, repeats: int) -> list[float]:
     flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device=device)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
@@ -37,6 +84,19 @@ def measure(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
         end.record()
     torch.cuda.synchronize(device)
     return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]
+
+
+def wall_and_host(fn, device: torch.device, repeats: int) -> dict:
+    """Wall clock per call of back-to-back calls, and the median host time to issue one call."""
+    host = []
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        host.append(time.perf_counter() - t)
+    _sync(device)
+    return {"wall_s": (time.perf_counter() - start) / repeats, "host_s": statistics.median(host)}
 
 
 def summarize(times: list[float]) -> dict:

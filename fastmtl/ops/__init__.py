@@ -28,6 +28,7 @@ def _register_source_kernels() -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules["fastmtl.kernels"] = module
     spec.loader.exec_module(module)
+    sys.modules["fastmtl"].kernels = module
 
 
 _register_source_kernels()

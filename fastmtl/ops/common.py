@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.library import wrap_triton
 
-from fastmtl import kernels as K
+import fastmtl.kernels as K
 
 TASK_SLOTS = ("semantic", "instance", "depth")  # the kernels' slot order
 REDUCE_BLOCK = 1024  # partial sums a reduction program reads per step

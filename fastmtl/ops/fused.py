@@ -53,7 +53,7 @@ import triton
 from torch import Tensor
 from torch.library import triton_op
 
-from fastmtl import kernels as K
+import fastmtl.kernels as K
 from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, bchw_strides, bhw_strides,
                                 check_device, device_guard, is_real, launcher)
 from fastmtl.validation import bad_label_message

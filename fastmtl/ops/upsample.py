@@ -14,7 +14,7 @@ holding the (B, C, H, W) upsampled logits or their gradient:
    of the losses, normalisers and bad labels, and the gradient with respect to
    the interpolated values gathered into four low-resolution buffers, one per
    bilinear tap.
-3. ``prepare_kernel`` and ``finalize_kernel`` (``kernels/``, as in ``fastmtl.ops.fused``) add the partial
+3. ``prepare_kernel`` and ``finalize_kernel`` (as in ``fastmtl.ops.fused``) add the partial
    sums in a fixed order into N_k, L_k, the total and d total / d coef.
 
 Backward: ``backward_prepare_kernel`` (as in ``fastmtl.ops.fused``) turns the incoming
@@ -36,7 +36,7 @@ import triton
 from torch import Tensor
 from torch.library import triton_op
 
-from fastmtl import kernels as K
+import fastmtl.kernels as K
 from fastmtl.kernels import upsample_loss as U
 from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, bchw_strides, bhw_strides, check_device,
                                 device_guard, is_real, launcher)

@@ -1,37 +1,148 @@
-"""The benchmark runner in quick CPU mode: output structure and the cost model. Times nothing."""
+"""The benchmarks on CPU: the device check rehearsed end to end (runner, training step, plots),
+the cost model, the targets, the batch search and the timer's contract. Times nothing."""
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
+import math
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "benchmarks" / "run.py").exists())
 if str(REPO) not in sys.path:  # benchmarks/ is not installed with the package
     sys.path.insert(0, str(REPO))
 
+from benchmarks import device_check, report, targets, timing, train_step  # noqa: E402
 from benchmarks.problem import Problem, minimal_bytes_per_pixel  # noqa: E402
+
+FAKE_CUDA_TESTS = '''
+import pytest
+
+@pytest.mark.cuda
+def test_passes():
+    pass
+
+@pytest.mark.cuda
+def test_fails():
+    assert 1 == 2
+
+@pytest.mark.cuda
+def test_skips():
+    pytest.skip("no reason")
+
+def test_not_marked():
+    pass
+'''
+NEEDS_ABSENT_MODULE = "import fastmtl_absent_module\n\ndef test_never_collected():\n    pass\n"
+FILES = {"summary.md", "log.txt", "loss.json", "loss.md", "loss.png", "train-step.json",
+         "train-step.md", "train-step.png"}
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench")
-    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--device", "cpu", "--cpu-threads", "1",
-           "--out", str(out)]
+def dry_check(tmp_path_factory):
+    """``device_check.sh --dry`` with a stand-in for the CUDA tests: 1 pass, 1 failure, 1 skip."""
+    tmp = tmp_path_factory.mktemp("device-check")
+    (tmp / "test_fake_cuda.py").write_text(FAKE_CUDA_TESTS)
+    (tmp / "test_needs_absent.py").write_text(NEEDS_ABSENT_MODULE)
+    out = tmp / "out"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (json_path,) = out.glob("*.json")
-    return json_path, json.loads(json_path.read_text()), proc.stdout
+    proc = subprocess.run(["bash", "benchmarks/device_check.sh", str(out), "--dry", "--commit", "abc1234",
+                           "--tests", str(tmp / "test_fake_cuda.py"), str(tmp / "test_needs_absent.py")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return out, proc
+
+
+def _summary_json(out: Path) -> dict:
+    text = (out / "summary.md").read_text()
+    return json.loads(text.split("```json", 1)[1].split("```", 1)[0])
+
+
+def test_dry_check_writes_every_part_into_one_folder(dry_check):
+    out, proc = dry_check
+    assert {p.name for p in out.iterdir()} == FILES, proc.stdout + proc.stderr
+    state = _summary_json(out)
+    status = {p["part"]: p["status"] for p in state["parts"]}
+    assert status == {"tests": "failed", "loss": "ok", "train": "ok", "plots": "ok"}, proc.stdout
+    assert proc.returncode == 1  # a part failed (the stand-in's failing test)
+    assert state["tests"]["counts"] == {"passed": 1, "failed": 1, "skipped": 1, "deselected": 1, "error": 1}
+    assert any("test_fails" in line for line in state["tests"]["problems"])
+    assert any(line.startswith("ERROR ") and line.endswith("No module named 'fastmtl_absent_module'")
+               for line in state["tests"]["problems"]), state["tests"]["problems"]
+    host = state["host"]
+    assert host["commit"] == "abc1234"
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", host["date"])
+    assert host["packages"]["torch"] == importlib.metadata.version("torch")
+    for png in ("loss.png", "train-step.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The summary is printed last, environment first, with the targets and the training step.
+    tail = proc.stdout[proc.stdout.index("# fastmtl device check"):]
+    for heading in ("| part", "## Targets", "## Per-call overhead", "## Training step"):
+        assert heading in tail
+    if importlib.util.find_spec("liger_kernel") is None:
+        assert "liger-kernel not installed" in proc.stdout
+
+
+def test_dry_check_loss_results(dry_check):
+    out, _ = dry_check
+    result = json.loads((out / "loss.json").read_text())
+    assert result["kind"] == "loss" and "partial" not in result
+    assert result["device"]["type"] == "cpu"
+    assert result["copy_bandwidth"]["moved_bytes"] == 2 * result["copy_bandwidth"]["bytes"]
+    rows = result["results"]
+    cases = {(r["classes"], r["dtype"]) for r in rows}
+    assert cases == {(19, "fp32"), (19, "bf16"), (150, "fp32"), (150, "bf16")}  # the suite's cases
+    assert len({(r["impl"], r["classes"], r["dtype"]) for r in rows}) == len(rows)  # merged, not repeated
+    for r in rows:
+        assert r["shape"] == "2x16x32" and r["mode"] == "fwd+bwd"
+        assert 0 < r["min_s"] <= r["p25_s"] <= r["median_s"] <= r["p75_s"] <= r["max_s"]
+        assert r["wall_s"] > 0 and r["host_s"] > 0
+        assert r["minimal_bytes"] == r["pixels"] * r["bytes_per_pixel"]
+        assert r["gbps"] == pytest.approx(r["minimal_bytes"] / r["median_s"] / 1e9)
+        assert r["pct_copy_bw"] == pytest.approx(100 * r["gbps"] / result["copy_bandwidth"]["gbps"])
+        assert r["peak_bytes"] is None  # measured on CUDA only
+        e = 4 if r["dtype"] == "fp32" else 2
+        low = r["impl"].startswith("upsample")
+        h, w = (math.ceil(r["height"] / 8), math.ceil(r["width"] / 8)) if low else (r["height"], r["width"])
+        assert r["gradient_bytes"] == r["batch"] * h * w * (r["classes"] + 3) * e + 12
+    reference = {(r["classes"], r["dtype"]) for r in rows if r["impl"] == "reference"}
+    assert reference == cases
+    skipped = {s["impl"]: s["reason"] for s in result["skipped"]}
+    assert "CUDA" in skipped["triton"] and "CUDA" in skipped["triton-check-labels"]
+    assert "compile" in skipped
+    markdown = (out / "loss.md").read_text()
+    assert result["command"] in markdown
+    for heading in ("## Targets", "## Results", "## Speed-ups", "## Per-call overhead"):
+        assert heading in markdown
+    assert "- triton: needs CUDA" in markdown
+
+
+def test_dry_check_training_step(dry_check):
+    out, _ = dry_check
+    result = json.loads((out / "train-step.json").read_text())
+    assert result["kind"] == "train-step" and result["settings"]["amp"] == "bf16"
+    rows = {r["variant"]: r for r in result["results"]}
+    assert set(rows) == set(train_step.VARIANTS)
+    for r in rows.values():
+        assert r["error"] is None, r
+        assert 0 < r["median_s"] and r["largest_batch"] is None and r["largest_batch_note"] == "CUDA only"
+        assert (r["model"], r["size"], r["batch"]) == ("tiny", "32x64", 1)
+    eager = rows["eager"]["median_s"]
+    for name, r in rows.items():
+        assert r["x_eager"] == pytest.approx(eager / r["median_s"])
+        base = rows["no-loss"]["median_s"]
+        assert r["loss_share_time"] == (None if name == "no-loss" else pytest.approx(1 - base / r["median_s"]))
 
 
 def test_design_worked_example():
-    # DESIGN.md: 4C read + 4C written (x, dx) + 8 (t) + 25 (o, g, do, m) + 12 (d, z, dd) ~ 197 B.
+    # docs/kernel.md: 4C read + 4C written (x, dx) + 8 (t) + 25 (o, g, do, m) + 12 (d, z, dd) ~ 197 B.
     by_hand = 4 * 19 + 4 * 19 + 8 + (8 + 8 + 8 + 1) + (4 + 4 + 4)
     assert by_hand == 197
     assert minimal_bytes_per_pixel(19, torch.float32, torch.int64) == by_hand
@@ -48,47 +159,167 @@ def test_bytes_scale_with_dtype_classes_and_labels():
     assert minimal_bytes_per_pixel(19, torch.float32, torch.int64, backward=False) == 19 * 4 + 8 + 17 + 8
 
 
-def test_quick_cpu_run_writes_json_and_markdown(quick_run):
-    json_path, result, stdout = quick_run
-    assert re.fullmatch(r"cpu-[a-z0-9-]+-\d{4}-\d{2}-\d{2}", json_path.stem)
-    assert json_path.stem == f"{result['device']['slug']}-{result['date']}"
-    for key in ("python", "torch", "triton", "driver"):
-        assert key in result["versions"]
-    assert result["command"].startswith("python -m benchmarks --quick")
-    assert result["device"]["type"] == "cpu"
-    assert result["copy_bandwidth"]["gbps"] > 0
-    assert result["copy_bandwidth"]["moved_bytes"] == 2 * result["copy_bandwidth"]["bytes"]
-
-    rows = result["results"]
-    assert {(r["impl"], r["dtype"], r["mode"]) for r in rows} >= {
-        ("reference", d, m) for d in ("fp32", "bf16") for m in ("fwd+bwd", "fwd")}
-    for r in rows:
-        assert 0 < r["min_s"] <= r["p25_s"] <= r["median_s"] <= r["p75_s"] <= r["max_s"]
-        assert r["minimal_bytes"] == r["pixels"] * r["bytes_per_pixel"]
-        assert r["gbps"] == pytest.approx(r["minimal_bytes"] / r["median_s"] / 1e9)
-        assert r["pct_copy_bw"] == pytest.approx(100 * r["gbps"] / result["copy_bandwidth"]["gbps"])
-        assert r["peak_bytes"] is None  # measured on CUDA only
-        assert r["impl"] not in r["speedup"]
-    fp32 = next(r for r in rows if (r["dtype"], r["classes"], r["mode"]) == ("fp32", 19, "fwd+bwd"))
-    assert fp32["bytes_per_pixel"] == 197
-
-    skipped = {s["impl"]: s["reason"] for s in result["skipped"]}
-    assert "CUDA" in skipped["triton"]
-    assert skipped["liger"]  # not installed, or needs CUDA
-    assert {"compile", "compile-max-autotune"} <= skipped.keys()
-
-    markdown = json_path.with_suffix(".md").read_text()
-    assert result["command"] in markdown
-    header = next(line for line in markdown.splitlines() if line.startswith("| impl"))
-    for column in ("median ms", "IQR ms", "bytes/px", "GB/s", "% copy", "peak MiB"):
-        assert column in header
-    assert "- triton: needs CUDA" in markdown
-    assert "| reference" in stdout
+def _row(impl, shape, classes, dtype, ms, pct=None, peak=None, grads=None):
+    b, h, w = (int(v) for v in shape.split("x"))
+    return {"impl": impl, "shape": shape, "batch": b, "height": h, "width": w, "pixels": b * h * w,
+            "classes": classes, "dtype": dtype, "target_dtype": "int64", "mode": "fwd+bwd",
+            "median_s": ms / 1e3, "pct_copy_bw": pct, "peak_bytes": peak,
+            "peak_over_gradients": None if grads is None else peak / grads}
 
 
-def test_plot_from_json(quick_run, tmp_path):
-    pytest.importorskip("matplotlib")
-    from benchmarks.plot import plot
+def test_targets_read_the_largest_case_and_compare_with_the_goals():
+    low = 8 * 128 * 256 * 22 * 4 + 12  # fp32 gradients of 1/8-resolution heads, C=19
+    rows = [
+        _row("triton", "8x1024x2048", 19, "fp32", 1.0, pct=90.0, peak=105, grads=100),
+        _row("triton-check-labels", "8x1024x2048", 19, "fp32", 1.04),
+        _row("reference", "8x1024x2048", 19, "fp32", 5.0),
+        _row("compile", "8x1024x2048", 19, "fp32", 1.5),
+        _row("upsample-fused", "8x1024x2048", 19, "fp32", 0.25, peak=low),
+        _row("upsample-interp-eager", "8x1024x2048", 19, "fp32", 6.0),
+        _row("triton", "8x1024x2048", 19, "bf16", 0.8, pct=70.0),
+        # a smaller C=19 case whose figures would meet every goal: not the one read
+        _row("triton", "2x128x256", 19, "fp32", 0.01, pct=99.0),
+        _row("reference", "2x128x256", 19, "fp32", 1.0),
+    ]
+    report.add_speedups(rows)
+    result = {"results": rows, "skipped": [{"impl": "compile", "case": None, "reason": "slow (x); y"}]}
+    got = {e["target"]: e for e in targets.evaluate(result)}
+    expect = {
+        "C=19 fp32: % of copy bandwidth": (90.0, True),
+        "C=19 bf16: % of copy bandwidth": (70.0, False),
+        "C=19: bf16 faster than fp32": (1.0 / 0.8, True),
+        "C=19 fp32: x eager reference": (5.0, True),
+        "C=19 fp32: x torch.compile": (1.5, False),
+        "C=19 fp32: peak / gradient bytes": (1.05, True),
+        "C=19 fp32: label check overhead": (0.04, False),
+        "1/8 heads C=19 fp32: x full-resolution fused": (4.0, True),
+        "1/8 heads C=19 fp32: x F.interpolate + eager": (24.0, True),
+        "1/8 heads C=19 fp32: peak / low-res gradient bytes": (1.0, True),
+    }
+    for name, (value, met) in expect.items():
+        assert got[name]["value"] == pytest.approx(value), name
+        assert got[name]["met"] is met, name
+        assert got[name]["case"].startswith("8x1024x2048"), name
+    assert got["C=19 bf16: x torch.compile"]["value"] is None
+    assert got["C=19 bf16: x torch.compile"]["why"] == "compile: slow"
+    assert got["C=150 fp32: x torch.compile"]["met"] is None
+    assert "| C=19 fp32: label check overhead | <= 3% | +4.0% | no |" in targets.table(list(got.values()))
 
-    png = plot(quick_run[0], tmp_path / "bench.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+def test_targets_of_the_committed_baseline_are_its_own_rows():
+    path = REPO / "benchmarks" / "results" / "nvidia-h100-80gb-hbm3-2026-11-25.json"
+    result = json.loads(path.read_text())
+    got = {e["target"]: e["value"] for e in targets.evaluate(result)}
+    row = {(r["impl"], r["dtype"]): r for r in result["results"]}
+    assert got["C=19 fp32: % of copy bandwidth"] == row["triton", "fp32"]["pct_copy_bw"]
+    assert got["C=19 bf16: x torch.compile"] == row["triton", "bf16"]["speedup"]["compile"]
+    assert got["1/8 heads C=19 fp32: x F.interpolate + eager"] == \
+        row["upsample-fused", "fp32"]["speedup"]["upsample-interp-eager"]
+    assert got["C=150 fp32: % of copy bandwidth"] is None  # not in that run
+
+
+def test_largest_batch_doubles_then_bisects():
+    tried = []
+
+    def fits(b):
+        tried.append(b)
+        return b <= 37
+    found = train_step.largest_batch(fits, start=8, cap=512, deadline=math.inf)
+    assert found == {"largest_batch": 37, "fails_at": 38, "status": "exact", "trials": len(tried)}
+    assert tried[:4] == [8, 16, 32, 64]
+    assert train_step.largest_batch(lambda b: True, 8, 20, math.inf)["status"] == "cap"
+    assert train_step.largest_batch(lambda b: False, 8, 20, math.inf)["largest_batch"] == 0
+    assert train_step.largest_batch(fits, 8, 512, deadline=0)["status"] == "time limit"
+
+
+def test_batch_search_recovers_from_out_of_memory():
+    def step(images, targets):
+        if images.shape[0] > 5:
+            raise torch.OutOfMemoryError("stand-in: batch too large")
+        return images.sum()
+    errors = []
+    fits = train_step.fits_on_device(step, (8, 16), 19, torch.device("cpu"), errors)
+    assert train_step.largest_batch(fits, 2, 64, math.inf)["largest_batch"] == 5
+    assert errors == []
+
+    def failing_step(images, targets):
+        raise RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED")
+    fits = train_step.fits_on_device(failing_step, (8, 16), 19, torch.device("cpu"), errors)
+    assert train_step.largest_batch(fits, 2, 64, math.inf)["largest_batch"] == 0
+    assert errors[0] == "batch 2: RuntimeError: cuDNN error: CUDNN_STATUS_ALLOC_FAILED"
+
+
+def test_do_bench_contract(monkeypatch):
+    """timing.do_bench_times drives triton.testing.do_bench; here on a stand-in driver whose
+    events read perf_counter, so the CUDA path's arguments and units are checked on CPU."""
+    import triton.runtime
+
+    class FakeEvent:
+        def __init__(self, enable_timing=False):
+            self.t = None
+
+        def record(self):
+            self.t = time.perf_counter()
+
+        def elapsed_time(self, end):
+            return (end.t - self.t) * 1e3
+
+    class Interface:
+        Event = FakeEvent
+
+        @staticmethod
+        def synchronize():
+            pass
+
+    class Driver:
+        def get_device_interface(self):
+            return Interface
+
+        def get_empty_cache_for_benchmark(self):
+            return torch.empty(1024)
+
+        def clear_cache(self, cache):
+            cache.zero_()
+
+    monkeypatch.setattr(triton.runtime.driver, "_active", Driver())
+    times = timing.do_bench_times(lambda: time.sleep(0.002), lambda: None, repeats=10)
+    assert 3 <= len(times) <= 40
+    assert all(0.002 <= t < 1 for t in times)  # seconds, each at least the sleep
+
+
+def test_run_part_stops_a_part_and_its_children_at_the_time_limit(tmp_path):
+    script = ("import subprocess, sys, time; "
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+              "print('child', child.pid, flush=True); time.sleep(60)")
+    with (tmp_path / "log").open("w") as log:
+        start = time.monotonic()
+        status, rc = device_check.run_part([sys.executable, "-c", script], 3, log, dict(os.environ))
+    assert (status, rc) == ("timeout", None)
+    assert time.monotonic() - start < 30
+    pid = int(re.search(r"child (\d+)", (tmp_path / "log").read_text()).group(1))
+    for _ in range(50):  # gone, or a zombie waiting for init to reap it
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+        except OSError:
+            break
+        if state == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"process {pid} outlived the part's time limit")
+
+
+def test_missing_packages_alone_do_not_fail_the_tests_part():
+    collect = {"counts": {"passed": 3, "error": 1}, "complete": True,
+               "problems": ["ERROR tests/data/test_data.py: ModuleNotFoundError: No module named "
+                            "'cityscapesscripts'"]}
+    assert device_check.only_missing_modules(collect, ["cityscapesscripts"])
+    assert not device_check.only_missing_modules(collect, ["liger_kernel"])
+    failed = {**collect, "counts": {"passed": 2, "failed": 1, "error": 1}}
+    assert not device_check.only_missing_modules(failed, ["cityscapesscripts"])
+
+
+def test_parse_pytest_without_a_final_line():
+    stopped = "tests/a.py::test_one PASSED [ 33%]\ntests/a.py::test_two FAILED [ 66%]\ntests/a.py::test_three "
+    assert device_check.parse_pytest(stopped) == {"counts": {"passed": 1, "failed": 1}, "complete": False,
+                                                  "problems": []}
