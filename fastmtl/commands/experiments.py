@@ -29,9 +29,17 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def _size(text: str) -> tuple[int, int]:
-    from fastmtl.commands.cli import parse_size
+    import argparse
 
-    return parse_size(text)
+    from fastmtl.data.cityscapes import resolve_size
+
+    try:
+        size = resolve_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if size is None:
+        raise argparse.ArgumentTypeError(f"expected HxW or tiny/half/full, got {text!r}")
+    return size
 
 
 def _describe(settings: dict) -> str:
