@@ -171,15 +171,3 @@ def test_cli_train_eval_predict(tree, tmp_path, capsys):
     assert main(["predict", str(image), "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "pr")]) == 0
     with Image.open(tmp_path / "pr" / f"{image.stem}_pred.png") as im:
         assert im.size == (4 * 64 + 3 * 4, 32)  # input, semantic, instance, depth
-
-
-def test_table1_quick(tree, tmp_path):
-    from fastmtl.commands.experiments import ROWS, table1
-
-    report = table1(tmp_path, quick=True, data=str(tree), size="native", progress=False)
-    assert [r["key"] for r in report["rows"]] == [r.key for r in ROWS]
-    table = (tmp_path / "table1.md").read_text()
-    assert table.count("\n| ") == len(ROWS) + 1  # separator + one line per row
-    only_depth = next(r for r in report["rows"] if r["key"] == "depth")
-    assert only_depth["miou"] is None and only_depth["depth_error"] is not None
-    assert (tmp_path / "table1.png").is_file() and (tmp_path / "unc-all" / "sigmas.png").is_file()
