@@ -57,9 +57,25 @@ def row_statistics(report: dict) -> list[dict]:
                 dm.append(math.nan)
         entry["delta_m"] = {"values": dm, "mean_ci": mean_interval(dm)}
         entry["convergence"] = _convergence([r["convergence"] for r in results])
+        entry["task_rate"] = _task_rates(results)
         entry["final_weights"] = [r["weights"] for r in results]
         rows.append(entry)
     return rows
+
+
+def _task_rates(results: list[dict]) -> dict:
+    """Each task's learning rate times its weight, averaged over the logged steps and the seeds: the
+    step size the task's gradient actually gets (the schedule is the same for every row)."""
+    from fastmtl.engine.plots import read_log
+
+    per_seed = []
+    for r in results:
+        path = Path(r["job"]["out"]) / "log.jsonl"
+        records = [x for x in read_log(path) if x.get("kind") == "train"] if path.is_file() else []
+        if records:
+            per_seed.append({t: sum(x["lr"] * x["weight"][t] for x in records) / len(records)
+                             for t in r["job"]["tasks"]})
+    return {t: sum(d[t] for d in per_seed) / len(per_seed) for t in per_seed[0]} if per_seed else {}
 
 
 def _weights(row: P.Row) -> dict:
@@ -132,7 +148,8 @@ def markdown(report: dict, rows: list[dict]) -> str:
             continue
         cells = [_paired(r[m].get("paired"), m) for m in METRICS]
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
-    lines += ["", _sweep_table(report), "", _convergence_table(rows), "", settings_text(report)]
+    lines += ["", _sweep_table(report), "", _rate_table(rows), "", _convergence_table(rows), "",
+              settings_text(report)]
     return "\n".join(lines) + "\n"
 
 
@@ -165,6 +182,17 @@ def _sweep_table(report: dict) -> str:
             text = _plain_cell(abs(value) if row.group == "single" else value, metric)
             cells.append(f"**{text}**" if lr == report["rate"][row.key] else text)
         lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _rate_table(rows: list[dict]) -> str:
+    lines = ["Per-task step size: the learning rate times the task's weight, averaged over the steps and "
+             "seeds (the poly schedule is the same for every row), x 1000:", "",
+             "| Row | semantic | instance | depth |", "| --- | --- | --- | --- |"]
+    for r in rows:
+        rate = r.get("task_rate") or {}
+        lines.append(f"| {r['name']} | " + " | ".join(f"{1000 * rate[t]:.1f}" if t in rate else "-"
+                                                     for t in TASK_ORDER) + " |")
     return "\n".join(lines)
 
 
