@@ -43,7 +43,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _describe(settings: dict) -> str:
-    keys = ("model", "width", "size", "steps", "batch_size", "lrs", "seeds", "splits", "device", "workers")
+    keys = ("model", "width", "size", "steps", "batch_size", "lrs", "extend", "seeds", "splits", "device", "workers")
     return ", ".join(f"{k}={settings[k]}" for k in keys)
 
 
@@ -68,14 +68,14 @@ def register(subparsers) -> None:
     t.add_argument("--size", type=_size, default=None, help="HxW (the synthetic city is generated at this size)")
     t.add_argument("--lrs", type=_floats, default=None, help="the learning-rate sweep, e.g. 0.05,0.1,0.2")
     for name, typ in (("model", str), ("width", int), ("steps", int), ("batch-size", int), ("seeds", int),
-                      ("workers", int), ("threads", int), ("device", str), ("data-seed", int)):
+                      ("extend", int), ("workers", int), ("threads", int), ("device", str), ("data-seed", int)):
         t.add_argument(f"--{name}", type=typ, default=None)
     t.set_defaults(func=_main)
 
 
 def _main(args) -> int:
     overrides = {k: getattr(args, k) for k in ("data", "size", "lrs", "model", "width", "steps", "batch_size",
-                                               "seeds", "workers", "threads", "device", "data_seed")}
+                                               "seeds", "extend", "workers", "threads", "device", "data_seed")}
     rows = None if args.rows is None else [r.strip() for r in args.rows.split(",") if r.strip()]
     report = table1(args.out, quick=args.quick, gpu=args.gpu, rows=rows, **overrides)
     print(Path(args.out, "table1.md").read_text())

@@ -95,6 +95,26 @@ class _Runner:
             self.pool.shutdown()
 
 
+def _choose_rates(run, rows, sweep, single, settings, job_of) -> dict[str, float]:
+    """Each row's rate with the best validation score (``protocol.choose_rate``). Where that is the
+    highest or lowest rate the row has tried, the row also tries the next rate beyond it (the
+    sweep's ratio): the same rule for every row, so each
+    row's optimum is bracketed whatever the scale of its weights (``settings["extend"]`` times at most)."""
+    rate, extended, pending = {}, {r.key: 0 for r in rows}, list(rows)
+    while pending:
+        jobs = []
+        for row in pending:
+            rate[row.key] = P.choose_rate(row, {lr: r["val"] for lr, r in sweep[row.key].items()}, single)
+            beyond = P.beyond(rate[row.key], sorted(sweep[row.key]), settings["lrs"])
+            if beyond is not None and extended[row.key] < settings["extend"]:
+                extended[row.key] += 1
+                jobs.append(job_of(row, beyond))
+        for res in run(jobs):
+            sweep[res["job"]["row"]][res["job"]["lr"]] = res
+        pending = [P.BY_KEY[j["row"]] for j in jobs]
+    return rate
+
+
 def table1(out="runs/table1", *, quick: bool = False, gpu: bool = False, rows=None, log=None,
            **overrides) -> dict:
     """Run the protocol of ``protocol.py``; write OUT/table1.md, table1.json and the figures.
@@ -119,18 +139,14 @@ def table1(out="runs/table1", *, quick: bool = False, gpu: bool = False, rows=No
     workers = settings["workers"]
     run = _Runner(workers, settings.get("threads") or (1 if workers != 1 else torch.get_num_threads()), log)
     try:
-        sweep_jobs = [_job(r, lr, 0, out, root, settings) for r in chosen for lr in settings["lrs"]]
+        job_of = lambda row, lr: _job(row, lr, 0, out, root, settings)  # noqa: E731
         sweep = {}
-        for res in run(sweep_jobs):
+        for res in run([job_of(r, lr) for r in chosen for lr in settings["lrs"]]):
             sweep.setdefault(res["job"]["row"], {})[res["job"]["lr"]] = res
-        rate, single = {}, {}
-        for row in chosen:  # single-task rows first: the others are scored against them
-            if row.group == "single":
-                rate[row.key] = P.choose_rate(row, {lr: r["val"] for lr, r in sweep[row.key].items()}, {})
-                single[row.tasks[0]] = sweep[row.key][rate[row.key]]["val"]
-        for row in chosen:
-            if row.group != "single":
-                rate[row.key] = P.choose_rate(row, {lr: r["val"] for lr, r in sweep[row.key].items()}, single)
+        # Single-task rows first: the others are scored against them.
+        rate = _choose_rates(run, [r for r in chosen if r.group == "single"], sweep, {}, settings, job_of)
+        single = {P.BY_KEY[k].tasks[0]: sweep[k][lr]["val"] for k, lr in rate.items()}
+        rate.update(_choose_rates(run, [r for r in chosen if r.group != "single"], sweep, single, settings, job_of))
         grid = None
         candidates = [k for k in P.GRID_CANDIDATES if k in rate]
         if len(candidates) == len(P.GRID_CANDIDATES):
@@ -146,7 +162,7 @@ def table1(out="runs/table1", *, quick: bool = False, gpu: bool = False, rows=No
     report = {
         "settings": {**settings, "size": list(settings["size"]), "lrs": list(settings["lrs"])},
         "quick": quick, "root": str(root), "floor": floor, "ceiling": ceiling, "grid": grid, "rate": rate,
-        "sweep": {k: {str(lr): r["val"] for lr, r in v.items()} for k, v in sweep.items()},
+        "sweep": {k: {str(lr): r["val"] for lr, r in sorted(v.items())} for k, v in sweep.items()},
         "runs": {k: [v[s] for s in sorted(v)] for k, v in seeds.items()},
         "seconds": time.time() - started, "cpu_seconds": time.process_time() - cpu_started,
         "runs_cpu_seconds": run.cpu_seconds, "runs_count": run.done,

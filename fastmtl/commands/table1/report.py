@@ -166,10 +166,12 @@ def _paired(stat, metric) -> str:
 
 
 def _sweep_table(report: dict) -> str:
-    lrs = report["settings"]["lrs"]
+    lrs = sorted({float(lr) for by_lr in report["sweep"].values() for lr in by_lr})
     single = {t: report["sweep"][k][str(report["rate"][k])] for t, k in P.SINGLE.items() if k in report["sweep"]}
     lines = ["Learning-rate sweep, seed 0, validation split: the selection score (single-task rows: their "
-             "metric; the others: Δm [%] against the selected single-task rows); **bold**: chosen.", "",
+             "metric; the others: Δm [%] against the selected single-task rows); **bold**: chosen; rates "
+             f"outside {', '.join(f'{v:g}' for v in report['settings']['lrs'])} were tried because the best "
+             "rate was at an end of the sweep.", "",
              "| Row | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "| --- |" + " --- |" * len(lrs)]
     for row in P.ROWS:
         if row.key not in report["sweep"]:
@@ -177,7 +179,10 @@ def _sweep_table(report: dict) -> str:
         cells = []
         for lr in lrs:
             metrics = report["sweep"][row.key].get(str(lr))
-            value = math.nan if metrics is None else P.score(row, metrics, single)
+            if metrics is None:
+                cells.append("")
+                continue
+            value = P.score(row, metrics, single)
             metric = P.METRIC_OF_TASK[row.tasks[0]] if row.group == "single" else "delta_m"
             text = _plain_cell(abs(value) if row.group == "single" else value, metric)
             cells.append(f"**{text}**" if lr == report["rate"][row.key] else text)
@@ -224,7 +229,8 @@ def settings_text(report: dict) -> str:
     text = (f"Settings: model {s['model']}" + (f" (width {s['width']})" if s.get("width") else "")
             + f", {s['size'][0]}x{s['size'][1]} images, {s['steps']} steps of batch {s['batch_size']}, "
             f"augment {s['augment']}, SGD with Nesterov momentum 0.9, weight decay 1e-4, poly decay 0.9; "
-            f"learning rates {', '.join(f'{v:g}' for v in s['lrs'])}; {s['seeds']} seed(s); data "
+            f"learning rates {', '.join(f'{v:g}' for v in s['lrs'])} (up to {s.get('extend', 0)} more beyond an end "
+            f"where a row's best rate was there); {s['seeds']} seed(s); data "
             + (f"synthetic city (seed {s['data_seed']}, splits {s['splits']})" if s["data"] == "synthetic"
                else s["data"])
             + f"; {workers or 1} process(es)"
