@@ -60,6 +60,7 @@ class _Runner:
     def __init__(self, workers: int, threads: int, log):
         self.log, self.done, self.pool, self.threads = log, 0, None, threads
         self.cpu_seconds = 0.0  # of every run, in whichever process it ran
+        self.reused = 0
         if workers > 0:
             self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=init_worker, initargs=(threads,))
@@ -84,10 +85,11 @@ class _Runner:
     def _logged(self, result: dict) -> dict:
         self.done += 1
         self.cpu_seconds += result["cpu_seconds"]
+        self.reused += bool(result.get("reused"))
         job, val = result["job"], result["val"]
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in val.items() if v is not None)
         self.log(f"[{self.done}] {job['row']} lr {job['lr']:g} seed {job['seed']}: val {metrics} "
-                 f"({result['seconds']:.0f} s)")
+                 f"({result['seconds']:.0f} s{', reused' if result.get('reused') else ''})")
         return result
 
     def close(self):
@@ -165,7 +167,7 @@ def table1(out="runs/table1", *, quick: bool = False, gpu: bool = False, rows=No
         "sweep": {k: {str(lr): r["val"] for lr, r in sorted(v.items())} for k, v in sweep.items()},
         "runs": {k: [v[s] for s in sorted(v)] for k, v in seeds.items()},
         "seconds": time.time() - started, "cpu_seconds": time.process_time() - cpu_started,
-        "runs_cpu_seconds": run.cpu_seconds, "runs_count": run.done,
+        "runs_cpu_seconds": run.cpu_seconds, "runs_count": run.done, "runs_reused": run.reused,
         "machine": _machine(),
     }
     write_report(report, out)

@@ -67,9 +67,10 @@ def plot_training(report: dict, rows: list[dict], path: Path) -> Path:
             losses = [r["losses"][key] for r in records]
             tail = losses[-max(1, len(losses) // 10):]
             final = sum(tail) / len(tail)
-            left.plot([r["step"] for r in records], [v / final for v in losses], label=key, lw=1)
+            smooth = [sum(losses[max(0, i - 9):i + 1]) / len(losses[max(0, i - 9):i + 1]) for i in range(len(losses))]
+            left.plot([r["step"] for r in records], [v / final for v in smooth], label=key, lw=1)
     left.set_yscale("log")
-    left.set_title("single-task training loss / its mean over the last 10%", fontsize=9)
+    left.set_title("single-task training loss (mean of the last 10 logs) / its mean over the last 10%", fontsize=9)
     left.set_xlabel("step")
     left.grid(alpha=0.3)
     left.legend(fontsize=8)

@@ -60,6 +60,11 @@ def row_statistics(report: dict) -> list[dict]:
         entry["task_rate"] = _task_rates(results)
         entry["final_weights"] = [r["weights"] for r in results]
         rows.append(entry)
+    # The paper's claim is about three tasks: each 3-task row's delta-m against 3-task uncertainty's, seed by seed.
+    uncertainty = next((r for r in rows if r["key"] == "unc-all"), None)
+    for r in rows:
+        if uncertainty is not None and r is not uncertainty and len(r["tasks"]) == 3:
+            r["delta_m"]["vs_uncertainty"] = paired_difference(r["delta_m"]["values"], uncertainty["delta_m"]["values"])
     return rows
 
 
@@ -140,13 +145,16 @@ def markdown(report: dict, rows: list[dict]) -> str:
                      f"| {_cell(r['depth_error'], 'depth_error') if 'depth' in r['tasks'] else '-'} "
                      f"| {_cell(r['delta_m'], 'delta_m') if r['key'] not in P.SINGLE.values() else '0 (reference)'} |")
     lines.append(bound("Ceiling: ground truth at head resolution", report["ceiling"]))
-    lines += ["", "Paired differences against the single-task rows (row minus single task, same seed; "
-              "mean ± 95% interval; positive mIoU and negative errors are better):", "",
-              "| Row | mIoU [pp] | Instance error [px] | Depth error [px] |", "| --- | --- | --- | --- |"]
+    lines += ["", "Paired differences, same seed, mean ± 95% interval: each metric minus the single-task row's "
+              "(positive mIoU and negative errors are better), and the 3-task rows' Δm minus that of 3-task "
+              "uncertainty weighting (negative: uncertainty weighting is better):", "",
+              "| Row | mIoU [pp] | Instance error [px] | Depth error [px] | Δm − 3-task uncertainty [pp] |",
+              "| --- | --- | --- | --- | --- |"]
     for r in rows:
         if r["key"] in P.SINGLE.values():
             continue
-        cells = [_paired(r[m].get("paired"), m) for m in METRICS]
+        cells = [_paired(r[m].get("paired"), m) for m in METRICS] + [_paired(r["delta_m"].get("vs_uncertainty"),
+                                                                             "delta_m")]
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     lines += ["", _sweep_table(report), "", _rate_table(rows), "", _convergence_table(rows), "",
               settings_text(report)]
@@ -235,8 +243,10 @@ def settings_text(report: dict) -> str:
                else s["data"])
             + f"; {workers or 1} process(es)"
             + (f" of {s.get('threads', 1)} thread(s)" if workers > 1 else "") + f" on {s['device']}. "
-            f"Wall time {report['seconds'] / 60:.1f} min on {m['cpu']} ({m['cpus']} CPUs"
-            + (f", {m['gpu']}" if m.get("gpu") else "") + f"), torch {m['torch']}.")
+            f"Machine: {m['cpu']} ({m['cpus']} CPUs" + (f", {m['gpu']}" if m.get("gpu") else "")
+            + f"), torch {m['torch']}. This invocation took {report['seconds'] / 60:.1f} min of wall time")
+    reused = report.get("runs_reused", 0)
+    text += f" and reused {reused} finished run(s)." if reused else "."
     if cpu is not None:
         text += (f" The {report['runs_count']} runs used {cpu / 60:.1f} min of CPU time in all"
                  + (f" (one thread each: about {cpu / 60 / workers:.0f} min on {workers} otherwise idle cores)."

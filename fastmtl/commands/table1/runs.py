@@ -72,7 +72,7 @@ def run_job(job: dict) -> dict:
     if done.is_file():
         result = json.loads(done.read_text())
         if result.get("job") == _plain(job):
-            return result
+            return {**result, "reused": True}
     shutil.rmtree(out, ignore_errors=True)  # a stale or interrupted run of this job
     started, cpu = time.time(), time.process_time()
     trainer = Trainer(job_config(job))
