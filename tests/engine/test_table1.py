@@ -7,9 +7,9 @@ import pytest
 from fastmtl.commands.table1 import protocol as P
 from fastmtl.commands.table1 import table1
 from fastmtl.engine.metrics import delta_m
-from fastmtl.engine.stats import mean_interval
+from fastmtl.engine.stats import mean_interval, paired_difference
 
-ROWS = ["unc-all"]  # with the three single-task rows every comparison needs
+ROWS = ["unc-all", "equal"]  # with the three single-task rows every comparison needs
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def test_files_and_rows(report):
     out, rep = report
     for name in ("table1.md", "table1.json", "table1.png", "table1-training.png"):
         assert (out / name).stat().st_size > 0
-    assert [r["key"] for r in rep["rows"]] == ["semantic", "instance", "depth", "unc-all"]
+    assert [r["key"] for r in rep["rows"]] == ["semantic", "instance", "depth", "equal", "unc-all"]
     text = (out / "table1.md").read_text()
     assert "Floor: no-image priors" in text and "Ceiling: ground truth at head resolution" in text
     assert "--quick smoke run" in text
@@ -54,7 +54,7 @@ def test_statistics_come_from_the_test_split_of_every_seed(report):
     out, rep = report
     rows = {r["key"]: r for r in rep["rows"]}
     results = {}
-    for key in rows:
+    for key in ("semantic", "instance", "depth", "unc-all"):
         for seed in range(P.QUICK["seeds"]):
             path = out / "runs" / key / f"lr{rep['rate'][key]:g}-seed{seed}" / "result.json"
             results[key, seed] = json.loads(path.read_text())
@@ -67,6 +67,9 @@ def test_statistics_come_from_the_test_split_of_every_seed(report):
     depth = [results["unc-all", s]["test"]["depth_error"] - results["depth", s]["test"]["depth_error"]
              for s in range(P.QUICK["seeds"])]
     assert rows["unc-all"]["depth_error"]["paired"] == pytest.approx(mean_interval(depth), nan_ok=True)
+    equal = rows["equal"]["delta_m"]
+    assert equal["vs_uncertainty"] == pytest.approx(
+        paired_difference(equal["values"], rows["unc-all"]["delta_m"]["values"]), nan_ok=True)
     conv = results["unc-all", 0]["convergence"]
     assert set(conv["s_final"]) == set(P.SINGLE) and all(math.isfinite(v) for v in conv["s_final"].values())
 
