@@ -271,6 +271,9 @@ def summary(state: dict, out: Path) -> str:
         small = report.overhead_rows(loss["results"])
         if small:
             lines += ["## Per-call overhead", "", report.overhead_table(small), ""]
+        kernels = report.kernels_table([r for r in loss["results"] if r["pixels"] >= 2**20])
+        if kernels:
+            lines += ["## Kernels per call", "", kernels, ""]
     train = _read(out / "train-step.json")
     if train and train["results"]:
         lines += ["## Training step", "", train_report.results_table(train["results"]), ""]

@@ -17,6 +17,8 @@ COLUMNS = """\
 - peak MiB: peak memory allocated during one call beyond the inputs, gradients included (CUDA only).
 - peak/grads: that over the bytes of the gradients the call returns (fwd+bwd only).
 - vs X: X's median over this row's median; above 1 this row is faster than X.
+- us/call (kernels): a kernel's device time per call under torch.profiler (no L2 eviction between
+  calls, so a sum can fall short of the median); % of median: that over the row's median.
 """
 
 
@@ -94,6 +96,25 @@ def overhead_table(rows: list[dict]) -> str:
                            _ms(r, "median_s"), _ms(r, "wall_s"), _ms(r, "host_s")] for r in rows])
 
 
+OUR_IMPLS = ("triton", "upsample-fused")
+
+
+def kernels_table(rows: list[dict], impls=OUR_IMPLS) -> str | None:
+    """Each kernel of ``impls``' fwd+bwd rows, device microseconds per call and share of the median."""
+    body = []
+    for r in rows:
+        k = r.get("kernels") or {}
+        if r["impl"] not in impls or r["mode"] != "fwd+bwd" or "us_per_call" not in k:
+            continue
+        case = [r["impl"], r["shape"], str(r["classes"]), r["dtype"]]
+        for name, us in k["us_per_call"].items():
+            body.append([*case, name, num(us, 1), num(100 * us / (r["median_s"] * 1e6), 1)])
+        body.append([*case, f"({k['launches_per_call']:.0f} launches per call)", "", ""])
+    if not body:
+        return None
+    return table(["impl", "BxHxW", "C", "dtype", "kernel", "us/call", "% of median"], body)
+
+
 def markdown(result: dict) -> str:
     dev, v, copy = result["device"], result["versions"], result["copy_bandwidth"]
     s, rows = result["settings"], result["results"]
@@ -115,6 +136,9 @@ def markdown(result: dict) -> str:
         small = overhead_rows(rows)
         if small:
             out += ["## Per-call overhead (smallest shape)", "", overhead_table(small), ""]
+        kernels = kernels_table(rows)
+        if kernels:
+            out += ["## Kernels of fastmtl's calls (torch.profiler, CUDA)", "", kernels, ""]
         out += [COLUMNS]
     if result["skipped"]:
         out.append("Skipped:")

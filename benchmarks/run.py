@@ -6,6 +6,7 @@ total under no_grad). Reported per case: device time (median, quartiles), wall
 clock and host time per call, achieved GB/s on the minimal bytes of
 ``problem.minimal_bytes_per_pixel``, that as a percentage of the device's copy
 bandwidth measured in the same run, peak memory above the inputs (CUDA), the
+kernels each call launches with their device time (CUDA, torch.profiler), the
 speed-up against every other implementation and the performance targets
 (``benchmarks/targets.py``). The JSON and markdown are rewritten after every
 problem, so a run that is stopped keeps what it measured.
@@ -29,8 +30,8 @@ from benchmarks.environment import environment
 from benchmarks.implementations import IMPLEMENTATIONS, step
 from benchmarks.problem import DTYPES, SIZES, TARGET_DTYPES, Problem, parse_size
 from benchmarks.targets import TARGET_SUITE
-from benchmarks.timing import (copy_bandwidth, measure, peak_memory_above_inputs, release,
-                               summarize, timer_name, wall_and_host)
+from benchmarks.timing import (copy_bandwidth, kernel_times, measure, peak_memory_above_inputs,
+                               release, summarize, timer_name, wall_and_host)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MODES = ("fwd+bwd", "fwd")
@@ -220,6 +221,10 @@ def run_problem(problem: Problem, impls, s: dict, device, skipped: list) -> list
             rows.append(result_row(problem, impl.name, mode, summarize(times), overhead, peak,
                                    grads if backward else None))
             r = rows[-1]
+            try:  # a profiler failure loses only the breakdown, never the timing
+                r["kernels"] = kernel_times(call, device)
+            except Exception as exc:
+                r["kernels"] = {"error": _error(exc)}
             print(f"{impl.name:>22} {case:<32} {mode:<8} {r['median_s'] * 1e3:9.3f} ms "
                   f"{r['gbps']:8.1f} GB/s  wall {r['wall_s'] * 1e3:.3f} ms  host {r['host_s'] * 1e3:.3f} ms",
                   flush=True)

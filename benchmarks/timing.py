@@ -11,6 +11,9 @@ synchronisation at the end, no L2 eviction. Their wall clock per call is the
 larger of the device time and the host time to issue a call; the host time is
 ``perf_counter`` around each call without synchronising. When the device time is
 tiny, launch and Python costs show as wall clock above the device time.
+
+Kernels (``kernel_times``, CUDA): ``torch.profiler`` over a few calls, each GPU
+kernel's device time per call, so a row says which launch its time went to.
 """
 from __future__ import annotations
 
@@ -97,6 +100,34 @@ def wall_and_host(fn, device: torch.device, repeats: int) -> dict:
         host.append(time.perf_counter() - t)
     _sync(device)
     return {"wall_s": (time.perf_counter() - start) / repeats, "host_s": statistics.median(host)}
+
+
+def kernel_times(fn, device: torch.device, calls: int = 3, keep: int = 8) -> dict | None:
+    """Device microseconds per call of each GPU kernel ``fn()`` launches (CUDA only): the ``keep``
+    largest by name, the rest summed as "(other kernels)", and the launches per call."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize(device)
+    per_kernel: dict[str, float] = {}
+    launches = 0
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        name = event.name[:80]
+        per_kernel[name] = per_kernel.get(name, 0.0) + event.device_time_total / calls
+        launches += 1
+    ranked = sorted(per_kernel.items(), key=lambda kv: -kv[1])
+    out = dict(ranked[:keep])
+    if len(ranked) > keep:
+        out["(other kernels)"] = sum(v for _, v in ranked[keep:])
+    return {"us_per_call": out, "launches_per_call": launches / calls}
 
 
 def summarize(times: list[float]) -> dict:

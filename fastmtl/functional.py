@@ -8,11 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from fastmtl import reference
-from fastmtl.validation import (check_label_range, target_size, validate_inputs,
-                                validate_log_vars)
+from fastmtl.validation import (BACKENDS, check_label_range, target_size, validate_inputs,
+                                validate_log_vars, validate_semantic_options)
 from fastmtl.weighting import combine, uncertainty_factors, weights_tensor
-
-BACKENDS = ("auto", "reference", "triton")
 
 
 @dataclass
@@ -69,13 +67,23 @@ def multitask_loss(predictions: Mapping[str, torch.Tensor], targets: Mapping[str
             ``fastmtl.weighting``); otherwise ``sum w_k L_k``.
         weights: fixed weights (sequence of K or dict by task name; default 1
             each). Not combined with ``log_vars``.
-        ignore_index, class_weight: as in ``F.cross_entropy``.
+        ignore_index, class_weight: as in ``F.cross_entropy``. ``ignore_index``
+            is an int that the label dtype can hold (0..255 for uint8 labels);
+            ``class_weight`` is (C,) with finite values >= 0 and a positive sum.
         backend: "reference" (PyTorch ops), "triton" (fused kernel; CPU
             tensors need TRITON_INTERPRET=1) or "auto" (triton on CUDA).
         uncertainty: convention for log_vars: "kendall", "half" or "unit".
         check_labels: raise ValueError on a semantic label outside [0, C)
-            that is not ignore_index. It reads a flag back from the device (one
-            synchronisation); with False such labels are treated as ignored.
+            that is not ignore_index; with False such labels are treated as
+            ignored. The reference backend (and the triton one on CPU) raises
+            in the call, reading a flag back from the device. The triton
+            backend on CUDA (upsampled or not) never waits: a bad label is
+            reported by its next call (or by
+            ``fastmtl.ops.raise_pending_label_errors()``, or at exit), and
+            the call that saw it treats it as ignored; no check is made under
+            torch.compile or CUDA-graph capture (docs/kernel.md). With True the
+            class_weight values (finite, >= 0, positive sum) are also read
+            back, once per weight tensor and again after an in-place change.
         upsample, align_corners: with ``upsample="bilinear"`` the predictions
             may be at a lower resolution h x w than the targets (H x W) and are
             scored as ``F.interpolate(p, size=(H, W), mode="bilinear",
@@ -89,6 +97,8 @@ def multitask_loss(predictions: Mapping[str, torch.Tensor], targets: Mapping[str
         nothing to the total or the gradients.
     """
     tasks = validate_inputs(predictions, targets, class_weight, upsample=upsample)
+    validate_semantic_options(tasks, predictions, targets, ignore_index, class_weight,
+                              check_values=check_labels)
     device = predictions[tasks[0]].device
     if log_vars is not None and weights is not None:
         raise ValueError("give either log_vars (uncertainty weighting) or weights (fixed), not both")

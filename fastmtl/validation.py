@@ -1,6 +1,9 @@
 """Input checks shared by every backend: each bad input gets an error naming it."""
 from __future__ import annotations
 
+import importlib.util
+import numbers
+import weakref
 from typing import Mapping
 
 import torch
@@ -9,6 +12,7 @@ from fastmtl.tasks import TASKS, tasks_of
 
 SEMANTIC_TARGET_DTYPES = (torch.int64, torch.int32, torch.uint8)
 PREDICTION_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+BACKENDS = ("auto", "reference", "triton")
 
 
 def _tensor(obj, what: str) -> torch.Tensor:
@@ -131,6 +135,11 @@ def target_size(predictions: Mapping, targets: Mapping, tasks, upsample: str) ->
         raise ValueError(f"targets[{key!r}] has shape {tuple(t.shape)}, expected (B,[1,]H,W)")
     H, W = t.shape[-2], t.shape[-1]
     p = predictions[tasks[0]]
+    if 0 in (p.shape[2], p.shape[3], H, W):
+        raise ValueError(
+            f"upsample={upsample!r} needs a non-zero height and width: "
+            f"predictions[{tasks[0]!r}] is {p.shape[2]} x {p.shape[3]}, "
+            f"targets[{key!r}] is {H} x {W}")
     if p.shape[2] > H or p.shape[3] > W:
         raise ValueError(
             f"upsample={upsample!r} needs predictions no larger than the targets: "
@@ -166,3 +175,104 @@ def check_label_range(target: torch.Tensor, num_classes: int, ignore_index: int)
     bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
     if bool(bad.any()):
         raise ValueError(bad_label_message(int(target[bad][0]), num_classes, ignore_index))
+
+
+# --- options of the semantic loss: ignore_index and class_weight, as F.cross_entropy ---
+
+def validate_ignore_index(ignore_index, label_dtype: torch.dtype | None = None) -> int:
+    """An int (bool, float and None are refused, as F.cross_entropy does) that labels of
+    ``label_dtype`` can hold: a uint8 label can never equal -100 or 256, and comparing it
+    with one would wrap the value instead of ignoring anything."""
+    if ignore_index is None:
+        raise TypeError("ignore_index must be an int, got None; to ignore no label pass a value "
+                        "no label takes, e.g. -100 (F.cross_entropy's default) with int64 labels")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__} {ignore_index!r}")
+    ignore_index = int(ignore_index)
+    if label_dtype is not None:
+        info = torch.iinfo(label_dtype)
+        if not info.min <= ignore_index <= info.max:
+            raise ValueError(
+                f"ignore_index={ignore_index} cannot occur in {label_dtype} labels, whose values "
+                f"lie in [{info.min}, {info.max}]; pick an ignore_index in that range "
+                f"(Cityscapes uses 255) or wider labels")
+    return ignore_index
+
+
+# Class-weight tensors whose values passed, as id -> (weak reference, in-place version then):
+# a loss called every step with the same weights reads them back once, not once per call.
+_CHECKED_WEIGHTS: dict[int, tuple[weakref.ref, int]] = {}
+
+
+def _already_checked(w: torch.Tensor) -> bool:
+    ref, version = _CHECKED_WEIGHTS.get(id(w), (None, None))
+    return ref is not None and ref() is w and version == w._version
+
+
+def _remember_checked(w: torch.Tensor) -> None:
+    if len(_CHECKED_WEIGHTS) > 256:  # forget tensors that no longer exist
+        for key in [k for k, (ref, _) in _CHECKED_WEIGHTS.items() if ref() is None]:
+            del _CHECKED_WEIGHTS[key]
+    _CHECKED_WEIGHTS[id(w)] = (weakref.ref(w), w._version)
+
+
+def validate_class_weight(class_weight, num_classes: int | None = None, check_values: bool = True):
+    """A floating (C,) tensor whose values are finite and >= 0 with a positive sum.
+
+    A NaN weight would make the semantic loss NaN, and weights summing to <= 0 have no
+    meaningful weighted mean. Checking the values reads them back from the device (one
+    synchronisation on CUDA) the first time a tensor is seen and after each in-place
+    change to it; tensors of a tracer (torch.compile) are not read.
+    """
+    w = _tensor(class_weight, "class_weight")
+    _floating(w, "class_weight")
+    if w.dim() != 1 or (num_classes is not None and w.shape[0] != num_classes):
+        expected = "(C,)" if num_classes is None else str((num_classes,))
+        raise ValueError(f"class_weight has shape {tuple(w.shape)}, expected {expected}")
+    if not check_values or type(w) not in (torch.Tensor, torch.nn.Parameter):
+        return w
+    if _already_checked(w):
+        return w
+    values = w.detach().to("cpu", torch.float64)
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0])
+        raise ValueError(f"class_weight must be finite, got {values[k].item()} for class {k}")
+    if bool((values < 0).any()):
+        k = int((values < 0).nonzero()[0])
+        raise ValueError(f"class_weight must be >= 0, got {values[k].item()} for class {k}")
+    if not values.sum() > 0:
+        raise ValueError("class_weight must have a positive sum, got all zeros")
+    _remember_checked(w)
+    return w
+
+
+def validate_semantic_options(tasks, predictions: Mapping, targets: Mapping, ignore_index,
+                              class_weight, check_values: bool) -> None:
+    """ignore_index and class_weight against the semantic prediction and target present."""
+    has_semantic = "semantic" in tasks
+    validate_ignore_index(ignore_index, targets["semantic"].dtype if has_semantic else None)
+    if class_weight is not None and has_semantic:
+        validate_class_weight(class_weight, predictions["semantic"].shape[1], check_values)
+
+
+# --- constructor arguments of MultiTaskLoss, checked once when it is built ---
+
+def validate_backend(backend) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {list(BACKENDS)}")
+    if backend == "triton" and importlib.util.find_spec("triton") is None:
+        raise ValueError("backend='triton' needs the triton package (pip install triton); "
+                         "use backend='reference' or 'auto' without it")
+    return backend
+
+
+def validate_upsample(upsample) -> None:
+    if upsample is not None and upsample not in UPSAMPLE_MODES:
+        raise ValueError(f"unknown upsample mode {upsample!r}; choose None or one of {list(UPSAMPLE_MODES)}")
+
+
+def validate_flag(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value

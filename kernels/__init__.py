@@ -3,16 +3,18 @@
 ``normaliser_kernel`` and ``prepare_kernel`` read the targets and produce the
 per-task normalisers and gradient scales on the device; ``fused_loss_kernel``
 makes the one pass over the predictions (losses, partial sums, gradients);
-``finalize_kernel`` reduces the partial sums into per-task means, the weighted
+``partial_sums_kernel`` (many programs) and ``finalize_kernel`` (one) reduce the
+partial sums in a fixed order into per-task means, the weighted
 total and its derivative with respect to the log-variances or weights;
 ``backward_prepare_kernel`` and ``rescale_kernel`` apply the incoming gradient.
 The ops that launch them are in ``fastmtl.ops`` (``fused``, ``upsample``).
 """
 from .fused_loss import (backward_prepare_kernel, finalize_kernel, fused_loss_kernel,
-                         rescale_kernel)
+                         partial_sums_kernel, rescale_kernel)
 from .normalisers import MAX_PROGRAMS, STATE_ROWS, normaliser_kernel, prepare_kernel
 
 SLOTS = 4
 
 __all__ = ["MAX_PROGRAMS", "SLOTS", "STATE_ROWS", "backward_prepare_kernel", "finalize_kernel",
-           "fused_loss_kernel", "normaliser_kernel", "prepare_kernel", "rescale_kernel"]
+           "fused_loss_kernel", "normaliser_kernel", "partial_sums_kernel", "prepare_kernel",
+           "rescale_kernel"]

@@ -1,13 +1,17 @@
 """The fused pass over the predictions, its finalize and the backward kernels.
 
 Tasks occupy fixed slots of the small per-task vectors (``SLOT_*``): semantic
-0, instance 1, depth 2, one lane spare. Each task's per-pixel work is one
-``@triton.jit`` helper (``_semantic_tile``, ``_instance_tile``,
-``_depth_tile``) called from one constexpr branch of ``fused_loss_kernel``; a
-fourth task is one more helper, one more branch and one more partial-sum row.
+0, instance 1, depth 2, one lane spare. Each task is two ``@triton.jit``
+helpers called from constexpr branches of ``fused_loss_kernel``: one issues
+the task's loads for a tile, the other computes its per-pixel losses and
+stores its gradients. All loads of a tile are issued before the first store
+(the compiler may not move a load above a store that might alias it), so a
+tile costs one DRAM round trip. A fourth task is one more pair of helpers, two
+more branches and one more partial-sum row (docs/kernel.md).
 
-Runtime loops are ``while`` loops: the Triton interpreter cannot use a runtime
-value as a ``range`` bound with NumPy >= 2.4, and the compiled code is the same.
+Runtime loops of the small kernels are ``while`` loops: the Triton interpreter
+cannot use a runtime value as a ``range`` bound with NumPy >= 2.4. The fused
+pass loops over a constexpr number of tiles instead.
 """
 import triton
 import triton.language as tl
@@ -15,8 +19,10 @@ import triton.language as tl
 from .normalisers import (ROW_APPLIED, ROW_COEF, ROW_GUARD, ROW_N, ROW_RATIO, ROW_RSCALE,
                           ROW_SCALE, SLOT_DEPTH, SLOT_INSTANCE, SLOT_SEMANTIC, SLOTS, slot_vector,
                           tile_pixels)
+from .semantic import labels_and_weights, planes_load, planes_step, sweeps_step, target_logit
 
-__all__ = ["fused_loss_kernel", "finalize_kernel", "backward_prepare_kernel", "rescale_kernel"]
+__all__ = ["fused_loss_kernel", "partial_sums_kernel", "finalize_kernel", "backward_prepare_kernel",
+           "rescale_kernel"]
 
 
 @triton.jit
@@ -27,97 +33,25 @@ def _sign(v):
 
 
 @triton.jit
-def _semantic_tile(x_ptr, gx_ptr, t_ptr, cw_ptr, b, h, w, in_image, scale, C, ignore_index,
-                   x_sb, x_sc, x_sh, x_sw, gx_sb, gx_sc, gx_sh, gx_sw, t_sb, t_sh, t_sw,
-                   HAS_WEIGHT: tl.constexpr, WRITE_GRAD: tl.constexpr,
-                   NUM_CHUNKS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-                   ACC: tl.constexpr):
-    # Softmax cross-entropy of BLOCK_P pixels, all C classes. For a valid pixel p
-    # (t_p != ignore_index, 0 <= t_p < C) with weight w_p = class_weight[t_p] (or 1):
-    #     loss_p = w_p * (logsumexp_c x_pc - x_p,t_p)
-    #     dx_pc  = scale * w_p * (softmax(x_p)_c - [c == t_p])     (0 for other pixels)
-    # softmax - 1 is formed in ACC before the store rounds to the gradient's dtype.
-    # C <= BLOCK_C: the class column stays in registers (one read of x).
-    # C >  BLOCK_C: online softmax over NUM_CHUNKS chunks (running max m and sum
-    # s, rescaled by exp(m_old - m_new)), then a second sweep writes dx.
-    t = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0).to(tl.int64)
-    valid = in_image & (t != ignore_index) & (t >= 0) & (t < C)
-    t = tl.where(valid, t, -1)  # no class is the target of an ignored pixel
-    if HAS_WEIGHT:
-        wt = tl.load(cw_ptr + t, mask=valid, other=0.0).to(ACC)
-    else:
-        wt = valid.to(ACC)
-    x_pix = b * x_sb + h * x_sh + w * x_sw
-    g_pix = b * gx_sb + h * gx_sh + w * gx_sw
-    classes = tl.arange(0, BLOCK_C)
-    if NUM_CHUNKS == 1:
-        class_ok = classes < C
-        tile_ok = class_ok[:, None] & in_image[None, :]
-        x = tl.load(x_ptr + x_pix[None, :] + classes[:, None].to(tl.int64) * x_sc,
-                    mask=tile_ok, other=0.0).to(ACC)
-        x = tl.where(class_ok[:, None], x, float("-inf"))
-        m = tl.max(x, 0)
-        e = tl.exp(x - m[None, :])
-        s = tl.sum(e, 0)
-        is_target = classes[:, None] == t[None, :]
-        x_t = tl.sum(tl.where(is_target, x, 0.0), 0)
-        loss = tl.log(s) + m - x_t
-        if WRITE_GRAD:
-            p = e * (1.0 / s)[None, :]
-            g = tl.where(is_target, p - 1.0, p) * (wt * scale)[None, :]
-            g = tl.where(valid[None, :], g, 0.0)
-            tl.store(gx_ptr + g_pix[None, :] + classes[:, None].to(tl.int64) * gx_sc,
-                     g.to(gx_ptr.dtype.element_ty), mask=tile_ok)
-    else:
-        m = tl.full([BLOCK_P], float("-inf"), ACC)
-        s = tl.zeros([BLOCK_P], ACC)
-        x_t = tl.zeros([BLOCK_P], ACC)
-        for k in range(NUM_CHUNKS):
-            c = k * BLOCK_C + classes
-            class_ok = c < C
-            tile_ok = class_ok[:, None] & in_image[None, :]
-            x = tl.load(x_ptr + x_pix[None, :] + c[:, None].to(tl.int64) * x_sc,
-                        mask=tile_ok, other=0.0).to(ACC)
-            x = tl.where(class_ok[:, None], x, float("-inf"))
-            m_new = tl.maximum(m, tl.max(x, 0))
-            s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new[None, :]), 0)
-            x_t += tl.sum(tl.where(c[:, None] == t[None, :], x, 0.0), 0)
-            m = m_new
-        lse = tl.log(s) + m
-        loss = lse - x_t
-        if WRITE_GRAD:
-            for k in range(NUM_CHUNKS):
-                c = k * BLOCK_C + classes
-                class_ok = c < C
-                tile_ok = class_ok[:, None] & in_image[None, :]
-                x = tl.load(x_ptr + x_pix[None, :] + c[:, None].to(tl.int64) * x_sc,
-                            mask=tile_ok, other=0.0).to(ACC)
-                p = tl.exp(x - lse[None, :])
-                g = tl.where(c[:, None] == t[None, :], p - 1.0, p) * (wt * scale)[None, :]
-                g = tl.where(valid[None, :], g, 0.0)
-                tl.store(gx_ptr + g_pix[None, :] + c[:, None].to(tl.int64) * gx_sc,
-                         g.to(gx_ptr.dtype.element_ty), mask=tile_ok)
-    return tl.where(valid, wt * loss, 0.0)
+def _instance_load(o_ptr, g_ptr, m_ptr, o_off, g_off, m_off, o_sc, g_sc, in_image):
+    # Channels (dy, dx) of the offsets and their targets, and the instance mask.
+    return (tl.load(m_ptr + m_off, mask=in_image, other=0),
+            tl.load(o_ptr + o_off, mask=in_image, other=0.0),
+            tl.load(o_ptr + o_off + o_sc, mask=in_image, other=0.0),
+            tl.load(g_ptr + g_off, mask=in_image, other=0.0),
+            tl.load(g_ptr + g_off + g_sc, mask=in_image, other=0.0))
 
 
 @triton.jit
-def _instance_tile(o_ptr, go_ptr, g_ptr, m_ptr, b, h, w, in_image, scale,
-                   o_sb, o_sc, o_sh, o_sw, go_sb, go_sc, go_sh, go_sw,
-                   g_sb, g_sc, g_sh, g_sw, m_sb, m_sh, m_sw,
+def _instance_step(in_mask, o0, o1, g0, g1, scale, go_ptr, go_off, go_sc, in_image,
                    WRITE_GRAD: tl.constexpr, ACC: tl.constexpr):
-    # Offset L1 over the instance mask, channels (dy, dx):
+    # Offset L1 over the instance mask:
     #     loss_p = |o_p0 - g_p0| + |o_p1 - g_p1|             (p in mask)
     #     do_pk  = scale * sign(o_pk - g_pk)                  (p in mask, else 0)
-    in_mask = in_image & (tl.load(m_ptr + b * m_sb + h * m_sh + w * m_sw, mask=in_image,
-                                  other=0) != 0)
-    o_off = b * o_sb + h * o_sh + w * o_sw
-    g_off = b * g_sb + h * g_sh + w * g_sw
-    dy = (tl.load(o_ptr + o_off, mask=in_mask, other=0.0).to(ACC)
-          - tl.load(g_ptr + g_off, mask=in_mask, other=0.0).to(ACC))
-    dx = (tl.load(o_ptr + o_off + o_sc, mask=in_mask, other=0.0).to(ACC)
-          - tl.load(g_ptr + g_off + g_sc, mask=in_mask, other=0.0).to(ACC))
+    in_mask = in_image & (in_mask != 0)
+    dy = o0.to(ACC) - g0.to(ACC)
+    dx = o1.to(ACC) - g1.to(ACC)
     if WRITE_GRAD:
-        go_off = b * go_sb + h * go_sh + w * go_sw
         ty = go_ptr.dtype.element_ty
         tl.store(go_ptr + go_off, tl.where(in_mask, _sign(dy) * scale, 0.0).to(ty), mask=in_image)
         tl.store(go_ptr + go_off + go_sc, tl.where(in_mask, _sign(dx) * scale, 0.0).to(ty),
@@ -126,16 +60,21 @@ def _instance_tile(o_ptr, go_ptr, g_ptr, m_ptr, b, h, w, in_image, scale,
 
 
 @triton.jit
-def _depth_tile(d_ptr, gd_ptr, z_ptr, b, h, w, in_image, scale,
-                d_sb, d_sh, d_sw, gd_sb, gd_sh, gd_sw, z_sb, z_sh, z_sw,
-                WRITE_GRAD: tl.constexpr, ACC: tl.constexpr):
+def _depth_load(d_ptr, z_ptr, d_off, z_off, in_image):
+    return (tl.load(z_ptr + z_off, mask=in_image, other=0.0),
+            tl.load(d_ptr + d_off, mask=in_image, other=0.0))
+
+
+@triton.jit
+def _depth_step(z, d, scale, gd_ptr, gd_off, in_image, WRITE_GRAD: tl.constexpr,
+                ACC: tl.constexpr):
     # Depth L1 where the target is a measurement (finite and > 0):
     #     loss_p = |d_p - z_p|,  dd_p = scale * sign(d_p - z_p)   (valid p, else 0)
-    z = tl.load(z_ptr + b * z_sb + h * z_sh + w * z_sw, mask=in_image, other=0.0).to(ACC)
+    z = z.to(ACC)
     measured = in_image & (z > 0) & (z < float("inf"))
-    diff = tl.load(d_ptr + b * d_sb + h * d_sh + w * d_sw, mask=measured, other=0.0).to(ACC) - z
+    diff = d.to(ACC) - z
     if WRITE_GRAD:
-        tl.store(gd_ptr + b * gd_sb + h * gd_sh + w * gd_sw,
+        tl.store(gd_ptr + gd_off,
                  tl.where(measured, _sign(diff) * scale, 0.0).to(gd_ptr.dtype.element_ty),
                  mask=in_image)
     return tl.where(measured, tl.abs(diff), 0.0)
@@ -152,16 +91,21 @@ def fused_loss_kernel(
     state_ptr, part_ptr, HW, W, tiles_per_image, n_tiles,
     HAS_SEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_INST: tl.constexpr,
     HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr, RECOMPUTE: tl.constexpr,
-    FLAT: tl.constexpr, NUM_CHUNKS: tl.constexpr, BLOCK_C: tl.constexpr,
-    BLOCK_P: tl.constexpr, ACC_FP64: tl.constexpr,
+    FLAT: tl.constexpr, CLASSES: tl.constexpr, CHUNK: tl.constexpr, NUM_CHUNKS: tl.constexpr,
+    V: tl.constexpr, BLOCK_P: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr,
+    ACC_FP64: tl.constexpr,
 ):
-    # One pass over the predictions. Tiles of BLOCK_P pixels of one image (pixel
-    # q = h * W + w) are dealt round-robin to the programs; each program sums, per
-    # task k, the per-pixel losses of its tiles and stores that partial sum in
-    # part[k, pid] (finalize_kernel adds them in a fixed order). Gradients are
-    # written already multiplied by scale_k = state[ROW_SCALE, k] = coef_k / N_k.
+    # One pass over the predictions. Program pid takes tiles pid, pid + programs,
+    # ... (TILES_PER_PROGRAM of them, the last ones masked past n_tiles), each
+    # BLOCK_P = V x 32 x num_warps pixels (q = h * W + w) of one image; a thread
+    # owns V adjacent pixels and all their classes. Per task k the program sums
+    # its per-pixel losses and stores part[k, pid] (finalize_kernel adds them
+    # in a fixed order). Gradients are written already multiplied by
+    # scale_k = state[ROW_SCALE, k] = coef_k / N_k.
+    # Semantic: CLASSES > 0 holds the tile's CLASSES class planes in registers;
+    # CLASSES == 0 makes two sweeps over NUM_CHUNKS chunks of CHUNK classes.
     # RECOMPUTE: backward's rewrite of the gradients with scale state[ROW_RSCALE];
-    # every program returns at once unless state[ROW_GUARD, 0] is set.
+    # every program skips its tiles unless state[ROW_GUARD, 0] is set.
     # FLAT: every tensor has stride_h == W * stride_w, so pixel q sits at q * stride_w.
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
@@ -178,28 +122,65 @@ def fused_loss_kernel(
     acc_sem = tl.zeros([BLOCK_P], ACC)
     acc_inst = tl.zeros([BLOCK_P], ACC)
     acc_dep = tl.zeros([BLOCK_P], ACC)
-    tile = pid
-    while tile < n_active:
-        b, _, h, w, in_image = tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P, FLAT)
-        if HAS_SEM:
-            acc_sem += _semantic_tile(
-                x_ptr, gx_ptr, t_ptr, cw_ptr, b, h, w, in_image, scale_sem, C, ignore_index,
-                x_sb, x_sc, x_sh, x_sw, gx_sb, gx_sc, gx_sh, gx_sw, t_sb, t_sh, t_sw,
-                HAS_WEIGHT, WRITE_GRAD, NUM_CHUNKS, BLOCK_C, BLOCK_P, ACC)
-        if HAS_INST:
-            acc_inst += _instance_tile(
-                o_ptr, go_ptr, g_ptr, m_ptr, b, h, w, in_image, scale_inst,
-                o_sb, o_sc, o_sh, o_sw, go_sb, go_sc, go_sh, go_sw,
-                g_sb, g_sc, g_sh, g_sw, m_sb, m_sh, m_sw, WRITE_GRAD, ACC)
-        if HAS_DEP:
-            acc_dep += _depth_tile(
-                d_ptr, gd_ptr, z_ptr, b, h, w, in_image, scale_dep,
-                d_sb, d_sh, d_sw, gd_sb, gd_sh, gd_sw, z_sb, z_sh, z_sw, WRITE_GRAD, ACC)
-        tile += nprog
+    if pid < n_active:
+        for i in range(TILES_PER_PROGRAM):
+            tile = pid + i * nprog
+            b, _, h, w, in_image = tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P, V, FLAT)
+            in_image = in_image & (tile < n_active)
+            # Every load of the tile first (masked by pixel only): one DRAM round trip.
+            if HAS_SEM:
+                x_off = b * x_sb + h * x_sh + w * x_sw
+                t_raw = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0)
+                if CLASSES > 0:
+                    xs = planes_load(x_ptr, x_off, x_sc, in_image, CLASSES)
+            if HAS_INST:
+                in_mask, o0, o1, g0, g1 = _instance_load(
+                    o_ptr, g_ptr, m_ptr, b * o_sb + h * o_sh + w * o_sw,
+                    b * g_sb + h * g_sh + w * g_sw, b * m_sb + h * m_sh + w * m_sw, o_sc, g_sc,
+                    in_image)
+            if HAS_DEP:
+                z, dv = _depth_load(d_ptr, z_ptr, b * d_sb + h * d_sh + w * d_sw,
+                                    b * z_sb + h * z_sh + w * z_sw, in_image)
+            # Then the arithmetic and the stores. With the class planes in registers, the
+            # regressions first: that frees their registers before the softmax needs the
+            # most (bf16: 128 registers instead of 228). The sweeps hold few values and go
+            # first (the other way round, ptxas spills one register at C = 150 in bf16).
+            if HAS_SEM:
+                t, wt = labels_and_weights(t_raw, cw_ptr, in_image, C, ignore_index, HAS_WEIGHT,
+                                           ACC)
+                g_off = b * gx_sb + h * gx_sh + w * gx_sw
+                if CLASSES == 0:
+                    x_t = target_logit(x_ptr, x_off, x_sc, t, in_image)
+                    acc_sem += sweeps_step(x_ptr, x_off, x_sc, x_t, t, wt, scale_sem, gx_ptr,
+                                           g_off, gx_sc, in_image, C, CHUNK, NUM_CHUNKS,
+                                           BLOCK_P, WRITE_GRAD, ACC)
+            if HAS_INST:
+                acc_inst += _instance_step(in_mask, o0, o1, g0, g1, scale_inst, go_ptr,
+                                           b * go_sb + h * go_sh + w * go_sw, go_sc, in_image,
+                                           WRITE_GRAD, ACC)
+            if HAS_DEP:
+                acc_dep += _depth_step(z, dv, scale_dep, gd_ptr, b * gd_sb + h * gd_sh + w * gd_sw,
+                                       in_image, WRITE_GRAD, ACC)
+            if HAS_SEM and CLASSES > 0:
+                acc_sem += planes_step(xs, t, wt, scale_sem, gx_ptr, g_off, gx_sc, in_image,
+                                       CLASSES, WRITE_GRAD, ACC)
     if not RECOMPUTE:
         tl.store(part_ptr + SLOT_SEMANTIC * nprog + pid, tl.sum(acc_sem, 0))
         tl.store(part_ptr + SLOT_INSTANCE * nprog + pid, tl.sum(acc_inst, 0))
         tl.store(part_ptr + SLOT_DEPTH * nprog + pid, tl.sum(acc_dep, 0))
+
+
+@triton.jit
+def partial_sums_kernel(part_ptr, n_parts, sums_ptr, BLOCK_R: tl.constexpr):
+    # The first of two fixed-order levels of a large reduction: program r adds
+    # partials [r BLOCK_R, (r + 1) BLOCK_R) of each task row (float64) into
+    # sums[k, r]; finalize_kernel then adds the programs' sums.
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    r = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    for k in tl.static_range(SLOT_DEPTH + 1):
+        v = tl.load(part_ptr + k * n_parts + r, mask=r < n_parts, other=0.0).to(tl.float64)
+        tl.store(sums_ptr + k * nprog + pid, tl.sum(v, 0))
 
 
 @triton.jit

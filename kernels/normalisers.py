@@ -42,12 +42,16 @@ def slot_vector(lane, v_sem, v_inst, v_dep, v_spare):
 
 
 @triton.jit
-def tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P: tl.constexpr, FLAT: tl.constexpr):
+def tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P: tl.constexpr, V: tl.constexpr,
+                FLAT: tl.constexpr):
     # Tile `tile` covers pixels q = h * W + w of image b, BLOCK_P of them from
     # (tile mod tiles_per_image) * BLOCK_P; in_image guards the image's last tile.
+    # Runs of V pixels start at multiples of V: with unit pixel strides a thread
+    # moves its V pixels of a plane in one access of V elements (and no wider).
     # FLAT: every tensor has stride_h == W * stride_w, so h = 0 and w = q address it.
     image = tile // tiles_per_image
     q = (tile - image * tiles_per_image) * BLOCK_P + tl.arange(0, BLOCK_P)
+    q = tl.max_contiguous(tl.multiple_of(q, V), V)
     in_image = q < HW
     if FLAT:
         h = 0
@@ -64,7 +68,8 @@ def normaliser_kernel(
     t_sb, t_sh, t_sw, m_sb, m_sh, m_sw, z_sb, z_sh, z_sw, C, ignore_index,
     norm_part_ptr, bad_part_ptr, HW, W, tiles_per_image, n_tiles,
     HAS_SEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_INST: tl.constexpr,
-    HAS_DEP: tl.constexpr, FLAT: tl.constexpr, BLOCK_P: tl.constexpr, ACC_FP64: tl.constexpr,
+    HAS_DEP: tl.constexpr, FLAT: tl.constexpr, V: tl.constexpr, BLOCK_P: tl.constexpr,
+    ACC_FP64: tl.constexpr,
 ):
     # Per program, over its tiles of BLOCK_P pixels (dealt round-robin):
     #     norm[sem]  = sum_{valid p} class_weight[t_p]  (count without weights)
@@ -84,7 +89,7 @@ def normaliser_kernel(
     first_value = tl.zeros([BLOCK_P], tl.int64)
     tile = pid
     while tile < n_tiles:
-        b, q, h, w, in_image = tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P, FLAT)
+        b, q, h, w, in_image = tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P, V, FLAT)
         if HAS_SEM:
             t = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0).to(tl.int64)
             labelled = in_image & (t != ignore_index)

@@ -2,368 +2,429 @@
 
 A head that predicts u at h x w while the targets are H x W is trained on the
 bilinear upsampling v = up(u) (``F.interpolate(u, (H, W), mode="bilinear")``).
-These kernels never materialise v or its gradient: the full-resolution values
-are interpolated on the fly and the gradient is gathered straight back to h x w.
+This kernel never stores v or its gradient: v is interpolated on the fly from the
+tables of ``bilinear_tables.py`` and the gradient dv is reduced straight to h x w.
 
-PyTorch's upsample_bilinear2d, per axis (n_in -> n_out, output index o):
+Work split. Full-resolution row Y belongs to the low-resolution row i0(Y) of its first
+tap (the rows of low-resolution row a are [start_y[a], start_y[a + 1])), and likewise
+for columns (runs). A program takes one image, a band of low-resolution rows
+[a_lo, a_hi) and a strip of low-resolution columns [j_lo, j_hi), and writes the
+gradient of exactly those cells, once, in the prediction's layout. Cell (i, j)
+receives from the pixels of rows i - 1 and i and columns j - 1 and j, so the program
+also walks row a_lo - 1 and run j_lo - 1 (its neighbours' too; their loss is not
+counted here): no cell is shared, nothing is atomic, nothing gradient-sized is
+allocated besides the gradient.
 
-    align_corners=False: src = max(0, (n_in / n_out) * (o + 0.5) - 0.5)
-    align_corners=True:  src = ((n_in - 1) / (n_out - 1)) * o        (0 when n_out == 1)
-    i0 = min(floor(src), n_in - 1),  i1 = min(i0 + 1, n_in - 1)
-    lam = src - i0 (clamped to [0, 1]),  weights (1 - lam) on i0 and lam on i1
+Each thread holds one full-resolution column X of the strip's window (BLOCK_X
+columns) with its classes in registers, and walks the rows:
 
-computed in the accumulation dtype (float32, or float64 for float64 inputs) as
-PyTorch does. Where i0 = n_in - 1 both taps are the same cell and the table
-stores lam = 0 (the weights (1 - lam) + lam = 1 go to that cell).
+    top[X, c] = wx0 u[c, a, i0(X)] + wx1 u[c, a, i1(X)]     (once per low-res row;
+    bot[X, c] = the same at row a1 = min(a + 1, h - 1)        top of a + 1 = bot of a)
+    v = wy0(Y) top + wy1(Y) bot                                (PyTorch's order)
+    semantic: loss = w_t (logsumexp v - v_t), dv = w_t (softmax(v) - onehot(t))
+              (w_t = class_weight[t] or 1 on valid pixels, 0 on ignored ones: an ignored
+              pixel's dv is 0 * softmax(v), NaN where v is, as F.cross_entropy's)
+    instance: loss = sum_ch |v_ch - g_ch|, dv = sign(v - g)   (pixels in the mask)
+    depth:    loss = |v - z|, dv = sign(v - z)                  (z finite and > 0)
+    A += dv, Bc += wy1 dv                                       (registers, per X)
 
-Ownership: full-resolution pixel (Y, X) belongs to the low-resolution cell
-(i0(Y), i0(X)) of its first tap. i0 never decreases along an axis, so the rows
-owned by low-resolution row a form the interval [start_y[a], start_y[a + 1]),
-and likewise for columns. ``axis_table_kernel`` writes lam and start.
+with the targets loaded two rows ahead. At the end of low-resolution row a,
+T = A - Bc = sum_Y wy0 dv (plus row a - 1's carried bottom part) is row a's gradient
+per column; ``_reduce_runs`` sums it over the runs into the cells,
+gradient(a, j) = sum_{X in run j} wx0 T + sum_{X in run j-1} wx1 T, stored times
+``grad_scale``; then A = Bc, Bc = 0. On the last row and column both taps are the
+same cell (with PyTorch's weights), so the bottom and second parts stay there.
+A strip wider than one window (heads much narrower than the targets) is walked in
+several windows; later ones add to the cells the earlier ones stored (after a barrier).
 
-``upsample_loss_kernel`` gives every program one low-resolution row a and
-BLOCK_N columns n of one image; it visits each pixel it owns exactly once, so
-the loss partial sums count every pixel once, and it sums the gradient with
-respect to v (dv) into four low-resolution buffers, one per tap role (r, s):
-
-    S_rs[a, n] = sum_{p owned by (a, n)} wy_r(Y_p) wx_s(X_p) dv_p
-
-The cells taps reach are (a, n), (a, n + 1), (a + 1, n), (a + 1, n + 1), so
-
-    du[i, j] = S_00[i, j] + S_01[i, j - 1] + S_10[i - 1, j] + S_11[i - 1, j - 1]
-
-(terms outside the image left out), which ``upsample_grad_kernel`` adds in this
-fixed order, times the task's gradient scale. No atomics: bitwise deterministic.
-The S buffers hold 4 x (low-resolution size) values in the accumulation dtype.
-
-Runtime loops are ``while`` loops (the Triton interpreter rejects a runtime
-``range`` bound with NumPy >= 2.4; the compiled code is the same).
+Partial sums per program: part[k, pid] (loss sums of the tasks, then normalisers) and
+bad[:, pid], the labels outside [0, C) that are not ignore_index among the pixels the
+program owns: their count, the flat index b H W + Y W + X of the first and its value.
+Runtime loops are ``while`` loops (the Triton interpreter rejects a runtime ``range``
+bound with NumPy >= 2.4).
 """
 import triton
 import triton.language as tl
 
-from .normalisers import (ROW_RSCALE, SLOT_DEPTH, SLOT_INSTANCE, SLOT_SEMANTIC, SLOTS)
+from .upsample_reduce import NO_PIXEL, ROW_NORM
 
-__all__ = ["axis_table_kernel", "upsample_loss_kernel", "upsample_grad_kernel"]
+__all__ = ["upsample_loss_kernel"]
 
-
-@triton.jit
-def _axis_table(index_ptr, lam_ptr, start_ptr, n_in, n_out, search_steps,
-                ALIGN_CORNERS: tl.constexpr, ACC_FP64: tl.constexpr, BLOCK: tl.constexpr):
-    # Phase 1, o in [0, n_out): i0(o) into index_ptr, lam(o) into lam_ptr (formulas above).
-    # Phase 2, a in [0, n_in]: start[a] = first o with i0(o) >= a (binary search of the
-    # stored i0, so ownership and weights come from the same rounded src).
-    ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
-    lanes = tl.arange(0, BLOCK)
-    if ALIGN_CORNERS:
-        num = (n_in - 1).to(ACC)
-        den = tl.maximum(n_out - 1, 1).to(ACC)
-    else:
-        num = n_in.to(ACC)
-        den = n_out.to(ACC)
-    if ACC_FP64:
-        scale = num / den  # IEEE division in float64
-    else:
-        scale = tl.math.div_rn(num, den)  # correctly rounded, as the C++ float division
-    if ALIGN_CORNERS:
-        scale = tl.where(n_out > 1, scale, 0.0)
-    o0 = 0
-    while o0 < n_out:
-        o = o0 + lanes
-        in_axis = o < n_out
-        if ALIGN_CORNERS:
-            src = scale * o.to(ACC)
-        else:
-            src = tl.maximum(scale * (o.to(ACC) + 0.5) - 0.5, 0.0)
-        i0 = tl.minimum(src.to(tl.int32), n_in - 1)  # src >= 0: truncation is floor
-        lam = tl.minimum(tl.maximum(src - i0.to(ACC), 0.0), 1.0)
-        lam = tl.where(i0 < n_in - 1, lam, 0.0)
-        tl.store(index_ptr + o, i0, mask=in_axis)
-        tl.store(lam_ptr + o, lam, mask=in_axis)
-        o0 += BLOCK
-    tl.debug_barrier()  # phase 2 reads what phase 1 stored (one program per axis)
-    a0 = 0
-    while a0 <= n_in:
-        a = a0 + lanes
-        lo = tl.zeros([BLOCK], tl.int32)
-        hi = tl.zeros([BLOCK], tl.int32) + n_out
-        step = 0
-        while step < search_steps:
-            mid = (lo + hi) // 2
-            open_range = lo < hi
-            at_mid = tl.load(index_ptr + mid, mask=open_range & (mid < n_out), other=n_in)
-            right = at_mid >= a
-            hi = tl.where(open_range & right, mid, hi)
-            lo = tl.where(open_range & (right == 0), mid + 1, lo)
-            step += 1
-        tl.store(start_ptr + a, lo, mask=a <= n_in)
-        a0 += BLOCK
-
-
-@triton.jit
-def axis_table_kernel(index_ptr, lam_ptr, start_ptr, h, H, w, W, steps_y, steps_x,
-                      ALIGN_CORNERS: tl.constexpr, ACC_FP64: tl.constexpr, BLOCK: tl.constexpr):
-    # Program 0: rows (h -> H), entries [0, H) of index/lam and [0, h + 1) of start.
-    # Program 1: columns (w -> W), entries [H, H + W) and [h + 1, h + w + 2).
-    if tl.program_id(0) == 0:
-        _axis_table(index_ptr, lam_ptr, start_ptr, h, H, steps_y, ALIGN_CORNERS, ACC_FP64, BLOCK)
-    else:
-        _axis_table(index_ptr + H, lam_ptr + H, start_ptr + h + 1, w, W, steps_x,
-                    ALIGN_CORNERS, ACC_FP64, BLOCK)
-
-
-@triton.jit
-def _along_x(ptr, ch, ch_stride, a, a1, n, n1, s_h, s_w, tap_ok, wx0, wx1, ACC: tl.constexpr):
-    # Interpolation along x of the two tap rows a and a1 = min(a + 1, h - 1), for the
-    # owned pixels (channels, BLOCK_N, BLOCK_K) of owner columns n (n1 = min(n + 1, w - 1)):
-    #     top = wx0 u[a, n] + wx1 u[a, n1],  bottom = wx0 u[a1, n] + wx1 u[a1, n1]
-    p = ptr + ch.to(tl.int64)[:, None] * ch_stride
-    r0 = a.to(tl.int64) * s_h
-    r1 = a1.to(tl.int64) * s_h
-    c0 = n.to(tl.int64)[None, :] * s_w
-    c1 = n1.to(tl.int64)[None, :] * s_w
-    u00 = tl.load(p + r0 + c0, mask=tap_ok, other=0.0).to(ACC)[:, :, None]
-    u01 = tl.load(p + r0 + c1, mask=tap_ok, other=0.0).to(ACC)[:, :, None]
-    u10 = tl.load(p + r1 + c0, mask=tap_ok, other=0.0).to(ACC)[:, :, None]
-    u11 = tl.load(p + r1 + c1, mask=tap_ok, other=0.0).to(ACC)[:, :, None]
-    top = wx0[None, :, :] * u00 + wx1[None, :, :] * u01
-    bottom = wx0[None, :, :] * u10 + wx1[None, :, :] * u11
-    return top, bottom
-
-
-@triton.jit
-def _gather_roles(wx0, wx1, dv_top, dv_bottom, s00, s01, s10, s11):
-    # S_rs[c, n] += sum_k wx_s[n, k] dv_r[c, n, k], with dv_r = sum_Y wy_r(Y) dv(Y)
-    s00 += tl.sum(dv_top * wx0[None, :, :], axis=2)
-    s01 += tl.sum(dv_top * wx1[None, :, :], axis=2)
-    s10 += tl.sum(dv_bottom * wx0[None, :, :], axis=2)
-    s11 += tl.sum(dv_bottom * wx1[None, :, :], axis=2)
-    return s00, s01, s10, s11
-
-
-@triton.jit
-def _store_roles(ptr, ch, CH, b, B, a, h, n, w, store_ok, s00, s01, s10, s11):
-    # Layout (4, B, CH, h, w), contiguous, role 2 r + s.
-    plane = B.to(tl.int64) * CH * h * w
-    off = ((b * CH + ch.to(tl.int64)[:, None]) * h + a) * w + n.to(tl.int64)[None, :]
-    tl.store(ptr + off, s00, mask=store_ok)
-    tl.store(ptr + plane + off, s01, mask=store_ok)
-    tl.store(ptr + 2 * plane + off, s10, mask=store_ok)
-    tl.store(ptr + 3 * plane + off, s11, mask=store_ok)
+NO_ROW = tl.constexpr(2147483647)  # no bad label in this column yet
 
 
 @triton.jit
 def _sign(v):
-    # torch.sign: the derivative of |v|, sign(0) = 0 (and 0 for NaN, as torch.sign).
+    # The derivative of |v| as torch computes it: sign(0) = 0, and 0 for NaN.
     return tl.where(v > 0, 1.0, 0.0) - tl.where(v < 0, 1.0, 0.0)
 
 
-# One launch configuration, given as a one-entry autotune list (nothing is tuned or timed):
-# 4 warps, and .maxnreg 128, without which ptxas trades a few bytes of register spills for
-# occupancy (C = 19 at factor 8). As a Config it reaches the compiled kernel in eager mode
-# and under torch.compile alike; the interpreter ignores it.
-@triton.autotune(configs=[triton.Config({}, num_warps=4, maxnreg=128)], key=[])
 @triton.jit
+def _label(t):
+    # Labels as signed integers of at least 32 bits (int64 stays int64: a label past
+    # 2**31 must not wrap into [0, C)).
+    return t.to(tl.int64 if t.dtype == tl.int64 else tl.int32)
+
+
+@triton.jit
+def _exp_shifted(v, v_max, FAST_MATH: tl.constexpr):
+    # exp(v - v_max) per row of v. FAST_MATH (float32, compiled): ex2.approx.ftz, one
+    # instruction; values below 2**-126 (probabilities that add nothing) flush to 0.
+    if FAST_MATH:
+        x = v * 1.4426950408889634 - (v_max * 1.4426950408889634)[:, None]
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    return tl.exp(v - v_max[:, None])
+
+
+@triton.jit
+def _log(x, FAST_MATH: tl.constexpr):
+    if FAST_MATH:
+        log2 = tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+        return log2 * 0.6931471805599453
+    return tl.log(x)
+
+
+@triton.jit
+def _along_x(col0, col1, ch, ch_ok, ch_stride, row, s_h, wx0, wx1, in_window, ACC: tl.constexpr):
+    # out[X, c] = wx0(X) u[c, row, i0(X)] + wx1(X) u[c, row, i1(X)] for the window's columns
+    # (col0/col1: pointers to the image's tap columns i0(X), i1(X)).
+    # Tiles are (columns, channels): with gathered columns, this order is the one for which
+    # Triton keeps a column's channels in one thread and spreads the columns over lanes.
+    r = row.to(tl.int64) * s_h + ch.to(tl.int64)[None, :] * ch_stride
+    ok = in_window[:, None] & ch_ok[None, :]
+    u0 = tl.load(col0[:, None] + r, mask=ok, other=0.0).to(ACC)
+    u1 = tl.load(col1[:, None] + r, mask=ok, other=0.0).to(ACC)
+    return wx0[:, None] * u0 + wx1[:, None] * u1
+
+
+@triton.jit
+def _tap_value(col0, col1, channel, a, a1, s_h, wx0, wx1, wy0, wy1, ok, ACC: tl.constexpr):
+    # wy0 (wx0 u[ch, a, i0] + wx1 u[ch, a, i1]) + wy1 (wx0 u[ch, a1, i0] + wx1 u[ch, a1, i1]),
+    # one channel per pixel (col0/col1: the pixel's tap columns, channel: its channel offset).
+    r0 = channel + a.to(tl.int64) * s_h
+    r1 = channel + a1.to(tl.int64) * s_h
+    u00 = tl.load(col0 + r0, mask=ok, other=0.0).to(ACC)
+    u01 = tl.load(col1 + r0, mask=ok, other=0.0).to(ACC)
+    u10 = tl.load(col0 + r1, mask=ok, other=0.0).to(ACC)
+    u11 = tl.load(col1 + r1, mask=ok, other=0.0).to(ACC)
+    return wy0 * (wx0 * u00 + wx1 * u01) + wy1 * (wx0 * u10 + wx1 * u11)
+
+
+@triton.jit
+def _reduce_runs(T, lam_x_ptr, run_lo, run_hi, last, xw, k_max, BLOCK_CH: tl.constexpr,
+                 BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr,
+                 ACC: tl.constexpr):
+    # T[X - xw, c] per window column. Run r covers the window columns [run_lo[r], run_hi[r]).
+    # Returns cells[r, c] = sum_{X in run r} (1 - lam(X)) T + sum_{X in run r-1} lam(X) T
+    # (cell r - 1's second taps land on cell r; where `last`, run r's own second taps land
+    # on cell r too: the image's last column). The runs' columns are gathered KC at a
+    # time through shared memory (one-dimensional gathers: each thread then adds up KC
+    # columns of one run and class), outside the row loop.
+    flat = tl.reshape(T, [BLOCK_X * BLOCK_CH])
+    ch = tl.arange(0, BLOCK_CH)
+    k = tl.arange(0, KC)
+    total = tl.zeros([NRUN, BLOCK_CH], ACC)  # sum_{X in run} T
+    second = tl.zeros([NRUN, BLOCK_CH], ACC)  # sum_{X in run} lam(X) T
+    k0 = 0
+    while k0 < k_max:
+        # (slot, run, channel) tensors: the slots of a run stay in one thread.
+        X = run_lo[None, :] + k0 + k[:, None]
+        in_run = X < run_hi[None, :]
+        lam = tl.load(lam_x_ptr + X, mask=in_run, other=0.0)[:, :, None]
+        at = tl.minimum(X - xw, BLOCK_X - 1)[:, :, None] * BLOCK_CH + ch[None, None, :]
+        g = tl.reshape(tl.gather(flat, tl.reshape(at, [KC * NRUN * BLOCK_CH]), 0),
+                       [KC, NRUN, BLOCK_CH])
+        g = tl.where(in_run[:, :, None], g, 0.0)
+        total += tl.sum(g, 0)
+        second += tl.sum(lam * g, 0)
+        k0 += KC
+    r = tl.arange(0, NRUN)
+    previous = (tl.maximum(r - 1, 0)[:, None] * BLOCK_CH + ch[None, :])
+    shifted = tl.reshape(tl.gather(tl.reshape(second, [NRUN * BLOCK_CH]),
+                                   tl.reshape(previous, [NRUN * BLOCK_CH]), 0),
+                         [NRUN, BLOCK_CH])
+    # The last cell's second taps are the cell itself.
+    own = tl.where(last[:, None], total, total - second)
+    return own + tl.where(r[:, None] > 0, shifted, 0.0)
+
+
+@triton.jit
+def _store_cells(acc_a, acc_b, last_row, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, a, lam_x_ptr,
+                 start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, BLOCK_CH: tl.constexpr,
+                 BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr,
+                 ACC: tl.constexpr):
+    # Gradient of low-resolution row a, cells [j_lo, j_hi): per column, T = acc_a - acc_b
+    # (its bottom part acc_b belongs to row a + 1, or to row a itself on the image's last
+    # row), reduced over the runs of this window [xw, min(xw + BLOCK_X, xe)) and stored times
+    # grad_scale, or added to what an earlier window of this program stored. Runs
+    # r = 0 .. NRUN-1 are the columns of cells j_lo - 1 + r (read from the start table here,
+    # so that nothing run-shaped stays live across the row loop).
+    r = tl.arange(0, NRUN)
+    cell = j_lo - 1 + r
+    run_exists = (cell >= 0) & (cell < j_hi)
+    run_start = tl.load(start_x_ptr + cell, mask=run_exists, other=0)
+    run_end = tl.load(start_x_ptr + cell + 1, mask=run_exists, other=0)
+    reach_start = tl.load(start_x_ptr + tl.maximum(cell - 1, 0), mask=run_exists, other=0)
+    lo = tl.maximum(run_start, xw)
+    hi = tl.minimum(run_end, tl.minimum(xw + BLOCK_X, xe))
+    k_max = tl.max(hi - lo, 0)
+    # Cells this window reaches; the first window that reaches a cell stores it.
+    cell_ok = run_exists & (cell >= j_lo) & (reach_start < xw + BLOCK_X) & (run_end > xw)
+    first = (reach_start >= xw) | (xw == xs)
+
+    T = acc_a - tl.where(last_row, 0.0, acc_b)
+    value = _reduce_runs(T, lam_x_ptr, lo, hi, cell == w - 1, xw, k_max, BLOCK_CH, BLOCK_X,
+                         NRUN, KC, ACC) * grad_scale
+    p = (g_ptr + a.to(tl.int64) * g_sh + cell.to(tl.int64)[:, None] * g_sw
+         + ch.to(tl.int64)[None, :] * g_sc)
+    ok = cell_ok[:, None] & ch_ok[None, :]
+    earlier = tl.load(p, mask=ok & (first == 0)[:, None], other=0.0).to(ACC)
+    tl.store(p, (earlier + value).to(g_ptr.dtype.element_ty), mask=ok)
+
+
+# Channel strides are never specialised to 1: a channels-last prediction would otherwise
+# make Triton lay the classes along the lanes instead of inside each thread.
+@triton.jit(do_not_specialize=["x_sc", "gx_sc", "o_sc", "g_sc", "go_sc"])
 def upsample_loss_kernel(
-    x_ptr, t_ptr, cw_ptr, px_ptr, x_sb, x_sc, x_sh, x_sw, t_sb, t_sh, t_sw, C, ignore_index,
-    o_ptr, g_ptr, m_ptr, po_ptr, o_sb, o_sc, o_sh, o_sw, g_sb, g_sc, g_sh, g_sw, m_sb, m_sh, m_sw,
-    d_ptr, z_ptr, pd_ptr, d_sb, d_sh, d_sw, z_sb, z_sh, z_sw,
-    lam_ptr, start_ptr, part_ptr, norm_part_ptr, bad_part_ptr, B, h, w, H,
-    HAS_SEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_INST: tl.constexpr,
+    x_ptr, t_ptr, cw_ptr, gx_ptr, x_sb, x_sc, x_sh, x_sw, t_sb, t_sh, t_sw,
+    gx_sb, gx_sc, gx_sh, gx_sw, ignore_index,
+    o_ptr, g_ptr, m_ptr, go_ptr, o_sb, o_sc, o_sh, o_sw, g_sb, g_sc, g_sh, g_sw,
+    m_sb, m_sh, m_sw, go_sb, go_sc, go_sh, go_sw,
+    d_ptr, z_ptr, gd_ptr, d_sb, d_sh, d_sw, z_sb, z_sh, z_sw, gd_sb, gd_sh, gd_sw,
+    index_ptr, lam_ptr, start_ptr, part_ptr, bad_ptr, n_parts, h, w, H, W,
+    n_bands, n_strips, band_rows, strip_cells, grad_scale,
+    C: tl.constexpr, HAS_SEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_INST: tl.constexpr,
     HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK_C: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC_FP64: tl.constexpr,
+    BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr, ACC_FP64: tl.constexpr,
+    FAST_MATH: tl.constexpr,
 ):
-    # Program (image b, low-res row a, columns n in [j*BLOCK_N, (j+1)*BLOCK_N)) visits the
-    # pixels it owns, X = start_x[n] + k0 + k (k < BLOCK_K) for each row Y in
-    # [start_y[a], start_y[a+1]). For each pixel p and task, with
-    # v_p = wy0 (wx0 u[a, n] + wx1 u[a, n1]) + wy1 (wx0 u[a1, n] + wx1 u[a1, n1]):
-    #   semantic: loss_p = w_p (logsumexp_c v_pc - v_p,t_p),
-    #             dv_pc = w_p (softmax(v_p)_c - [c == t_p])
-    #             (valid p: t_p != ignore_index and 0 <= t_p < C; w_p = class_weight[t_p] or 1)
-    #   instance: loss_p = sum_ch |v_p,ch - g_p,ch|,  dv_p,ch = sign(v_p,ch - g_p,ch)  (p in mask)
-    #   depth:    loss_p = |v_p - z_p|,  dv_p = sign(v_p - z_p)  (z_p finite and > 0)
-    # and 0 for the other pixels. Per program: partial sums part/norm_part[slot, pid] of the
-    # losses and normalisers, bad_part[0, pid] the count of labels outside [0, C) that are
-    # not ignore_index; with WRITE_GRAD, dv (unscaled) gathered into the S_rs buffers.
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
-    nprog = tl.num_programs(0)
-    n_blocks = tl.cdiv(w, BLOCK_N)
-    a = (pid // n_blocks) % h
-    b = (pid // n_blocks // h).to(tl.int64)
-    a1 = tl.minimum(a + 1, h - 1)
-    n = (pid % n_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
-    column_in_image = n < w
-    n1 = tl.minimum(n + 1, w - 1)
-    y_begin = tl.load(start_ptr + a)
-    y_end = tl.load(start_ptr + a + 1)
-    x_begin = tl.load(start_ptr + h + 1 + n, mask=column_in_image, other=0)
-    x_end = tl.load(start_ptr + h + 2 + n, mask=column_in_image, other=0)
-    k_end = tl.max(x_end - x_begin, axis=0)  # owned columns of the widest owner
-    k = tl.arange(0, BLOCK_K)
+    strip = pid % n_strips
+    band = (pid // n_strips) % n_bands
+    b = (pid // n_strips // n_bands).to(tl.int64)
+    a_lo = band * band_rows
+    a_hi = tl.minimum(a_lo + band_rows, h)
+    a_first = tl.maximum(a_lo - 1, 0)
+    j_lo = strip * strip_cells
+    j_hi = tl.minimum(j_lo + strip_cells, w)
+    lam_y_ptr = lam_ptr
+    lam_x_ptr = lam_ptr + H
+    start_x_ptr = start_ptr + h + 1
+    xs = tl.load(start_x_ptr + tl.maximum(j_lo - 1, 0))  # first column of run j_lo - 1
+    x_own = tl.load(start_x_ptr + j_lo)                   # first column this program owns
+    xe = tl.load(start_x_ptr + j_hi)
+    y_first = tl.load(start_ptr + a_first)
+    y_stop = tl.load(start_ptr + a_hi)
+    y_own = tl.load(start_ptr + a_lo)
+
     classes = tl.arange(0, BLOCK_C)
-    class_in_range = classes < C
+    class_ok = classes < C
     offset_ch = tl.arange(0, 2)
     depth_ch = tl.arange(0, 1)
+    lane = tl.arange(0, BLOCK_X)
+    sem_loss = tl.zeros([BLOCK_X], ACC)
+    sem_norm = tl.zeros([BLOCK_X], ACC)
+    n_bad = tl.zeros([BLOCK_X], tl.int32)
+    first_bad = tl.full([BLOCK_X], NO_PIXEL, tl.int64)  # flat index b H W + Y W + X
+    first_value = tl.zeros([BLOCK_X], tl.int64)
+    lane_first_row = tl.full([BLOCK_X], NO_ROW, tl.int32)  # of a bad label, per column
+    inst_loss = tl.zeros([BLOCK_X], ACC)
+    inst_norm = tl.zeros([BLOCK_X], ACC)
+    dep_loss = tl.zeros([BLOCK_X], ACC)
+    dep_norm = tl.zeros([BLOCK_X], ACC)
 
-    sem_loss = tl.zeros([BLOCK_N, BLOCK_K], ACC)
-    sem_norm = tl.zeros([BLOCK_N, BLOCK_K], ACC)
-    inst_loss = tl.zeros([BLOCK_N, BLOCK_K], ACC)
-    inst_norm = tl.zeros([BLOCK_N, BLOCK_K], ACC)
-    dep_loss = tl.zeros([BLOCK_N, BLOCK_K], ACC)
-    dep_norm = tl.zeros([BLOCK_N, BLOCK_K], ACC)
-    n_bad = tl.zeros([BLOCK_N, BLOCK_K], tl.int32)
-    sx00 = tl.zeros([BLOCK_C, BLOCK_N], ACC)
-    sx01 = tl.zeros([BLOCK_C, BLOCK_N], ACC)
-    sx10 = tl.zeros([BLOCK_C, BLOCK_N], ACC)
-    sx11 = tl.zeros([BLOCK_C, BLOCK_N], ACC)
-    so00 = tl.zeros([2, BLOCK_N], ACC)
-    so01 = tl.zeros([2, BLOCK_N], ACC)
-    so10 = tl.zeros([2, BLOCK_N], ACC)
-    so11 = tl.zeros([2, BLOCK_N], ACC)
-    sd00 = tl.zeros([1, BLOCK_N], ACC)
-    sd01 = tl.zeros([1, BLOCK_N], ACC)
-    sd10 = tl.zeros([1, BLOCK_N], ACC)
-    sd11 = tl.zeros([1, BLOCK_N], ACC)
-    k0 = 0
-    while k0 < k_end:
-        X = x_begin[:, None] + k0 + k[None, :]
-        pixel_owned = X < x_end[:, None]
-        lx = tl.load(lam_ptr + H + X, mask=pixel_owned, other=0.0)
-        wx0 = 1.0 - lx
-        wx1 = lx
-        X = X.to(tl.int64)
-        if HAS_SEM:
-            x_top, x_bottom = _along_x(x_ptr + b * x_sb, classes, x_sc, a, a1, n, n1, x_sh, x_sw,
-                                       class_in_range[:, None] & column_in_image[None, :],
-                                       wx0, wx1, ACC)
-            dx_top = tl.zeros([BLOCK_C, BLOCK_N, BLOCK_K], ACC)
-            dx_bottom = tl.zeros([BLOCK_C, BLOCK_N, BLOCK_K], ACC)
-        if HAS_INST:
-            o_top, o_bottom = _along_x(o_ptr + b * o_sb, offset_ch, o_sc, a, a1, n, n1, o_sh,
-                                       o_sw, column_in_image[None, :], wx0, wx1, ACC)
-            do_top = tl.zeros([2, BLOCK_N, BLOCK_K], ACC)
-            do_bottom = tl.zeros([2, BLOCK_N, BLOCK_K], ACC)
-        if HAS_DEP:
-            d_top, d_bottom = _along_x(d_ptr + b * d_sb, depth_ch, 0, a, a1, n, n1, d_sh, d_sw,
-                                       column_in_image[None, :], wx0, wx1, ACC)
-            dd_top = tl.zeros([1, BLOCK_N, BLOCK_K], ACC)
-            dd_bottom = tl.zeros([1, BLOCK_N, BLOCK_K], ACC)
-        Y = y_begin
-        while Y < y_end:
-            wy1 = tl.load(lam_ptr + Y)
-            wy0 = 1.0 - wy1
-            Yl = Y.to(tl.int64)
-            if HAS_SEM:
-                v = wy0 * x_top + wy1 * x_bottom
-                v = tl.where(class_in_range[:, None, None], v, float("-inf"))
-                t = tl.load(t_ptr + b * t_sb + Yl * t_sh + X * t_sw, mask=pixel_owned,
-                            other=0).to(tl.int64)
-                labelled = pixel_owned & (t != ignore_index)
-                label_valid = labelled & (t >= 0) & (t < C)
-                n_bad += (labelled & (label_valid == 0)).to(tl.int32)
-                label = tl.where(label_valid, t, 0).to(tl.int32)
-                if HAS_WEIGHT:
-                    wt = tl.load(cw_ptr + label, mask=label_valid, other=0.0).to(ACC)
-                else:
-                    wt = label_valid.to(ACC)
-                v_max = tl.max(v, axis=0)
-                e = tl.exp(v - v_max[None, :, :])
-                denom = tl.sum(e, axis=0)
-                is_target = classes[:, None, None] == label[None, :, :]
-                v_target = tl.sum(tl.where(is_target, v, 0.0), axis=0)
-                sem_loss += tl.where(label_valid, wt * (tl.log(denom) + v_max - v_target), 0.0)
-                sem_norm += wt
-                if WRITE_GRAD:
-                    p = e * (1.0 / denom)[None, :, :]
-                    dv = tl.where(is_target, p - 1.0, p) * wt[None, :, :]
-                    dv = tl.where(label_valid[None, :, :], dv, 0.0)
-                    dx_top += wy0 * dv
-                    dx_bottom += wy1 * dv
-            if HAS_INST:
-                in_mask = pixel_owned & (tl.load(m_ptr + b * m_sb + Yl * m_sh + X * m_sw,
-                                                 mask=pixel_owned, other=0) != 0)
-                target = tl.load(g_ptr + b * g_sb + offset_ch[:, None, None].to(tl.int64) * g_sc
-                                 + Yl * g_sh + X[None, :, :] * g_sw,
-                                 mask=in_mask[None, :, :], other=0.0).to(ACC)
-                diff = wy0 * o_top + wy1 * o_bottom - target
-                inst_loss += tl.where(in_mask, tl.sum(tl.abs(diff), axis=0), 0.0)
-                inst_norm += in_mask.to(ACC)
-                if WRITE_GRAD:
-                    dv = tl.where(in_mask[None, :, :], _sign(diff), 0.0)
-                    do_top += wy0 * dv
-                    do_bottom += wy1 * dv
-            if HAS_DEP:
-                z = tl.load(z_ptr + b * z_sb + Yl * z_sh + X * z_sw, mask=pixel_owned,
-                            other=0.0).to(ACC)
-                measured = pixel_owned & (z > 0) & (z < float("inf"))
-                diff = wy0 * d_top + wy1 * d_bottom - tl.where(measured, z, 0.0)[None, :, :]
-                dep_loss += tl.where(measured, tl.sum(tl.abs(diff), axis=0), 0.0)
-                dep_norm += measured.to(ACC)
-                if WRITE_GRAD:
-                    dv = tl.where(measured[None, :, :], _sign(diff), 0.0)
-                    dd_top += wy0 * dv
-                    dd_bottom += wy1 * dv
-            Y += 1
-        if WRITE_GRAD:
-            if HAS_SEM:
-                sx00, sx01, sx10, sx11 = _gather_roles(wx0, wx1, dx_top, dx_bottom,
-                                                       sx00, sx01, sx10, sx11)
-            if HAS_INST:
-                so00, so01, so10, so11 = _gather_roles(wx0, wx1, do_top, do_bottom,
-                                                       so00, so01, so10, so11)
-            if HAS_DEP:
-                sd00, sd01, sd10, sd11 = _gather_roles(wx0, wx1, dd_top, dd_bottom,
-                                                       sd00, sd01, sd10, sd11)
-        k0 += BLOCK_K
+    xw = xs
+    while xw < xe:  # one window unless the strip is wider than BLOCK_X columns
+        X = xw + lane
+        in_window = X < xe
+        owned_x = in_window & (X >= x_own)
+        i0x = tl.load(index_ptr + H + X, mask=in_window, other=0)
+        wx1 = tl.load(lam_x_ptr + X, mask=in_window, other=0.0)
+        wx0 = 1.0 - wx1
+        i1x = tl.minimum(i0x + 1, w - 1)
+        Xl = X.to(tl.int64)
 
-    if WRITE_GRAD:
         if HAS_SEM:
-            _store_roles(px_ptr, classes, C, b, B, a, h, n, w,
-                         class_in_range[:, None] & column_in_image[None, :],
-                         sx00, sx01, sx10, sx11)
+            x_col0 = x_ptr + b * x_sb + i0x.to(tl.int64) * x_sw  # a pixel's two tap columns
+            x_col1 = x_ptr + b * x_sb + i1x.to(tl.int64) * x_sw
+            x_top = _along_x(x_col0, x_col1, classes, class_ok, x_sc, a_first, x_sh, wx0, wx1,
+                             in_window, ACC)
+            dx_a = tl.zeros([BLOCK_X, BLOCK_C], ACC)
+            dx_b = tl.zeros([BLOCK_X, BLOCK_C], ACC)
+            t_row = t_ptr + b * t_sb + Xl * t_sw
+            t_next = tl.load(t_row + y_first.to(tl.int64) * t_sh, mask=in_window, other=0)
+            t_after = tl.load(t_row + (y_first + 1).to(tl.int64) * t_sh,
+                              mask=in_window & (y_first + 1 < y_stop), other=0)
         if HAS_INST:
-            _store_roles(po_ptr, offset_ch, 2, b, B, a, h, n, w, column_in_image[None, :],
-                         so00, so01, so10, so11)
+            o_col0 = o_ptr + b * o_sb + i0x.to(tl.int64) * o_sw
+            o_col1 = o_ptr + b * o_sb + i1x.to(tl.int64) * o_sw
+            o_top = _along_x(o_col0, o_col1, offset_ch, offset_ch < 2, o_sc, a_first, o_sh, wx0,
+                             wx1, in_window, ACC)
+            do_a = tl.zeros([BLOCK_X, 2], ACC)
+            do_b = tl.zeros([BLOCK_X, 2], ACC)
+            m_row = m_ptr + b * m_sb + Xl * m_sw
+            g_row = g_ptr + b * g_sb + (Xl * g_sw)[:, None] + offset_ch.to(tl.int64)[None, :] * g_sc
+            m_next = tl.load(m_row + y_first.to(tl.int64) * m_sh, mask=in_window, other=0)
+            g_next = tl.load(g_row + y_first.to(tl.int64) * g_sh, mask=in_window[:, None],
+                             other=0.0)
+            second = in_window & (y_first + 1 < y_stop)
+            m_after = tl.load(m_row + (y_first + 1).to(tl.int64) * m_sh, mask=second, other=0)
+            g_after = tl.load(g_row + (y_first + 1).to(tl.int64) * g_sh, mask=second[:, None],
+                              other=0.0)
         if HAS_DEP:
-            _store_roles(pd_ptr, depth_ch, 1, b, B, a, h, n, w, column_in_image[None, :],
-                         sd00, sd01, sd10, sd11)
-    # Each launch writes the slots of its tasks (the wrapper may split the tasks over launches).
+            d_col0 = d_ptr + b * d_sb + i0x.to(tl.int64) * d_sw
+            d_col1 = d_ptr + b * d_sb + i1x.to(tl.int64) * d_sw
+            d_top = _along_x(d_col0, d_col1, depth_ch, depth_ch < 1, 0, a_first, d_sh, wx0, wx1,
+                             in_window, ACC)
+            dd_a = tl.zeros([BLOCK_X, 1], ACC)
+            dd_b = tl.zeros([BLOCK_X, 1], ACC)
+            z_row = z_ptr + b * z_sb + Xl * z_sw
+            z_next = tl.load(z_row + y_first.to(tl.int64) * z_sh, mask=in_window, other=0.0)
+            z_after = tl.load(z_row + (y_first + 1).to(tl.int64) * z_sh,
+                              mask=in_window & (y_first + 1 < y_stop), other=0.0)
+
+        Y = y_first
+        a = a_first
+        while a < a_hi:
+            a1 = tl.minimum(a + 1, h - 1)
+            y_end = tl.load(start_ptr + a + 1)
+            if HAS_SEM:
+                x_bot = _along_x(x_col0, x_col1, classes, class_ok, x_sc, a1, x_sh, wx0, wx1,
+                                 in_window, ACC)
+            if HAS_INST:
+                o_bot = _along_x(o_col0, o_col1, offset_ch, offset_ch < 2, o_sc, a1, o_sh, wx0,
+                                 wx1, in_window, ACC)
+            if HAS_DEP:
+                d_bot = _along_x(d_col0, d_col1, depth_ch, depth_ch < 1, 0, a1, d_sh, wx0, wx1,
+                                 in_window, ACC)
+            while Y < y_end:
+                wy1 = tl.load(lam_y_ptr + Y)
+                wy0 = 1.0 - wy1
+                owned = owned_x & (Y >= y_own)
+                # Targets are loaded two rows ahead, so their latency overlaps two rows of work.
+                later = in_window & (Y + 2 < y_stop)
+                Yn = (Y + 2).to(tl.int64)
+                if HAS_SEM:
+                    t = _label(t_next)
+                    t_next = t_after
+                    t_after = tl.load(t_row + Yn * t_sh, mask=later, other=0)
+                    labelled = in_window & (t != ignore_index)
+                    valid = labelled & (t >= 0) & (t < C)
+                    bad = owned & labelled & (valid == 0)
+                    n_bad += bad.to(tl.int32)
+                    # Rows come in order, so a column's first bad label stays its first.
+                    lane_first_row = tl.where(bad & (lane_first_row == NO_ROW), Y,
+                                              lane_first_row)
+                    label = tl.where(valid, t.to(tl.int32), -1)
+                    if HAS_WEIGHT:
+                        wt = tl.load(cw_ptr + label, mask=valid, other=0.0).to(ACC)
+                    else:
+                        wt = valid.to(ACC)
+                    v = wy0 * x_top + wy1 * x_bot
+                    v = tl.where(class_ok[None, :], v, float("-inf"))
+                    v_max = tl.max(v, 1)
+                    e = tl.where(class_ok[None, :], _exp_shifted(v, v_max, FAST_MATH), 0.0)
+                    denom = tl.sum(e, 1)
+                    # Padding classes (C < BLOCK_C) are constants here, so they cost nothing.
+                    is_target = (label[:, None] == classes[None, :]) & class_ok[None, :]
+                    # v[target], recomputed from its four taps (cached loads) as v is.
+                    v_target = _tap_value(x_col0, x_col1, label.to(tl.int64) * x_sc, a, a1,
+                                          x_sh, wx0, wx1, wy0, wy1, valid, ACC)
+                    lse = _log(denom, FAST_MATH) + v_max
+                    sem_loss += tl.where(valid & owned, wt * (lse - v_target), 0.0)
+                    sem_norm += tl.where(owned, wt, 0.0)
+                    if WRITE_GRAD:
+                        dv = e * (wt / denom)[:, None] - tl.where(is_target, wt[:, None], 0.0)
+                        dx_a += tl.where(class_ok[None, :], dv, 0.0)
+                        dx_b += tl.where(class_ok[None, :], wy1 * dv, 0.0)
+                if HAS_INST:
+                    in_mask = in_window & (m_next != 0)
+                    target = g_next.to(ACC)
+                    m_next = m_after
+                    g_next = g_after
+                    m_after = tl.load(m_row + Yn * m_sh, mask=later, other=0)
+                    g_after = tl.load(g_row + Yn * g_sh, mask=later[:, None], other=0.0)
+                    diff = wy0 * o_top + wy1 * o_bot - target
+                    inst_loss += tl.where(in_mask & owned, tl.sum(tl.abs(diff), 1), 0.0)
+                    inst_norm += (in_mask & owned).to(ACC)
+                    if WRITE_GRAD:
+                        dv = tl.where(in_mask[:, None], _sign(diff), 0.0)
+                        do_a += dv
+                        do_b += wy1 * dv
+                if HAS_DEP:
+                    z = z_next.to(ACC)
+                    z_next = z_after
+                    z_after = tl.load(z_row + Yn * z_sh, mask=later, other=0.0)
+                    measured = in_window & (z > 0) & (z < float("inf"))
+                    diff = wy0 * d_top + wy1 * d_bot - tl.where(measured, z, 0.0)[:, None]
+                    dep_loss += tl.where(measured & owned, tl.sum(tl.abs(diff), 1), 0.0)
+                    dep_norm += (measured & owned).to(ACC)
+                    if WRITE_GRAD:
+                        dv = tl.where(measured[:, None], _sign(diff), 0.0)
+                        dd_a += dv
+                        dd_b += wy1 * dv
+                Y += 1
+            # Owner row a is done: its gradient row (rows of a - 1 before a_lo are only
+            # walked for their bottom part) goes to the cells, its bottom part carries on.
+            if WRITE_GRAD:
+                if a >= a_lo:
+                    if HAS_SEM:
+                        _store_cells(dx_a, dx_b, a1 == a, gx_ptr + b * gx_sb, classes, class_ok,
+                                     gx_sc, gx_sh, gx_sw, a, lam_x_ptr, start_x_ptr, j_lo, j_hi,
+                                     w, xs, xw, xe, grad_scale, BLOCK_C, BLOCK_X, NRUN, KC, ACC)
+                    if HAS_INST:
+                        _store_cells(do_a, do_b, a1 == a, go_ptr + b * go_sb, offset_ch,
+                                     offset_ch < 2, go_sc, go_sh, go_sw, a, lam_x_ptr,
+                                     start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, 2,
+                                     BLOCK_X, NRUN, KC, ACC)
+                    if HAS_DEP:
+                        _store_cells(dd_a, dd_b, a1 == a, gd_ptr + b * gd_sb, depth_ch,
+                                     depth_ch < 1, 0, gd_sh, gd_sw, a, lam_x_ptr, start_x_ptr,
+                                     j_lo, j_hi, w, xs, xw, xe, grad_scale, 1, BLOCK_X, NRUN,
+                                     KC, ACC)
+                if HAS_SEM:
+                    dx_a = dx_b
+                    dx_b = tl.zeros([BLOCK_X, BLOCK_C], ACC)
+                if HAS_INST:
+                    do_a = do_b
+                    do_b = tl.zeros([BLOCK_X, 2], ACC)
+                if HAS_DEP:
+                    dd_a = dd_b
+                    dd_b = tl.zeros([BLOCK_X, 1], ACC)
+            if HAS_SEM:
+                x_top = x_bot
+            if HAS_INST:
+                o_top = o_bot
+            if HAS_DEP:
+                d_top = d_bot
+            a += 1
+        if HAS_SEM:  # this window's first bad label per column: its flat index and value
+            named = lane_first_row != NO_ROW
+            flat = b * H * W + lane_first_row.to(tl.int64) * W + Xl
+            value = tl.load(t_ptr + b * t_sb + lane_first_row.to(tl.int64) * t_sh + Xl * t_sw,
+                            mask=named, other=0).to(tl.int64)
+            first = named & (flat < first_bad)
+            first_bad = tl.where(first, flat, first_bad)
+            first_value = tl.where(first, value, first_value)
+            lane_first_row = tl.full([BLOCK_X], NO_ROW, tl.int32)
+        tl.debug_barrier()  # a later window reads the cells this one stored
+        xw += BLOCK_X
+
+    # Each launch writes the rows of its tasks (the wrapper splits them over launches).
     if HAS_SEM:
-        tl.store(part_ptr + SLOT_SEMANTIC * nprog + pid, tl.sum(tl.sum(sem_loss, 1), 0))
-        tl.store(norm_part_ptr + SLOT_SEMANTIC * nprog + pid, tl.sum(tl.sum(sem_norm, 1), 0))
-        # bad_part rows as prepare_kernel (normalisers.py) reads them: count, first flat index,
-        # value. Only the count is kept; the caller names a bad label from the targets.
-        tl.store(bad_part_ptr + pid, tl.sum(tl.sum(n_bad, 1), 0).to(tl.int64))
-        tl.store(bad_part_ptr + nprog + pid, 9223372036854775807)
-        tl.store(bad_part_ptr + 2 * nprog + pid, 0)
+        tl.store(part_ptr + pid, tl.sum(sem_loss, 0))
+        tl.store(part_ptr + ROW_NORM * n_parts + pid, tl.sum(sem_norm, 0))
+        first_index = tl.min(first_bad, 0)
+        tl.store(bad_ptr + pid, tl.sum(n_bad, 0).to(tl.int64))
+        tl.store(bad_ptr + n_parts + pid, first_index)
+        tl.store(bad_ptr + 2 * n_parts + pid,
+                 tl.sum(tl.where(first_bad == first_index, first_value, 0), 0))
     if HAS_INST:
-        tl.store(part_ptr + SLOT_INSTANCE * nprog + pid, tl.sum(tl.sum(inst_loss, 1), 0))
-        tl.store(norm_part_ptr + SLOT_INSTANCE * nprog + pid, tl.sum(tl.sum(inst_norm, 1), 0))
+        tl.store(part_ptr + n_parts + pid, tl.sum(inst_loss, 0))
+        tl.store(part_ptr + (ROW_NORM + 1) * n_parts + pid, tl.sum(inst_norm, 0))
     if HAS_DEP:
-        tl.store(part_ptr + SLOT_DEPTH * nprog + pid, tl.sum(tl.sum(dep_loss, 1), 0))
-        tl.store(norm_part_ptr + SLOT_DEPTH * nprog + pid, tl.sum(tl.sum(dep_norm, 1), 0))
-
-
-@triton.jit
-def upsample_grad_kernel(p_ptr, state_ptr, du_ptr, n_cells, CH, h, w, du_sb, du_sc, du_sh, du_sw,
-                         SLOT: tl.constexpr, BLOCK: tl.constexpr, ACC_FP64: tl.constexpr):
-    # BLOCK low-resolution cells q = ((b * CH + c) * h + i) * w + j of the n_cells = B*CH*h*w:
-    #     du[b, c, i, j] = scale * (S_00[i, j] + S_01[i, j-1] + S_10[i-1, j] + S_11[i-1, j-1])
-    # added in this order; scale = state[ROW_RSCALE, SLOT] (incoming gradient / N).
-    ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
-    q = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    cell_exists = q < n_cells
-    j = q % w
-    i = (q // w) % h
-    bc = q // w // h
-    has_left = cell_exists & (j > 0)
-    has_above = cell_exists & (i > 0)
-    s = tl.load(p_ptr + q, mask=cell_exists, other=0.0)
-    s += tl.load(p_ptr + n_cells + q - 1, mask=has_left, other=0.0)
-    s += tl.load(p_ptr + 2 * n_cells + q - w, mask=has_above, other=0.0)
-    s += tl.load(p_ptr + 3 * n_cells + q - w - 1, mask=has_left & has_above, other=0.0)
-    scale = tl.load(state_ptr + ROW_RSCALE * SLOTS + SLOT).to(ACC)
-    du = (s.to(ACC) * scale).to(du_ptr.dtype.element_ty)
-    tl.store(du_ptr + (bc // CH) * du_sb + (bc % CH) * du_sc + i * du_sh + j * du_sw, du,
-             mask=cell_exists)
+        tl.store(part_ptr + 2 * n_parts + pid, tl.sum(dep_loss, 0))
+        tl.store(part_ptr + (ROW_NORM + 2) * n_parts + pid, tl.sum(dep_norm, 0))

@@ -45,3 +45,24 @@ def run_compiled(script, mode: str, timeout: int = 500) -> dict:
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def low_res_inputs(B, C, h, w, H, W, dtype=torch.float32, tasks=("semantic", "instance", "depth"), seed=0, **target_kw):
+    """Predictions at h x w, targets at H x W."""
+    pred, _ = make_inputs(B=B, C=C, H=h, W=w, dtype=dtype, tasks=tasks, seed=seed)
+    _, tgt = make_inputs(B=B, C=C, H=H, W=W, tasks=tasks, seed=seed + 1, **target_kw)
+    return pred, tgt
+
+
+def random_class_weight(C, seed=1):
+    return torch.rand(C, generator=torch.Generator().manual_seed(seed)) + 0.5
+
+
+def launch_recorder(calls):
+    """Stands in for ``launch``: keeps (kernel, args, kwargs) instead of running the kernel."""
+    def launch(kernel):
+        class Grid:
+            def __getitem__(self, grid):
+                return lambda *args, **kwargs: calls.append((kernel, args, kwargs))
+        return Grid()
+    return launch

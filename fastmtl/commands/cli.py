@@ -11,6 +11,10 @@ the parser stays cheap::
         p = subparsers.add_parser("train", help="train a model")
         p.add_argument("--steps", type=int, default=1000)
         p.set_defaults(func=_run_train)
+
+A mistake (a bad option, a missing file, a refused resume, a diverged run) ends
+with one line, ``fastmtl COMMAND: error: ...``, and exit status 1 (130 on
+Ctrl-C); ``fastmtl --debug COMMAND ...`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-__all__ = ["command", "build_parser", "main", "parse_size"]
+from fastmtl.commands.options import parse_size, positive_int
+
+__all__ = ["command", "build_parser", "main", "parse_size", "positive_int"]
 
 _COMMANDS: list[Callable] = []
 
@@ -30,37 +36,54 @@ def command(register: Callable) -> Callable:
     return register
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'HxW' or a preset name (tiny, half, full) -> (H, W), for ``type=`` in argparse."""
-    from fastmtl.data.cityscapes import resolve_size
-
-    try:
-        size = resolve_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    if size is None or min(size) <= 0:
-        raise argparse.ArgumentTypeError(f"expected HxW or tiny/half/full, got {text!r}")
-    return size
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastmtl",
         description="Multi-task dense scene understanding: semantics, instances and depth.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in _COMMANDS:
         register(sub)
+    _accept_debug_anywhere(sub)
     return parser
+
+
+def _accept_debug_anywhere(subparsers) -> None:
+    """``--debug`` after a command name works too (``fastmtl train ... --debug``)."""
+    for p in set(subparsers.choices.values()):
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        for action in p._subparsers._group_actions if p._subparsers else ():
+            _accept_debug_anywhere(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (OSError, ValueError) as e:  # bad paths and bad data: the message names the file
-        print(f"fastmtl {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"fastmtl {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line per mistake; --debug for the traceback
+        if args.debug:
+            raise
+        print(f"fastmtl {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
+
+
+# Errors whose message says it all; anything else also names its type.
+_PLAIN = (OSError, ValueError, TypeError, RuntimeError)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
+        text = f"{text}: {e.filename}"
+    if not isinstance(e, _PLAIN) or type(e) is RuntimeError:
+        text = f"{type(e).__name__}: {text} (rerun with fastmtl --debug for the traceback)"
+    return text
 
 
 # -- fastmtl data ------------------------------------------------------------
@@ -72,8 +95,8 @@ def _data(subparsers):
 
     s = sub.add_parser("synth", help="write a synthetic city in the Cityscapes layout")
     s.add_argument("--out", help="output directory (default: the cache, ~/.cache/fastmtl/synth-<seed>-<n>...)")
-    s.add_argument("--n", type=int, default=200, help="train scenes (default 200)")
-    s.add_argument("--n-val", type=int, default=None, help="val scenes (default n // 4, at least 1)")
+    s.add_argument("--n", type=positive_int, default=200, help="train scenes (default 200)")
+    s.add_argument("--n-val", type=positive_int, default=None, help="val scenes (default n // 4, at least 1)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=parse_size, default=(128, 256), help="HxW or tiny/half/full (default 128x256)")
     s.set_defaults(func=_data_synth)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-import torch
-
+from fastmtl.commands.options import positive_int
+from fastmtl.engine import rundir
+from fastmtl.engine.distributed import resolve_device
 from fastmtl.engine.evaluation import evaluate, evaluate_official, headline, load_model
 from fastmtl.engine.metrics import HIGHER_IS_BETTER, delta_m
+from fastmtl.engine.strict_json import dumps
 
 
 def register(subparsers) -> None:
@@ -16,8 +17,8 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", required=True, help="training checkpoint (checkpoint.pt)")
     p.add_argument("--data", default=None, help="'synthetic' or a Cityscapes root (default: the run's data)")
     p.add_argument("--split", default="val")
-    p.add_argument("--limit", type=int, default=None, help="first N images")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--limit", type=positive_int, default=None, help="first N images")
+    p.add_argument("--batch-size", type=positive_int, default=4)
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
     p.add_argument("--official", action="store_true",
@@ -36,9 +37,11 @@ def _main(args) -> int:
     from fastmtl.data.cityscapes import Cityscapes
     from fastmtl.engine.config import resolve_data
 
+    import torch
+
     reference = read_reference(args.reference) if args.reference else None  # fail before evaluating
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
-        "cpu" if args.device == "auto" else args.device)
+    device = str(resolve_device(("cuda" if torch.cuda.is_available() else "cpu")
+                                if args.device == "auto" else args.device))
     model, cfg, size = load_model(args.checkpoint, device)
     if args.data is not None:
         cfg.data = args.data
@@ -47,14 +50,15 @@ def _main(args) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{args.split}"
     metrics = evaluate(model, dataset, batch_size=args.batch_size, device=device, amp=args.amp,
                        limit=args.limit, progress=True)
-    if args.official:
-        metrics.update(evaluate_official(model, dataset, out, device=device, amp=args.amp, limit=args.limit,
-                                         grouping={"method": args.grouping}))
     if reference is not None:
         metrics["delta_m"] = delta_m(metrics, reference)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(_jsonable(metrics), indent=2) + "\n")
-    print(json.dumps(_jsonable(headline(metrics)), indent=2))
+    with rundir.recording(rundir.run_of(args.checkpoint), out):  # --overwrite of the run removes them
+        if args.official:
+            metrics.update(evaluate_official(model, dataset, out, device=device, amp=args.amp,
+                                             limit=args.limit, grouping={"method": args.grouping}))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(dumps(metrics, indent=2) + "\n")
+    print(dumps(headline(metrics), indent=2))
     return 0
 
 
@@ -79,7 +83,3 @@ def read_reference(paths) -> dict[str, float]:
     if not merged:
         raise ValueError(f"no reference metric ({', '.join(HIGHER_IS_BETTER)}) in {', '.join(map(str, paths))}")
     return merged
-
-
-def _jsonable(d: dict) -> dict:
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}

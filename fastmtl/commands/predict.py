@@ -1,19 +1,27 @@
-"""``fastmtl predict IMAGE... --checkpoint CKPT --out DIR``: renderings of a model's outputs.
+"""``fastmtl predict IMAGE... --checkpoint CKPT --out DIR``: pictures of a model's outputs.
 
-Each output PNG shows, side by side, the input, the semantic classes in the
-Cityscapes palette, the instances grouped from the offsets (one colour per
-instance, black elsewhere) and the predicted disparity through a colour map
-(bright = near), for the tasks the model has.
+Each output PNG shows, side by side and titled, the input, the semantic classes
+in the Cityscapes palette with a legend of the classes present, the instances
+grouped from the offsets (one colour per instance, black elsewhere) and the
+predicted disparity through a colour map with its colour bar in pixels (bright =
+near), for the tasks the model has. Small images are enlarged (nearest
+neighbour) so each panel is at least ``PANEL_INCHES`` wide.
+
+Output names keep the inputs' folders below their common folder:
+``predict a/x.png b/x.png --out P`` writes ``P/a/x_pred.png`` and
+``P/b/x_pred.png``; inputs from one folder land directly in ``P``.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-SEPARATOR = 4  # white pixels between panels
+PANEL_INCHES = 4.0
+DPI = 100
 
 
 def load_image(path, size: tuple[int, int] | None) -> np.ndarray:
@@ -36,40 +44,74 @@ def colour_semantic(labels: np.ndarray) -> np.ndarray:
     return palette[labels.astype(np.int64).clip(0, 255)]
 
 
-def colour_depth(depth: np.ndarray, cmap: str = "magma") -> np.ndarray:
-    """Disparity through a colour map, scaled to [0, 99th percentile]."""
-    import matplotlib
-
-    top = float(np.percentile(depth, 99)) if depth.size else 1.0
-    scaled = np.clip(depth / (top if top > 0 else 1.0), 0, 1)
-    return (matplotlib.colormaps[cmap](scaled)[..., :3] * 255 + 0.5).astype(np.uint8)
-
-
-def render(rgb: np.ndarray, predictions: dict[str, torch.Tensor], grouping: dict | None = None) -> np.ndarray:
-    """Input and the rendered predictions (each (1, C, H, W)) side by side."""
+def panels(rgb: np.ndarray, predictions: dict[str, torch.Tensor], grouping: dict | None = None) -> list[dict]:
+    """The pictures to show: dicts with "title" and "image" (H, W, 3 uint8) or "disparity" (H, W)."""
     from fastmtl.engine.postprocess import colourise, group_instances
 
-    panels = [rgb]
+    out = [{"title": "input", "image": rgb}]
     semantic = probs = None
     if "semantic" in predictions:
         probs = predictions["semantic"][0].float().softmax(0)
         semantic = probs.argmax(0)
-        panels.append(colour_semantic(semantic.cpu().numpy()))
+        labels = semantic.cpu().numpy()
+        out.append({"title": "semantic classes", "image": colour_semantic(labels),
+                    "classes": sorted(int(c) for c in np.unique(labels))})
     if "instance" in predictions:
         if semantic is None:
-            panels.append(np.zeros_like(rgb))  # grouping needs the classes
+            out.append({"title": "instances (need semantic classes)", "image": np.zeros_like(rgb)})
         else:
             inst = group_instances(semantic, predictions["instance"][0].float(), probabilities=probs,
                                    **(grouping or {}))
-            panels.append(colourise(inst.ids))
+            n = int(inst.ids.max()) if inst.ids.numel() else 0
+            out.append({"title": f"instances ({n} found)", "image": colourise(inst.ids)})
     if "depth" in predictions:
-        panels.append(colour_depth(predictions["depth"][0, 0].float().cpu().numpy()))
-    h = rgb.shape[0]
-    gap = np.full((h, SEPARATOR, 3), 255, np.uint8)
-    row = [panels[0]]
-    for p in panels[1:]:
-        row += [gap, p]
-    return np.concatenate(row, axis=1)
+        out.append({"title": "disparity [px] (bright = near)",
+                    "disparity": predictions["depth"][0, 0].float().cpu().numpy()})
+    return out
+
+
+def render(rgb: np.ndarray, predictions: dict[str, torch.Tensor], grouping: dict | None = None) -> np.ndarray:
+    """The titled picture as an (H, W, 3) uint8 array."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    from fastmtl.data.labels import CLASS_NAMES, TRAIN_COLORS
+
+    shown = panels(rgb, predictions, grouping)
+    h, w = rgb.shape[:2]
+    panel_h = PANEL_INCHES * h / w
+    fig = Figure(figsize=(PANEL_INCHES * len(shown), panel_h + 1.4), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, len(shown), squeeze=False)[0]
+    classes = []
+    for ax, panel in zip(axes, shown):
+        ax.set_title(panel["title"], fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if "disparity" in panel:
+            d = panel["disparity"]
+            top = float(np.percentile(d, 99)) if d.size else 1.0
+            im = ax.imshow(d, cmap="magma", vmin=0.0, vmax=top if top > 0 else 1.0, interpolation="nearest")
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="disparity [px]")
+        else:
+            ax.imshow(panel["image"], interpolation="nearest")
+        classes = panel.get("classes", classes)
+    if classes:
+        handles = [Patch(facecolor=TRAIN_COLORS[c] / 255.0, edgecolor="black", linewidth=0.5,
+                         label=CLASS_NAMES[c]) for c in classes if c < len(CLASS_NAMES)]
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 2 * len(shown) + 1),
+                   fontsize=8, frameon=False, title="semantic classes present", title_fontsize=8)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def output_paths(images, out_dir) -> list[Path]:
+    """``<out>/<folder below the inputs' common folder>/<stem>_pred.png`` for each input."""
+    resolved = [Path(p).resolve() for p in images]
+    common = Path(os.path.commonpath([p.parent for p in resolved])) if resolved else Path(".")
+    return [Path(out_dir) / p.parent.relative_to(common) / f"{p.stem}_pred.png" for p in resolved]
 
 
 @torch.no_grad()
@@ -80,28 +122,34 @@ def predict_images(images, checkpoint, out_dir, *, size=None, device="cpu", grou
     "native" keeps each image's own size.
     """
     from fastmtl.data.cityscapes import normalize_image
+    from fastmtl.engine import rundir
     from fastmtl.engine.evaluation import load_model, predict
 
     model, cfg, trained = load_model(checkpoint, device)
     size = None if size == "native" else (trained if size is None else tuple(size))
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in images:
-        rgb = load_image(path, size)
-        preds = predict(model, normalize_image(rgb)[None].to(device))
-        target = out_dir / f"{Path(path).stem}_pred.png"
-        Image.fromarray(render(rgb, preds, grouping)).save(target)
-        written.append(target)
+    with rundir.recording(rundir.run_of(checkpoint), out_dir):  # --overwrite of the run removes them
+        for path, target in zip(images, output_paths(images, out_dir)):
+            rgb = load_image(path, size)
+            preds = predict(model, normalize_image(rgb)[None].to(device))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(render(rgb, preds, grouping)).save(target)
+            written.append(target)
     return written
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="render semantic, instance and depth predictions of images")
+    from fastmtl.commands.options import size_or_native
+
+    p = subparsers.add_parser("predict", help="render semantic, instance and depth predictions of images",
+                              description="Writes one titled PNG per image (input, classes with a legend, "
+                                          "instances, disparity with a colour bar); output paths keep the "
+                                          "inputs' folders below their common folder.")
     p.add_argument("images", nargs="+", help="input images (PNG, JPEG, ...)")
     p.add_argument("--checkpoint", required=True, help="training checkpoint (checkpoint.pt)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--size", default=None,
+    p.add_argument("--size", type=size_or_native, default=None,
                    help="HxW to resize inputs to (default: the training size; 'native' keeps them)")
     p.add_argument("--device", default="auto")
     p.add_argument("--grouping", choices=("fast", "optics"), default="fast", help="instance grouping method")
@@ -109,11 +157,11 @@ def register(subparsers) -> None:
 
 
 def _main(args) -> int:
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    size = args.size
-    if size not in (None, "native"):
-        size = tuple(int(v) for v in size.lower().split("x"))
-    for path in predict_images(args.images, args.checkpoint, args.out, size=size, device=device,
+    from fastmtl.engine.distributed import resolve_device
+
+    device = str(resolve_device(("cuda" if torch.cuda.is_available() else "cpu")
+                                if args.device == "auto" else args.device))
+    for path in predict_images(args.images, args.checkpoint, args.out, size=args.size, device=device,
                                grouping={"method": args.grouping}):
         print(path)
     return 0

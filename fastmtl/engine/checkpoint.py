@@ -3,7 +3,10 @@
 ``save`` writes to a temporary file in the target's directory, flushes and
 fsyncs it, renames it over the target with ``os.replace`` (atomic on POSIX) and
 fsyncs the directory, so the path always holds either the previous complete
-checkpoint or the new one. ``load`` uses ``torch.load(weights_only=True)``: a
+checkpoint or the new one. A process killed mid-write (SIGKILL, power loss) leaves
+its ``.<name>.*.tmp`` file behind; the next ``save`` to that path removes such
+files first (one writer per path, as the trainer's rank 0), and
+``remove_stale_temp`` does it at the start of a run. ``load`` uses ``torch.load(weights_only=True)``: a
 checkpoint holds only tensors and plain Python values, so loading one from
 elsewhere cannot run code. That is why the RNG states below are stored as
 tensors, ints and tuples rather than as pickled objects.
@@ -36,11 +39,29 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_stale_temp(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that killed writes of ``path`` left; return them."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    stale = [p for p in path.parent.glob(f"{_temp_prefix(path)}*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def save(state: dict, path: str | os.PathLike) -> Path:
     """Write ``state`` to ``path`` atomically (temp file, fsync, os.replace, fsync dir)."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"cannot write checkpoint {path}: it is a directory, not a file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temp(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
@@ -60,6 +81,8 @@ def save(state: dict, path: str | os.PathLike) -> Path:
 def load(path: str | os.PathLike, map_location="cpu") -> dict:
     """Load a checkpoint with ``weights_only=True``; errors name the path."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
@@ -68,6 +91,16 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CheckpointError(f"cannot load checkpoint {path}: {exc}") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint dict")
+    return state
+
+
+def require(state: dict, keys, path) -> dict:
+    """``state`` if it holds every key of a fastmtl training checkpoint, else CheckpointError naming ``path``."""
+    if state.get("format") != "fastmtl-train":
+        raise CheckpointError(f"{path} is not a fastmtl training checkpoint (no 'format': 'fastmtl-train')")
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete fastmtl training checkpoint: it has no {missing}")
     return state
 
 

@@ -7,6 +7,8 @@ checkpoint); ``build_weighting``, ``resolve_data``, ``build_datasets`` and
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +72,8 @@ class TrainConfig:
     log_every: int = 10
     progress: bool = True
     resume: bool = False             # continue from out/checkpoint.pt when it exists
+    overwrite: bool = False          # start afresh in an out that holds a run (removes that run's files)
+    max_bad_steps: int = 10          # amp="fp16": consecutive non-finite-loss steps GradScaler may skip
 
     def __post_init__(self):
         self.tasks = canonical_tasks(self.tasks)
@@ -90,6 +94,7 @@ class TrainConfig:
             raise ValueError(f"weighting 'single' trains one task, got tasks {list(self.tasks)}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive")
+        check_settings(self)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -160,3 +165,53 @@ def model_from_config(cfg: TrainConfig, size: tuple[int, int] | None):
 
     return build_model(cfg.model, num_classes=19, tasks=cfg.tasks, width=cfg.width, resolution=size,
                  backbone=cfg.backbone)
+
+
+def _number(cfg, name: str, low: float, high: float = math.inf, *, integer: bool = False,
+            low_open: bool = False, optional: bool = False) -> None:
+    value = getattr(cfg, name)
+    if value is None and optional:
+        return
+    flag = "--" + name.replace("_", "-")
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+        raise ValueError(f"{name} ({flag}) must be {kind}, got {value!r}")
+    if not math.isfinite(value) or value < low or (low_open and value == low) or value > high:
+        bound = f"> {low}" if low_open else f">= {low}"
+        bound += "" if high == math.inf else f" and <= {high}"
+        raise ValueError(f"{name} ({flag}) must be {bound}, got {value!r}")
+
+
+def check_settings(cfg: TrainConfig) -> None:
+    """Refuse values no run can use (NaN, negative rates, zero intervals, ...) before anything runs."""
+    from fastmtl.data.cityscapes import resolve_size
+    from fastmtl.validation import BACKENDS
+
+    for name in ("steps", "batch_size", "synthetic_n", "log_every"):
+        _number(cfg, name, 1, integer=True)
+    for name in ("num_workers", "checkpoint_every", "max_bad_steps"):
+        _number(cfg, name, 0, integer=True)
+    _number(cfg, "eval_every", -1, integer=True)
+    _number(cfg, "val_limit", 1, integer=True, optional=True)
+    _number(cfg, "width", 1, integer=True, optional=True)
+    _number(cfg, "lr", 0, low_open=True)
+    _number(cfg, "log_var_lr", 0, low_open=True, optional=True)
+    _number(cfg, "momentum", 0, 1)
+    _number(cfg, "weight_decay", 0)
+    _number(cfg, "poly_power", 0)
+    _number(cfg, "init_log_var", -math.inf)
+    if cfg.nesterov and cfg.momentum == 0:
+        raise ValueError("Nesterov momentum needs --momentum > 0 (or --no-nesterov)")
+    if cfg.weights is not None:
+        if not all(math.isfinite(w) and w >= 0 for w in cfg.weights) or not any(w > 0 for w in cfg.weights):
+            raise ValueError(f"weights (--weights) must be finite and >= 0, at least one > 0; got {list(cfg.weights)}")
+    try:
+        size = resolve_size(cfg.size)
+    except (ValueError, TypeError):
+        raise ValueError(f"size (--size) must be tiny, half, full, native or HxW, got {cfg.size!r}") from None
+    if size is not None and min(size) < 1:
+        raise ValueError(f"size (--size) must have a positive height and width, got {cfg.size!r}")
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"backend (--backend) must be one of {list(BACKENDS)}, got {cfg.backend!r}")
+    if cfg.resume and cfg.overwrite:
+        raise ValueError("give --resume (continue the run in --out) or --overwrite (start afresh), not both")

@@ -53,7 +53,7 @@ def init(device: str = "auto", backend: str | None = None) -> Context:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
     if dev.type == "cuda":
@@ -62,6 +62,22 @@ def init(device: str = "auto", backend: str | None = None) -> Context:
         dist.init_process_group(backend or ("nccl" if dev.type == "cuda" else "gloo"),
                                 rank=rank, world_size=world_size)
     return Context(rank, world_size, local_rank, dev)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``torch.device(device)``, refusing one this machine does not have with a clear message."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available here "
+                             "(torch.cuda.is_available() is False); use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} asked for, but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 def barrier(ctx: Context) -> None:

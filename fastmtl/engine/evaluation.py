@@ -142,9 +142,7 @@ def evaluate_official(model, dataset, out_dir, *, device=None, amp: str = "none"
 
 def load_model(path, device="cpu"):
     """(model, TrainConfig, (H, W)) from a training checkpoint, in eval mode."""
-    state = checkpoint.load(path, map_location=device)
-    if state.get("format") != "fastmtl-train":
-        raise checkpoint.CheckpointError(f"{path} is not a fastmtl training checkpoint")
+    state = checkpoint.require(checkpoint.load(path, map_location=device), ("config", "size", "model"), path)
     cfg = TrainConfig.from_dict(state["config"])
     size = tuple(state["size"])
     model = model_from_config(dataclasses.replace(cfg, backbone=None), size)  # weights come from the checkpoint

@@ -18,6 +18,10 @@ METRIC_LABELS = {
 }
 
 
+# The training plot shows the metrics in the units of log.jsonl and the printed JSON.
+LOG_METRIC_LABELS = {**METRIC_LABELS, "miou": "mIoU (fraction, 1 = perfect)"}
+
+
 def _figure(nrows=1, ncols=1, figsize=(7, 4), **kw):
     # A bare Figure renders with the Agg canvas on savefig: no pyplot state, no global backend switch.
     from matplotlib.figure import Figure
@@ -95,12 +99,11 @@ def plot_training(log_path: str | os.PathLike, out_dir: str | os.PathLike) -> li
     if metrics:
         fig, axes = _figure(1, len(metrics), figsize=(4 * len(metrics), 3.5), squeeze=False)
         for ax, (name, (steps, values)) in zip(axes[0], metrics.items()):
-            scale = 100.0 if name == "miou" else 1.0
-            ax.plot(steps, [v * scale for v in values], marker="o")
-            ax.set_title(METRIC_LABELS[name])
+            ax.plot(steps, values, marker="o")  # the log's own units (mIoU a fraction), not rescaled
+            ax.set_title(LOG_METRIC_LABELS[name])
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
-        fig.suptitle("validation")
+        fig.suptitle("validation (values as in log.jsonl; --eval-every N adds points during training)")
         written.append(_save(fig, out_dir / "metrics.png"))
     return written
 

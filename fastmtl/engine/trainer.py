@@ -16,6 +16,13 @@ Everything a run writes goes to ``out``:
     losses.png, sigmas.png, metrics.png   plots of the log
     config.json     the configuration
 
+A directory that already holds a run is refused unless ``resume=True`` (continue
+it) or ``overwrite=True`` (remove that run's files first; ``fastmtl.engine.rundir``).
+A non-finite loss or parameter stops training with ``DivergenceError`` naming the
+step and what went wrong, and nothing more is saved, so the last checkpoint is
+the last good state (``fastmtl.engine.guard``; under fp16 loss scaling up to
+``max_bad_steps`` consecutive skipped steps are tolerated).
+
 Resume (``resume=True``) restores model, log-variances, optimiser, scheduler,
 gradient scaler, step and RNG states, and continues the data order exactly:
 the order of an epoch is a permutation seeded by (seed, epoch) and
@@ -24,7 +31,9 @@ an interrupted and resumed run sees the same batches as an uninterrupted one,
 with or without data-loader workers, and on CPU ends with bitwise the same
 parameters. (Keep ``num_workers`` unchanged across the resume for that with
 ``augment="full"``: image resampling rounds differently with the number of
-threads a process uses, and workers use one.)
+threads a process uses, and workers use one.) Settings changed on resume are
+applied (the optimiser's, and those without state) or refused with each changed
+value named (``fastmtl.engine.resume``).
 
 Multi-GPU: launch with torchrun; see ``fastmtl.engine.distributed`` for how the loss
 is normalised across ranks. ``batch_size`` is per process.
@@ -33,8 +42,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -44,13 +53,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fastmtl.engine import checkpoint, distributed
+from fastmtl.engine import checkpoint, distributed, guard, resume, rundir, strict_json
 from fastmtl.engine.config import (TARGET_KEYS, TrainConfig, build_datasets, build_weighting,
                                    model_from_config, resolve_data, shared_layer)
 from fastmtl.engine.objective import Objective
 from fastmtl.engine.sampling import ResumableSampler, SeededAugmentation
 from fastmtl.module import MultiTaskLoss
 from fastmtl.weighting import UncertaintyWeighting
+
+STATE_KEYS = ("step", "config", "size", "model", "criterion", "optimizer", "scheduler", "scaler")
+
 
 class _StopOnSignal:
     """First SIGINT or SIGTERM: stop at the next step boundary. Second: KeyboardInterrupt at once."""
@@ -85,6 +97,7 @@ class Trainer:
         self.ctx = ctx or distributed.init(cfg.device)
         self.device = self.ctx.device
         self.out = Path(cfg.out)
+        rundir.check(self.out, resume=cfg.resume, overwrite=cfg.overwrite)
         checkpoint.seed_everything(cfg.seed + self.ctx.rank)
 
         self.root = resolve_data(cfg, self.ctx)
@@ -127,10 +140,16 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         self.step = 0
         self.saved_step = -1
-        self.log_path = self.out / "log.jsonl"
-        self.checkpoint_path = self.out / "checkpoint.pt"
+        self.diverged = False
+        self.divergence = guard.DivergenceGuard({"": self.model, "loss.": self.criterion}, ctx=self.ctx,
+                                                tolerate=cfg.max_bad_steps if self.scaler.is_enabled() else 0)
+        self.log_path = self.out / rundir.LOG
+        self.checkpoint_path = self.out / rundir.CHECKPOINT
         if cfg.resume and self.checkpoint_path.is_file():
             self.load(self.checkpoint_path)
+        distributed.barrier(self.ctx)  # every rank has read the old run before it is removed
+        if self.ctx.is_main:
+            rundir.start(self.out, overwrite=cfg.overwrite)
 
     # --- state -----------------------------------------------------------------------------
 
@@ -144,7 +163,9 @@ class Trainer:
         }
 
     def save(self) -> None:
-        """Checkpoint (all ranks call it at the same step; rank 0 writes)."""
+        """Checkpoint (all ranks call it at the same step; rank 0 writes); never a diverged state."""
+        if self.diverged:
+            return
         rng = distributed.all_gather_objects(self.ctx, checkpoint.rng_state())
         if self.ctx.is_main:
             checkpoint.save(self.state_dict(rng), self.checkpoint_path)
@@ -152,20 +173,16 @@ class Trainer:
         self.saved_step = self.step
 
     def load(self, path) -> None:
-        state = checkpoint.load(path)  # on the CPU; load_state_dict copies to the device
-        if state.get("format") != "fastmtl-train":
-            raise checkpoint.CheckpointError(f"{path} is not a fastmtl training checkpoint")
-        saved = TrainConfig.from_dict(state["config"])
-        for key in ("model", "width", "tasks", "weighting", "weights", "convention", "steps", "size"):
-            if getattr(saved, key) != getattr(self.cfg, key):
-                raise ValueError(f"cannot resume from {path}: it was trained with {key}={getattr(saved, key)!r}, "
-                                 f"this run has {key}={getattr(self.cfg, key)!r}")
+        state = checkpoint.require(checkpoint.load(path), STATE_KEYS, path)  # on the CPU
+        applied = resume.check(state["config"], self.cfg, path)
         self.model.load_state_dict(state["model"])
         self.criterion.load_state_dict(state["criterion"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = self.saved_step = int(state["step"])
+        if set(applied) & set(resume.OPTIMISER_KEYS):
+            resume.apply_optimiser_settings(self.optimizer, self.scheduler, self.cfg, self.step)
         rng = state.get("rng") or []
         if len(rng) == self.ctx.world_size:
             checkpoint.set_rng_state(rng[self.ctx.rank])
@@ -220,6 +237,18 @@ class Trainer:
             self.observe(detached)
         return {"total": total.detach(), **detached}
 
+    def check_divergence(self, losses) -> None:
+        """After a step: stop on a non-finite loss or parameter, saving nothing more."""
+        try:
+            self.divergence.check(self.step, losses)
+        except guard.DivergenceError as e:
+            self.diverged = True
+            kept = (f"{self.checkpoint_path} still holds step {self.saved_step}" if self.saved_step >= 0
+                    else "no checkpoint was written")
+            self._write_log({"kind": "diverged", "step": self.step, "message": str(e)})
+            hint = "; --max-bad-steps tolerates more skipped steps" if self.scaler.is_enabled() else ""
+            raise guard.DivergenceError(f"{e}; stopped without saving: {kept}. Lower --lr or check the data{hint}") from None
+
     def run(self, until: int | None = None) -> dict:
         """Train up to step ``until`` (default: ``steps``), evaluate, plot; return a summary."""
         cfg, ctx = self.cfg, self.ctx
@@ -243,6 +272,7 @@ class Trainer:
                     if self._stop_requested(stop):
                         break
                     losses = self.train_step(next(batches))
+                    self.check_divergence(losses)
                     if bar is not None:
                         bar.update(1)
                     if self.step % cfg.log_every == 0 or self.step == until:
@@ -253,13 +283,14 @@ class Trainer:
                         self.save()
                     if cfg.eval_every > 0 and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                         metrics = self.validate()
+            _raise_pending_label_errors()
             completed = True
         finally:
             if bar is not None:
                 bar.close()
             # Every rank stopped at the same step boundary unless an exception escaped on one of
             # them; then only a single process can still save safely (no collectives).
-            if (completed or not ctx.distributed) and self.saved_step != self.step:
+            if (completed or not ctx.distributed) and self.saved_step != self.step and not self.diverged:
                 self.save()
         if stop.requested:
             if ctx.is_main:
@@ -300,7 +331,7 @@ class Trainer:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(_finite(record)) + "\n")
+            f.write(strict_json.dumps(record) + "\n")
 
     def validate(self) -> dict[str, float]:
         from fastmtl.engine.evaluation import evaluate
@@ -323,13 +354,12 @@ class Trainer:
             return []
 
 
-def _finite(obj):
-    """NaN and inf become null, so the log is strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+def _raise_pending_label_errors() -> None:
+    """The fused loss reports a bad label of its last call on CUDA only when asked (or at exit).
+    Nothing can be pending when its ops module was never imported, and importing it needs triton."""
+    ops = sys.modules.get("fastmtl.ops")
+    if ops is not None:
+        ops.raise_pending_label_errors()
 
 
 def _postfix(record: dict) -> str:

@@ -2,7 +2,8 @@
 
 One module per op: ``fused`` (the loss at the predictions' resolution) and
 ``upsample`` (the loss from low-resolution heads, interpolated inside the
-kernel); ``common`` holds what both need to describe and launch a problem.
+kernel); ``common`` holds what both need to describe and launch a problem;
+``label_check`` reads the fused op's label check back without a host wait.
 Importing this package needs triton; ``backend="reference"`` never imports it.
 """
 import importlib.util
@@ -34,6 +35,7 @@ def _register_source_kernels() -> None:
 _register_source_kernels()
 
 from fastmtl.ops.fused import fused_multitask_loss  # noqa: E402
+from fastmtl.ops.label_check import raise_pending_label_errors  # noqa: E402
 from fastmtl.ops.upsample import upsampled_multitask_loss  # noqa: E402
 
-__all__ = ["fused_multitask_loss", "upsampled_multitask_loss"]
+__all__ = ["fused_multitask_loss", "raise_pending_label_errors", "upsampled_multitask_loss"]

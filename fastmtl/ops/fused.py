@@ -10,9 +10,12 @@ and every gradient in one pass over the predictions:
    coef_k = c_k exp(-s_k) (log-variances) or w_k (fixed weights).
 2. ``fused_loss_kernel`` reads every prediction and target element once,
    writes every gradient element once (already scaled by coef_k / N_k) and
-   leaves per-program partial loss sums.
+   leaves per-program partial loss sums. Its layout (V pixels per thread with
+   all their classes, C in registers or two sweeps over class chunks, tiles
+   per program) is chosen here from the shapes and dtypes: docs/kernel.md.
 3. ``finalize_kernel`` (one program) adds the partials in a fixed order into
-   L_k, the total and d total / d s_k (or d total / d w_k).
+   L_k, the total and d total / d s_k (or d total / d w_k); past 1024
+   programs ``partial_sums_kernel`` first adds them by blocks of 1024.
 
 Backward multiplies the saved gradients by the incoming gradient. The scale
 task k needs is f_k = g_total coef_k + g_L_k (gradient can also flow in
@@ -24,6 +27,8 @@ scalar: no pass over memory, no host sync. Where coef_k = 0 (a fixed weight of
 so a guarded rerun of the fused kernel (which otherwise exits at once)
 rewrites the gradients exactly. The factor the buffers carry is tracked on the
 device, so ``retain_graph=True`` and repeated backward calls stay exact.
+Outputs nobody differentiates get no materialised zero gradients: backward
+allocates nothing gradient-sized.
 
 Memory traffic per pixel (fp32, C classes, int64 labels, all three tasks):
 pre-pass 8 (t) + 1 (m) + 4 (z) bytes; fused pass 4C (x) + 4C (dx) + 8 (t) +
@@ -33,11 +38,11 @@ targets). The finalize and backward kernels touch O(programs) bytes.
 
 Guarantees: bitwise deterministic (per-program partial sums, fixed-order
 reductions, no atomics; the grid depends only on the shapes, not the GPU);
-no host synchronisation in forward or backward unless ``check_labels=True``;
+no host synchronisation in forward or backward, the label check included
+(``fastmtl.ops.label_check``: on CUDA it is read back by the next call);
 registered with ``torch.library.triton_op`` so ``torch.compile(fullgraph=True)``
-traces it without graph breaks and CUDA graphs can capture it (use
-``check_labels=False`` there). No gradient is stored when no prediction
-requires grad.
+traces it without graph breaks and CUDA graphs can capture it. No gradient is
+stored when nothing requires grad.
 
 Limitations: no double backward (the saved gradients are constants); H*W of
 one image must stay below 2**31 (offsets into the tensors are 64-bit). Under
@@ -56,13 +61,17 @@ from torch.library import triton_op
 import fastmtl.kernels as K
 from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, bchw_strides, bhw_strides,
                                 check_device, device_guard, is_real, launcher)
-from fastmtl.validation import bad_label_message
+from fastmtl.ops.label_check import raise_pending_label_errors
+from fastmtl.ops.label_check import record as record_label_check
 
-MAX_BLOCK_C = 64        # classes held in registers at once; more go through the online softmax
-CHUNK_C = 32            # classes per chunk of the online softmax
-TILE_ELEMENTS = 2048    # BLOCK_C * BLOCK_P of the semantic tile (about 16 per thread)
-MAX_BLOCK_P = 256       # pixels per tile of the fused kernel
+MAX_BLOCK_C = 64        # most classes held in registers per pixel; more take two sweeps
+REGISTER_LOGITS = 80    # most registers of logits per thread (C x V, fp64 counts twice)
+SWEEP_CHUNK = 8         # classes per chunk of the two sweeps
+ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
+FUSED_WARPS = 4
+FUSED_PROGRAMS = 16384  # most programs of the fused pass: small tail wave, 2-4 tiles each
 ELEMENTWISE_BLOCK = 512  # pixels per tile of the pre-pass
+PREPASS_VECTOR = 4       # its pixels per thread (4 warps)
 RESCALE_BLOCK = 4096
 
 
@@ -76,18 +85,37 @@ def _merge_pixels(strides: list[list[int]], H: int, W: int) -> bool:
     return mergeable
 
 
-def _blocks(C: int, has_semantic: bool, max_block_c: int,
-            fp64: bool = False) -> tuple[int, int, int]:
-    """(NUM_CHUNKS, BLOCK_C, BLOCK_P) of the fused kernel: about 16 logits per thread."""
+def _vector(p: Tensor) -> int:
+    """V, pixels per thread of the fused pass: ACCESS_BYTES per plane and thread."""
+    return max(1, ACCESS_BYTES // p.element_size())
+
+
+def _class_layout(C: int, has_semantic: bool, V: int, words: int,
+                  max_block_c: int) -> tuple[int, int, int]:
+    """(CLASSES, CHUNK, NUM_CHUNKS) of the fused kernel's class axis.
+
+    CLASSES = C: every class plane of the tile in registers, when the C x V logits of a
+    thread (``words`` registers each) fit its budget. Otherwise CLASSES = 0 and two
+    sweeps over NUM_CHUNKS chunks of CHUNK classes.
+    """
     if not has_semantic:
-        return 1, 1, MAX_BLOCK_P
-    tile = TILE_ELEMENTS // 2 if fp64 else TILE_ELEMENTS  # float64 values take two registers
-    block_c = triton.next_power_of_2(C)
-    if block_c <= max_block_c:
-        return 1, block_c, min(MAX_BLOCK_P, max(16, tile // block_c))
-    # Online softmax: two sweeps keep more values live, so the tile is halved.
-    block_c = min(CHUNK_C, max_block_c)
-    return triton.cdiv(C, block_c), block_c, min(MAX_BLOCK_P, max(16, tile // 2 // block_c))
+        return 1, 1, 0
+    if C <= max_block_c and C * V * words <= REGISTER_LOGITS:
+        return C, 1, 0
+    chunk = min(SWEEP_CHUNK, max_block_c)
+    return 0, chunk, triton.cdiv(C, chunk)
+
+
+def _grid(B: int, HW: int, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
+    """(programs, tiles per program, tiles per image, tiles) for tiles of block_p pixels.
+
+    Depends on the shapes only, never on the GPU (so results are bitwise the same on any
+    card): at most max_programs programs, each taking a power-of-two number of tiles (a
+    constexpr of the fused kernel: few distinct specialisations)."""
+    tiles_per_image = triton.cdiv(HW, block_p)
+    n_tiles = B * tiles_per_image
+    per_program = triton.next_power_of_2(triton.cdiv(n_tiles, max_programs))
+    return max(1, triton.cdiv(n_tiles, per_program)), per_program, tiles_per_image, n_tiles
 
 
 class _Problem:
@@ -103,8 +131,10 @@ class _Problem:
         self.tensors = (x, t, cw, o, g, m, d, z)
         self.ignore_index = ignore_index
         self.acc_fp64 = any(p is not None and p.dtype == torch.float64 for p in (x, o, d))
-        self.num_chunks, self.block_c, self.block_p = _blocks(self.C, x is not None, max_block_c,
-                                                              self.acc_fp64)
+        self.vector = _vector(first if x is None else x)
+        self.block_p = self.vector * 32 * FUSED_WARPS
+        self.classes = _class_layout(self.C, x is not None, self.vector,
+                                   2 if self.acc_fp64 else 1, max_block_c)
         # Strides; absent tensors (and gradients not written) contribute zeros.
         bchw = [list(bchw_strides(v)) for v in (x, gx, o, go, g)]
         bhw = [list(bhw_strides(v)) for v in (t, m, d, gd, z)]
@@ -113,26 +143,25 @@ class _Problem:
         self.flat = _merge_pixels(present, self.H, self.W)
         self.bchw, self.bhw = bchw, bhw
 
-    def grid(self, block_p: int) -> tuple[int, int, int]:
-        """(programs, tiles per image, tiles) for tiles of block_p pixels."""
-        tiles_per_image = triton.cdiv(self.HW, block_p)
-        n_tiles = self.B * tiles_per_image
-        return max(1, min(n_tiles, K.MAX_PROGRAMS)), tiles_per_image, n_tiles
+    def grid(self, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
+        return _grid(self.B, self.HW, block_p, max_programs)
 
     def launch_normalisers(self, launch, norm_part, bad_part, dummy):
         x, t, cw, o, g, m, d, z = self.tensors
-        nprog, tiles_per_image, n_tiles = self.grid(ELEMENTWISE_BLOCK)
+        nprog, _, tiles_per_image, n_tiles = self.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)
         t_s, m_s, _, _, z_s = self.bhw
         launch(K.normaliser_kernel)[(nprog,)](
             t if t is not None else dummy, cw if cw is not None else dummy,
             m if m is not None else dummy, z if z is not None else dummy,
             *t_s, *m_s, *z_s, self.C, self.ignore_index,
             norm_part, bad_part, self.HW, self.W, tiles_per_image, n_tiles,
-            FLAT=self.flat, BLOCK_P=ELEMENTWISE_BLOCK, ACC_FP64=self.acc_fp64, **self.flags)
+            FLAT=self.flat, V=PREPASS_VECTOR, BLOCK_P=ELEMENTWISE_BLOCK, ACC_FP64=self.acc_fp64,
+            **self.flags)
 
     def launch_fused(self, launch, gx, go, gd, state, part, write_grad, recompute, dummy):
         x, t, cw, o, g, m, d, z = self.tensors
-        nprog, tiles_per_image, n_tiles = self.grid(self.block_p)
+        nprog, per_program, tiles_per_image, n_tiles = self.grid(self.block_p, FUSED_PROGRAMS)
+        classes, chunk, num_chunks = self.classes
         x_s, gx_s, o_s, go_s, g_s = self.bchw
         t_s, m_s, d_s, gd_s, z_s = self.bhw
         pick = lambda v: v if v is not None and v.numel() > 0 else dummy  # noqa: E731
@@ -141,9 +170,10 @@ class _Problem:
             pick(o), pick(go), pick(g), pick(m), *o_s, *go_s, *g_s, *m_s,
             pick(d), pick(gd), pick(z), *d_s, *gd_s, *z_s,
             state, part, self.HW, self.W, tiles_per_image, n_tiles,
-            WRITE_GRAD=write_grad, RECOMPUTE=recompute, FLAT=self.flat,
-            NUM_CHUNKS=self.num_chunks, BLOCK_C=self.block_c, BLOCK_P=self.block_p,
-            ACC_FP64=self.acc_fp64, **self.flags)
+            WRITE_GRAD=write_grad, RECOMPUTE=recompute, FLAT=self.flat, CLASSES=classes,
+            CHUNK=chunk, NUM_CHUNKS=num_chunks, V=self.vector, BLOCK_P=self.block_p,
+            TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64, **self.flags,
+            num_warps=FUSED_WARPS, num_stages=1)
         return nprog
 
 
@@ -172,10 +202,10 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     total = torch.empty((), dtype=out_dtype, device=device)
     losses = torch.empty(n_tasks, dtype=out_dtype, device=device)
     dcoef = torch.empty(n_tasks, dtype=out_dtype, device=device)
-    n_pre = problem.grid(ELEMENTWISE_BLOCK)[0]
+    n_pre = problem.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)[0]
     norm_part = torch.empty((3, n_pre), dtype=out_dtype, device=device)
     bad_part = torch.empty((3, n_pre), dtype=torch.int64, device=device)
-    n_fused = problem.grid(problem.block_p)[0]
+    n_fused = problem.grid(problem.block_p, FUSED_PROGRAMS)[0]
     part = torch.empty((3, n_fused), dtype=out_dtype, device=device)
     f_sem, f_inst, f_dep = factors
     r_sem, r_inst, r_dep = regulariser
@@ -187,6 +217,11 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
             norm_part, bad_part, n_pre, coef_arg, *positions, f_sem, f_inst, f_dep, state, bad,
             HAS_COEF=coef is not None, USE_LOG_VARS=use_log_vars, BLOCK_R=REDUCE_BLOCK)
         problem.launch_fused(launch, gx, go, gd, state, part, write_grad, False, state)
+        if n_fused > REDUCE_BLOCK:  # two fixed-order levels: no program walks them all
+            n_sums = triton.cdiv(n_fused, REDUCE_BLOCK)
+            sums = torch.empty((3, n_sums), dtype=torch.float64, device=device)
+            launch(K.partial_sums_kernel)[(n_sums,)](part, n_fused, sums, BLOCK_R=REDUCE_BLOCK)
+            part, n_fused = sums, n_sums
         launch(K.finalize_kernel)[(1,)](
             part, n_fused, state, coef_arg, *positions, r_sem, r_inst, r_dep, total, losses, dcoef,
             USE_LOG_VARS=use_log_vars, BLOCK_R=REDUCE_BLOCK)
@@ -213,6 +248,9 @@ def _setup_context(ctx, inputs, output):
      max_block_c) = inputs
     total, losses, dcoef, gx, go, gd, state, bad = output
     ctx.mark_non_differentiable(dcoef, gx, go, gd, state, bad)
+    # Gradients of the outputs nobody differentiates arrive as None, not as
+    # gradient-sized zero tensors that autograd would allocate and fill.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(x, t, cw, o, g, m, d, z, coef, dcoef, gx, go, gd, state)
     ctx.config = (list(positions), ignore_index, write_grad, max_block_c)
 
@@ -252,10 +290,14 @@ def _backward(ctx, g_total, g_losses, *_unused):
         # rescales them in place, so hand out copies.
         gx, go, gd = (v.clone() for v in (gx, go, gd))
     need = ctx.needs_input_grad
+    g, z = saved[4], saved[7]
     grad_coef = (g_total * dcoef).to(coef.dtype) if coef is not None and need[8] else None
+    # L1 against a target that requires grad (as F.l1_loss): d/dtarget = -d/dprediction.
+    grad_g = (-go).reshape(g.shape).to(g.dtype) if write_grad and need[4] else None
+    grad_z = (-gd).reshape(z.shape).to(z.dtype) if write_grad and need[7] else None
     return (gx if write_grad and need[0] else None, None, None,
-            go if write_grad and need[3] else None, None, None,
-            gd if write_grad and need[6] else None, None,
+            go if write_grad and need[3] else None, grad_g, None,
+            gd if write_grad and need[6] else None, grad_z,
             grad_coef, None, None, None, None, None, None, None)
 
 
@@ -278,16 +320,22 @@ def fused_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping[str
     otherwise total = sum_k weights[k] L_k (weights default to 1). present_k is
     N_k > 0: a task with no valid pixel has loss 0, gradient 0, no s_k term.
 
-    Returns ``(total, {task: L_k})``, 0-d tensors in float32 (float64 for float64
-    predictions). Gradients reach the predictions, ``log_vars`` and ``weights``
-    through ``total`` and through each ``losses[task]``.
+    Returns ``(total, {task: L_k})``, 0-d tensors: L_k in float64 for a float64
+    prediction, else float32, and the total in float64 when any prediction is.
+    Gradients reach the predictions, ``log_vars`` and ``weights`` through
+    ``total`` and through each ``losses[task]``.
 
     ``check_labels=True`` raises ValueError for a semantic label outside [0, C)
-    that is not ``ignore_index``; it reads 24 bytes back from the device after
-    the launch, one host synchronisation. ``check_labels=False`` removes it
-    (use it under torch.compile and CUDA graphs); such labels are then ignored.
+    that is not ``ignore_index``, naming its value and where it is, without a host
+    synchronisation: CPU tensors raise in this call; on CUDA the error is raised by
+    the next call (or ``raise_pending_label_errors()``, or at exit), and this call
+    treats such labels as ignored (``fastmtl.ops.label_check``). No check is made
+    under torch.compile or CUDA-graph capture, nor with ``check_labels=False``.
     Out-of-range labels never cause an out-of-bounds access either way.
-    ``max_block_c`` (power of two) is the most classes kept in registers at once.
+    Regression targets that require grad get L1's gradient (minus the
+    prediction's); class weights that require grad raise RuntimeError, as in
+    ``F.cross_entropy``. ``max_block_c`` (power of two) is the most classes kept in
+    registers per pixel; more (or more than the register budget) take two sweeps.
     """
     if max_block_c < 1 or max_block_c & (max_block_c - 1):
         raise ValueError(f"max_block_c must be a power of two, got {max_block_c}")
@@ -299,19 +347,28 @@ def fused_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping[str
                             for p in positions]
     use_log_vars = log_vars is not None
     coef = log_vars if use_log_vars else weights
-    write_grad = torch.is_grad_enabled() and any(p is not None and p.requires_grad for p in preds)
+    g = targets["instance"] if o is not None else None
+    z = targets["depth"] if d is not None else None
+    grad_mode = torch.is_grad_enabled()
+    if grad_mode and x is not None and class_weight is not None and class_weight.requires_grad:
+        raise RuntimeError(  # as F.cross_entropy (nll_loss) refuses it
+            "class_weight requires grad, but the cross-entropy is not differentiable with "
+            "respect to its class weights, as in F.cross_entropy; pass class_weight.detach()")
+    write_grad = grad_mode and any(v is not None and v.requires_grad for v in (x, o, d, g, z))
+    if is_real(next(p for p in preds if p is not None)):
+        raise_pending_label_errors()  # an earlier call's check (see fastmtl.ops.label_check)
     outs = _fused_op(
         x, targets["semantic"] if x is not None else None,
         class_weight if x is not None else None,
-        o, targets["instance"] if o is not None else None,
-        targets["instance_mask"] if o is not None else None,
-        d, targets["depth"] if d is not None else None,
+        o, g, targets["instance_mask"] if o is not None else None, d, z,
         coef, positions, per_slot(factors if use_log_vars else None),
         per_slot(regulariser if use_log_vars else None), use_log_vars, int(ignore_index),
         write_grad, int(max_block_c))
     total, losses, bad = outs[0], outs[1], outs[7]
-    if check_labels and x is not None:
-        n_bad, _, value = bad.tolist()  # the one host synchronisation
-        if n_bad:
-            raise ValueError(bad_label_message(value, x.shape[1], ignore_index))
-    return total, {name: losses[i] for i, name in enumerate(tasks)}
+    if check_labels and x is not None and is_real(bad):
+        record_label_check(bad, x.shape[1], int(ignore_index),
+                           (x.shape[0], x.shape[-2], x.shape[-1]))
+    # Each task's loss in its prediction's accumulation dtype, as the reference gives it
+    # (the total is float64 when any prediction is).
+    return total, {name: losses[i].to(torch.float64 if p.dtype == torch.float64 else torch.float32)
+                   for i, (name, p) in enumerate((n, predictions[n]) for n in tasks)}

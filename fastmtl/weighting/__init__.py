@@ -34,6 +34,7 @@ loss, no gradient, no ``r_k s_k`` term.
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import torch
@@ -170,6 +171,9 @@ class FixedWeighting(nn.Module):
         super().__init__()
         self.tasks = canonical_tasks(weights)
         self.weights = {t: float(weights[t]) for t in self.tasks}
+        bad = {t: w for t, w in self.weights.items() if not math.isfinite(w)}
+        if bad:
+            raise ValueError(f"FixedWeighting weights must be finite, got {bad}")
 
     @classmethod
     def equal(cls, tasks: Sequence[str] = TASK_ORDER) -> "FixedWeighting":
@@ -182,13 +186,21 @@ class FixedWeighting(nn.Module):
         return cls({task: 1.0})
 
     def loss_kwargs(self, tasks: Sequence[str]) -> dict:
-        return {"weights": {t: self.weights.get(t, 0.0) for t in tasks}}
+        self._check_tasks(tasks)
+        return {"weights": {t: self.weights[t] for t in tasks}}
+
+    def _check_tasks(self, tasks) -> None:
+        missing = [t for t in canonical_tasks(tasks) if t not in self.weights]
+        if missing:
+            raise ValueError(f"FixedWeighting has no weight for task(s) {missing}; it was built for "
+                             f"{list(self.tasks)} (give each predicted task a weight, 0 to leave it out)")
 
     def effective_weights(self) -> dict[str, float]:
         return dict(self.weights)
 
     def forward(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return sum(self.weights.get(t, 0.0) * v for t, v in losses.items())
+        self._check_tasks(losses)
+        return sum(self.weights[t] * v for t, v in losses.items())
 
     def extra_repr(self) -> str:
         return f"weights={self.weights}"

@@ -107,7 +107,7 @@ def test_dry_check_loss_results(dry_check):
         assert r["minimal_bytes"] == r["pixels"] * r["bytes_per_pixel"]
         assert r["gbps"] == pytest.approx(r["minimal_bytes"] / r["median_s"] / 1e9)
         assert r["pct_copy_bw"] == pytest.approx(100 * r["gbps"] / result["copy_bandwidth"]["gbps"])
-        assert r["peak_bytes"] is None  # measured on CUDA only
+        assert r["peak_bytes"] is None and r["kernels"] is None  # measured on CUDA only
         e = 4 if r["dtype"] == "fp32" else 2
         low = r["impl"].startswith("upsample")
         h, w = (math.ceil(r["height"] / 8), math.ceil(r["width"] / 8)) if low else (r["height"], r["width"])
@@ -122,6 +122,21 @@ def test_dry_check_loss_results(dry_check):
     for heading in ("## Targets", "## Results", "## Speed-ups", "## Per-call overhead"):
         assert heading in markdown
     assert "- triton: needs CUDA" in markdown
+
+
+def test_kernel_table_lists_each_kernel_with_its_share_of_the_median():
+    from benchmarks.report import kernels_table
+
+    row = {"impl": "triton", "shape": "8x1024x2048", "classes": 19, "dtype": "fp32", "mode": "fwd+bwd",
+           "median_s": 2e-3, "kernels": {"us_per_call": {"fused_loss_kernel": 1500.0, "partial_sums": 20.0},
+                                         "launches_per_call": 2.0}}
+    peer = {**row, "impl": "compile"}  # peers' kernels are not listed
+    text = kernels_table([row, peer, {**row, "mode": "fwd"}])
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()[2:]]
+    assert [c[0] for c in cells] == ["triton"] * 3
+    assert [c[4:] for c in cells[:2]] == [["fused_loss_kernel", "1500", "75.0"], ["partial_sums", "20.0", "1.0"]]
+    assert cells[2][4] == "(2 launches per call)"
+    assert kernels_table([peer, {**row, "kernels": {"error": "profiler failed"}}]) is None
 
 
 def test_dry_check_training_step(dry_check):

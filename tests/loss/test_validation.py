@@ -177,3 +177,137 @@ def test_module_without_log_var_for_task():
     crit = fastmtl.MultiTaskLoss(tasks=("semantic", "depth"))
     with pytest.raises(ValueError, match="no log-variance for task.*instance"):
         crit(pred, tgt)
+
+
+# --- class_weight and ignore_index, the same on both backends (F.cross_entropy is the oracle) ---
+
+BACKENDS = ["reference", "triton"]
+
+
+def _semantic(C=5, target_dtype=torch.int64, seed=0):
+    pred, tgt = make_inputs(C=C, tasks=("semantic",), target_dtype=target_dtype, seed=seed)
+    return pred, tgt
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("weight, match", [
+    ([float("nan"), 1, 1, 1, 1], "be finite, got nan for class 0"),
+    ([1, 1, float("inf"), 1, 1], "be finite, got inf for class 2"),
+    ([-1.0] * 5, "be >= 0, got -1.0 for class 0"),
+    ([1, 1, 1, -0.5, 1], "be >= 0, got -0.5 for class 3"),
+    ([0.0] * 5, "have a positive sum"),
+])
+def test_class_weight_values(backend, weight, match):
+    pred, tgt = _semantic()
+    with pytest.raises(ValueError, match=r"class_weight must " + match):
+        call(pred, tgt, class_weight=torch.tensor(weight), backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_class_weight_with_zeros_matches_cross_entropy(backend):
+    pred, tgt = _semantic(seed=3)
+    w = torch.tensor([0.0, 2.0, 0.5, 0.0, 1.0])
+    out = call(pred, tgt, class_weight=w, backend=backend)
+    expected = torch.nn.functional.cross_entropy(pred["semantic"], tgt["semantic"], weight=w, ignore_index=255)
+    torch.testing.assert_close(out.losses["semantic"], expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("value, match", [
+    (1.5, "must be an int, got float 1.5"),
+    (True, "must be an int, got bool True"),
+    (None, "must be an int, got None"),
+    ("255", "must be an int, got str"),
+])
+def test_ignore_index_must_be_an_int(backend, value, match):
+    # F.cross_entropy refuses them too: "argument 'ignore_index' must be int, not float".
+    pred, tgt = _semantic()
+    with pytest.raises(TypeError, match=match):
+        call(pred, tgt, ignore_index=value, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype, value", [(torch.uint8, -100), (torch.uint8, -1), (torch.uint8, 256),
+                                          (torch.int32, 2**31), (torch.int32, -2**31 - 1)])
+def test_ignore_index_the_labels_cannot_hold(backend, dtype, value):
+    # A uint8 label compared with -100 would wrap to 156: the check must not depend on that.
+    pred, tgt = _semantic(target_dtype=dtype)
+    with pytest.raises(ValueError, match=rf"ignore_index={value} cannot occur in {dtype} labels"):
+        call(pred, tgt, ignore_index=value, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int32])
+def test_narrow_labels_with_ignore_index_in_range(backend, dtype):
+    import numpy as np
+
+    pred, tgt = _semantic(target_dtype=dtype, seed=5)
+    out = call(pred, tgt, ignore_index=np.int64(255), backend=backend)  # any integral type
+    expected = torch.nn.functional.cross_entropy(pred["semantic"], tgt["semantic"].long(), ignore_index=255)
+    torch.testing.assert_close(out.losses["semantic"], expected)
+
+
+def test_bad_label_156_in_uint8_is_reported_not_ignored():
+    pred, tgt = _semantic(target_dtype=torch.uint8)
+    tgt["semantic"][0, 0, 0] = 156
+    for backend in BACKENDS:
+        with pytest.raises(ValueError, match="label 156 outside"):
+            call(pred, tgt, backend=backend)
+
+
+# --- MultiTaskLoss checks its arguments when it is built ---
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(backend="cuda"), ValueError, "unknown backend 'cuda'"),
+    (dict(upsample="nearest"), ValueError, "unknown upsample mode 'nearest'"),
+    (dict(ignore_index=None), TypeError, "ignore_index must be an int, got None"),
+    (dict(ignore_index=2.0), TypeError, "ignore_index must be an int"),
+    (dict(class_weight=torch.tensor([1.0, float("nan")])), ValueError, "class_weight must be finite"),
+    (dict(class_weight=-torch.ones(3)), ValueError, "class_weight must be >= 0"),
+    (dict(class_weight=torch.ones(2, 2)), ValueError, r"class_weight has shape \(2, 2\)"),
+    (dict(class_weight=[1.0, 2.0]), TypeError, "class_weight must be a torch.Tensor"),
+    (dict(check_labels="yes"), TypeError, "check_labels must be True or False"),
+    (dict(align_corners=1), TypeError, "align_corners must be True or False"),
+    (dict(weighting="uncertainty"), TypeError, "weighting must be a fastmtl weighting"),
+    (dict(tasks=("semantic", "normals")), ValueError, "unknown task name"),
+])
+def test_module_checks_arguments_at_construction(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fastmtl.MultiTaskLoss(**kwargs)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fixed_weighting_without_a_weight_for_a_predicted_task(backend):
+    pred, tgt = make_inputs()
+    crit = fastmtl.MultiTaskLoss(weighting=fastmtl.FixedWeighting({"depth": 1.0}), backend=backend)
+    with pytest.raises(ValueError, match=r"no weight for task\(s\) \['semantic', 'instance'\]"):
+        crit(pred, tgt)
+    with pytest.raises(ValueError, match=r"no weight for task\(s\) \['semantic'\]"):
+        fastmtl.FixedWeighting({"depth": 1.0})({"semantic": torch.tensor(1.0), "depth": torch.tensor(2.0)})
+
+
+def test_fixed_weighting_refuses_non_finite_weights():
+    with pytest.raises(ValueError, match="must be finite"):
+        fastmtl.FixedWeighting({"semantic": float("nan"), "depth": 1.0})
+
+
+def test_class_weight_values_are_read_once_per_tensor_and_again_after_a_change(monkeypatch):
+    from fastmtl import validation
+
+    reads = []
+    real_to = torch.Tensor.to
+    pred, tgt = _semantic()
+    w = torch.ones(5)
+    def to(self, *args, **kwargs):
+        if args[:1] == ("cpu",):  # a read back to the host
+            reads.append(tuple(self.shape))
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    for _ in range(3):
+        call(pred, tgt, class_weight=w)
+    assert reads == [(5,)]
+    w[2] = float("nan")  # an in-place change is checked again
+    with pytest.raises(ValueError, match="finite, got nan for class 2"):
+        call(pred, tgt, class_weight=w)
+    assert not validation._already_checked(w)

@@ -3,24 +3,31 @@
 The interpreter accepts code the compiler rejects, so every kernel
 specialisation the wrappers launch is compiled ahead of time for sm_80 and
 sm_90 (TTIR -> PTX -> cubin) and Triton's own ptxas reports registers and
-spills. torch.compile(fullgraph=True) must trace the op with no graph break.
-Both run in a subprocess without TRITON_INTERPRET (the test session sets it);
-this file is also that subprocess's script: ``python test_kernel_compile.py aot``.
+spills. The specialisations the benchmarks time are then read as sm_90a SASS
+for the facts the fused pass's design rests on (docs/kernel.md): registers for
+the planned occupancy, no spills, 8/16-byte accesses of the logits and
+gradients, no barrier in the tile loop. torch.compile(fullgraph=True) must
+trace the op with no graph break. All run in a subprocess without
+TRITON_INTERPRET (the test session sets it); this file is also that
+subprocess's script: ``python test_kernel_compile.py aot|design|compile``.
 """
+import functools
 import itertools
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
+from compiled import loop_facts, loops, programs_per_sm, ptxas_usage, sass, specialise
 from helpers import run_compiled
+from tracing import kernels_of, trace_graphs
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL = ("semantic", "instance", "depth")
 
 
+@functools.lru_cache(maxsize=None)
 def _run_script(mode: str) -> dict:
     return run_compiled(__file__, mode, timeout=400)
 
@@ -33,7 +40,7 @@ def test_aot_compile_every_specialisation_for_sm80_and_sm90():
     assert report["failures"] == [], report["failures"]
     names = {v["kernel"] for v in report["variants"]}
     assert names == {"normaliser_kernel", "prepare_kernel", "fused_loss_kernel", "finalize_kernel",
-                     "backward_prepare_kernel", "rescale_kernel"}
+                     "backward_prepare_kernel", "rescale_kernel", "partial_sums_kernel"}
     assert len(report["variants"]) >= 30
     for v in report["variants"]:
         assert v["archs"] == [80, 90], v
@@ -44,8 +51,38 @@ def test_aot_compile_every_specialisation_for_sm80_and_sm90():
                    and v["tag"] == f"C19-{dtype}" and not v["constexprs"]["RECOMPUTE"]]
         assert main["spill_bytes"] == 0, main
         assert main["registers"] <= 255, main
+    # float64 stays float64: no float32 approximation (ex2/lg2/rcp.approx.f32, float32
+    # division, a narrowing conversion) in any kernel of a float64 problem.
+    fp64 = [v for v in report["variants"] if v["constexprs"].get("ACC_FP64")]
+    assert {v["kernel"] for v in fp64} >= {"fused_loss_kernel", "normaliser_kernel"}
+    assert all(v["f32_approximations"] == [] for v in fp64), fp64
     print(json.dumps({v["tag"] + ":" + v["kernel"]: (v["registers"], v["spill_bytes"])
                       for v in report["variants"] if v["kernel"] == "fused_loss_kernel"}))
+
+
+# Planned resident programs (of 4 warps) per SM, from the registers of each benchmark
+# specialisation: 65536 registers / (registers rounded up to 8 x 128 threads).
+PLANNED_PROGRAMS_PER_SM = {"C19-fp32": 7, "C19-bf16": 4, "C150-fp32": 7, "C150-bf16": 4}
+
+
+def test_benchmark_specialisations_keep_the_designs_facts():
+    report = _run_script("aot")["design"]
+    assert [v["tag"] for v in report] == list(PLANNED_PROGRAMS_PER_SM)
+    for v in report:
+        assert v["spills"] == 0, v
+        assert v["programs_per_sm"] >= PLANNED_PROGRAMS_PER_SM[v["tag"]], v
+        if v["classes"]:  # C <= 64: the tile's class planes in registers
+            (tile,) = [lp for lp in v["loops"] if lp["outermost"]]
+            assert tile["cross_thread"] == 0, v  # no barrier, shuffle or shared memory
+            assert tile["stores"] == tile["wide_stores"] == v["C"] + 3, v  # dx planes, do, dd
+            assert tile["wide_loads"] >= v["C"] + 6, v  # x planes, o, g, z, d
+            assert tile["loads_before_stores"], v
+        else:  # two sweeps over chunks of classes
+            first, second = [lp for lp in v["loops"] if lp["innermost"]]
+            assert first["wide_loads"] == second["wide_loads"] == v["chunk"], v
+            assert first["stores"] == 0 and second["stores"] == second["wide_stores"] == v["chunk"]
+        print(json.dumps({k: v[k] for k in ("tag", "registers", "programs_per_sm",
+                                            "warp_instructions_per_pixel")}))
 
 
 def test_torch_compile_fullgraph_without_graph_break():
@@ -69,11 +106,12 @@ def test_cpu_tensors_without_interpreter_raise_a_clear_error():
 # ------------------------------------------------------------------ subprocess side
 
 
-def _inputs(tasks, C, dtype, target_dtype, layout, cw, requires_grad):
+def _inputs(tasks, C, dtype, target_dtype, layout, cw, requires_grad, shape=(2, 8, 16)):
     import torch
     from helpers import make_inputs
 
-    pred, tgt = make_inputs(B=2, C=C, H=8, W=16, dtype=dtype, target_dtype=target_dtype,
+    B, H, W = shape
+    pred, tgt = make_inputs(B=B, C=C, H=H, W=W, dtype=dtype, target_dtype=target_dtype,
                             tasks=tasks)
     if layout == "transposed":
         tgt = {k: v.transpose(-1, -2).contiguous().transpose(-1, -2) for k, v in tgt.items()}
@@ -94,7 +132,8 @@ def _configs():
            ("C1", dict(C=1)), ("C2-u8", dict(C=2, target_dtype=torch.uint8)),
            ("C19-i32-cw", dict(target_dtype=torch.int32, cw=True)),
            ("strided", dict(layout="transposed")), ("no-grad", dict(requires_grad=False)),
-           ("weights", dict(coef="weights")), ("unweighted", dict(coef=None))]
+           ("weights", dict(coef="weights")), ("unweighted", dict(coef=None)),
+           ("two-level", dict(shape=(2, 512, 512)))]  # > 1024 partials: two reduction levels
     for n in (1, 2):
         for subset in itertools.combinations(ALL, n):
             out.append(("+".join(subset), dict(tasks=subset)))
@@ -117,12 +156,15 @@ class _Recorder:
         return Grid()
 
 
-def _record_launches(cfg):
+def _record_launches(cfg, shape=None):
     import torch
     from fastmtl.ops import fused as ops
 
+    shape = shape or cfg.get("shape", (2, 8, 16))
     pred, tgt, cw = _inputs(cfg["tasks"], cfg["C"], cfg["dtype"], cfg["target_dtype"],
-                            cfg["layout"], cfg["cw"], cfg["requires_grad"])
+                            cfg["layout"], cfg["cw"], cfg["requires_grad"], shape)
+    if cfg.get("targets_like_predictions"):  # as the benchmarks make them
+        tgt = {k: v.to(cfg["dtype"]) if v.is_floating_point() else v for k, v in tgt.items()}
     tasks = cfg["tasks"]
     pos = [tasks.index(n) if n in tasks else -1 for n in ops.TASK_SLOTS]
     get = lambda d, k, ok: d[k] if ok else None  # noqa: E731
@@ -140,35 +182,9 @@ def _record_launches(cfg):
     return rec.calls
 
 
-def _specialise(kernel, args, kwargs, arch):
-    """Signature, constexprs and attributes exactly as Triton's launcher derives them."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler.compiler import make_backend
-    from triton.runtime.jit import create_function_from_signature
-
-    target = GPUTarget("cuda", arch, 32)
-    backend = make_backend(target)
-    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
-    bound, specialization, options = binder(*args, **kwargs)
-    options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound,
-                                                              specialization, options)
-    return target, options, signature, constexprs, attrs
-
-
-def _ptxas(ptx: str) -> tuple[int, int]:
-    import tempfile
-
-    import triton
-
-    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "kernel.ptx"
-        path.write_text(ptx)
-        out = subprocess.run([str(ptxas), "-v", "--gpu-name=sm_90a", str(path), "-o", os.devnull],
-                             capture_output=True, text=True, check=True).stderr
-    registers = int(re.search(r"Used (\d+) registers", out).group(1))
-    spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", out))
-    return registers, spills
+F32_APPROXIMATION = re.compile(r"\b(?:(?:ex2|lg2|rcp|rsqrt|sqrt|sin|cos|tanh)\.approx"
+                               r"(?:\.ftz)?\.f32|div\.(?:approx|full)(?:\.ftz)?\.f32|"
+                               r"cvt\.rn(?:\.ftz)?\.f32\.f64)\b")
 
 
 def _aot_main():
@@ -178,7 +194,7 @@ def _aot_main():
     variants, failures, seen = [], [], set()
     for tag, cfg in _configs():
         for kernel, args, kwargs in _record_launches(cfg):
-            _, _, signature, constexprs, _ = _specialise(kernel, args, kwargs, 90)
+            _, _, signature, constexprs, _ = specialise(kernel, args, kwargs, 90)
             key = (kernel.__name__, tuple(sorted(signature.items())),
                    tuple(sorted((str(k), str(v)) for k, v in constexprs.items())))
             if key in seen:
@@ -188,7 +204,7 @@ def _aot_main():
             names = {kernel.arg_names[k[0]]: plain(v) for k, v in constexprs.items()}
             entry = dict(kernel=kernel.__name__, tag=tag, archs=[], constexprs=names)
             for arch in (80, 90):
-                target, options, signature, constexprs, attrs = _specialise(kernel, args, kwargs,
+                target, options, signature, constexprs, attrs = specialise(kernel, args, kwargs,
                                                                             arch)
                 try:
                     compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs),
@@ -201,91 +217,63 @@ def _aot_main():
                 if arch == 90:
                     ptx = compiled.asm["ptx"]
                     entry["ptx_global_loads"] = len(re.findall(r"ld\.global", ptx))
-                    entry["registers"], entry["spill_bytes"] = _ptxas(ptx)
+                    entry["registers"], entry["spill_bytes"] = ptxas_usage(ptx)
+                    entry["f32_approximations"] = sorted(set(F32_APPROXIMATION.findall(ptx)))
             variants.append(entry)
-    print(json.dumps(dict(variants=variants, failures=failures)))
+    print(json.dumps(dict(variants=variants, failures=failures, design=_design_report())))
 
 
-class _Target:
-    """A CUDA sm_90 target for Triton's front end when no GPU driver is present: lets
-    torch's mutation analysis compile the kernels to TTIR, as it does on a GPU."""
-
-    def get_current_target(self):
-        from triton.backends.compiler import GPUTarget
-
-        return GPUTarget("cuda", 90, 32)
-
-    def get_current_device(self):
-        return 0
+# The specialisations ``python -m benchmarks`` times: all three tasks, NCHW, int64 labels.
+BENCHMARK = [("C19-fp32", 19, "float32", (8, 1024, 2048)),
+             ("C19-bf16", 19, "bfloat16", (8, 1024, 2048)),
+             ("C150-fp32", 150, "float32", (8, 512, 1024)),
+             ("C150-bf16", 150, "bfloat16", (8, 512, 1024))]
+PROBE = (2, 64, 128)  # every integer argument divisible by 16, as at the benchmark's sizes
 
 
-def _stand_in(gm, boxed):
-    """A callable returning zeros shaped like the graph's outputs: the kernels never run."""
-    import torch
-
-    (outputs,) = [n.args[0] for n in gm.graph.nodes if n.op == "output"]
-
-    def value(node):
-        if not hasattr(node, "meta"):
-            return node
-        val = node.meta.get("val", node.meta.get("example_value"))
-        return torch.zeros(val.shape, dtype=val.dtype) if isinstance(val, torch.Tensor) else val
-
-    def run(args):
-        if isinstance(outputs, (list, tuple)):
-            return type(outputs)(value(v) for v in outputs)
-        return value(outputs)
-
-    if boxed:  # AOTAutograd's calling convention: one list of arguments
-        run._boxed_call = True
-        return run
-    return lambda *args: run(list(args))
-
-
-def _kernels_of(gm):
-    from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
-
-    calls = [n for n in gm.graph.nodes
-             if n.op == "call_function" and "triton_kernel_wrapper" in str(n.target)]
-    return [(kernel_side_table.get_kernel(n.kwargs["kernel_idx"]).fn.__name__, n) for n in calls]
-
-
-def trace_graphs(step, *args) -> tuple[dict, list, list]:
-    """Trace ``step(*args)`` with torch.compile(fullgraph=True) without launching a kernel.
-
-    Returns a report with the number of Dynamo graphs and the first one's code,
-    plus the AOTAutograd forward and backward graphs of a run followed by
-    ``total.backward()`` (``step`` returns ``(total, ...)``).
-    """
+def _design_report() -> list:
     import torch
     import triton
-    from torch._dynamo.backends.common import aot_autograd
+    from triton.compiler import ASTSource
 
-    triton.runtime.driver.set_active(_Target())
-    graphs = []
+    from fastmtl.ops import fused as ops
 
-    def recorder(gm, example_inputs):
-        graphs.append(gm)
-        return _stand_in(gm, boxed=False)
-
-    torch.compile(step, fullgraph=True, backend=recorder)(*args)
-    report = dict(graphs=len(graphs), dynamo_graph=graphs[0].code)
-    torch._dynamo.reset()
-    fw, bw = [], []
-
-    def compiler(store):
-        def compile_graph(gm, example_inputs):
-            store.append(gm)
-            return _stand_in(gm, boxed=True)
-        return compile_graph
-
-    compiled = torch.compile(step, fullgraph=True, backend=aot_autograd(
-        fw_compiler=compiler(fw), bw_compiler=compiler(bw)))
-    total, *_ = compiled(*args)
-    total.backward()
-    report["forward_kernels"] = [name for name, _ in _kernels_of(fw[0])]
-    report["backward_kernels"] = [name for name, _ in _kernels_of(bw[0])]
-    return report, fw, bw
+    report, budget = [], ops.FUSED_PROGRAMS
+    for tag, C, dtype, (B, H, W) in BENCHMARK:
+        dtype = getattr(torch, dtype)
+        block_p = ops._vector(torch.empty(0, dtype=dtype)) * 32 * ops.FUSED_WARPS
+        per_program = ops._grid(B, H * W, block_p, budget)[1]
+        probe_tiles = ops._grid(PROBE[0], PROBE[1] * PROBE[2], block_p, budget)[3]
+        ops.FUSED_PROGRAMS = max(1, probe_tiles // per_program)  # the benchmark's tile loop
+        cfg = dict(tasks=ALL, C=C, dtype=dtype, target_dtype=torch.int64, layout="flat",
+                   cw=False, requires_grad=True, coef="log_vars", targets_like_predictions=True)
+        ((kernel, args, kwargs),) = [
+            c for c in _record_launches(cfg, PROBE)
+            if c[0].__name__ == "fused_loss_kernel" and not c[2]["RECOMPUTE"]]
+        assert kwargs["TILES_PER_PROGRAM"] == per_program
+        target, options, signature, constexprs, attrs = specialise(kernel, args, kwargs, 90)
+        compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target,
+                                  options=options.__dict__)
+        registers, spills = ptxas_usage(compiled.asm["ptx"])
+        code = sass(compiled.asm["cubin"])
+        entry = dict(tag=tag, C=C, registers=registers, spills=spills, block_p=block_p,
+                     warps=kwargs["num_warps"], vector=kwargs["V"], classes=kwargs["CLASSES"],
+                     chunk=kwargs["CHUNK"], num_chunks=kwargs["NUM_CHUNKS"],
+                     tiles_per_program=per_program,
+                     programs_per_sm=programs_per_sm(registers, kwargs["num_warps"],
+                                                     compiled.metadata.shared),
+                     instructions=len(code))
+        entry["loops"] = [loop_facts(code, span, loops(code)) for span in loops(code)]
+        # Issue cost per pixel: the tile's instructions (the tile loop's body, or the whole
+        # kernel with one tile per program), the sweeps counted once per chunk.
+        sweeps = [lp for lp in entry["loops"] if lp["innermost"]] if not kwargs["CLASSES"] else []
+        tile = [lp for lp in entry["loops"] if lp["outermost"] and lp not in sweeps]
+        per_tile = (tile[0]["instructions"] if tile else len(code)) + sum(
+            lp["instructions"] for lp in sweeps) * (kwargs["NUM_CHUNKS"] - 1)
+        entry["warp_instructions_per_pixel"] = round(per_tile * entry["warps"] / block_p, 1)
+        report.append(entry)
+        ops.FUSED_PROGRAMS = budget
+    return report
 
 
 def _compile_main():
@@ -299,12 +287,12 @@ def _compile_main():
     log_vars = torch.zeros(3, requires_grad=True)
 
     def step(pred, tgt, log_vars):
-        out = fastmtl.multitask_loss(pred, tgt, log_vars=log_vars, backend="triton",
-                                     check_labels=False)
+        # The default check_labels=True: under torch.compile it reads nothing back.
+        out = fastmtl.multitask_loss(pred, tgt, log_vars=log_vars, backend="triton")
         return out.total, out.losses["depth"]
 
     report, fw, _ = trace_graphs(step, pred, tgt, log_vars)
-    (fused,) = [n for name, n in _kernels_of(fw[0]) if name == "fused_loss_kernel"]
+    (fused,) = [n for name, n in kernels_of(fw[0]) if name == "fused_loss_kernel"]
     report["fused_clones"] = list(fused.kwargs.get("tensors_to_clone", []))
     print(json.dumps(report))
 
@@ -324,4 +312,5 @@ def _cpu_error_main():
 
 if __name__ == "__main__":
     assert "TRITON_INTERPRET" not in os.environ
-    {"aot": _aot_main, "compile": _compile_main, "cpu_error": _cpu_error_main}[sys.argv[1]]()
+    {"aot": _aot_main, "design": lambda: print(json.dumps(_design_report())),
+     "compile": _compile_main, "cpu_error": _cpu_error_main}[sys.argv[1]]()

@@ -1,0 +1,130 @@
+"""Softmax cross-entropy of a tile of pixels, all classes of a pixel inside one thread.
+
+The logits are NCHW: a class plane of the tile is BLOCK_P contiguous pixels. A
+thread owns V adjacent pixels and every class of them, so the max, the sum and
+the target gather over classes are register arithmetic: no shuffle, no shared
+memory, no barrier. For a valid pixel p (label t_p in [0, C), not
+ignore_index) with weight w_p = class_weight[t_p] (or 1) and the task's
+gradient scale ``scale``:
+
+    loss_p = w_p * (lse_p - x_p,t_p),         lse_p = log sum_c exp(x_pc)
+    dx_pc  = ws_p * (softmax_pc - [c == t_p]), ws_p = scale * w_p
+
+softmax_pc = exp(x_pc - lse_p), and softmax - 1 is formed in the accumulation
+dtype before the gradient is rounded to its own. Other pixels have ws_p = 0,
+so their gradient is 0 * softmax: 0, or NaN where the logits hold NaN or
++inf, as F.cross_entropy's log-softmax backward gives at an ignored pixel.
+
+Two shapes of the class axis, chosen on the host (``fastmtl.ops``):
+- ``planes_*`` (C x V logits fit the thread's register budget, C = 19): the C
+  class planes of the tile are loaded once, as a tuple of C vectors (no padding
+  of the class axis), and stay in registers; exp is evaluated twice (for the sum,
+  then for the gradient) so that only the logits are held.
+- ``sweeps_*`` (larger C, ADE20k's 150): chunks of CHUNK classes; a first sweep
+  keeps a running max and sum, a second sweep in reverse chunk order (the
+  chunks read last are the likeliest still in cache) writes the gradient.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def labels_and_weights(t, cw_ptr, in_image, C, ignore_index, HAS_WEIGHT: tl.constexpr,
+                       ACC: tl.constexpr):
+    """(t, w) from the loaded labels: int32 labels, -1 where the pixel is not valid, and
+    w_p (0 where not valid). The class-weight gather depends on the labels, so it comes
+    after every other load of the tile has been issued."""
+    t = t.to(tl.int64)
+    valid = in_image & (t != ignore_index) & (t >= 0) & (t < C)
+    t = tl.where(valid, t, -1).to(tl.int32)  # no class is the target of an ignored pixel
+    if HAS_WEIGHT:
+        w = tl.load(cw_ptr + t, mask=valid, other=0.0).to(ACC)
+    else:
+        w = valid.to(ACC)
+    return t, w
+
+
+@triton.jit
+def _rows(first, N: tl.constexpr):
+    return first + tl.arange(0, N)
+
+
+@triton.jit
+def _exp(v):
+    # exp(v) as 2^(v log2 e): in fp32 one multiply and the hardware ex2 (flushing
+    # results below 2^-126 to 0); tl.exp adds a denormal fix-up to every call.
+    # float64 goes through libdevice's exp2 at full precision.
+    return tl.exp2(v * 1.4426950408889634)
+
+
+@triton.jit
+def planes_load(x_ptr, x_off, x_sc, in_image, CLASSES: tl.constexpr):
+    """The tile's logits as a tuple of CLASSES class planes of BLOCK_P pixels: no
+    padding of the class axis, every load a V-element access along the pixels."""
+    xs = ()
+    for c in tl.static_range(CLASSES):
+        xs = xs + (tl.load(x_ptr + x_off + c * x_sc.to(tl.int64), mask=in_image, other=0.0),)
+    return xs
+
+
+@triton.jit
+def planes_step(xs, t, w, scale, gx_ptr, g_off, gx_sc, in_image, CLASSES: tl.constexpr,
+                WRITE_GRAD: tl.constexpr, ACC: tl.constexpr):
+    """Per-pixel w_p * loss_p of the tile loaded by ``planes_load``; stores dx."""
+    m = xs[0].to(ACC)
+    for c in tl.static_range(1, CLASSES):
+        m = tl.maximum(m, xs[c].to(ACC))
+    x_t = tl.zeros_like(m)
+    s = tl.zeros_like(m)
+    for c in tl.static_range(CLASSES):
+        f = xs[c].to(ACC)
+        x_t += tl.where(t == c, f, 0.0)
+        s += _exp(f - m)
+    lse = tl.log(s) + m
+    if WRITE_GRAD:
+        # softmax = exp(x - lse) is evaluated again rather than kept from the sum:
+        # registers then hold the logits of the tile, not the logits and their exps.
+        ws = w * scale
+        for c in tl.static_range(CLASSES):
+            p = _exp(xs[c].to(ACC) - lse)
+            g = tl.where(t == c, p - 1.0, p) * ws
+            tl.store(gx_ptr + g_off + c * gx_sc.to(tl.int64), g.to(gx_ptr.dtype.element_ty),
+                     mask=in_image)
+    return tl.where(t >= 0, w * (lse - x_t), 0.0)
+
+
+@triton.jit
+def target_logit(x_ptr, x_off, x_sc, t, in_image):
+    """x_p,t_p by one direct load per valid pixel (large C: no select over all classes)."""
+    return tl.load(x_ptr + x_off + t.to(tl.int64) * x_sc, mask=in_image & (t >= 0), other=0.0)
+
+
+@triton.jit
+def sweeps_step(x_ptr, x_off, x_sc, x_t, t, w, scale, gx_ptr, g_off, gx_sc, in_image, C,
+                CHUNK: tl.constexpr, NUM_CHUNKS: tl.constexpr, BLOCK_P: tl.constexpr,
+                WRITE_GRAD: tl.constexpr, ACC: tl.constexpr):
+    """Per-pixel w_p * loss_p over NUM_CHUNKS chunks of CHUNK classes; stores dx."""
+    m = tl.full([BLOCK_P], float("-inf"), ACC)
+    s = tl.zeros([BLOCK_P], ACC)
+    for k in range(NUM_CHUNKS):
+        r = _rows(k * CHUNK, CHUNK)
+        x = tl.load(x_ptr + x_off[None, :] + r[:, None].to(tl.int64) * x_sc,
+                    mask=(r < C)[:, None] & in_image[None, :], other=0.0).to(ACC)
+        x = tl.where((r < C)[:, None], x, float("-inf"))  # classes past C add nothing
+        m_new = tl.maximum(m, tl.max(x, 0))
+        s = s * _exp(m - m_new) + tl.sum(_exp(x - m_new[None, :]), 0)
+        m = m_new
+    lse = tl.log(s) + m
+    if WRITE_GRAD:
+        ws = w * scale
+        ty = gx_ptr.dtype.element_ty
+        for j in range(NUM_CHUNKS):
+            r = _rows((NUM_CHUNKS - 1 - j) * CHUNK, CHUNK)
+            row_ok = (r < C)[:, None] & in_image[None, :]
+            x = tl.load(x_ptr + x_off[None, :] + r[:, None].to(tl.int64) * x_sc, mask=row_ok,
+                        other=0.0).to(ACC)
+            p = _exp(x - lse[None, :])
+            g = tl.where(r[:, None] == t[None, :], p - 1.0, p) * ws[None, :]
+            tl.store(gx_ptr + g_off[None, :] + r[:, None].to(tl.int64) * gx_sc, g.to(ty),
+                     mask=row_ok)
+    return tl.where(t >= 0, w * (lse - x_t.to(ACC)), 0.0)

@@ -1,0 +1,107 @@
+"""Reading compiled kernels without a GPU: ptxas resource usage and the SASS's structure.
+
+Triton ships the NVIDIA tools it needs (``triton/backends/nvidia/bin``): ptxas
+reports registers and spills of a PTX file, cuobjdump disassembles a cubin.
+"""
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+REGISTER_FILE = 65536  # 32-bit registers per SM (sm_80, sm_90)
+REGISTER_UNIT = 8      # registers are allocated per thread in multiples of 8
+MAX_WARPS = 64         # resident warps per SM (sm_90)
+
+WIDE_LOAD = re.compile(r"\bLDG\.E\.(?:64|128)\b")
+WIDE_STORE = re.compile(r"\bSTG\.E\.(?:64|128)\b")
+LOAD = re.compile(r"\bLDG\.")
+STORE = re.compile(r"\bSTG\.")
+CROSS_THREAD = re.compile(r"\b(?:BAR\.|SHFL\.|LDS|STS)")
+_LINE = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
+_BRANCH = re.compile(r"\bBRA(?:\.\S+)?\s+(?:0x)?([0-9a-f]+)\b")
+
+
+def _tool(name: str) -> str:
+    import triton
+
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
+
+
+def ptxas_usage(ptx: str, arch: str = "sm_90a") -> tuple[int, int]:
+    """(registers per thread, spill bytes stored plus loaded) of a PTX module."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernel.ptx"
+        path.write_text(ptx)
+        out = subprocess.run([_tool("ptxas"), "-v", f"--gpu-name={arch}", str(path), "-o",
+                              os.devnull], capture_output=True, text=True, check=True).stderr
+    registers = int(re.search(r"Used (\d+) registers", out).group(1))
+    spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", out))
+    return registers, spills
+
+
+def sass(cubin: bytes) -> list[tuple[int, str]]:
+    """(address, instruction) of every SASS instruction of a cubin, in order."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernel.cubin"
+        path.write_bytes(cubin)
+        text = subprocess.run([_tool("cuobjdump"), "-sass", str(path)], capture_output=True,
+                              text=True, check=True).stdout
+    return [(int(m.group(1), 16), m.group(2)) for m in map(_LINE.match, text.splitlines()) if m]
+
+
+def loops(code: list[tuple[int, str]]) -> list[tuple[int, int]]:
+    """(first, last) addresses of each loop (a backward branch), outermost first."""
+    found = set()
+    for address, instruction in code:
+        m = _BRANCH.search(instruction)
+        if m and int(m.group(1), 16) < address:  # not the self-loop after EXIT
+            found.add((int(m.group(1), 16), address))
+    return sorted(found, key=lambda span: (span[0], -span[1]))
+
+
+def within(code, span) -> list[str]:
+    return [ins for address, ins in code if span[0] <= address <= span[1]]
+
+
+def count(instructions, pattern) -> int:
+    return sum(1 for ins in instructions if pattern.search(ins))
+
+
+def programs_per_sm(registers: int, warps: int, shared_bytes: int = 0,
+                    shared_per_sm: int = 228 * 1024) -> int:
+    """Resident programs of ``warps`` warps per SM, limited by registers, warps, shared memory."""
+    per_thread = -(-registers // REGISTER_UNIT) * REGISTER_UNIT
+    by_registers = REGISTER_FILE // (per_thread * 32 * warps)
+    by_shared = shared_per_sm // shared_bytes if shared_bytes else by_registers
+    return min(by_registers, MAX_WARPS // warps, by_shared)
+
+
+def loop_facts(code, span, spans) -> dict:
+    """What a loop of the SASS moves and how: its size, its global loads and stores (all,
+    and 64/128-bit), cross-thread instructions, whether every load precedes every store."""
+    body = within(code, span)
+    stores = [i for i, ins in enumerate(body) if STORE.search(ins)]
+    return dict(span=span, instructions=len(body),
+                outermost=not any(o[0] < span[0] and span[1] < o[1] for o in spans),
+                innermost=not any(span[0] < o[0] and o[1] < span[1] for o in spans),
+                loads=count(body, LOAD), wide_loads=count(body, WIDE_LOAD),
+                stores=len(stores), wide_stores=count(body, WIDE_STORE),
+                cross_thread=count(body, CROSS_THREAD),
+                loads_before_stores=not any(LOAD.search(ins) for ins in body[stores[0]:])
+                if stores else True)
+
+
+def specialise(kernel, args, kwargs, arch):
+    """Signature, constexprs and attributes exactly as Triton's launcher derives them."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    target = GPUTarget("cuda", arch, 32)
+    backend = make_backend(target)
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    bound, specialization, options = binder(*args, **kwargs)
+    options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound,
+                                                              specialization, options)
+    return target, options, signature, constexprs, attrs

@@ -1,0 +1,101 @@
+"""Both backends against PyTorch where the loss contract meets PyTorch's own edge cases.
+
+Non-finite logits at ignored pixels, targets and class weights that require
+grad, and predictions of mixed precisions: what F.cross_entropy / F.l1_loss do
+is the expected behaviour, and the reference and triton backends must both do it.
+"""
+import pytest
+import torch
+
+import fastmtl
+from helpers import leaf_copies, make_inputs
+from oracle import oracle
+
+BACKENDS = ("reference", "triton")
+
+
+def _grads(backend, pred, tgt, **kwargs):
+    p = leaf_copies(pred)
+    out = fastmtl.multitask_loss(p, tgt, backend=backend, **kwargs)
+    out.total.backward()
+    return out, {k: v.grad for k, v in p.items()}
+
+
+def test_ignored_pixels_with_non_finite_logits_get_pytorchs_gradient():
+    # F.cross_entropy's log-softmax backward gives 0 - exp(log_softmax) * 0 at an
+    # ignored pixel: NaN for a row holding NaN or +inf, 0 for a row with a -inf.
+    pred, tgt = make_inputs(B=2, C=5, H=3, W=4, ignore_frac=0.0, seed=30)
+    x, t = pred["semantic"], tgt["semantic"]
+    t[0, 1, 1] = t[0, 2, 3] = t[1, 0, 0] = 255
+    x[0, 3, 1, 1] = float("nan")
+    x[0, 0, 2, 3] = float("inf")
+    x[1, 4, 0, 0] = float("-inf")
+    p = leaf_copies(pred)
+    total, _ = oracle(p, tgt)
+    total.backward()
+    expected = p["semantic"].grad
+    assert expected[0, :, 1, 1].isnan().all() and expected[0, :, 2, 3].isnan().all()
+    assert torch.equal(expected[1, :, 0, 0], torch.zeros(5))
+    for backend in BACKENDS:
+        out, grads = _grads(backend, pred, tgt)
+        assert torch.isfinite(out.total), backend
+        torch.testing.assert_close(grads["semantic"], expected, rtol=2e-5, atol=1e-6,
+                                   equal_nan=True, msg=backend)
+
+
+@pytest.mark.parametrize("predictions_require_grad", [True, False])
+def test_regression_targets_requiring_grad_are_differentiated_as_by_l1_loss(
+        predictions_require_grad):
+    pred, tgt = make_inputs(B=2, C=4, H=3, W=5, seed=31)
+    tgt["depth"] = tgt["depth"][:, 0]  # a (B,H,W) depth target
+    lv = torch.tensor([0.2, -0.3, 0.4])
+    results = []
+    for backend in (None, *BACKENDS):
+        p = {k: v.detach().clone().requires_grad_(predictions_require_grad)
+             for k, v in pred.items()}
+        targets = {k: v.detach().clone().requires_grad_(v.is_floating_point())
+                   for k, v in tgt.items()}
+        if backend is None:  # F.cross_entropy and F.l1_loss
+            total, _ = oracle(p, {**targets, "depth": targets["depth"][:, None]}, lv)
+        else:
+            total = fastmtl.multitask_loss(p, targets, log_vars=lv, backend=backend).total
+        total.backward()
+        results.append([targets["instance"].grad, targets["depth"].grad]
+                       + [v.grad for v in p.values()])
+    expected, *got = results
+    assert expected[0].abs().sum() > 0 and expected[1].abs().sum() > 0
+    for backend, grads in zip(BACKENDS, got):
+        for g, r in zip(grads, expected):
+            assert (g is None) == (r is None), backend
+            if r is not None:
+                assert g.shape == r.shape and g.dtype == r.dtype, backend
+                torch.testing.assert_close(g, r, rtol=2e-5, atol=1e-6, msg=backend)
+
+
+def test_class_weight_requiring_grad_raises_as_in_cross_entropy():
+    pred, tgt = make_inputs(B=1, C=4, H=2, W=3, seed=32)
+    cw = torch.rand(4, requires_grad=True)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        torch.nn.functional.cross_entropy(pred["semantic"], tgt["semantic"].clamp(max=3),
+                                          weight=cw)
+    for backend in BACKENDS:
+        with pytest.raises(RuntimeError, match="not differentiable"):
+            fastmtl.multitask_loss(pred, tgt, class_weight=cw, backend=backend)
+    with torch.no_grad():  # nothing is differentiated: both accept it, as PyTorch does
+        totals = [fastmtl.multitask_loss(pred, tgt, class_weight=cw, backend=b).total
+                  for b in BACKENDS]
+    torch.testing.assert_close(totals[1], totals[0], rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("wide", [("depth",), ("semantic", "instance")])
+def test_loss_dtypes_with_mixed_fp32_and_fp64_predictions(wide):
+    pred, tgt = make_inputs(B=2, C=4, H=3, W=4, seed=33)
+    pred = {k: v.double() if k in wide else v for k, v in pred.items()}
+    lv = torch.tensor([0.1, 0.2, -0.3])
+    ref, tri = (fastmtl.multitask_loss(pred, tgt, log_vars=lv, backend=b) for b in BACKENDS)
+    assert tri.total.dtype == ref.total.dtype == torch.float64
+    for name, loss in ref.losses.items():
+        assert loss.dtype == (torch.float64 if name in wide else torch.float32)
+        assert tri.losses[name].dtype == loss.dtype, name
+        torch.testing.assert_close(tri.losses[name], loss, rtol=2e-6, atol=1e-7)
+    torch.testing.assert_close(tri.total, ref.total, rtol=2e-6, atol=1e-7)

@@ -1,0 +1,67 @@
+"""The fused op's label check: from the pre-pass, read back one call late on CUDA.
+
+On CPU tensors the check is read at once; the CUDA path (a copy to pinned
+memory behind an event) is exercised here with its deferral forced on CPU, and
+on a GPU by tests/ops/test_kernel_cuda.py.
+"""
+import pytest
+import torch
+
+import fastmtl
+from fastmtl.ops import label_check
+from fastmtl.validation import bad_label_message
+from helpers import make_inputs
+
+
+def _inputs(bad=None, seed=50):
+    pred, tgt = make_inputs(B=2, C=6, H=3, W=4, seed=seed)
+    if bad is not None:
+        tgt["semantic"][bad[:3]] = bad[3]
+    return pred, tgt
+
+
+@pytest.fixture
+def read_late(monkeypatch):
+    monkeypatch.setattr(label_check, "_read_late", lambda bad: True)
+    yield
+    label_check._pending.clear()
+
+
+def test_raised_by_the_next_call_naming_the_value_and_where(read_late):
+    pred, tgt = _inputs(bad=(1, 2, 3, 9))
+    tgt["semantic"][1, 0, 1] = 255  # ignored, not bad
+    out = fastmtl.multitask_loss(pred, tgt, backend="triton")  # no read here
+    good = _inputs(seed=51)
+    with pytest.raises(ValueError) as err:
+        fastmtl.multitask_loss(*good, backend="triton")
+    message = str(err.value)
+    assert message.startswith(bad_label_message(9, 6, 255) + " at targets['semantic'][1, 2, 3]")
+    assert "earlier call" in message
+    # The bad label was treated as ignored: the loss of that call is the loss without it.
+    tgt["semantic"][1, 2, 3] = 255
+    expected = fastmtl.multitask_loss(pred, tgt, backend="reference")
+    torch.testing.assert_close(out.total, expected.total, rtol=2e-5, atol=1e-6)
+    fastmtl.multitask_loss(*good, backend="triton")  # reported once, then clean
+    label_check.raise_pending_label_errors()
+
+
+def test_raised_after_the_last_call_on_request(read_late):
+    fastmtl.multitask_loss(*_inputs(), backend="triton")
+    fastmtl.multitask_loss(*_inputs(bad=(0, 0, 0, -1)), backend="triton")
+    with pytest.raises(ValueError, match=r"label -1 .* at targets\['semantic'\]\[0, 0, 0\]"):
+        label_check.raise_pending_label_errors()
+    label_check.raise_pending_label_errors()  # nothing left
+
+
+def test_good_labels_and_unchecked_calls_never_raise(read_late):
+    fastmtl.multitask_loss(*_inputs(), backend="triton")
+    fastmtl.multitask_loss(*_inputs(bad=(0, 1, 1, 6)), backend="triton", check_labels=False)
+    fastmtl.multitask_loss(*_inputs(), backend="triton")
+    assert len(label_check._pending) == 1  # each call reads the checks before it
+    label_check.raise_pending_label_errors()
+
+
+def test_cpu_tensors_raise_in_the_call_itself():
+    with pytest.raises(ValueError, match=r"label 7 .* at targets\['semantic'\]\[0, 2, 1\]$"):
+        fastmtl.multitask_loss(*_inputs(bad=(0, 2, 1, 7)), backend="triton")
+    assert not label_check._pending

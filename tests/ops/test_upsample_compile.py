@@ -1,0 +1,251 @@
+"""The upsampling kernels through the real compiler, held to their design (no GPU needed).
+
+Every specialisation the op launches is compiled ahead of time for sm_80 and sm_90a;
+Triton's own ptxas gives registers and spills and cuobjdump the SASS. On sm_90a the
+design of ``kernels/upsample_loss.py`` is asserted for the configurations the
+benchmarks measure (C = 19 at a factor of 8, fp32 and bf16, and the regressions):
+
+- no register spills, and registers that let two programs of 4 warps share an SM
+  (channels-last predictions included);
+- the row loop (the innermost loop issuing the exponentials, or the most global loads)
+  keeps a column's classes in one thread: no barrier, shuffle, shared or local memory
+  in it, one MUFU.EX2 per class (padding classes cost nothing), the int64 label read
+  as one 8-byte access, and at most ROW_BUDGET instructions per target pixel;
+- the run reduction exchanges through shared memory (16-byte stores at C = 19);
+- every stride argument is widened to 64 bits before any arithmetic (TTIR), so offsets
+  past 2**31 elements cannot wrap.
+
+torch.compile(fullgraph=True) must trace forward and backward without a graph break.
+Both run in a subprocess without TRITON_INTERPRET; this file is that subprocess's script.
+"""
+import json
+import os
+import re
+import sys
+from collections import Counter
+
+from compiled import loops, programs_per_sm, ptxas_usage, sass, within
+from helpers import run_compiled
+
+ALL = ("semantic", "instance", "depth")
+KERNELS = {"axis_table_kernel", "upsample_loss_kernel", "reduce_partials_kernel",
+           "upsample_finalize_kernel", "upsample_grad_scale_kernel"}
+# Instructions per target pixel in the row loops of the semantic launch (True) and of the
+# regressions' launch (False; four columns per thread). Measured: 307, 311, 311, 362 / 4.
+ROW_BUDGET = {("C19-fp32", True): 330, ("C19-bf16", True): 330, ("C19-strided", True): 330,
+              ("C19-fp32", False): 110}
+
+
+def _report(mode: str) -> dict:
+    return run_compiled(__file__, mode, timeout=550)
+
+
+def test_aot_compile_every_specialisation_and_the_design_on_sm90():
+    report = _report("aot")
+    assert report["failures"] == [], report["failures"]
+    assert {v["kernel"] for v in report["variants"]} == KERNELS
+    for v in report["variants"]:
+        assert sorted(v["ptxas"]) == ["sm_80", "sm_90a"], v
+        assert v["wide_strides"], v  # no stride argument used in 32-bit arithmetic
+        if "row_loop" in v:  # whatever else spills, the row loop never touches local memory
+            assert not v["row_loop"]["ops"].keys() & {"LDL", "STL"}, v
+    by_tag = {(v["tag"], v["semantic"]): v for v in report["variants"]
+              if v["kernel"] == "upsample_loss_kernel"}
+    for tag, budget in ROW_BUDGET.items():
+        v = by_tag[tag]
+        registers, spills = v["ptxas"]["sm_90a"]
+        assert spills == 0, (tag, v["ptxas"])
+        assert programs_per_sm(registers, v["num_warps"]) >= 2, (tag, registers)
+        row = v["row_loop"]
+        assert not row["ops"].keys() & {"BAR", "SHFL", "LDS", "STS", "LDL", "STL"}, (tag, row)
+        assert row["instructions"] / v["columns_per_thread"] <= budget, (tag, row)
+        reduction = v["reduction_loop"]
+        assert reduction["ops"].get("STS", 0) > 0 and "LDL" not in reduction["ops"], reduction
+    for tag in ("C19-fp32", "C19-bf16", "C19-strided"):
+        v = by_tag[tag, True]
+        assert v["row_loop"]["ops"]["MUFU.EX2"] == 19, v["row_loop"]
+        assert v["reduction_loop"]["ops"].get("STS.128", 0) > 0
+        assert v["row_loop"]["ops"]["LDG.E.64"] >= 1  # the int64 label, one access
+    assert by_tag["C19-u8", True]["row_loop"]["ops"]["LDG.E.U8"] >= 1
+    # C = 150: warps share out the classes, 19 per thread (a few spills outside the row loop).
+    for tag in ("C150-fp32", "C150-bf16"):
+        v = by_tag[tag, True]
+        assert v["row_loop"]["ops"]["MUFU.EX2"] == 19 and v["ptxas"]["sm_90a"][1] <= 256, v
+    print(json.dumps({f'{v["tag"]}:{v["kernel"]}': [v["ptxas"]["sm_90a"],
+                                                      v.get("row_loop", {}).get("instructions")]
+                      for v in report["variants"]}))
+
+
+def test_torch_compile_fullgraph_without_graph_break():
+    report = _report("compile")
+    assert report["graphs"] == 1
+    assert "fastmtl.upsampled_multitask_loss" in report["dynamo_graph"]
+    assert report["forward_kernels"] == ["axis_table_kernel", "upsample_loss_kernel",
+                                         "upsample_loss_kernel", "reduce_partials_kernel",
+                                         "upsample_finalize_kernel"]
+    assert report["backward_kernels"] == ["upsample_grad_scale_kernel"]
+
+
+# ------------------------------------------------------------------ subprocess side
+
+
+def _configs():
+    import torch
+
+    base = dict(B=2, C=19, h=16, w=32, H=128, W=256)
+    return [("C19-fp32", base), ("C19-bf16", dict(base, dtype=torch.bfloat16)),
+            ("C19-fp16", dict(base, dtype=torch.float16)),
+            ("C19-u8", dict(base, target_dtype=torch.uint8, class_weighted=False)),
+            ("C19-x2", dict(base, H=32, W=64)),
+            ("C19-odd", dict(base, h=7, w=9, H=45, W=71, align_corners=True)),
+            ("C19-nograd", dict(base, write_grad=False)),
+            ("C19-strided", dict(base, strided=True)),
+            ("C19-fp64", dict(base, h=4, w=4, H=32, W=32, dtype=torch.float64)),
+            ("narrow-head", dict(base, h=3, w=2, H=40, W=600)),
+            ("C150-fp32", dict(base, C=150, h=8, w=16, H=64, W=128)),
+            ("C150-bf16", dict(base, C=150, h=8, w=16, H=64, W=128, dtype=torch.bfloat16)),
+            ("C1", dict(base, C=1)), ("C40", dict(base, C=40)),
+            ("semantic", dict(base, tasks=("semantic",))),
+            ("instance", dict(base, tasks=("instance",))),
+            ("depth", dict(base, tasks=("depth",))),
+            ("regressions", dict(base, tasks=("instance", "depth")))]
+
+
+def _record(B, C, h, w, H, W, dtype=None, tasks=ALL, write_grad=True, class_weighted=True,
+            align_corners=False, target_dtype=None, strided=False):
+    """The launches (kernel, args, kwargs) of one forward and backward."""
+    import torch
+    from helpers import make_inputs
+    from helpers import launch_recorder
+
+    from fastmtl.ops import upsample
+
+    dtype = dtype or torch.float32
+    pred, _ = make_inputs(B=B, C=C, H=h, W=w, dtype=dtype, tasks=tasks)
+    _, tgt = make_inputs(B=B, C=C, H=H, W=W, tasks=tasks,
+                         target_dtype=target_dtype or torch.int64)
+    if strided:
+        pred = {k: v.contiguous(memory_format=torch.channels_last) for k, v in pred.items()}
+        tgt = {k: v.transpose(-1, -2).contiguous().transpose(-1, -2) for k, v in tgt.items()}
+    get = lambda d, k: d[k] if k in d else None  # noqa: E731
+    args = [get(pred, "semantic"), get(tgt, "semantic"),
+            torch.rand(C) if class_weighted and "semantic" in tasks else None,
+            get(pred, "instance"), get(tgt, "instance"), get(tgt, "instance_mask"),
+            get(pred, "depth"), get(tgt, "depth")]
+    positions = [tasks.index(n) if n in tasks else -1 for n in ALL]
+    calls = []
+    record = launch_recorder(calls)
+    outs = upsample._forward(record, *args, torch.zeros(len(tasks)), positions,
+                             [1.0, 0.5, 0.5], [0.5, 0.5, 0.5], True, 255, align_corners,
+                             write_grad)
+    if write_grad:
+        total, losses, _, gx, go, gd, state, _ = outs
+        upsample._gradients(record, total, losses, (args[0], args[3], args[6]), (gx, go, gd),
+                            state, positions, 1.0, (True, True, True), True)
+    return calls
+
+
+def _inner_loops(code) -> list[dict]:
+    """Innermost loops of a SASS listing, with their instruction counts per opcode (and
+    per family: ``LDG`` counts every ``LDG.*``)."""
+    spans = loops(code)
+    inner = [s for s in spans if not any(o != s and s[0] <= o[0] and o[1] <= s[1]
+                                         for o in spans)]
+    found = []
+    for span in inner:
+        body = within(code, span)
+        ops = Counter(re.sub(r"^@!?U?P\w+\s+", "", ins).split()[0] for ins in body)
+        families = Counter(ops)
+        for op, n in ops.items():
+            if "." in op:
+                families[op.split(".")[0]] += n
+        found.append(dict(instructions=len(body), ops=dict(families)))
+    return found
+
+
+def _design(kernel_name, compiled, kwargs) -> dict:
+    """Row and reduction loops of the loss kernel's sm_90a SASS."""
+    if kernel_name != "upsample_loss_kernel":
+        return {}
+    found = _inner_loops(sass(compiled.asm["cubin"]))
+    semantic = kwargs["HAS_SEM"]
+    row = max(found, key=lambda lp: (lp["ops"].get("MUFU", 0) if semantic else 0,
+                                     -lp["ops"].get("BAR", 0), lp["ops"].get("LDG", 0)))
+    reduction = [lp for lp in found if lp["ops"].get("STS", 0) and lp["ops"].get("LDS", 0)]
+    return dict(semantic=semantic, row_loop=row,
+                reduction_loop=max(reduction, key=lambda lp: lp["instructions"],
+                                   default={"ops": {}}),
+                num_warps=kwargs["num_warps"],
+                columns_per_thread=kwargs["BLOCK_X"] // (32 * kwargs["num_warps"]) or 1)
+
+
+def _wide_strides(ttir: str) -> bool:
+    """Every i32 stride argument (names ending _sb, _sc, _sh, _sw) is only sign-extended."""
+    header = re.search(r"tt\.func public @\w+\((.*?)\) attributes", ttir, re.S).group(1)
+    strides = [n for n, ty in re.findall(r"(%\w+): (i32|i64)", header)
+               if re.search(r"_s[bchw]$", n) and ty == "i32"]
+    body = ttir[ttir.index(") attributes"):]
+    for name in strides:
+        for line in body.splitlines():
+            if re.search(re.escape(name) + r"\b", line) and not re.search(
+                    re.escape(name) + r" : i32 to i64", line):
+                return False
+    return True
+
+
+def _aot_main():
+    import triton
+    from compiled import specialise
+    from triton.compiler import ASTSource
+
+    variants, failures, seen = [], [], set()
+    for tag, cfg in _configs():
+        for kernel, args, kwargs in _record(**cfg):
+            _, _, signature, constexprs, _ = specialise(kernel, args, kwargs, 90)
+            key = (kernel.__name__, tuple(sorted(signature.items())),
+                   tuple(sorted((str(k), str(v)) for k, v in constexprs.items())))
+            if key in seen:
+                continue
+            seen.add(key)
+            entry = dict(kernel=kernel.__name__, tag=tag, ptxas={})
+            for arch, gpu in ((80, "sm_80"), (90, "sm_90a")):
+                target, options, signature, constexprs, attrs = specialise(kernel, args,
+                                                                            kwargs, arch)
+                try:
+                    compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs),
+                                              target=target, options=options.__dict__)
+                except Exception as exc:  # reported, then asserted empty by the test
+                    failures.append(f"{tag} {kernel.__name__} {gpu}: {exc}"[:2000])
+                    continue
+                entry["ptxas"][gpu] = ptxas_usage(compiled.asm["ptx"], gpu)
+                if arch == 90:
+                    entry["wide_strides"] = _wide_strides(compiled.asm["ttir"])
+                    entry.update(_design(kernel.__name__, compiled, kwargs))
+            variants.append(entry)
+    print(json.dumps(dict(variants=variants, failures=failures)))
+
+
+def _compile_main():
+    import torch
+    from helpers import leaf_copies
+    from tracing import trace_graphs
+    from helpers import low_res_inputs
+
+    import fastmtl
+
+    pred, tgt = low_res_inputs(B=2, C=5, h=2, w=3, H=5, W=7)
+    pred = leaf_copies(pred)
+    log_vars = torch.zeros(3, requires_grad=True)
+
+    def step(pred, tgt, log_vars):
+        out = fastmtl.multitask_loss(pred, tgt, log_vars=log_vars, backend="triton",
+                                     check_labels=False, upsample="bilinear")
+        return out.total, out.losses["depth"]
+
+    report, _, _ = trace_graphs(step, pred, tgt, log_vars)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    assert "TRITON_INTERPRET" not in os.environ
+    {"aot": _aot_main, "compile": _compile_main}[sys.argv[1]]()

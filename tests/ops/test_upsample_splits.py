@@ -1,0 +1,259 @@
+"""The cases the upsampling kernel's work split makes risky, against F.interpolate + the loss.
+
+A program takes one image, a band of low-resolution rows and a strip of columns, and
+recomputes the row and the run of columns it shares with its neighbours; a strip wider
+than a window is walked in several windows whose cells add up. The split is forced small
+here (``tiles`` patched) so that the interpreter's small inputs cross every kind of
+border. Also: heads one row or column high, non-integer factors, offsets past 2**31
+elements, infinite and NaN logits where labels are ignored, an empty batch, zero-size
+heads, a second backward through a retained graph, and what the launch plan allocates
+and reduces at full size (meta tensors, no kernel runs).
+"""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fastmtl
+from fastmtl.ops import upsample
+from fastmtl.ops.upsample_tiles import run_starts
+from helpers import launch_recorder, leaf_copies, low_res_inputs, random_class_weight
+from oracle import check_upsampled
+
+LOG_VARS = torch.tensor([0.3, -0.4, 0.8])
+
+
+def forced_split(monkeypatch, strip_cells, band_rows, block_x=None):
+    """Make every launch use the given strip, band and (optionally) window width."""
+    plan_of = upsample.tiles
+
+    def tiles(B, C, h, w, H, W, align_corners, semantic):
+        plan = plan_of(B, C, h, w, H, W, align_corners, semantic)
+        cells, rows = min(strip_cells, w), min(band_rows, h)
+        nrun = max(plan.nrun, 1 << cells.bit_length())
+        width = block_x or plan.block_x
+        return dataclasses.replace(plan, block_x=width, strip_cells=cells, n_strips=-(-w // cells),
+                                   band_rows=rows, n_bands=-(-h // rows), nrun=nrun,
+                                   kc=max(1, width // nrun), windows=2 if block_x else 1)
+
+    monkeypatch.setattr(upsample, "tiles", tiles)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("strip_cells,band_rows,block_x", [(1, 1, None), (2, 3, None), (3, 2, 4)])
+def test_strip_band_and_window_borders(monkeypatch, strip_cells, band_rows, block_x,
+                                       align_corners):
+    forced_split(monkeypatch, strip_cells, band_rows, block_x)
+    pred, tgt = low_res_inputs(B=1, C=5, h=5, w=6, H=13, W=17, seed=30 + strip_cells)
+    check_upsampled(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS, class_weight=random_class_weight(5))
+
+
+def test_split_gradcheck_fp64(monkeypatch):
+    forced_split(monkeypatch, 2, 1, 4)
+    pred, tgt = low_res_inputs(B=1, C=3, h=2, w=3, H=5, W=8, dtype=torch.float64, seed=31,
+                               tasks=("semantic", "depth"))
+    names = list(pred)
+
+    def total(*args):
+        *preds, log_vars = args
+        return fastmtl.multitask_loss(dict(zip(names, preds)), tgt, log_vars, backend="triton",
+                                      upsample="bilinear", check_labels=False).total
+
+    inputs = [*leaf_copies(pred).values(), LOG_VARS[:2].double().requires_grad_(True)]
+    assert torch.autograd.gradcheck(total, inputs, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("h,w,H,W", [(1, 5, 4, 13), (4, 1, 9, 6), (1, 1, 3, 5), (2, 1, 3, 300)])
+def test_heads_one_row_or_column_high(h, w, H, W, align_corners):
+    pred, tgt = low_res_inputs(B=1, C=4, h=h, w=w, H=H, W=W, seed=h * 10 + w)
+    check_upsampled(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("h,w,H,W", [(3, 4, 10, 11), (6, 9, 7, 10), (2, 3, 19, 29)])
+def test_non_integer_factors(h, w, H, W, align_corners):
+    pred, tgt = low_res_inputs(B=1, C=6, h=h, w=w, H=H, W=W, seed=H + W)
+    check_upsampled(pred, tgt, align_corners=align_corners, weights=[1.0, 0.5, 2.0])
+
+
+@pytest.mark.parametrize("n_in,n_out", [(1, 9), (4, 32), (5, 17), (7, 23), (13, 50), (32, 33)])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_run_starts_are_the_tables_boundaries(n_in, n_out, align_corners):
+    index = torch.empty(n_out + 1, dtype=torch.int32)
+    lam = torch.empty(n_out + 1)
+    start = torch.empty(n_in + 3, dtype=torch.int32)
+    upsample.T.axis_table_kernel[(2,)](index, lam, start, n_in, n_out, 1, 1,
+                                       n_out.bit_length() + 1, 2, ALIGN_CORNERS=align_corners,
+                                       ACC_FP64=False, BLOCK=16)
+    # Equal, except that an output exactly on a boundary (src an integer in exact arithmetic)
+    # may fall on either side in floating point; the split only uses these as estimates.
+    for j, (device, exact) in enumerate(zip(start[:n_in + 1].tolist(),
+                                            run_starts(n_in, n_out, align_corners))):
+        if align_corners:
+            tie = exact * (n_in - 1) == j * (n_out - 1)
+        else:
+            tie = (2 * exact + 1) * n_in == (2 * j + 1) * n_out
+        assert device == exact or (tie and device == exact + 1), (j, device, exact)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_nonfinite_logits_where_labels_are_ignored_follow_the_reference(align_corners):
+    """F.interpolate spreads NaN and inf through the taps (0 * inf included); F.cross_entropy
+    gives an ignored pixel the gradient 0 * softmax, NaN where its logits are non-finite."""
+    pred, tgt = low_res_inputs(B=1, C=4, h=4, w=5, H=16, W=20, tasks=("semantic",), seed=32,
+                               ignore_frac=0.0)
+    pred["semantic"][0, :, 1, 2] = float("nan")
+    pred["semantic"][0, 2, 3, 0] = float("inf")
+    pred["semantic"][0, 1, 0, 4] = float("-inf")  # on the last column: both taps there
+    tgt["semantic"][0, 0:12, 4:16] = 255
+    tgt["semantic"][0, 10:16, 0:6] = 255
+    results = []
+    for backend in ("triton", "reference"):
+        p = leaf_copies(pred)
+        out = fastmtl.multitask_loss(p, tgt, backend=backend, upsample="bilinear",
+                                     align_corners=align_corners)
+        out.total.backward()
+        results.append((out.total.detach(), p["semantic"].grad))
+    (total, grad), (expected_total, expected_grad) = results
+    torch.testing.assert_close(total, expected_total, equal_nan=True)
+    assert torch.equal(grad.isnan(), expected_grad.isnan()) and grad.isnan().any()
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-7, equal_nan=True)
+
+
+def test_empty_batch_gives_empty_gradients():
+    pred, tgt = low_res_inputs(B=0, C=3, h=2, w=3, H=4, W=6)
+    for backend in ("triton", "reference"):
+        p = leaf_copies(pred)
+        log_vars = LOG_VARS.clone().requires_grad_(True)
+        out = fastmtl.multitask_loss(p, tgt, log_vars, backend=backend, upsample="bilinear")
+        out.total.backward()
+        assert out.total.item() == 0.0 and not log_vars.grad.any()
+        assert all(v.grad is not None and v.grad.shape == v.shape for v in p.values()), backend
+
+
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+@pytest.mark.parametrize("h,w", [(0, 3), (2, 0)])
+def test_zero_size_heads_raise(backend, h, w):
+    pred, _ = low_res_inputs(B=1, C=3, h=h, w=w, H=4, W=6)
+    _, tgt = low_res_inputs(B=1, C=3, h=2, w=3, H=4, W=6)
+    with pytest.raises(ValueError, match=rf"predictions\['semantic'\] is {h} x {w}, "
+                                         r"targets\['semantic'\] is 4 x 6"):
+        fastmtl.multitask_loss(pred, tgt, backend=backend, upsample="bilinear")
+
+
+def test_backward_twice_through_a_retained_graph():
+    pred, tgt = low_res_inputs(B=1, C=4, h=3, w=3, H=8, W=9, seed=33)
+    grads = []
+    for times in (1, 2):
+        p = leaf_copies(pred)
+        out = fastmtl.multitask_loss(p, tgt, LOG_VARS, backend="triton", upsample="bilinear")
+        for _ in range(times):
+            out.total.backward(retain_graph=True)
+        grads.append({k: v.grad for k, v in p.items()})
+    for k in pred:
+        torch.testing.assert_close(grads[1][k], 2 * grads[0][k])
+
+
+# ---------------------------------------------- the launch plan at full size (meta tensors)
+
+
+def _plan(B, C, h, w, H, W, dtype):
+    """(launches, outputs, inputs) of one forward at full size, on the meta device."""
+    meta = dict(device="meta")
+    pred = {"semantic": torch.empty(B, C, h, w, dtype=dtype, **meta),
+            "instance": torch.empty(B, 2, h, w, dtype=dtype, **meta),
+            "depth": torch.empty(B, 1, h, w, dtype=dtype, **meta)}
+    tgt = {"semantic": torch.empty(B, H, W, dtype=torch.int64, **meta),
+           "instance": torch.empty(B, 2, H, W, **meta),
+           "instance_mask": torch.empty(B, H, W, dtype=torch.bool, **meta),
+           "depth": torch.empty(B, 1, H, W, **meta)}
+    calls = []
+    inputs = [pred["semantic"], tgt["semantic"], None, pred["instance"], tgt["instance"],
+              tgt["instance_mask"], pred["depth"], tgt["depth"]]
+    outs = upsample._forward(launch_recorder(calls), *inputs, torch.zeros(3, **meta), [0, 1, 2],
+                             [1.0, 0.5, 0.5], [0.5, 0.5, 0.5], True, 255, False, True)
+    return calls, outs, [v for v in inputs if v is not None]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_extra_memory_is_within_ten_percent_of_the_gradients(dtype):
+    """8 x 1024 x 2048 targets, heads at 1/8, C = 19: besides the gradients (written once,
+    in the prediction dtype) the forward allocates at most 10% of their size."""
+    calls, outs, inputs = _plan(8, 19, 128, 256, 1024, 2048, dtype)
+    gradients = outs[3:6]
+    assert all(g.dtype == dtype for g in gradients)
+    seen = {id(v): v for _, args, _ in calls for v in args if isinstance(v, torch.Tensor)}
+    seen.update({id(v): v for v in outs})
+    known = {id(v) for v in inputs + list(gradients)}
+    extra = sum(v.numel() * v.element_size() for k, v in seen.items() if k not in known)
+    gradient_bytes = sum(g.numel() * g.element_size() for g in gradients)
+    assert extra <= gradient_bytes / 10, (extra, gradient_bytes)
+
+
+def test_partial_sums_are_reduced_in_levels_of_at_most_a_block():
+    """B = 64 at 1024 x 2048 (tens of thousands of programs): each reduction program and
+    the final one walk at most REDUCE_BLOCK partials per row."""
+    calls, _, _ = _plan(64, 19, 128, 256, 1024, 2048, torch.float32)
+    (reduce_args,) = [args for kernel, args, _ in calls
+                      if kernel is upsample.R.reduce_partials_kernel]
+    n_parts, n_sums = reduce_args[2], reduce_args[7]
+    assert n_parts > 4 * upsample.REDUCE_BLOCK
+    assert n_sums == -(-n_parts // upsample.REDUCE_BLOCK) <= upsample.REDUCE_BLOCK
+    (final_args,) = [args for kernel, args, _ in calls
+                     if kernel is upsample.R.upsample_finalize_kernel]
+    assert final_args[2] == n_sums
+
+
+# ---------------------------------------- offsets past 2**31 elements (sparse files, subprocess)
+
+
+def test_offsets_past_2_31_elements(tmp_path):
+    """A batch whose third image starts past 2**31 elements, as views of sparse files (no
+    memory is allocated for the gap): a 32-bit offset would wrap and read elsewhere."""
+    env = dict(os.environ, TRITON_INTERPRET="1", TMPDIR=str(tmp_path))
+    root = Path(__file__).resolve().parents[2]
+    env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "tests"),
+                                         str(Path(__file__).parent)])
+    proc = subprocess.run([sys.executable, __file__, "offsets"], env=env, capture_output=True,
+                          text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["total_error"] <= 1e-5 and report["gradient_error"] <= 1e-6, report
+
+
+def _offsets_main():
+    batch_stride = 2 ** 30 + 2 ** 20  # an int32 stride: image 2 starts past 2**31
+    pred, tgt = low_res_inputs(B=3, C=3, h=2, w=3, H=5, W=7, tasks=("semantic",), seed=34,
+                               target_dtype=torch.uint8)
+
+    def sparse_view(value):
+        path = Path(os.environ["TMPDIR"]) / f"sparse-{value.dtype}.bin".replace("torch.", "")
+        count = 2 * batch_stride + value[0].numel()
+        with open(path, "wb") as f:
+            f.truncate(count * value.element_size())
+        storage = torch.from_file(str(path), shared=True, size=count, dtype=value.dtype)
+        view = storage.as_strided(value.shape, (batch_stride, *value.stride()[1:]))
+        view.copy_(value)
+        return view
+
+    far = {"semantic": sparse_view(pred["semantic"]).requires_grad_(True)}  # no copy
+    far_tgt = {"semantic": sparse_view(tgt["semantic"])}
+    results = []
+    for p, t, backend in ((far, far_tgt, "triton"), (leaf_copies(pred), tgt, "reference")):
+        out = fastmtl.multitask_loss(p, t, backend=backend, upsample="bilinear",
+                                     class_weight=random_class_weight(3))
+        out.total.backward()
+        results.append((out.total.detach(), p["semantic"].grad))
+    (total, grad), (expected_total, expected_grad) = results
+    print(json.dumps(dict(total_error=float((total - expected_total).abs()),
+                          gradient_error=float((grad - expected_grad).abs().max()))))
+
+
+if __name__ == "__main__":
+    {"offsets": _offsets_main}[sys.argv[1]]()
