@@ -80,9 +80,7 @@ class TrainConfig:
         if self.weights is not None:
             self.weights = tuple(float(w) for w in self.weights)
         if self.log_var_clamp is not None:
-            self.log_var_clamp = tuple(float(v) for v in self.log_var_clamp)
-            if len(self.log_var_clamp) != 2 or not self.log_var_clamp[0] < self.log_var_clamp[1]:
-                raise ValueError(f"log_var_clamp must be (lo, hi) with lo < hi, got {self.log_var_clamp}")
+            self.log_var_clamp = _bounds(self.log_var_clamp)
         for name, value, choices in (("weighting", self.weighting, WEIGHTINGS), ("amp", self.amp, AMP_MODES),
                                      ("augment", self.augment, AUGMENTATIONS),
                                      ("convention", self.convention, tuple(CONVENTIONS))):
@@ -167,6 +165,19 @@ def model_from_config(cfg: TrainConfig, size: tuple[int, int] | None):
                  backbone=cfg.backbone)
 
 
+def _bounds(value) -> tuple[float, float]:
+    """``log_var_clamp`` as (lo, hi): two finite numbers, lo < hi."""
+    try:
+        lo, hi = (math.nan, math.nan) if isinstance(value, str) else (float(v) for v in value)
+    except (TypeError, ValueError):
+        lo = hi = math.nan
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        shown = list(value) if isinstance(value, (tuple, list)) else value
+        raise ValueError(f"log_var_clamp (--log-var-clamp) must be two finite numbers LO,HI with LO < HI, "
+                         f"got {shown!r}")
+    return lo, hi
+
+
 def _number(cfg, name: str, low: float, high: float = math.inf, *, integer: bool = False,
             low_open: bool = False, optional: bool = False) -> None:
     value = getattr(cfg, name)
@@ -200,6 +211,8 @@ def check_settings(cfg: TrainConfig) -> None:
     _number(cfg, "weight_decay", 0)
     _number(cfg, "poly_power", 0)
     _number(cfg, "init_log_var", -math.inf)
+    _number(cfg, "dwa_temperature", 0, low_open=True)
+    _number(cfg, "gradnorm_alpha", 0)
     if cfg.nesterov and cfg.momentum == 0:
         raise ValueError("Nesterov momentum needs --momentum > 0 (or --no-nesterov)")
     if cfg.weights is not None:

@@ -1,6 +1,8 @@
 """Trainer: exact resume, interruption, optimiser set-up, logs and plots; CLI smoke runs."""
 import json
+import math
 import os
+import re
 import signal
 
 import pytest
@@ -159,6 +161,16 @@ def test_config_errors():
         TrainConfig(tasks=("semantic", "normals"))
     with pytest.raises(ValueError, match="amp"):
         TrainConfig(amp="fp8")
+    for clamp in ((1.0, 1.0), (2.0, -2.0), (-math.inf, 3.0), (math.nan, 1.0), (1.0,), (0.0, 1.0, 2.0), "12"):
+        with pytest.raises(ValueError, match=r"log_var_clamp \(--log-var-clamp\) must be two finite numbers"):
+            TrainConfig(log_var_clamp=clamp)
+    for value in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match=re.escape(f"dwa_temperature (--dwa-temperature) must be > 0, got {value}")):
+            TrainConfig(dwa_temperature=value)
+    for value in (-0.5, math.nan, math.inf):
+        with pytest.raises(ValueError, match=re.escape(f"gradnorm_alpha (--gradnorm-alpha) must be >= 0, got {value}")):
+            TrainConfig(gradnorm_alpha=value)
+    assert TrainConfig(log_var_clamp=[-3, 3], gradnorm_alpha=0.0).log_var_clamp == (-3.0, 3.0)
 
 
 def test_resume_refuses_a_different_setup(tree, tmp_path):

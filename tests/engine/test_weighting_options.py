@@ -65,7 +65,7 @@ def test_resume_is_bitwise_exact_for_adaptive_weightings(tree, tmp_path, weighti
 def test_log_variance_clamp_option(tree, tmp_path):
     trainer = Trainer(_config(tree, tmp_path, log_var_clamp=(-0.5, 0.5)))
     assert trainer.criterion.weighting.clamp == (-0.5, 0.5)
-    with pytest.raises(ValueError, match="lo < hi"):
+    with pytest.raises(ValueError, match="LO < HI"):
         TrainConfig(log_var_clamp=(1.0, -1.0))
 
 
