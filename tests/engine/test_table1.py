@@ -1,6 +1,7 @@
 """fastmtl experiment table1: a seconds-long smoke run of the whole protocol, checked against its own runs."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,46 @@ def test_unknown_rows_and_bad_settings(tmp_path):
         table1(tmp_path, quick=True, rows=["nope"])
     with pytest.raises(ValueError, match="at least one seed"):
         table1(tmp_path, quick=True, seeds=0)
+
+
+def _interrupted(job: dict, at: int, **settings) -> None:
+    """Train ``job`` (its settings updated by ``settings``) up to step ``at`` and stop, as Ctrl-C leaves it:
+    a checkpoint and a log, no result.json."""
+    from fastmtl.commands.table1.runs import job_config, split
+    from fastmtl.engine import Trainer
+
+    trainer = Trainer(job_config({**job, "settings": {**job["settings"], **settings}}))
+    trainer.data.base = split(job["root"], "train")
+    trainer.plot = lambda: []
+    trainer.run(until=at)
+    assert (Path(job["out"]) / "checkpoint.pt").is_file() and not (Path(job["out"]) / "result.json").exists()
+
+
+def test_an_interrupted_table_resumes_or_restarts_its_unfinished_runs(report, tmp_path):
+    from fastmtl.commands.table1.runs import run_job
+
+    _, rep = report
+    base = rep["runs"]["unc-all"][0]["job"]
+    job = lambda name: {**base, "out": str(tmp_path / name), "settings": {**base["settings"], "steps": 10}}  # noqa: E731
+    whole = run_job(job("whole"))
+    assert whole["resumed_at"] == 0
+
+    _interrupted(job("stopped"), 5)  # the same settings: continued from its checkpoint
+    with open(tmp_path / "stopped" / "log.jsonl", "a") as f:  # a later attempt, killed before its checkpoint
+        f.write(json.dumps({"kind": "train", "step": 9, "losses": {t: 1e6 for t in base["tasks"]},
+                            "log_var": {t: 9.0 for t in base["tasks"]}}) + "\n")
+    resumed = run_job(job("stopped"))
+    assert resumed["resumed_at"] == 5
+    assert (resumed["val"], resumed["test"]) == (whole["val"], whole["test"])
+    assert resumed["convergence"] == whole["convergence"]  # no step counted twice
+    assert all(math.isfinite(v) for v in whole["convergence"]["loss_change"].values())
+
+    _interrupted(job("other"), 5, steps=12)  # other settings: started afresh, not refused
+    restarted = run_job(job("other"))
+    assert restarted["resumed_at"] == 0 and restarted["test"] == whole["test"]
+
+    killed = tmp_path / "killed"  # a log and config but no checkpoint
+    killed.mkdir()
+    (killed / "config.json").write_text("{}")
+    (killed / "log.jsonl").write_text('{"kind": "train", "step": 1}\n')
+    assert run_job(job("killed"))["test"] == whole["test"]

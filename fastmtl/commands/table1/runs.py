@@ -2,12 +2,16 @@
 
 ``run_job`` is what the worker processes execute; it writes ``result.json``
 into the run directory, and a later call with the same job reuses that file,
-so an interrupted table continues where it stopped. Worker processes keep
+so an interrupted table continues where it stopped. A run that was stopped
+before its result (Ctrl-C saves a checkpoint) is resumed from its checkpoint
+when that was trained with the same settings; any other unfinished or stale
+run directory is removed and the run starts afresh. Worker processes keep
 the decoded splits in memory: every run reads the same few hundred small
 images thousands of times.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -73,9 +77,12 @@ def run_job(job: dict) -> dict:
         result = json.loads(done.read_text())
         if result.get("job") == _plain(job):
             return {**result, "reused": True}
-    shutil.rmtree(out, ignore_errors=True)  # a stale or interrupted run of this job
     started, cpu = time.time(), time.process_time()
-    trainer = Trainer(job_config(job))
+    trainer = _resumed(out, job_config(job))
+    if trainer is None:
+        shutil.rmtree(out, ignore_errors=True)  # a stale run, or an interrupted one without a usable checkpoint
+        trainer = Trainer(job_config(job))
+    resumed_at = trainer.step
     trainer.data.base = split(job["root"], "train")
     trainer.val_set = split(job["root"], "val")
     trainer.plot = lambda: []  # the table draws its own figures
@@ -84,12 +91,32 @@ def run_job(job: dict) -> dict:
     keep = lambda m: {k: v for k, v in m.items() if k in HIGHER_IS_BETTER}  # noqa: E731
     result = {"job": _plain(job), "val": keep(summary["metrics"]), "test": keep(test),
               "seconds": time.time() - started, "cpu_seconds": time.process_time() - cpu,
-              "threads": torch.get_num_threads(),
+              "threads": torch.get_num_threads(), "resumed_at": resumed_at,
               "weights": trainer.criterion.weighting.effective_weights(),
               "convergence": convergence(trainer.log_path, job)}
     done.write_text(json.dumps(_finite(result), indent=1) + "\n")
     (out / "checkpoint.pt").unlink(missing_ok=True)  # the table keeps metrics, not 76 networks
     return result
+
+
+def _resumed(out: Path, cfg):
+    """A trainer continuing the interrupted run in ``out`` (no result.json, a checkpoint), if that run
+    has exactly ``cfg``'s settings; else None."""
+    from fastmtl.engine import Trainer, checkpoint, resume, rundir
+
+    if (out / "result.json").exists() or not (out / rundir.CHECKPOINT).is_file():
+        return None
+    try:
+        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        changed = set(resume.changes(saved, cfg)) - {"resume", "overwrite"}
+    except (OSError, ValueError, AttributeError):
+        return None
+    if changed:
+        return None
+    try:
+        return Trainer(dataclasses.replace(cfg, resume=True))
+    except (checkpoint.CheckpointError, resume.ResumeError):
+        return None
 
 
 def convergence(log_path: Path, job: dict) -> dict:
@@ -103,7 +130,9 @@ def convergence(log_path: Path, job: dict) -> dict:
     """
     from fastmtl.engine.plots import read_log
 
-    records = [r for r in read_log(log_path) if r.get("kind") == "train"]
+    # The last record of each step: a run resumed from an earlier checkpoint logs some steps again.
+    records = sorted({r["step"]: r for r in read_log(log_path) if r.get("kind") == "train"}.values(),
+                     key=lambda r: r["step"])
     steps = job["settings"]["steps"]
     last = [r for r in records if r["step"] > 0.9 * steps]
     before = [r for r in records if 0.8 * steps < r["step"] <= 0.9 * steps]
