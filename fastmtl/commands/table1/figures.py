@@ -58,7 +58,9 @@ def _log(report: dict, key: str, seed: int = 0) -> list[dict]:
 def plot_training(report: dict, rows: list[dict], path: Path) -> Path:
     """Left: the single-task training losses (seed 0, chosen rate) over training, relative to their
     final value. Right: the log-variances of the uncertainty rows, with where each would settle."""
-    fig, (left, right) = _figure(1, 2, figsize=(13, 4.2))
+    from matplotlib.ticker import ScalarFormatter
+
+    fig, (left, right) = _figure(1, 2, figsize=(16, 5), gridspec_kw={"width_ratios": (1, 1.15)})
     for key in P.SINGLE.values():
         if key not in report["runs"]:
             continue
@@ -70,10 +72,13 @@ def plot_training(report: dict, rows: list[dict], path: Path) -> Path:
             smooth = [sum(losses[max(0, i - 9):i + 1]) / len(losses[max(0, i - 9):i + 1]) for i in range(len(losses))]
             left.plot([r["step"] for r in records], [v / final for v in smooth], label=key, lw=1)
     left.set_yscale("log")
-    left.set_title("single-task training loss (mean of the last 10 logs) / its mean over the last 10%", fontsize=9)
+    left.yaxis.set_major_formatter(ScalarFormatter())
+    left.yaxis.set_minor_formatter(ScalarFormatter())
+    left.set_title("Single-task training loss (seed 0, smoothed over 10 logs)", fontsize=10)
+    left.set_ylabel("loss / its mean over the last 10% of steps", fontsize=9)
     left.set_xlabel("step")
     left.grid(alpha=0.3)
-    left.legend(fontsize=8)
+    left.legend(fontsize=9)
     styles = {"semantic": "-", "instance": "--", "depth": ":"}
     for i, r in enumerate(row for row in rows if P.BY_KEY[row["source"]].group == "uncertainty"):
         records = _log(report, r["source"])
@@ -87,9 +92,10 @@ def plot_training(report: dict, rows: list[dict], path: Path) -> Path:
                        label=f"{r['key']} {task}")
             if task in balance and balance[task] is not None and math.isfinite(balance[task]):
                 right.plot([steps[-1]], [balance[task]], marker="x", color=f"C{i}", ms=7)
-    right.set_title("log-variances s (seed 0); x: log(c L / r) for the last 10% of losses", fontsize=9)
+    right.set_title("Log-variances of the uncertainty rows (seed 0)", fontsize=10)
+    right.set_ylabel("s = log sigma^2; x: log(c L / r), L the loss of the last 10%", fontsize=9)
     right.set_xlabel("step")
     right.grid(alpha=0.3)
-    if right.lines:
-        right.legend(fontsize=6, ncol=2)
+    if right.lines:  # beside the axes, where no curve runs
+        right.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _save(fig, path)
