@@ -9,7 +9,7 @@ reported on a test split with 95% intervals, paired differences and delta-m
 against the single-task rows, beside the field's DWA, RLW and GradNorm, a
 no-image floor and the ceiling of the head resolution
 (``fastmtl.commands.table1.protocol`` has the details). The default is a CPU
-run of about half an hour on two cores; ``--gpu`` is the paper-scale run;
+run of 66 CPU-minutes (about 33 minutes of two idle cores); ``--gpu`` is the paper-scale run;
 ``--quick`` is a seconds-long smoke run whose numbers mean nothing.
 
 Writes OUT/table1.md, table1.json, table1.png, table1-training.png and
