@@ -9,7 +9,8 @@ from fastmtl import _moved
 from fastmtl.functional import LossOutput, multitask_loss
 from fastmtl.module import MultiTaskLoss
 from fastmtl.tasks import TASK_ORDER, TASKS
-from fastmtl.weighting import CONVENTIONS, FixedWeighting, UncertaintyWeighting
+from fastmtl.weighting import (CONVENTIONS, DynamicWeightAverage, FixedWeighting, GradNorm,
+                               RandomLossWeighting, UncertaintyWeighting)
 
 __version__ = "0.2.0.dev0"
 
@@ -17,9 +18,12 @@ _moved.install()  # 0.1.0 module paths keep working for one release, with a warn
 
 __all__ = [
     "CONVENTIONS",
+    "DynamicWeightAverage",
     "FixedWeighting",
+    "GradNorm",
     "LossOutput",
     "MultiTaskLoss",
+    "RandomLossWeighting",
     "TASKS",
     "TASK_ORDER",
     "UncertaintyWeighting",

@@ -40,9 +40,14 @@ def add_config_arguments(parser, defaults: TrainConfig | None = None) -> None:
     a("--backbone", default=d.backbone, help="local torchvision-format ResNet weights for the encoder")
     a("--tasks", type=_tasks, default=",".join(d.tasks), help="comma-separated subset of semantic,instance,depth")
     a("--weighting", choices=WEIGHTINGS, default=d.weighting,
-      help="uncertainty (learned), equal (unweighted sum), fixed (--weights) or single (one task)")
-    a("--weights", type=_floats, default=d.weights, help="fixed weights, e.g. 0.89,0.01,0.1 (task order)")
+      help="uncertainty (learned), equal (equal weights summing to 1: thirds), fixed (--weights), single "
+           "(one task), dwa (Dynamic Weight Average), rlw (Random Loss Weighting) or gradnorm")
+    a("--weights", type=_floats, default=d.weights, help="fixed weights, e.g. 0.89,0.01,0.1 or 1,1,1 (task order)")
     a("--convention", choices=tuple(CONVENTIONS), default=d.convention, help="uncertainty convention")
+    a("--log-var-clamp", type=_floats, default=d.log_var_clamp, metavar="LO,HI",
+      help="uncertainty: clamp the log-variances the loss uses to [LO, HI]")
+    a("--dwa-temperature", type=float, default=d.dwa_temperature, help="dwa: softmax temperature")
+    a("--gradnorm-alpha", type=float, default=d.gradnorm_alpha, help="gradnorm: restoring-force strength")
     a("--steps", type=int, default=d.steps, help="optimiser steps")
     a("--batch-size", type=int, default=d.batch_size, help="images per step, per process")
     a("--lr", type=float, default=d.lr, help="learning rate, decayed as (1 - step/steps)^poly-power")

@@ -93,11 +93,11 @@ def read_camera(path: str | os.PathLike) -> dict[str, float]:
     return cam
 
 
-def write_camera(path: str | os.PathLike, *, baseline, fx, fy, u0, v0, height=1.22, pitch=0.0) -> None:
+def write_camera(path: str | os.PathLike, *, baseline, fx, fy, u0, v0, height=1.22, pitch=0.0, roll=0.0) -> None:
     """Write a camera json with Cityscapes' schema (extrinsic in metres and radians)."""
     f = float
     cam = {
-        "extrinsic": {"baseline": f(baseline), "pitch": f(pitch), "roll": 0.0, "x": 1.7, "y": 0.0, "yaw": 0.0, "z": f(height)},
+        "extrinsic": {"baseline": f(baseline), "pitch": f(pitch), "roll": f(roll), "x": 1.7, "y": 0.0, "yaw": 0.0, "z": f(height)},
         "intrinsic": {"fx": f(fx), "fy": f(fy), "u0": f(u0), "v0": f(v0)},
     }
     with open(path, "w", encoding="utf-8") as out:

@@ -16,9 +16,11 @@ from torch import nn
 
 from fastmtl.engine import distributed
 from fastmtl.tasks import TASK_ORDER, canonical_tasks
-from fastmtl.weighting import CONVENTIONS, FixedWeighting, UncertaintyWeighting
+from fastmtl.weighting import (CONVENTIONS, DynamicWeightAverage, FixedWeighting, GradNorm,
+                               RandomLossWeighting, UncertaintyWeighting)
 
-WEIGHTINGS = ("uncertainty", "equal", "fixed", "single")
+# "equal": equal weights summing to 1 (thirds); weights 1, 1, 1 are "fixed" with --weights 1,1,1.
+WEIGHTINGS = ("uncertainty", "equal", "fixed", "single", "dwa", "rlw", "gradnorm")
 AMP_MODES = ("none", "bf16", "fp16")
 AUGMENTATIONS = ("none", "flip", "full")
 TARGET_KEYS = ("semantic", "instance", "instance_mask", "depth")
@@ -41,10 +43,13 @@ class TrainConfig:
     width: int | None = None
     backbone: str | None = None      # local torchvision-format ResNet weights
     tasks: tuple[str, ...] = TASK_ORDER
-    weighting: str = "uncertainty"   # "uncertainty", "equal", "fixed", "single"
+    weighting: str = "uncertainty"   # one of WEIGHTINGS
     weights: tuple[float, ...] | None = None  # "fixed": one weight per task, in task order
     convention: str = "kendall"      # uncertainty convention (fastmtl.weighting.CONVENTIONS)
     init_log_var: float = 0.0
+    log_var_clamp: tuple[float, float] | None = None  # uncertainty: bounds of the s_k the loss uses
+    dwa_temperature: float = 2.0     # "dwa": softmax temperature T (its period is one epoch)
+    gradnorm_alpha: float = 1.5      # "gradnorm": strength of the pull towards equal training rates
     backend: str = "auto"            # loss backend
     upsample_in_loss: bool = True    # heads at 1/8 resolution, bilinear upsampling fused into the loss
     # optimisation (the paper's by default)
@@ -74,6 +79,8 @@ class TrainConfig:
         self.tasks = canonical_tasks(self.tasks)
         if self.weights is not None:
             self.weights = tuple(float(w) for w in self.weights)
+        if self.log_var_clamp is not None:
+            self.log_var_clamp = _bounds(self.log_var_clamp)
         for name, value, choices in (("weighting", self.weighting, WEIGHTINGS), ("amp", self.amp, AMP_MODES),
                                      ("augment", self.augment, AUGMENTATIONS),
                                      ("convention", self.convention, tuple(CONVENTIONS))):
@@ -91,6 +98,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["tasks"] = list(self.tasks)
         d["weights"] = None if self.weights is None else list(self.weights)
+        d["log_var_clamp"] = None if self.log_var_clamp is None else list(self.log_var_clamp)
         return d
 
     @classmethod
@@ -99,14 +107,27 @@ class TrainConfig:
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known})
 
 
-def build_weighting(cfg: TrainConfig) -> nn.Module:
+def build_weighting(cfg: TrainConfig, steps_per_epoch: int | None = None) -> nn.Module:
+    """The weighting of ``cfg``; DWA averages the losses over periods of ``steps_per_epoch`` steps."""
     if cfg.weighting == "uncertainty":
-        return UncertaintyWeighting(cfg.tasks, init=cfg.init_log_var, convention=cfg.convention)
+        return UncertaintyWeighting(cfg.tasks, init=cfg.init_log_var, convention=cfg.convention,
+                                    clamp=cfg.log_var_clamp)
     if cfg.weighting == "equal":
-        return FixedWeighting({t: 1.0 for t in cfg.tasks})  # the unweighted sum of the losses
+        return FixedWeighting.equal(cfg.tasks)  # the paper's unweighted sum: equal thirds
     if cfg.weighting == "fixed":
         return FixedWeighting(dict(zip(cfg.tasks, cfg.weights)))
+    if cfg.weighting == "dwa":
+        return DynamicWeightAverage(cfg.tasks, period=steps_per_epoch or 100, temperature=cfg.dwa_temperature)
+    if cfg.weighting == "rlw":
+        return RandomLossWeighting(cfg.tasks, seed=cfg.seed)
+    if cfg.weighting == "gradnorm":
+        return GradNorm(cfg.tasks, alpha=cfg.gradnorm_alpha)
     return FixedWeighting.single(cfg.tasks[0])
+
+
+def shared_layer(model: nn.Module) -> list:
+    """GradNorm's W: the weight of the last layer every head shares (the ASPP's 1x1 projection)."""
+    return [model.aspp.project[0].weight]
 
 
 def resolve_data(cfg: TrainConfig, ctx: distributed.Context | None = None) -> Path:
@@ -144,6 +165,19 @@ def model_from_config(cfg: TrainConfig, size: tuple[int, int] | None):
                  backbone=cfg.backbone)
 
 
+def _bounds(value) -> tuple[float, float]:
+    """``log_var_clamp`` as (lo, hi): two finite numbers, lo < hi."""
+    try:
+        lo, hi = (math.nan, math.nan) if isinstance(value, str) else (float(v) for v in value)
+    except (TypeError, ValueError):
+        lo = hi = math.nan
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        shown = list(value) if isinstance(value, (tuple, list)) else value
+        raise ValueError(f"log_var_clamp (--log-var-clamp) must be two finite numbers LO,HI with LO < HI, "
+                         f"got {shown!r}")
+    return lo, hi
+
+
 def _number(cfg, name: str, low: float, high: float = math.inf, *, integer: bool = False,
             low_open: bool = False, optional: bool = False) -> None:
     value = getattr(cfg, name)
@@ -177,6 +211,8 @@ def check_settings(cfg: TrainConfig) -> None:
     _number(cfg, "weight_decay", 0)
     _number(cfg, "poly_power", 0)
     _number(cfg, "init_log_var", -math.inf)
+    _number(cfg, "dwa_temperature", 0, low_open=True)
+    _number(cfg, "gradnorm_alpha", 0)
     if cfg.nesterov and cfg.momentum == 0:
         raise ValueError("Nesterov momentum needs --momentum > 0 (or --no-nesterov)")
     if cfg.weights is not None:

@@ -12,6 +12,10 @@
 - Depth: inverse-depth (disparity) mean absolute error in pixels over valid
   pixels (target finite and > 0).
 
+- Delta-m (``delta_m``): the multi-task summary the field reports, the mean
+  relative change of each metric against single-task models, sign-corrected
+  so that positive means better.
+
 Sums are kept in float64 and counts in int64 on the accumulating device;
 ``reduce_`` all-reduces them across processes so every rank gets the metrics of
 the whole dataset.
@@ -24,6 +28,8 @@ from typing import Mapping
 import torch
 
 NUM_CLASSES = 19
+# The paper's three headline metrics and whether higher is better (for delta_m).
+HIGHER_IS_BETTER = {"miou": True, "instance_error": False, "depth_error": False}
 
 
 class MetricAccumulator:
@@ -122,3 +128,26 @@ def nanmean(values) -> float:
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b else math.nan
+
+
+def delta_m(metrics: Mapping[str, float], reference: Mapping[str, float],
+            higher_is_better: Mapping[str, bool] = HIGHER_IS_BETTER) -> float:
+    """Delta-m (Maninis et al., CVPR 2019; Vandenhende et al., TPAMI 2021), as a fraction::
+
+        delta_m = (1 / T) sum_k (-1)^l_k (M_k - R_k) / R_k,   l_k = 1 where lower is better
+
+    over the T metrics of ``higher_is_better`` that both ``metrics`` and the
+    single-task ``reference`` hold (finite, reference non-zero). +0.05 means
+    5% better than the single-task models on average.
+    """
+    terms = []
+    for key, higher in higher_is_better.items():
+        m, r = metrics.get(key), reference.get(key)
+        if m is None or r is None or not (math.isfinite(m) and math.isfinite(r)) or r == 0:
+            continue
+        change = (m - r) / r
+        terms.append(change if higher else -change)
+    if not terms:
+        raise ValueError(f"delta_m: no metric of {sorted(higher_is_better)} in both the metrics "
+                         f"({sorted(metrics)}) and the reference ({sorted(reference)})")
+    return sum(terms) / len(terms)

@@ -55,7 +55,7 @@ from torch.utils.data import DataLoader
 
 from fastmtl.engine import checkpoint, distributed, guard, resume, rundir, strict_json
 from fastmtl.engine.config import (TARGET_KEYS, TrainConfig, build_datasets, build_weighting,
-                                   model_from_config, resolve_data)
+                                   model_from_config, resolve_data, shared_layer)
 from fastmtl.engine.objective import Objective
 from fastmtl.engine.sampling import ResumableSampler, SeededAugmentation
 from fastmtl.module import MultiTaskLoss
@@ -113,9 +113,16 @@ class Trainer:
                              f"{cfg.batch_size} per process ({self.ctx.world_size} process(es))")
 
         self.model = model_from_config(cfg, size).to(self.device)
-        self.criterion = MultiTaskLoss(cfg.tasks, build_weighting(cfg), backend=cfg.backend,
+        self.criterion = MultiTaskLoss(cfg.tasks, build_weighting(cfg, self.steps_per_epoch), backend=cfg.backend,
                                        upsample="bilinear" if cfg.upsample_in_loss else None,
                                        align_corners=False).to(self.device)  # as the model's own upsampling
+        # Hooks of adaptive weightings: GradNorm balances the per-task gradients at the layer the
+        # heads share before each backward; DWA reads each step's losses after the step.
+        self.balance = getattr(self.criterion.weighting, "balance", None)
+        self.observe = getattr(self.criterion.weighting, "observe", None)
+        if self.balance is not None and self.ctx.distributed:
+            raise ValueError(f"weighting {cfg.weighting!r} is not supported under torchrun: it needs "
+                             "per-task gradients of one process's shared layer")
         if cfg.sync_bn and self.ctx.distributed:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.objective = Objective(self.model, self.criterion, cfg.amp, self.device, cfg.upsample_in_loss)
@@ -218,12 +225,17 @@ class Trainer:
         self.objective.train()
         total, losses = self.objective(images, targets)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.balance is not None:
+            self.balance(losses, shared_layer(self.model))
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
-        return {"total": total.detach(), **{k: v.detach() for k, v in losses.items()}}
+        detached = {k: v.detach() for k, v in losses.items()}
+        if self.observe is not None:
+            self.observe(detached)
+        return {"total": total.detach(), **detached}
 
     def check_divergence(self, losses) -> None:
         """After a step: stop on a non-finite loss or parameter, saving nothing more."""

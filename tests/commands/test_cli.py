@@ -42,6 +42,11 @@ def _train(tree, out, *extra):
     (["--weighting", "fixed", "--weights", "nan,1,1"], "weights (--weights) must be finite"),
     (["--batch-size", "100"], "give no full batch of 100"),
     (["--checkpoint-every", "-1"], "checkpoint_every (--checkpoint-every) must be >= 0"),
+    (["--log-var-clamp=3,-3"], "log_var_clamp (--log-var-clamp) must be two finite numbers LO,HI with LO < HI, "
+                               "got [3.0, -3.0]"),
+    (["--log-var-clamp=-inf,3"], "log_var_clamp (--log-var-clamp) must be two finite numbers"),
+    (["--weighting", "dwa", "--dwa-temperature", "0"], "dwa_temperature (--dwa-temperature) must be > 0, got 0.0"),
+    (["--weighting", "gradnorm", "--gradnorm-alpha", "nan"], "gradnorm_alpha (--gradnorm-alpha) must be >= 0, got nan"),
 ])
 def test_train_mistakes_are_one_line(tree, tmp_path, capsys, extra, expected):
     _fails_in_one_line(capsys, _train(tree, tmp_path / "run", *extra), "fastmtl train: error:", expected)

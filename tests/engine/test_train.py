@@ -1,6 +1,8 @@
 """Trainer: exact resume, interruption, optimiser set-up, logs and plots; CLI smoke runs."""
 import json
+import math
 import os
+import re
 import signal
 
 import pytest
@@ -159,6 +161,16 @@ def test_config_errors():
         TrainConfig(tasks=("semantic", "normals"))
     with pytest.raises(ValueError, match="amp"):
         TrainConfig(amp="fp8")
+    for clamp in ((1.0, 1.0), (2.0, -2.0), (-math.inf, 3.0), (math.nan, 1.0), (1.0,), (0.0, 1.0, 2.0), "12"):
+        with pytest.raises(ValueError, match=r"log_var_clamp \(--log-var-clamp\) must be two finite numbers"):
+            TrainConfig(log_var_clamp=clamp)
+    for value in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match=re.escape(f"dwa_temperature (--dwa-temperature) must be > 0, got {value}")):
+            TrainConfig(dwa_temperature=value)
+    for value in (-0.5, math.nan, math.inf):
+        with pytest.raises(ValueError, match=re.escape(f"gradnorm_alpha (--gradnorm-alpha) must be >= 0, got {value}")):
+            TrainConfig(gradnorm_alpha=value)
+    assert TrainConfig(log_var_clamp=[-3, 3], gradnorm_alpha=0.0).log_var_clamp == (-3.0, 3.0)
 
 
 def test_resume_refuses_a_different_setup(tree, tmp_path):
@@ -184,15 +196,3 @@ def test_cli_train_eval_predict(tree, tmp_path, capsys):
     assert main(["predict", str(image), "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "pr")]) == 0
     with Image.open(tmp_path / "pr" / f"{image.stem}_pred.png") as im:
         assert im.size[0] >= 4 * 400 and im.size[1] >= 200  # four titled panels, enlarged from 32x64
-
-
-def test_table1_quick(tree, tmp_path):
-    from fastmtl.commands.experiments import ROWS, table1
-
-    report = table1(tmp_path, quick=True, data=str(tree), size="native", progress=False)
-    assert [r["key"] for r in report["rows"]] == [r.key for r in ROWS]
-    table = (tmp_path / "table1.md").read_text()
-    assert table.count("\n| ") == len(ROWS) + 1  # separator + one line per row
-    only_depth = next(r for r in report["rows"] if r["key"] == "depth")
-    assert only_depth["miou"] is None and only_depth["depth_error"] is not None
-    assert (tmp_path / "table1.png").is_file() and (tmp_path / "unc-all" / "sigmas.png").is_file()

@@ -10,7 +10,24 @@ c = 1/2 for regression and r = 1/2 for both. Two variants seen in other code
 are available by name: "half" (c = r = 1/2 for every task, as LibMTL and MTAN)
 and "unit" (c = r = 1: ``exp(-s) L + s``).
 
+A negative total is normal under uncertainty weighting: for a fixed L_k the
+term is smallest at s_k = log(c_k L_k / r_k), where it equals
+r_k (1 + log(c_k L_k / r_k)), below zero once c_k L_k < r_k / e (a
+cross-entropy under 0.18, an L1 loss under 0.37 in the paper's convention).
+Watch the per-task losses, not the total. ``clamp=(lo, hi)`` bounds the
+log-variances the loss uses (the gradient is zero beyond the bounds).
+
 Fixed weighting is ``total = sum_k w_k L_k``: equal, single-task or any set.
+"Equal" means equal weights summing to 1 (thirds for three tasks) everywhere
+in fastmtl: the paper's "unweighted sum of losses".
+
+The field's other weightings sit beside them, each ``sum_k w_k L_k`` with
+weights summing to 1 by default: Dynamic Weight Average
+(``DynamicWeightAverage``, Liu et al., CVPR 2019), Random Loss Weighting
+(``RandomLossWeighting``, Lin et al., 2022) and GradNorm (``GradNorm``, Chen
+et al., ICML 2018; ``fastmtl.weighting.gradnorm`` says how it gets the
+per-task gradients through the fused loss). ``fastmtl.weighting.base``
+describes the interface a trainer uses.
 
 A task with nothing valid in the batch (``present`` false) adds nothing: no
 loss, no gradient, no ``r_k s_k`` term.
@@ -24,6 +41,9 @@ import torch
 from torch import nn
 
 from fastmtl.tasks import TASK_ORDER, TASKS, canonical_tasks
+from fastmtl.weighting.base import WeightedSum, Weighting
+from fastmtl.weighting.dynamic import DynamicWeightAverage, RandomLossWeighting
+from fastmtl.weighting.gradnorm import GradNorm
 
 CONVENTIONS = {
     # name: (factor for classification, factor for regression, regulariser)
@@ -86,19 +106,32 @@ class UncertaintyWeighting(nn.Module):
         tasks: task names (canonical order is used whatever order is given).
         init: initial s_k (the paper starts at 0, i.e. sigma = 1).
         convention: "kendall" (paper), "half" or "unit"; see the module docstring.
+        clamp: optional (lo, hi): the loss uses s_k clamped to [lo, hi]; beyond
+            the bounds s_k gets no gradient from the loss.
+
+    The total can be negative; see the module docstring.
     """
 
     def __init__(self, tasks: Sequence[str] = TASK_ORDER, init: float = 0.0,
-                 convention: str = "kendall"):
+                 convention: str = "kendall", clamp: tuple[float, float] | None = None):
         super().__init__()
         self.tasks = canonical_tasks(tasks)
         self.convention = convention
         self.factors, self.regulariser = uncertainty_factors(self.tasks, convention)
         self.log_vars = nn.Parameter(torch.full((len(self.tasks),), float(init)))
+        if clamp is not None:
+            clamp = (float(clamp[0]), float(clamp[1]))
+            if not clamp[0] < clamp[1]:
+                raise ValueError(f"clamp must be (lo, hi) with lo < hi, got {clamp}")
+        self.clamp = clamp
+
+    def used_log_vars(self) -> torch.Tensor:
+        """The log-variances the loss uses (clamped when ``clamp`` is set)."""
+        return self.log_vars if self.clamp is None else self.log_vars.clamp(*self.clamp)
 
     def loss_kwargs(self, tasks: Sequence[str]) -> dict:
         """Arguments for fastmtl.multitask_loss for the tasks present."""
-        return {"log_vars": self.log_vars[self._index(tasks)], "uncertainty": self.convention}
+        return {"log_vars": self.used_log_vars()[self._index(tasks)], "uncertainty": self.convention}
 
     def _index(self, tasks):
         missing = [t for t in tasks if t not in self.tasks]
@@ -109,11 +142,11 @@ class UncertaintyWeighting(nn.Module):
 
     def sigmas(self) -> dict[str, float]:
         """sigma_k = exp(s_k / 2) per task, for logging."""
-        return {t: float(v) for t, v in zip(self.tasks, torch.exp(self.log_vars.detach() / 2))}
+        return {t: float(v) for t, v in zip(self.tasks, torch.exp(self.used_log_vars().detach() / 2))}
 
     def effective_weights(self) -> dict[str, float]:
         """c_k exp(-s_k): the weight each task loss currently gets."""
-        s = self.log_vars.detach()
+        s = self.used_log_vars().detach()
         return {t: float(f * torch.exp(-v)) for t, f, v in zip(self.tasks, self.factors, s)}
 
     def forward(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -124,10 +157,11 @@ class UncertaintyWeighting(nn.Module):
         f = tuple(self.factors[i] for i in idx)
         r = tuple(self.regulariser[i] for i in idx)
         return combine(stacked, torch.ones_like(stacked, dtype=torch.bool),
-                       log_vars=self.log_vars[idx], factors=f, regulariser=r)
+                       log_vars=self.used_log_vars()[idx], factors=f, regulariser=r)
 
     def extra_repr(self) -> str:
-        return f"tasks={list(self.tasks)}, convention={self.convention!r}"
+        clamp = "" if self.clamp is None else f", clamp={self.clamp}"
+        return f"tasks={list(self.tasks)}, convention={self.convention!r}{clamp}"
 
 
 class FixedWeighting(nn.Module):
@@ -143,7 +177,7 @@ class FixedWeighting(nn.Module):
 
     @classmethod
     def equal(cls, tasks: Sequence[str] = TASK_ORDER) -> "FixedWeighting":
-        """Equal weights summing to 1 (equal thirds for three tasks)."""
+        """Equal weights summing to 1 (equal thirds for three tasks): what "equal" means in fastmtl."""
         tasks = canonical_tasks(tasks)
         return cls({t: 1.0 / len(tasks) for t in tasks})
 
@@ -170,3 +204,9 @@ class FixedWeighting(nn.Module):
 
     def extra_repr(self) -> str:
         return f"weights={self.weights}"
+
+
+__all__ = [
+    "CONVENTIONS", "DynamicWeightAverage", "FixedWeighting", "GradNorm", "RandomLossWeighting",
+    "UncertaintyWeighting", "WeightedSum", "Weighting", "combine", "uncertainty_factors", "weights_tensor",
+]
