@@ -78,7 +78,8 @@ def multitask_loss(predictions: Mapping[str, torch.Tensor], targets: Mapping[str
             ignored. The reference backend (and the triton one on CPU) raises
             in the call, reading a flag back from the device. The triton
             backend on CUDA (upsampled or not) never waits: a bad label is
-            reported by its next call (or by
+            reported by a later call, once the GPU has finished the one that
+            saw it (in a training loop, the next step's), or by
             ``fastmtl.ops.raise_pending_label_errors()``, or at exit), and
             the call that saw it treats it as ignored; no check is made under
             torch.compile or CUDA-graph capture (docs/kernel.md). With True the

@@ -39,7 +39,7 @@ targets). The finalize and backward kernels touch O(programs) bytes.
 Guarantees: bitwise deterministic (per-program partial sums, fixed-order
 reductions, no atomics; the grid depends only on the shapes, not the GPU);
 no host synchronisation in forward or backward, the label check included
-(``fastmtl.ops.label_check``: on CUDA it is read back by the next call);
+(``fastmtl.ops.label_check``: on CUDA it is read back by a later call);
 registered with ``torch.library.triton_op`` so ``torch.compile(fullgraph=True)``
 traces it without graph breaks and CUDA graphs can capture it. No gradient is
 stored when nothing requires grad.
@@ -328,7 +328,8 @@ def fused_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping[str
     ``check_labels=True`` raises ValueError for a semantic label outside [0, C)
     that is not ``ignore_index``, naming its value and where it is, without a host
     synchronisation: CPU tensors raise in this call; on CUDA the error is raised by
-    the next call (or ``raise_pending_label_errors()``, or at exit), and this call
+    a later call once the GPU has finished this one (in a training loop, the next
+    step's), or by ``raise_pending_label_errors()``, or at exit; this call
     treats such labels as ignored (``fastmtl.ops.label_check``). No check is made
     under torch.compile or CUDA-graph capture, nor with ``check_labels=False``.
     Out-of-range labels never cause an out-of-bounds access either way.
@@ -356,7 +357,7 @@ def fused_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping[str
             "respect to its class weights, as in F.cross_entropy; pass class_weight.detach()")
     write_grad = grad_mode and any(v is not None and v.requires_grad for v in (x, o, d, g, z))
     if is_real(next(p for p in preds if p is not None)):
-        raise_pending_label_errors()  # an earlier call's check (see fastmtl.ops.label_check)
+        raise_pending_label_errors(wait=False)  # earlier calls' finished checks (label_check)
     outs = _fused_op(
         x, targets["semantic"] if x is not None else None,
         class_weight if x is not None else None,

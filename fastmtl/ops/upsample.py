@@ -28,7 +28,7 @@ Memory: the low-resolution gradients in the prediction dtype, partial sums of
 dtype until backward. Bitwise deterministic, no atomics, no host
 synchronisation: the label check (count, first flat index and value of the bad
 labels, from the loss kernel's own partial sums) is read back as the fused op's
-is, by the next call on CUDA (``fastmtl.ops.label_check``).
+is, by a later call on CUDA (``fastmtl.ops.label_check``).
 """
 from __future__ import annotations
 
@@ -240,7 +240,7 @@ def upsampled_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping
     taking the loss there, and gradients come back at h x w. Arguments,
     results and ``check_labels`` as in ``fused_multitask_loss``: a label outside
     [0, C) that is not ``ignore_index`` raises a ValueError naming it and where it
-    is, in the call for CPU tensors and from the next call on CUDA (this call then
+    is, in the call for CPU tensors and from a later call on CUDA (this call then
     treats it as ignored); no check under torch.compile or CUDA-graph capture.
     """
     tasks = tuple(tasks)
@@ -252,7 +252,7 @@ def upsampled_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping
     write_grad = torch.is_grad_enabled() and any(
         p is not None and p.requires_grad for p in (x, o, d))
     if is_real(next(p for p in (x, o, d) if p is not None)):
-        raise_pending_label_errors()  # an earlier call's check (see fastmtl.ops.label_check)
+        raise_pending_label_errors(wait=False)  # earlier calls' finished checks (label_check)
     t = targets["semantic"] if x is not None else None
     outs = _upsampled_op(
         x, t, class_weight if x is not None else None,

@@ -1,4 +1,4 @@
-"""The fused op's label check: from the pre-pass, read back one call late on CUDA.
+"""The fused op's label check: from the pre-pass, read back by a later call on CUDA.
 
 On CPU tensors the check is read at once; the CUDA path (a copy to pinned
 memory behind an event) is exercised here with its deferral forced on CPU, and
@@ -59,6 +59,40 @@ def test_good_labels_and_unchecked_calls_never_raise(read_late):
     fastmtl.multitask_loss(*_inputs(), backend="triton")
     assert len(label_check._pending) == 1  # each call reads the checks before it
     label_check.raise_pending_label_errors()
+
+
+class _Event:
+    """Stands in for a CUDA event: complete or not, and whether anyone waited on it unfinished."""
+
+    def __init__(self, done):
+        self.done, self.blocked = done, False
+
+    def query(self):
+        return self.done
+
+    def synchronize(self):
+        self.blocked = self.blocked or not self.done
+
+
+def test_a_call_reads_only_finished_checks_and_never_waits(read_late):
+    bad = torch.tensor([1, 13, 9])  # (count, flat index, value) as the pre-pass leaves them
+    unfinished = _Event(done=False)
+    label_check._pending.append((bad, unfinished, 6, 255, (2, 3, 4)))
+    label_check.raise_pending_label_errors(wait=False)  # what every call of the loss does
+    fastmtl.multitask_loss(*_inputs(), backend="triton")
+    assert not unfinished.blocked and len(label_check._pending) == 2  # still there, plus this call's
+    unfinished.done = True
+    with pytest.raises(ValueError, match=r"label 9 .* at targets\['semantic'\]\[1, 0, 1\]"):
+        fastmtl.multitask_loss(*_inputs(), backend="triton")
+    assert not unfinished.blocked
+
+
+def test_on_request_every_check_is_read_waiting_for_its_copy(read_late):
+    unfinished = _Event(done=False)
+    label_check._pending.append((torch.tensor([2, 0, -3]), unfinished, 6, 255, (2, 3, 4)))
+    with pytest.raises(ValueError, match=r"label -3 .* at targets\['semantic'\]\[0, 0, 0\]"):
+        label_check.raise_pending_label_errors()
+    assert unfinished.blocked and not label_check._pending
 
 
 def test_cpu_tensors_raise_in_the_call_itself():
