@@ -54,6 +54,36 @@ def bhw_strides(t: Optional[Tensor]) -> tuple[int, int, int]:
     return (t.stride(0), t.stride(-2), t.stride(-1))
 
 
+def eager_or_op(op, impl, setup_context, backward):
+    """``op(*args)``, a ``triton_op`` made of ``impl`` with autograd ``(setup_context,
+    backward)``, or the same three as a plain ``torch.autograd.Function`` for real tensors
+    outside torch.compile: same outputs and gradients, without the custom op's dispatch
+    (the dispatcher, default filling, output-aliasing checks, the torch.compile guard
+    around the launches), which cost an eager call about as much host time as three of
+    its kernel launches on an H100 machine (``python -m benchmarks.host_time``)."""
+
+    class Eager(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):
+            output = impl(*args)
+            setup_context(ctx, args, output)
+            return output
+
+        @staticmethod
+        def backward(ctx, *grads):
+            return backward(ctx, *grads)
+
+    Eager.__name__ = Eager.__qualname__ = f"{impl.__name__}_eager"
+
+    def call(*args):
+        first = next(a for a in args if isinstance(a, Tensor))
+        if is_real(first) and not torch.compiler.is_compiling():
+            return Eager.apply(*args)
+        return op(*args)
+
+    return call
+
+
 def launcher(traced: bool):
     """kernel -> launchable: a wrap_triton node in a traced graph, the kernel itself in eager."""
     return wrap_triton if traced else (lambda kernel: kernel)

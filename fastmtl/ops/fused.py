@@ -41,8 +41,11 @@ reductions, no atomics; the grid depends only on the shapes, not the GPU);
 no host synchronisation in forward or backward, the label check included
 (``fastmtl.ops.label_check``: on CUDA it is read back by a later call);
 registered with ``torch.library.triton_op`` so ``torch.compile(fullgraph=True)``
-traces it without graph breaks and CUDA graphs can capture it. No gradient is
-stored when nothing requires grad.
+traces it without graph breaks and CUDA graphs can capture it (an eager call
+on real tensors runs the same implementation and autograd formula as a plain
+``torch.autograd.Function``, skipping the custom op's dispatch:
+``fastmtl.ops.common.eager_or_op``). No gradient is stored when nothing
+requires grad.
 
 Limitations: no double backward (the saved gradients are constants); H*W of
 one image must stay below 2**31 (offsets into the tensors are 64-bit). Under
@@ -60,7 +63,7 @@ from torch.library import triton_op
 
 import fastmtl.kernels as K
 from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, bchw_strides, bhw_strides,
-                                check_device, device_guard, is_real, launcher)
+                                check_device, device_guard, eager_or_op, is_real, launcher)
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
 
@@ -228,13 +231,12 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     return total, losses, dcoef, gx, go, gd, state, bad
 
 
-@triton_op("fastmtl::fused_multitask_loss", mutates_args=())
-def _fused_op(x: Optional[Tensor], t: Optional[Tensor], class_weight: Optional[Tensor],
-              o: Optional[Tensor], g: Optional[Tensor], m: Optional[Tensor],
-              d: Optional[Tensor], z: Optional[Tensor], coef: Optional[Tensor],
-              positions: list[int], factors: list[float], regulariser: list[float],
-              use_log_vars: bool, ignore_index: int, write_grad: bool, max_block_c: int
-              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _fused_impl(x: Optional[Tensor], t: Optional[Tensor], class_weight: Optional[Tensor],
+                o: Optional[Tensor], g: Optional[Tensor], m: Optional[Tensor],
+                d: Optional[Tensor], z: Optional[Tensor], coef: Optional[Tensor],
+                positions: list[int], factors: list[float], regulariser: list[float],
+                use_log_vars: bool, ignore_index: int, write_grad: bool, max_block_c: int
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Returns (total, losses (K,), dtotal/dcoef (K,), dx, do, dd, state, bad labels)."""
     first = next(p for p in (x, o, d) if p is not None)
     check_device(first)
@@ -301,7 +303,9 @@ def _backward(ctx, g_total, g_losses, *_unused):
             grad_coef, None, None, None, None, None, None, None)
 
 
+_fused_op = triton_op("fastmtl::fused_multitask_loss", mutates_args=())(_fused_impl)
 _fused_op.register_autograd(_backward, setup_context=_setup_context)
+_fused = eager_or_op(_fused_op, _fused_impl, _setup_context, _backward)
 
 
 def fused_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping[str, Tensor],
@@ -358,7 +362,7 @@ def fused_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping[str
     write_grad = grad_mode and any(v is not None and v.requires_grad for v in (x, o, d, g, z))
     if is_real(next(p for p in preds if p is not None)):
         raise_pending_label_errors(wait=False)  # earlier calls' finished checks (label_check)
-    outs = _fused_op(
+    outs = _fused(
         x, targets["semantic"] if x is not None else None,
         class_weight if x is not None else None,
         o, g, targets["instance_mask"] if o is not None else None, d, z,

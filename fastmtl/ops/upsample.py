@@ -43,7 +43,7 @@ from fastmtl.kernels import bilinear_tables as T
 from fastmtl.kernels import upsample_loss as U
 from fastmtl.kernels import upsample_reduce as R
 from fastmtl.ops.common import (TASK_SLOTS, bchw_strides, bhw_strides, check_device,
-                                device_guard, interpreted, is_real, launcher)
+                                device_guard, eager_or_op, interpreted, is_real, launcher)
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
 from fastmtl.ops.upsample_tiles import tiles
@@ -170,13 +170,12 @@ def _gradients(launch, g_total, g_losses, predictions, stored, state, positions,
     return grads
 
 
-@triton_op("fastmtl::upsampled_multitask_loss", mutates_args=())
-def _upsampled_op(x: Optional[Tensor], t: Optional[Tensor], class_weight: Optional[Tensor],
-                  o: Optional[Tensor], g: Optional[Tensor], m: Optional[Tensor],
-                  d: Optional[Tensor], z: Optional[Tensor], coef: Optional[Tensor],
-                  positions: list[int], factors: list[float], regulariser: list[float],
-                  use_log_vars: bool, ignore_index: int, align_corners: bool, write_grad: bool
-                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _upsampled_impl(x: Optional[Tensor], t: Optional[Tensor], class_weight: Optional[Tensor],
+                    o: Optional[Tensor], g: Optional[Tensor], m: Optional[Tensor],
+                    d: Optional[Tensor], z: Optional[Tensor], coef: Optional[Tensor],
+                    positions: list[int], factors: list[float], regulariser: list[float],
+                    use_log_vars: bool, ignore_index: int, align_corners: bool, write_grad: bool
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(total, losses (K,), dtotal/dcoef (K,), stored gradients of x, o, d, state, bad labels)."""
     first = next(p for p in (x, o, d) if p is not None)
     check_device(first)
@@ -221,7 +220,9 @@ def _backward(ctx, g_total, g_losses, *_unused):
             None, None, None, None, None, None, None)
 
 
+_upsampled_op = triton_op("fastmtl::upsampled_multitask_loss", mutates_args=())(_upsampled_impl)
 _upsampled_op.register_autograd(_backward, setup_context=_setup_context)
+_upsampled = eager_or_op(_upsampled_op, _upsampled_impl, _setup_context, _backward)
 
 
 def upsampled_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping[str, Tensor],
@@ -254,7 +255,7 @@ def upsampled_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping
     if is_real(next(p for p in (x, o, d) if p is not None)):
         raise_pending_label_errors(wait=False)  # earlier calls' finished checks (label_check)
     t = targets["semantic"] if x is not None else None
-    outs = _upsampled_op(
+    outs = _upsampled(
         x, t, class_weight if x is not None else None,
         o, targets["instance"] if o is not None else None,
         targets["instance_mask"] if o is not None else None,

@@ -276,6 +276,32 @@ def test_plain_backward_hands_over_the_forward_buffers():
     assert [p[k].grad.data_ptr() for k in ALL] == buffers
 
 
+@pytest.mark.parametrize("which", ["fused", "upsampled"])
+def test_eager_calls_match_the_registered_op(which):
+    # Eager calls on real tensors skip the custom op's dispatch (ops.common.eager_or_op);
+    # the op itself (what torch.compile traces) must give the same outputs and gradients,
+    # also when gradient flows in through a task loss and with retain_graph.
+    from fastmtl.ops import upsample
+
+    pred, tgt = make_inputs(B=2, C=5, H=6, W=8, seed=21)
+    if which == "upsampled":
+        pred = {k: v[..., ::2, ::2].contiguous() for k, v in pred.items()}
+    run = {"fused": (ops._fused, ops._fused_op), "upsampled": (upsample._upsampled, upsample._upsampled_op)}
+    results = []
+    for call in run[which]:
+        p, lv = leaf_copies(pred), torch.tensor([0.2, -0.3, 0.5], requires_grad=True)
+        args = [p["semantic"], tgt["semantic"], None, p["instance"], tgt["instance"],
+                tgt["instance_mask"], p["depth"], tgt["depth"], lv, [0, 1, 2], [1.0, 0.5, 0.5],
+                [0.5, 0.5, 0.5], True, 255]
+        args += [True, ops.MAX_BLOCK_C] if which == "fused" else [False, True]
+        outs = call(*args)
+        (outs[0] + 0.7 * outs[1][2]).backward(retain_graph=True)
+        outs[0].backward()
+        results.append([outs[0].detach(), outs[1].detach(), lv.grad, *(p[k].grad for k in ALL)])
+    for eager, op in zip(*results):
+        assert torch.equal(eager, op)
+
+
 def test_no_gradient_stores_without_grad():
     pred, tgt = make_inputs(B=2, C=5, H=4, W=5, seed=14)
     p = leaf_copies(pred)
