@@ -14,6 +14,17 @@ TASK_SLOTS = ("semantic", "instance", "depth")  # the kernels' slot order
 REDUCE_BLOCK = 1024  # partial sums a reduction program reads per step
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) of Python ints (``triton.cdiv`` wraps its arguments as constexprs: a
+    measurable share of a call's host time when used on the host)."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The least power of two >= n of a Python int (0 for 0, as ``triton.next_power_of_2``)."""
+    return 0 if n <= 0 else 1 << (n - 1).bit_length()
+
+
 def interpreted() -> bool:
     """True when the kernels run under the Triton interpreter (TRITON_INTERPRET=1)."""
     try:

@@ -57,13 +57,13 @@ from __future__ import annotations
 from typing import Mapping, Optional, Sequence
 
 import torch
-import triton
 from torch import Tensor
 from torch.library import triton_op
 
 import fastmtl.kernels as K
-from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, bchw_strides, bhw_strides,
-                                check_device, device_guard, eager_or_op, is_real, launcher)
+from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, bchw_strides, bhw_strides, cdiv,
+                                check_device, device_guard, eager_or_op, is_real, launcher,
+                                next_power_of_2)
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
 
@@ -106,7 +106,7 @@ def _class_layout(C: int, has_semantic: bool, V: int, words: int,
     if C <= max_block_c and C * V * words <= REGISTER_LOGITS:
         return C, 1, 0
     chunk = min(SWEEP_CHUNK, max_block_c)
-    return 0, chunk, triton.cdiv(C, chunk)
+    return 0, chunk, cdiv(C, chunk)
 
 
 def _grid(B: int, HW: int, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
@@ -115,10 +115,10 @@ def _grid(B: int, HW: int, block_p: int, max_programs: int) -> tuple[int, int, i
     Depends on the shapes only, never on the GPU (so results are bitwise the same on any
     card): at most max_programs programs, each taking a power-of-two number of tiles (a
     constexpr of the fused kernel: few distinct specialisations)."""
-    tiles_per_image = triton.cdiv(HW, block_p)
+    tiles_per_image = cdiv(HW, block_p)
     n_tiles = B * tiles_per_image
-    per_program = triton.next_power_of_2(triton.cdiv(n_tiles, max_programs))
-    return max(1, triton.cdiv(n_tiles, per_program)), per_program, tiles_per_image, n_tiles
+    per_program = next_power_of_2(cdiv(n_tiles, max_programs))
+    return max(1, cdiv(n_tiles, per_program)), per_program, tiles_per_image, n_tiles
 
 
 class _Problem:
@@ -221,7 +221,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
             HAS_COEF=coef is not None, USE_LOG_VARS=use_log_vars, BLOCK_R=REDUCE_BLOCK)
         problem.launch_fused(launch, gx, go, gd, state, part, write_grad, False, state)
         if n_fused > REDUCE_BLOCK:  # two fixed-order levels: no program walks them all
-            n_sums = triton.cdiv(n_fused, REDUCE_BLOCK)
+            n_sums = cdiv(n_fused, REDUCE_BLOCK)
             sums = torch.empty((3, n_sums), dtype=torch.float64, device=device)
             launch(K.partial_sums_kernel)[(n_sums,)](part, n_fused, sums, BLOCK_R=REDUCE_BLOCK)
             part, n_fused = sums, n_sums
@@ -262,7 +262,7 @@ def _apply_output_grad(launch, g_total, g_losses, saved, positions, ignore_index
     x, t, cw, o, g, m, d, z, coef, dcoef, gx, go, gd, state = saved
     problem = _Problem(x, t, cw, o, g, m, d, z, gx, go, gd, ignore_index, max_block_c)
     sizes = [v.numel() if v is not None else 0 for v in (gx, go, gd)]
-    nprog = max(1, min(triton.cdiv(max(sizes), RESCALE_BLOCK), K.MAX_PROGRAMS))
+    nprog = max(1, min(cdiv(max(sizes), RESCALE_BLOCK), K.MAX_PROGRAMS))
     flags = {k: v for k, v in problem.flags.items() if k != "HAS_WEIGHT"}
     with device_guard(state):
         launch(K.backward_prepare_kernel)[(1,)](state, g_total, g_losses, *positions)

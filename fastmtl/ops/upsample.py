@@ -35,14 +35,13 @@ from __future__ import annotations
 from typing import Mapping, Optional, Sequence
 
 import torch
-import triton
 from torch import Tensor
 from torch.library import triton_op
 
 from fastmtl.kernels import bilinear_tables as T
 from fastmtl.kernels import upsample_loss as U
 from fastmtl.kernels import upsample_reduce as R
-from fastmtl.ops.common import (TASK_SLOTS, bchw_strides, bhw_strides, check_device,
+from fastmtl.ops.common import (TASK_SLOTS, bchw_strides, bhw_strides, cdiv, check_device,
                                 device_guard, eager_or_op, interpreted, is_real, launcher)
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
@@ -93,7 +92,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     n_sem = grids[0] if x is not None else 0
     n_reg = grids[-1] if o is not None or d is not None else 0
     n_parts = max(grids)
-    n_sums = triton.cdiv(n_parts, REDUCE_BLOCK)
+    n_sums = cdiv(n_parts, REDUCE_BLOCK)
     scale = provisional_scale(h, w, H, W)
     windows = max(plan.windows for plan, _ in launches)
 
@@ -163,7 +162,7 @@ def _gradients(launch, g_total, g_losses, predictions, stored, state, positions,
     n = max(args[2::3])
     if n > 0:
         with device_guard(state):
-            launch(R.upsample_grad_scale_kernel)[(min(triton.cdiv(n, SCALE_BLOCK),
+            launch(R.upsample_grad_scale_kernel)[(min(cdiv(n, SCALE_BLOCK),
                                                        MAX_SCALE_PROGRAMS),)](
                 *args, state, g_total, g_losses, *positions, scale, BLOCK=SCALE_BLOCK,
                 ACC_FP64=g_total.dtype == torch.float64)

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import triton
+from fastmtl.ops.common import cdiv, next_power_of_2
 
 # Enough programs to fill an H100 several times over: about two resident programs of 4 warps
 # per SM (the registers allow two), 132 SMs, 8 rounds; fewer for programs of more warps.
@@ -84,7 +84,7 @@ class Tiles:
 def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
           semantic: bool) -> Tiles:
     """The split of the semantic launch (C classes) or of the regressions' launch."""
-    block_c = triton.next_power_of_2(C) if semantic else 1
+    block_c = next_power_of_2(C) if semantic else 1
     columns = 1  # columns per thread
     if not semantic:  # three channels: four columns per thread
         warps_c, warps_x, columns = 1, 4, 4
@@ -98,15 +98,15 @@ def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
     if cells == 0:  # a cell and the one before do not fit one window
         cells = min(w, MULTI_WINDOW_STRIP)
         start = run_starts(w, W, align_corners)
-        windows = max(triton.cdiv(start[min(j + cells, w)] - start[max(j - 1, 0)], block_x)
+        windows = max(cdiv(start[min(j + cells, w)] - start[max(j - 1, 0)], block_x)
                       for j in range(0, w, cells))
-    n_strips = triton.cdiv(w, cells)
+    n_strips = cdiv(w, cells)
     programs = TARGET_WARPS // (warps_c * warps_x)
-    band_rows = next((r for r in BAND_ROWS if B * n_strips * triton.cdiv(h, r) >= programs),
+    band_rows = next((r for r in BAND_ROWS if B * n_strips * cdiv(h, r) >= programs),
                      BAND_ROWS[-1])
     band_rows = max(1, min(band_rows, h))
-    nrun = triton.next_power_of_2(cells + 1)
+    nrun = next_power_of_2(cells + 1)
     return Tiles(block_c=block_c, block_x=block_x, num_warps=warps_c * warps_x,
                  strip_cells=cells, n_strips=n_strips, band_rows=band_rows,
-                 n_bands=triton.cdiv(h, band_rows), nrun=nrun, kc=max(1, block_x // nrun),
+                 n_bands=cdiv(h, band_rows), nrun=nrun, kc=max(1, block_x // nrun),
                  windows=windows)

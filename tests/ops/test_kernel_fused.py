@@ -302,6 +302,15 @@ def test_eager_calls_match_the_registered_op(which):
         assert torch.equal(eager, op)
 
 
+def test_host_integer_helpers_match_triton():
+    import triton
+
+    from fastmtl.ops.common import cdiv, next_power_of_2
+
+    assert all(cdiv(a, b) == triton.cdiv(a, b) for a in range(2100) for b in (1, 3, 8, 1024, 16384))
+    assert all(next_power_of_2(n) == triton.next_power_of_2(n) for n in range(70000))
+
+
 def test_no_gradient_stores_without_grad():
     pred, tgt = make_inputs(B=2, C=5, H=4, W=5, seed=14)
     p = leaf_copies(pred)
