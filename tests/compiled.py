@@ -105,3 +105,26 @@ def specialise(kernel, args, kwargs, arch):
     options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound,
                                                               specialization, options)
     return target, options, signature, constexprs, attrs
+
+
+def compile_for(kernel, args, kwargs, arch):
+    """The kernel compiled for sm_<arch> exactly as a launch with these arguments would be."""
+    import triton
+    from triton.compiler import ASTSource
+
+    target, options, signature, constexprs, attrs = specialise(kernel, args, kwargs, arch)
+    return triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target,
+                          options=options.__dict__)
+
+
+def distinct_specialisations(tagged_launches):
+    """(tag, kernel, args, kwargs, constexprs) of each distinct specialisation among recorded
+    (tag, (kernel, args, kwargs)) launches, the first time it is seen."""
+    seen = set()
+    for tag, (kernel, args, kwargs) in tagged_launches:
+        _, _, signature, constexprs, _ = specialise(kernel, args, kwargs, 90)
+        key = (kernel.__name__, tuple(sorted(signature.items())),
+               tuple(sorted((str(k), str(v)) for k, v in constexprs.items())))
+        if key not in seen:
+            seen.add(key)
+            yield tag, kernel, args, kwargs, constexprs

@@ -107,8 +107,12 @@ def oracle(pred, tgt, log_vars=None, weights=None, ignore_index=255, class_weigh
 
 
 def run_both(pred, tgt, *, log_vars=None, weights=None, class_weight=None, ignore_index=255,
-             backward=lambda out: out[0].backward(), **kwargs):
-    """Kernel and oracle on separate leaf copies; returns both (total, losses, grads)."""
+             backward=lambda out: out[0].backward(), scored=lambda p: p, **kwargs):
+    """Kernel and oracle on separate leaf copies; returns both (total, losses, grads).
+
+    ``scored(predictions)`` is what the oracle scores (the predictions themselves, or
+    their upsampled copies); ``kwargs`` go to the kernel's ``multitask_loss``.
+    """
     results = []
     for use_kernel in (True, False):
         p = leaf_copies(pred)
@@ -119,8 +123,7 @@ def run_both(pred, tgt, *, log_vars=None, weights=None, class_weight=None, ignor
                                          **kwargs)
             total, losses = out.total, out.losses
         else:
-            total, losses = oracle({k: v for k, v in p.items()}, tgt, lv, weights,
-                                   ignore_index, class_weight)
+            total, losses = oracle(scored(dict(p)), tgt, lv, weights, ignore_index, class_weight)
             if not torch.is_tensor(total):
                 total = torch.zeros((), requires_grad=True) + total
         backward((total, losses))
@@ -155,38 +158,19 @@ def assert_match(kernel, expected, dtype=torch.float32):
             torch.testing.assert_close(g, r.to(g.dtype), **tol[key])
 
 
-def run_both_upsampled(pred, tgt, *, align_corners=False, log_vars=None, weights=None, class_weight=None,
-             ignore_index=255, backward=lambda out: out[0].backward(), **kwargs):
+def run_both_upsampled(pred, tgt, *, align_corners=False, **kwargs):
     """(total, losses, grads) of the fused kernel and of F.interpolate + the oracle.
 
     Half-precision predictions are interpolated in float32 for the oracle: the kernel
     never rounds the interpolated values to the prediction dtype.
     """
-    results = []
-    for fused in (True, False):
-        p = leaf_copies(pred)
-        lv = None if log_vars is None else log_vars.detach().clone().requires_grad_(True)
-        if fused:
-            out = fastmtl.multitask_loss(p, tgt, log_vars=lv, weights=weights, backend="triton",
-                                         class_weight=class_weight, ignore_index=ignore_index,
-                                         upsample="bilinear", align_corners=align_corners,
-                                         **kwargs)
-            total, losses = out.total, out.losses
-        else:
-            key = "semantic" if "semantic" in p else "instance_mask" if "instance" in p else "depth"
-            size = tuple(tgt[key].shape[-2:])
-            acc = lambda v: v if v.dtype == torch.float64 else v.float()  # noqa: E731
-            up = {k: F.interpolate(acc(v), size=size, mode="bilinear", align_corners=align_corners)
-                  for k, v in p.items()}
-            total, losses = oracle(up, tgt, lv, weights, ignore_index, class_weight)
-            if not torch.is_tensor(total):
-                total = torch.zeros((), requires_grad=True) + total
-        backward((total, losses))
-        grads = {k: v.grad for k, v in p.items()}
-        if lv is not None:
-            grads["log_vars"] = lv.grad
-        results.append((total.detach(), {k: v.detach() for k, v in losses.items()}, grads))
-    return results
+    key = "semantic" if "semantic" in pred else "instance_mask" if "instance" in pred else "depth"
+    size = tuple(tgt[key].shape[-2:])
+    acc = lambda v: v if v.dtype == torch.float64 else v.float()  # noqa: E731
+    upsampled = lambda p: {k: F.interpolate(acc(v), size=size, mode="bilinear",  # noqa: E731
+                                            align_corners=align_corners) for k, v in p.items()}
+    return run_both(pred, tgt, upsample="bilinear", align_corners=align_corners,
+                    scored=upsampled, **kwargs)
 
 
 def check_upsampled(pred, tgt, dtype=torch.float32, **kwargs):

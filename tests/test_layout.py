@@ -89,7 +89,7 @@ def test_no_import_circles():
 
 def test_modules_stay_small():
     sizes = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()}
-    assert {name: n for name, n in sizes.items() if n > 460} == {}
+    assert {name: n for name, n in sizes.items() if n > 400} == {}
 
 
 @pytest.mark.parametrize("old", ["fastmtl.loss", "fastmtl.train", "fastmtl.evaluate", "fastmtl.cli"])

@@ -19,7 +19,8 @@ import re
 import sys
 from pathlib import Path
 
-from compiled import loop_facts, loops, programs_per_sm, ptxas_usage, sass, specialise
+from compiled import (compile_for, distinct_specialisations, loop_facts, loops, programs_per_sm,
+                      ptxas_usage, sass)
 from helpers import run_compiled
 from tracing import kernels_of, trace_graphs
 
@@ -191,38 +192,26 @@ F32_APPROXIMATION = re.compile(r"\b(?:(?:ex2|lg2|rcp|rsqrt|sqrt|sin|cos|tanh)\.a
 
 
 def _aot_main():
-    import triton
-    from triton.compiler import ASTSource
-
-    variants, failures, seen = [], [], set()
-    for tag, cfg in _configs():
-        for kernel, args, kwargs in _record_launches(cfg):
-            _, _, signature, constexprs, _ = specialise(kernel, args, kwargs, 90)
-            key = (kernel.__name__, tuple(sorted(signature.items())),
-                   tuple(sorted((str(k), str(v)) for k, v in constexprs.items())))
-            if key in seen:
+    variants, failures = [], []
+    launches = ((tag, launch) for tag, cfg in _configs() for launch in _record_launches(cfg))
+    for tag, kernel, args, kwargs, constexprs in distinct_specialisations(launches):
+        plain = lambda v: v if isinstance(v, (int, float, bool)) else str(v)  # noqa: E731
+        names = {kernel.arg_names[k[0]]: plain(v) for k, v in constexprs.items()}
+        entry = dict(kernel=kernel.__name__, tag=tag, archs=[], constexprs=names)
+        for arch in (80, 90):
+            try:
+                compiled = compile_for(kernel, args, kwargs, arch)
+            except Exception as exc:  # reported, then asserted empty by the test
+                failures.append(f"{tag} {kernel.__name__} sm_{arch}: {exc}"[:2000])
                 continue
-            seen.add(key)
-            plain = lambda v: v if isinstance(v, (int, float, bool)) else str(v)  # noqa: E731
-            names = {kernel.arg_names[k[0]]: plain(v) for k, v in constexprs.items()}
-            entry = dict(kernel=kernel.__name__, tag=tag, archs=[], constexprs=names)
-            for arch in (80, 90):
-                target, options, signature, constexprs, attrs = specialise(kernel, args, kwargs,
-                                                                            arch)
-                try:
-                    compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs),
-                                              target=target, options=options.__dict__)
-                except Exception as exc:  # reported, then asserted empty by the test
-                    failures.append(f"{tag} {kernel.__name__} sm_{arch}: {exc}"[:2000])
-                    continue
-                assert compiled.asm["cubin"]
-                entry["archs"].append(arch)
-                if arch == 90:
-                    ptx = compiled.asm["ptx"]
-                    entry["ptx_global_loads"] = len(re.findall(r"ld\.global", ptx))
-                    entry["registers"], entry["spill_bytes"] = ptxas_usage(ptx)
-                    entry["f32_approximations"] = sorted(set(F32_APPROXIMATION.findall(ptx)))
-            variants.append(entry)
+            assert compiled.asm["cubin"]
+            entry["archs"].append(arch)
+            if arch == 90:
+                ptx = compiled.asm["ptx"]
+                entry["ptx_global_loads"] = len(re.findall(r"ld\.global", ptx))
+                entry["registers"], entry["spill_bytes"] = ptxas_usage(ptx)
+                entry["f32_approximations"] = sorted(set(F32_APPROXIMATION.findall(ptx)))
+        variants.append(entry)
     print(json.dumps(dict(variants=variants, failures=failures, design=_design_report())))
 
 
@@ -236,8 +225,6 @@ PROBE = (2, 64, 128)  # every integer argument divisible by 16, as at the benchm
 
 def _design_report() -> list:
     import torch
-    import triton
-    from triton.compiler import ASTSource
 
     from fastmtl.ops import fused as ops
 
@@ -254,9 +241,7 @@ def _design_report() -> list:
             c for c in _record_launches(cfg, PROBE)
             if c[0].__name__ == "fused_loss_kernel" and not c[2]["RECOMPUTE"]]
         assert kwargs["TILES_PER_PROGRAM"] == per_program
-        target, options, signature, constexprs, attrs = specialise(kernel, args, kwargs, 90)
-        compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target,
-                                  options=options.__dict__)
+        compiled = compile_for(kernel, args, kwargs, 90)
         registers, spills = ptxas_usage(compiled.asm["ptx"])
         code = sass(compiled.asm["cubin"])
         entry = dict(tag=tag, C=C, registers=registers, spills=spills, block_p=block_p,

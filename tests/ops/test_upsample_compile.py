@@ -24,7 +24,8 @@ import re
 import sys
 from collections import Counter
 
-from compiled import loops, programs_per_sm, ptxas_usage, sass, within
+from compiled import (compile_for, distinct_specialisations, loops, programs_per_sm, ptxas_usage,
+                      sass, within)
 from helpers import run_compiled
 
 ALL = ("semantic", "instance", "depth")
@@ -194,34 +195,21 @@ def _wide_strides(ttir: str) -> bool:
 
 
 def _aot_main():
-    import triton
-    from compiled import specialise
-    from triton.compiler import ASTSource
-
-    variants, failures, seen = [], [], set()
-    for tag, cfg in _configs():
-        for kernel, args, kwargs in _record(**cfg):
-            _, _, signature, constexprs, _ = specialise(kernel, args, kwargs, 90)
-            key = (kernel.__name__, tuple(sorted(signature.items())),
-                   tuple(sorted((str(k), str(v)) for k, v in constexprs.items())))
-            if key in seen:
+    variants, failures = [], []
+    launches = ((tag, launch) for tag, cfg in _configs() for launch in _record(**cfg))
+    for tag, kernel, args, kwargs, _ in distinct_specialisations(launches):
+        entry = dict(kernel=kernel.__name__, tag=tag, ptxas={})
+        for arch, gpu in ((80, "sm_80"), (90, "sm_90a")):
+            try:
+                compiled = compile_for(kernel, args, kwargs, arch)
+            except Exception as exc:  # reported, then asserted empty by the test
+                failures.append(f"{tag} {kernel.__name__} {gpu}: {exc}"[:2000])
                 continue
-            seen.add(key)
-            entry = dict(kernel=kernel.__name__, tag=tag, ptxas={})
-            for arch, gpu in ((80, "sm_80"), (90, "sm_90a")):
-                target, options, signature, constexprs, attrs = specialise(kernel, args,
-                                                                            kwargs, arch)
-                try:
-                    compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs),
-                                              target=target, options=options.__dict__)
-                except Exception as exc:  # reported, then asserted empty by the test
-                    failures.append(f"{tag} {kernel.__name__} {gpu}: {exc}"[:2000])
-                    continue
-                entry["ptxas"][gpu] = ptxas_usage(compiled.asm["ptx"], gpu)
-                if arch == 90:
-                    entry["wide_strides"] = _wide_strides(compiled.asm["ttir"])
-                    entry.update(_design(kernel.__name__, compiled, kwargs))
-            variants.append(entry)
+            entry["ptxas"][gpu] = ptxas_usage(compiled.asm["ptx"], gpu)
+            if arch == 90:
+                entry["wide_strides"] = _wide_strides(compiled.asm["ttir"])
+                entry.update(_design(kernel.__name__, compiled, kwargs))
+        variants.append(entry)
     print(json.dumps(dict(variants=variants, failures=failures)))
 
 
