@@ -21,7 +21,8 @@ TARGET_SUITE = (
     ("full", 19, ("fp32", "bf16"),
      ("reference", "compile", "liger", "triton", "triton-check-labels", "upsample-fused",
       "upsample-interp-triton", "upsample-interp-eager")),
-    ("half", 150, ("fp32", "bf16"), ("reference", "compile", "liger", "triton")),
+    ("half", 150, ("fp32", "bf16"),
+     ("reference", "compile", "liger", "triton", "upsample-fused", "upsample-interp-eager")),
     ("2x128x256", 19, ("fp32",),
      ("reference", "compile", "triton", "triton-check-labels", "upsample-fused")),
 )
@@ -105,17 +106,19 @@ def evaluate(result: dict) -> list[dict]:
         add(f"C=19 {dtype}: label check overhead", "<= 3%", "overhead",
             c["median_s"] / t["median_s"] - 1 if t and c else None, lambda v: v <= 0.03,
             c, ("triton", "triton-check-labels"))
-    for dtype in DTYPES:
-        u = _pick(rows, "upsample-fused", 19, dtype)
-        add(f"1/8 heads C=19 {dtype}: x full-resolution fused", ">= 3x", "x", _ratio(u, "triton"),
-            lambda v: v >= 3, u, ("upsample-fused", "triton"))
-        add(f"1/8 heads C=19 {dtype}: x F.interpolate + eager", ">= 20x", "x",
-            _ratio(u, "upsample-interp-eager"), lambda v: v >= 20, u,
-            ("upsample-fused", "upsample-interp-eager"))
-        peak = u and u.get("peak_bytes")
-        add(f"1/8 heads C=19 {dtype}: peak / low-res gradient bytes", "near 1 (<= 1.05)", "ratio",
-            peak / low_res_gradient_bytes(u) if peak else None, lambda v: v <= 1.05, u,
-            ("upsample-fused",))
+    for classes in (19, 150):
+        for dtype in DTYPES:
+            u = _pick(rows, "upsample-fused", classes, dtype)
+            name = f"1/8 heads C={classes} {dtype}"
+            add(f"{name}: x full-resolution fused", ">= 3x", "x", _ratio(u, "triton"),
+                lambda v: v >= 3, u, ("upsample-fused", "triton"))
+            add(f"{name}: x F.interpolate + eager", ">= 20x", "x",
+                _ratio(u, "upsample-interp-eager"), lambda v: v >= 20, u,
+                ("upsample-fused", "upsample-interp-eager"))
+            peak = u and u.get("peak_bytes")
+            add(f"{name}: peak / low-res gradient bytes", "near 1 (<= 1.05)", "ratio",
+                peak / low_res_gradient_bytes(u) if peak else None, lambda v: v <= 1.05, u,
+                ("upsample-fused",))
     return out
 
 
