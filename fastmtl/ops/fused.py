@@ -134,8 +134,12 @@ class _Problem:
         self.tensors = (x, t, cw, o, g, m, d, z)
         self.ignore_index = ignore_index
         self.acc_fp64 = any(p is not None and p.dtype == torch.float64 for p in (x, o, d))
+        # Launch configuration of the fused pass (a tuning sweep may set these on an instance).
         self.vector = _vector(first if x is None else x)
-        self.block_p = self.vector * 32 * FUSED_WARPS
+        self.warps = FUSED_WARPS
+        self.stages = 1
+        self.max_programs = FUSED_PROGRAMS
+        self.block_p = self.vector * 32 * self.warps
         self.classes = _class_layout(self.C, x is not None, self.vector,
                                    2 if self.acc_fp64 else 1, max_block_c)
         # Strides; absent tensors (and gradients not written) contribute zeros.
@@ -148,6 +152,9 @@ class _Problem:
 
     def grid(self, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
         return _grid(self.B, self.HW, block_p, max_programs)
+
+    def fused_grid(self) -> tuple[int, int, int, int]:
+        return self.grid(self.block_p, self.max_programs)
 
     def launch_normalisers(self, launch, norm_part, bad_part, dummy):
         x, t, cw, o, g, m, d, z = self.tensors
@@ -163,7 +170,7 @@ class _Problem:
 
     def launch_fused(self, launch, gx, go, gd, state, part, write_grad, recompute, dummy):
         x, t, cw, o, g, m, d, z = self.tensors
-        nprog, per_program, tiles_per_image, n_tiles = self.grid(self.block_p, FUSED_PROGRAMS)
+        nprog, per_program, tiles_per_image, n_tiles = self.fused_grid()
         classes, chunk, num_chunks = self.classes
         x_s, gx_s, o_s, go_s, g_s = self.bchw
         t_s, m_s, d_s, gd_s, z_s = self.bhw
@@ -176,7 +183,7 @@ class _Problem:
             WRITE_GRAD=write_grad, RECOMPUTE=recompute, FLAT=self.flat, CLASSES=classes,
             CHUNK=chunk, NUM_CHUNKS=num_chunks, V=self.vector, BLOCK_P=self.block_p,
             TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64, **self.flags,
-            num_warps=FUSED_WARPS, num_stages=1)
+            num_warps=self.warps, num_stages=self.stages)
         return nprog
 
 
@@ -208,7 +215,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     n_pre = problem.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)[0]
     norm_part = torch.empty((3, n_pre), dtype=out_dtype, device=device)
     bad_part = torch.empty((3, n_pre), dtype=torch.int64, device=device)
-    n_fused = problem.grid(problem.block_p, FUSED_PROGRAMS)[0]
+    n_fused = problem.fused_grid()[0]
     part = torch.empty((3, n_fused), dtype=out_dtype, device=device)
     f_sem, f_inst, f_dep = factors
     r_sem, r_inst, r_dep = regulariser
