@@ -6,15 +6,14 @@ makes the one pass over the predictions (losses, partial sums, gradients);
 ``partial_sums_kernel`` (many programs) and ``finalize_kernel`` (one) reduce the
 partial sums in a fixed order into per-task means, the weighted
 total and its derivative with respect to the log-variances or weights;
-``backward_prepare_kernel`` and ``rescale_kernel`` apply the incoming gradient.
+``output_grad_kernel`` applies the incoming gradient.
 The ops that launch them are in ``fastmtl.ops`` (``fused``, ``upsample``).
 """
-from .fused_loss import (backward_prepare_kernel, finalize_kernel, fused_loss_kernel,
-                         partial_sums_kernel, rescale_kernel)
+from .fused_loss import (finalize_kernel, fused_loss_kernel, output_grad_kernel,
+                         partial_sums_kernel)
 from .normalisers import MAX_PROGRAMS, STATE_ROWS, normaliser_kernel, prepare_kernel
 
 SLOTS = 4
 
-__all__ = ["MAX_PROGRAMS", "SLOTS", "STATE_ROWS", "backward_prepare_kernel", "finalize_kernel",
-           "fused_loss_kernel", "normaliser_kernel", "partial_sums_kernel", "prepare_kernel",
-           "rescale_kernel"]
+__all__ = ["MAX_PROGRAMS", "SLOTS", "STATE_ROWS", "finalize_kernel", "fused_loss_kernel",
+           "normaliser_kernel", "output_grad_kernel", "partial_sums_kernel", "prepare_kernel"]

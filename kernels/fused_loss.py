@@ -16,13 +16,11 @@ pass loops over a constexpr number of tiles instead.
 import triton
 import triton.language as tl
 
-from .normalisers import (ROW_APPLIED, ROW_COEF, ROW_GUARD, ROW_N, ROW_RATIO, ROW_RSCALE,
-                          ROW_SCALE, SLOT_DEPTH, SLOT_INSTANCE, SLOT_SEMANTIC, SLOTS, slot_vector,
-                          tile_pixels)
+from .normalisers import (ROW_CARRIED, ROW_COEF, ROW_N, ROW_SCALE, SLOT_DEPTH, SLOT_INSTANCE,
+                          SLOT_SEMANTIC, SLOTS, slot_vector, tile_pixels)
 from .semantic import labels_and_weights, planes_load, planes_step, sweeps_step, target_logit
 
-__all__ = ["fused_loss_kernel", "partial_sums_kernel", "finalize_kernel", "backward_prepare_kernel",
-           "rescale_kernel"]
+__all__ = ["fused_loss_kernel", "partial_sums_kernel", "finalize_kernel", "output_grad_kernel"]
 
 
 @triton.jit
@@ -90,7 +88,7 @@ def fused_loss_kernel(
     d_sb, d_sh, d_sw, gd_sb, gd_sh, gd_sw, z_sb, z_sh, z_sw,
     state_ptr, part_ptr, HW, W, tiles_per_image, n_tiles,
     HAS_SEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_INST: tl.constexpr,
-    HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr, RECOMPUTE: tl.constexpr,
+    HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr,
     FLAT: tl.constexpr, CLASSES: tl.constexpr, CHUNK: tl.constexpr, NUM_CHUNKS: tl.constexpr,
     V: tl.constexpr, BLOCK_P: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr,
     ACC_FP64: tl.constexpr,
@@ -101,32 +99,25 @@ def fused_loss_kernel(
     # owns V adjacent pixels and all their classes. Per task k the program sums
     # its per-pixel losses and stores part[k, pid] (finalize_kernel adds them
     # in a fixed order). Gradients are written already multiplied by
-    # scale_k = state[ROW_SCALE, k] = coef_k / N_k.
+    # scale_k = state[ROW_SCALE, k] = carried_k / N_k.
     # Semantic: CLASSES > 0 holds the tile's CLASSES class planes in registers;
     # CLASSES == 0 makes two sweeps over NUM_CHUNKS chunks of CHUNK classes.
-    # RECOMPUTE: backward's rewrite of the gradients with scale state[ROW_RSCALE];
-    # every program skips its tiles unless state[ROW_GUARD, 0] is set.
     # FLAT: every tensor has stride_h == W * stride_w, so pixel q sits at q * stride_w.
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
-    if RECOMPUTE:
-        scale_ptr = state_ptr + ROW_RSCALE * SLOTS
-        n_active = tl.where(tl.load(state_ptr + ROW_GUARD * SLOTS) != 0, n_tiles, 0)
-    else:
-        scale_ptr = state_ptr + ROW_SCALE * SLOTS
-        n_active = n_tiles
+    scale_ptr = state_ptr + ROW_SCALE * SLOTS
     scale_sem = tl.load(scale_ptr + SLOT_SEMANTIC).to(ACC)
     scale_inst = tl.load(scale_ptr + SLOT_INSTANCE).to(ACC)
     scale_dep = tl.load(scale_ptr + SLOT_DEPTH).to(ACC)
     acc_sem = tl.zeros([BLOCK_P], ACC)
     acc_inst = tl.zeros([BLOCK_P], ACC)
     acc_dep = tl.zeros([BLOCK_P], ACC)
-    if pid < n_active:
+    if pid < n_tiles:
         for i in range(TILES_PER_PROGRAM):
             tile = pid + i * nprog
             b, _, h, w, in_image = tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P, V, FLAT)
-            in_image = in_image & (tile < n_active)
+            in_image = in_image & (tile < n_tiles)
             # Every load of the tile first (masked by pixel only): one DRAM round trip.
             if HAS_SEM:
                 x_off = b * x_sb + h * x_sh + w * x_sw
@@ -164,10 +155,9 @@ def fused_loss_kernel(
             if HAS_SEM and CLASSES > 0:
                 acc_sem += planes_step(xs, t, wt, scale_sem, gx_ptr, g_off, gx_sc, in_image,
                                        CLASSES, WRITE_GRAD, ACC)
-    if not RECOMPUTE:
-        tl.store(part_ptr + SLOT_SEMANTIC * nprog + pid, tl.sum(acc_sem, 0))
-        tl.store(part_ptr + SLOT_INSTANCE * nprog + pid, tl.sum(acc_inst, 0))
-        tl.store(part_ptr + SLOT_DEPTH * nprog + pid, tl.sum(acc_dep, 0))
+    tl.store(part_ptr + SLOT_SEMANTIC * nprog + pid, tl.sum(acc_sem, 0))
+    tl.store(part_ptr + SLOT_INSTANCE * nprog + pid, tl.sum(acc_inst, 0))
+    tl.store(part_ptr + SLOT_DEPTH * nprog + pid, tl.sum(acc_dep, 0))
 
 
 @triton.jit
@@ -223,62 +213,60 @@ def finalize_kernel(part_ptr, n_parts, state_ptr, coef_ptr, pos_sem, pos_inst, p
 
 
 @triton.jit
-def backward_prepare_kernel(state_ptr, g_total_ptr, g_losses_ptr, pos_sem, pos_inst, pos_dep):
-    # One program. The gradient buffer of task k holds base_k * applied_k / N_k
-    # (forward: applied_k = coef_k). The incoming gradient asks for
-    #     f_k = g_total * coef_k + g_L_k.
-    # ratio_k = f_k / applied_k when applied_k is finite and non-zero (1: untouched);
-    # otherwise, if f_k != 0 or applied_k is not finite, the buffers cannot be
-    # rescaled and the guard asks the fused kernel to rewrite them with
-    # rscale_k = f_k / N_k. Then applied_k = f_k (so retain_graph reruns stay exact).
-    lane = tl.arange(0, SLOTS)
-    pos = slot_vector(lane, pos_sem, pos_inst, pos_dep, -1)
-    n = tl.load(state_ptr + ROW_N * SLOTS + lane)
-    coef = tl.load(state_ptr + ROW_COEF * SLOTS + lane)
-    applied = tl.load(state_ptr + ROW_APPLIED * SLOTS + lane)
-    present = (pos >= 0) & (n > 0)
-    g_total = tl.load(g_total_ptr).to(tl.float64)
-    g_loss = tl.load(g_losses_ptr + pos, mask=pos >= 0, other=0.0).to(tl.float64)
-    f = tl.where(present, g_total * coef + g_loss, 0.0)
-    scalable = (applied != 0) & (tl.abs(applied) < float("inf"))
-    ratio = tl.where(present & scalable, f / tl.where(scalable, applied, 1.0), 1.0)
-    rewrite = present & (scalable == 0) & ((f != 0) | (applied != 0))
-    tl.store(state_ptr + ROW_RATIO * SLOTS + lane, ratio)
-    rscale = tl.where(present, f / tl.where(present, n, 1.0), 0.0)
-    guard = tl.max(rewrite.to(tl.float64), 0)
-    tl.store(state_ptr + ROW_RSCALE * SLOTS + lane, rscale)
-    tl.store(state_ptr + ROW_GUARD * SLOTS + lane, tl.where(lane == 0, guard, 0.0))
-    tl.store(state_ptr + ROW_APPLIED * SLOTS + lane, f)
+def _ratio(state_ptr, g_total_ptr, g_losses_ptr, pos, SLOT: tl.constexpr,
+           HAS_G_TOTAL: tl.constexpr, HAS_G_LOSSES: tl.constexpr):
+    # The buffer of task k holds unit_k * carried_k / N_k; the incoming gradient asks for
+    # f_k = g_total coef_k + g_L_k in place of carried_k: ratio_k = f_k / carried_k
+    # (carried_k is finite and non-zero by construction: normalisers.prepare_kernel).
+    # 1 for a task absent from the batch, whose buffer holds zeros.
+    n = tl.load(state_ptr + ROW_N * SLOTS + SLOT)
+    f = tl.zeros([], tl.float64)  # a gradient that does not arrive is 0, not 0 * coef_k
+    if HAS_G_TOTAL:
+        f += tl.load(g_total_ptr).to(tl.float64) * tl.load(state_ptr + ROW_COEF * SLOTS + SLOT)
+    if HAS_G_LOSSES:
+        f += tl.load(g_losses_ptr + pos).to(tl.float64)
+    return tl.where(n > 0, f / tl.load(state_ptr + ROW_CARRIED * SLOTS + SLOT), 1.0)
 
 
 @triton.jit
-def _rescale_buffer(ptr, n, ratio, pid, nprog, BLOCK: tl.constexpr, ACC: tl.constexpr):
-    n_active = tl.where(ratio != 1.0, n, 0)
+def _rescale_buffer(src_ptr, dst_ptr, n, ratio, pid, nprog, COPY: tl.constexpr,
+                    BLOCK: tl.constexpr, ACC: tl.constexpr):
+    # dst <- ratio * src over a dense buffer; nothing to do in place when ratio == 1.
+    if COPY:
+        n_active = n
+    else:
+        n_active = tl.where(ratio != 1.0, n, 0)
     start = pid.to(tl.int64) * BLOCK
     while start < n_active:
         offs = start + tl.arange(0, BLOCK)
         in_buffer = offs < n
-        g = tl.load(ptr + offs, mask=in_buffer).to(ACC)
-        tl.store(ptr + offs, (g * ratio.to(ACC)).to(ptr.dtype.element_ty), mask=in_buffer)
+        g = tl.load(src_ptr + offs, mask=in_buffer).to(ACC)
+        tl.store(dst_ptr + offs, (g * ratio.to(ACC)).to(dst_ptr.dtype.element_ty), mask=in_buffer)
         start += nprog.to(tl.int64) * BLOCK
 
 
 @triton.jit
-def rescale_kernel(gx_ptr, n_x, go_ptr, n_o, gd_ptr, n_d, state_ptr,
-                   HAS_SEM: tl.constexpr, HAS_INST: tl.constexpr, HAS_DEP: tl.constexpr,
-                   BLOCK: tl.constexpr, ACC_FP64: tl.constexpr):
-    # g_k <- ratio_k * g_k over each task's (dense) gradient buffer. A program
-    # whose ratio_k == 1 (loss.backward(), the usual case) reads one scalar and
-    # touches no gradient memory.
+def output_grad_kernel(gx_ptr, gx_out, n_x, go_ptr, go_out, n_o, gd_ptr, gd_out, n_d, state_ptr,
+                       g_total_ptr, g_losses_ptr, pos_sem, pos_inst, pos_dep,
+                       HAS_SEM: tl.constexpr, HAS_INST: tl.constexpr, HAS_DEP: tl.constexpr,
+                       HAS_G_TOTAL: tl.constexpr, HAS_G_LOSSES: tl.constexpr,
+                       COPY: tl.constexpr, BLOCK: tl.constexpr, ACC_FP64: tl.constexpr):
+    # Backward in one launch: every program works out the ratios (a few scalars) and
+    # rescales its share of each task's buffer, in place (COPY: into a new buffer, leaving
+    # the saved one for another backward of a retained graph). With total.backward()
+    # every ratio is exactly 1 and a program reads a few scalars and touches no gradient.
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     if HAS_SEM:
-        _rescale_buffer(gx_ptr, n_x, tl.load(state_ptr + ROW_RATIO * SLOTS + SLOT_SEMANTIC),
-                        pid, nprog, BLOCK, ACC)
+        ratio = _ratio(state_ptr, g_total_ptr, g_losses_ptr, pos_sem, SLOT_SEMANTIC, HAS_G_TOTAL,
+                       HAS_G_LOSSES)
+        _rescale_buffer(gx_ptr, gx_out, n_x, ratio, pid, nprog, COPY, BLOCK, ACC)
     if HAS_INST:
-        _rescale_buffer(go_ptr, n_o, tl.load(state_ptr + ROW_RATIO * SLOTS + SLOT_INSTANCE),
-                        pid, nprog, BLOCK, ACC)
+        ratio = _ratio(state_ptr, g_total_ptr, g_losses_ptr, pos_inst, SLOT_INSTANCE, HAS_G_TOTAL,
+                       HAS_G_LOSSES)
+        _rescale_buffer(go_ptr, go_out, n_o, ratio, pid, nprog, COPY, BLOCK, ACC)
     if HAS_DEP:
-        _rescale_buffer(gd_ptr, n_d, tl.load(state_ptr + ROW_RATIO * SLOTS + SLOT_DEPTH),
-                        pid, nprog, BLOCK, ACC)
+        ratio = _ratio(state_ptr, g_total_ptr, g_losses_ptr, pos_dep, SLOT_DEPTH, HAS_G_TOTAL,
+                       HAS_G_LOSSES)
+        _rescale_buffer(gd_ptr, gd_out, n_d, ratio, pid, nprog, COPY, BLOCK, ACC)

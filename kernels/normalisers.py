@@ -25,12 +25,14 @@ SLOT_DEPTH = tl.constexpr(2)
 # Rows of the (STATE_ROWS, SLOTS) float64 state shared by the forward and backward kernels.
 ROW_N = tl.constexpr(0)        # normaliser N_k (0: task absent from this batch)
 ROW_COEF = tl.constexpr(1)     # coef_k: c_k exp(-s_k) or the fixed weight w_k
-ROW_SCALE = tl.constexpr(2)    # forward gradient scale coef_k / N_k (0 when absent)
-ROW_APPLIED = tl.constexpr(3)  # factor the gradient buffers currently carry (see backward)
-ROW_RSCALE = tl.constexpr(4)   # backward: scale for a rewrite of the gradients
-ROW_RATIO = tl.constexpr(5)    # backward: in-place rescale factor (1: nothing to do)
-ROW_GUARD = tl.constexpr(6)    # backward: [0] != 0 when the gradients must be rewritten
-STATE_ROWS = 7
+ROW_SCALE = tl.constexpr(2)    # forward gradient scale carried_k / N_k (0 when absent)
+ROW_CARRIED = tl.constexpr(3)  # factor carried_k the gradient buffers hold (see backward)
+STATE_ROWS = 4
+
+# carried_k = coef_k when 2^-64 <= |coef_k| <= 2^64, else 1: a factor backward can always
+# divide out (a weight of 0 or exp(-s_k) underflowing would leave nothing to rescale).
+CARRIED_MIN = tl.constexpr(5.421010862427522e-20)
+CARRIED_MAX = tl.constexpr(1.8446744073709552e19)
 
 
 @triton.jit
@@ -129,7 +131,8 @@ def prepare_kernel(norm_part_ptr, bad_part_ptr, n_parts, coef_ptr, pos_sem, pos_
     # One program; partial sums are added in a fixed order, in float64.
     #     N_k = sum_pid norm[k, pid],  present_k = task given and N_k > 0
     #     coef_k = f_k exp(-s_k) (log-variances s) | w_k (weights) | 1
-    #     scale_k = present_k coef_k / N_k   (what the fused pass multiplies gradients by)
+    #     carried_k = coef_k, or 1 where coef_k is 0, not finite or far from 1
+    #     scale_k = present_k carried_k / N_k   (what the fused pass multiplies gradients by)
     # bad = (count, first flat index, its value) of out-of-range labels.
     lane = tl.arange(0, SLOTS)
     pos = slot_vector(lane, pos_sem, pos_inst, pos_dep, -1)
@@ -163,14 +166,13 @@ def prepare_kernel(norm_part_ptr, bad_part_ptr, n_parts, coef_ptr, pos_sem, pos_
             coef = given
     else:
         coef = tl.where(pos >= 0, 1.0, 0.0).to(tl.float64)
+    safe = (tl.abs(coef) >= CARRIED_MIN) & (tl.abs(coef) <= CARRIED_MAX)
+    carried = tl.where(present, tl.where(safe, coef, 1.0), 1.0)
     tl.store(state_ptr + ROW_N * SLOTS + lane, n)
     tl.store(state_ptr + ROW_COEF * SLOTS + lane, coef)
     tl.store(state_ptr + ROW_SCALE * SLOTS + lane,
-             tl.where(present, coef / tl.where(present, n, 1.0), 0.0))
-    tl.store(state_ptr + ROW_APPLIED * SLOTS + lane, tl.where(present, coef, 0.0))
-    tl.store(state_ptr + ROW_RSCALE * SLOTS + lane, tl.zeros([SLOTS], tl.float64))
-    tl.store(state_ptr + ROW_RATIO * SLOTS + lane, tl.full([SLOTS], 1.0, tl.float64))
-    tl.store(state_ptr + ROW_GUARD * SLOTS + lane, tl.zeros([SLOTS], tl.float64))
+             tl.where(present, carried / tl.where(present, n, 1.0), 0.0))
+    tl.store(state_ptr + ROW_CARRIED * SLOTS + lane, carried)
     first_index = tl.min(first_bad, 0)
     tl.store(bad_ptr, tl.sum(n_bad, 0))
     tl.store(bad_ptr + 1, first_index)

@@ -17,24 +17,29 @@ and every gradient in one pass over the predictions:
    L_k, the total and d total / d s_k (or d total / d w_k); past 1024
    programs ``partial_sums_kernel`` first adds them by blocks of 1024.
 
-Backward multiplies the saved gradients by the incoming gradient. The scale
-task k needs is f_k = g_total coef_k + g_L_k (gradient can also flow in
-through ``losses[k]``); the buffers already carry coef_k, so
-``rescale_kernel`` multiplies them in place by f_k / coef_k and, when that is
-exactly 1 (``total.backward()``), every program returns after reading one
-scalar: no pass over memory, no host sync. Where coef_k = 0 (a fixed weight of
-0, or exp(-s_k) underflowing) the buffer holds zeros that cannot be rescaled,
-so a guarded rerun of the fused kernel (which otherwise exits at once)
-rewrites the gradients exactly. The factor the buffers carry is tracked on the
-device, so ``retain_graph=True`` and repeated backward calls stay exact.
-Outputs nobody differentiates get no materialised zero gradients: backward
-allocates nothing gradient-sized.
+Backward multiplies the saved gradients by the incoming gradient, in one
+launch of ``output_grad_kernel``. The scale task k needs is
+f_k = g_total coef_k + g_L_k (gradient can also flow in through
+``losses[k]``); the buffers carry carried_k = coef_k (or 1 where coef_k is 0,
+not finite or beyond 2^+-64, so that a factor can always be divided out), and
+each program multiplies its share by f_k / carried_k. With
+``total.backward()`` that ratio is exactly 1: every program returns after
+reading a few scalars, no pass over memory, no host sync. A retained graph
+(``retain_graph=True``) gets the rescaled gradients in new buffers and keeps
+the saved ones as they are, so every later backward is exact too. Outputs
+nobody differentiates get no materialised zero gradients: backward allocates
+nothing gradient-sized (except for a retained graph, as said).
 
 Memory traffic per pixel (fp32, C classes, int64 labels, all three tasks):
 pre-pass 8 (t) + 1 (m) + 4 (z) bytes; fused pass 4C (x) + 4C (dx) + 8 (t) +
 25 (o, g, do, m) + 12 (d, z, dd); 13 + 8C + 45 bytes in all, about 210 B at
 C = 19 against the 197 B minimum (the normalisers cost the 13 B re-read of the
-targets). The finalize and backward kernels touch O(programs) bytes.
+targets). The finalize kernel touches O(programs) bytes, backward nothing more
+unless the incoming gradient differs from d total (a pass over the buffers).
+
+Eager calls on CUDA launch the compiled kernels directly after the first call
+with the same shapes, strides, dtypes and alignment
+(``fastmtl.ops.common.direct_launcher``).
 
 Guarantees: bitwise deterministic (per-program partial sums, fixed-order
 reductions, no atomics; the grid depends only on the shapes, not the GPU);
@@ -49,8 +54,8 @@ requires grad.
 
 Limitations: no double backward (the saved gradients are constants); H*W of
 one image must stay below 2**31 (offsets into the tensors are 64-bit). Under
-``torch.compile`` the in-place rescale is functionalised, so the compiled
-backward copies the gradient buffers once.
+``torch.compile`` backward writes the rescaled gradients into new buffers (as
+for a retained graph), so the compiled backward moves the gradients once.
 """
 from __future__ import annotations
 
@@ -62,8 +67,8 @@ from torch.library import triton_op
 
 import fastmtl.kernels as K
 from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, bchw_strides, bhw_strides, cdiv,
-                                check_device, device_guard, eager_or_op, is_real, launcher,
-                                next_power_of_2)
+                                check_device, device_guard, direct_launcher, eager_or_op, is_real,
+                                launch_key, launcher, next_power_of_2)
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
 
@@ -168,7 +173,7 @@ class _Problem:
             FLAT=self.flat, V=PREPASS_VECTOR, BLOCK_P=ELEMENTWISE_BLOCK, ACC_FP64=self.acc_fp64,
             **self.flags)
 
-    def launch_fused(self, launch, gx, go, gd, state, part, write_grad, recompute, dummy):
+    def launch_fused(self, launch, gx, go, gd, state, part, write_grad, dummy):
         x, t, cw, o, g, m, d, z = self.tensors
         nprog, per_program, tiles_per_image, n_tiles = self.fused_grid()
         classes, chunk, num_chunks = self.classes
@@ -180,7 +185,7 @@ class _Problem:
             pick(o), pick(go), pick(g), pick(m), *o_s, *go_s, *g_s, *m_s,
             pick(d), pick(gd), pick(z), *d_s, *gd_s, *z_s,
             state, part, self.HW, self.W, tiles_per_image, n_tiles,
-            WRITE_GRAD=write_grad, RECOMPUTE=recompute, FLAT=self.flat, CLASSES=classes,
+            WRITE_GRAD=write_grad, FLAT=self.flat, CLASSES=classes,
             CHUNK=chunk, NUM_CHUNKS=num_chunks, V=self.vector, BLOCK_P=self.block_p,
             TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64, **self.flags,
             num_warps=self.warps, num_stages=self.stages)
@@ -189,7 +194,7 @@ class _Problem:
 
 def _grad_buffer(p: Optional[Tensor], write_grad: bool, like: Tensor) -> Tensor:
     # empty_like keeps a dense layout (channels_last stays channels_last) and gives a
-    # contiguous buffer for a non-dense view: the rescale kernel walks it as flat memory.
+    # contiguous buffer for a non-dense view: the backward kernel walks it as flat memory.
     if p is not None and write_grad:
         return torch.empty_like(p)
     dtype = p.dtype if p is not None else torch.float32
@@ -226,7 +231,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
         launch(K.prepare_kernel)[(1,)](
             norm_part, bad_part, n_pre, coef_arg, *positions, f_sem, f_inst, f_dep, state, bad,
             HAS_COEF=coef is not None, USE_LOG_VARS=use_log_vars, BLOCK_R=REDUCE_BLOCK)
-        problem.launch_fused(launch, gx, go, gd, state, part, write_grad, False, state)
+        problem.launch_fused(launch, gx, go, gd, state, part, write_grad, state)
         if n_fused > REDUCE_BLOCK:  # two fixed-order levels: no program walks them all
             n_sums = cdiv(n_fused, REDUCE_BLOCK)
             sums = torch.empty((3, n_sums), dtype=torch.float64, device=device)
@@ -247,9 +252,14 @@ def _fused_impl(x: Optional[Tensor], t: Optional[Tensor], class_weight: Optional
     """Returns (total, losses (K,), dtotal/dcoef (K,), dx, do, dd, state, bad labels)."""
     first = next(p for p in (x, o, d) if p is not None)
     check_device(first)
-    return _forward(launcher(not is_real(first)), x, t, class_weight, o, g, m, d, z, coef,
-                    positions, factors, regulariser, use_log_vars, ignore_index, write_grad,
-                    max_block_c)
+    if is_real(first) and first.is_cuda and not torch.compiler.is_compiling():
+        launch = direct_launcher(launch_key((x, t, class_weight, o, g, m, d, z, coef, positions,
+                                             factors, regulariser, use_log_vars, ignore_index,
+                                             write_grad, max_block_c)), first.device)
+    else:
+        launch = launcher(not is_real(first))
+    return _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors,
+                    regulariser, use_log_vars, ignore_index, write_grad, max_block_c)
 
 
 def _setup_context(ctx, inputs, output):
@@ -260,23 +270,28 @@ def _setup_context(ctx, inputs, output):
     # Gradients of the outputs nobody differentiates arrive as None, not as
     # gradient-sized zero tensors that autograd would allocate and fill.
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(x, t, cw, o, g, m, d, z, coef, dcoef, gx, go, gd, state)
-    ctx.config = (list(positions), ignore_index, write_grad, max_block_c)
+    ctx.save_for_backward(coef, dcoef, gx, go, gd, state)
+    ctx.config = (list(positions), write_grad)
+    ctx.targets = [(v.shape, v.dtype) if v is not None else None for v in (g, z)]
 
 
-def _apply_output_grad(launch, g_total, g_losses, saved, positions, ignore_index, max_block_c):
-    """Scale the saved gradients in place by the incoming gradient (see the module docstring)."""
-    x, t, cw, o, g, m, d, z, coef, dcoef, gx, go, gd, state = saved
-    problem = _Problem(x, t, cw, o, g, m, d, z, gx, go, gd, ignore_index, max_block_c)
-    sizes = [v.numel() if v is not None else 0 for v in (gx, go, gd)]
-    nprog = max(1, min(cdiv(max(sizes), RESCALE_BLOCK), K.MAX_PROGRAMS))
-    flags = {k: v for k, v in problem.flags.items() if k != "HAS_WEIGHT"}
+def _apply_output_grad(launch, g_total, g_losses, saved, positions, copy):
+    """The gradients the incoming gradient asks for, from the saved buffers (see the module
+    docstring): in place, or into new buffers when ``copy`` (a retained graph)."""
+    gx, go, gd, state = saved[2:6]
+    outs = [torch.empty_like(v) if copy else v for v in (gx, go, gd)]
+    sizes = [v.numel() for v in (gx, go, gd)]
+    acc_fp64 = state.dtype == torch.float64 and any(
+        v.dtype == torch.float64 for v in (gx, go, gd) if v.numel() > 0)
     with device_guard(state):
-        launch(K.backward_prepare_kernel)[(1,)](state, g_total, g_losses, *positions)
-        launch(K.rescale_kernel)[(nprog,)](
-            gx, sizes[0], go, sizes[1], gd, sizes[2], state, BLOCK=RESCALE_BLOCK,
-            ACC_FP64=problem.acc_fp64, **flags)
-        problem.launch_fused(launch, gx, go, gd, state, state, True, True, state)
+        launch(K.output_grad_kernel)[(max(1, min(cdiv(max(sizes), RESCALE_BLOCK),
+                                                 K.MAX_PROGRAMS)),)](
+            gx, outs[0], sizes[0], go, outs[1], sizes[1], gd, outs[2], sizes[2], state,
+            g_total if g_total is not None else state, g_losses if g_losses is not None else state,
+            *positions, HAS_SEM=sizes[0] > 0, HAS_INST=sizes[1] > 0, HAS_DEP=sizes[2] > 0,
+            HAS_G_TOTAL=g_total is not None, HAS_G_LOSSES=g_losses is not None, COPY=copy,
+            BLOCK=RESCALE_BLOCK, ACC_FP64=acc_fp64)
+    return outs
 
 
 def _backward(ctx, g_total, g_losses, *_unused):
@@ -284,26 +299,25 @@ def _backward(ctx, g_total, g_losses, *_unused):
         raise RuntimeError("the fused multi-task loss is differentiable once: backward with "
                            "create_graph=True needs backend='reference'")
     saved = ctx.saved_tensors
-    x, o, d, coef, dcoef, gx, go, gd = (saved[i] for i in (0, 3, 6, 8, 9, 10, 11, 12))
-    write_grad = ctx.config[2]
-    if g_total is None:
-        g_total = torch.zeros((), dtype=dcoef.dtype, device=dcoef.device)
-    if g_losses is None:
-        g_losses = torch.zeros_like(dcoef)
+    coef, dcoef, gx, go, gd, state = saved
+    positions, write_grad = ctx.config
+    if g_losses is not None:
+        g_losses = g_losses.contiguous()  # a summed loss hands in an expanded gradient
     if write_grad:
-        positions, ignore_index, _, max_block_c = ctx.config
-        _apply_output_grad(launcher(not is_real(dcoef)), g_total, g_losses, saved, positions,
-                           ignore_index, max_block_c)
-    if write_grad and is_real(dcoef) and torch._C._autograd._get_current_graph_task_keep_graph():
-        # retain_graph=True: the buffers stay saved for the next backward, which
-        # rescales them in place, so hand out copies.
-        gx, go, gd = (v.clone() for v in (gx, go, gd))
+        # A retained graph keeps the buffers for its next backward: leave them as they are.
+        copy = not is_real(dcoef) or torch._C._autograd._get_current_graph_task_keep_graph()
+        real = is_real(dcoef) and not torch.compiler.is_compiling()
+        launch = (direct_launcher(launch_key((gx, go, gd, state, g_total, g_losses, positions,
+                                               copy)), state.device)
+                  if real and state.is_cuda else launcher(not is_real(dcoef)))
+        gx, go, gd = _apply_output_grad(launch, g_total, g_losses, saved, positions, copy)
     need = ctx.needs_input_grad
-    g, z = saved[4], saved[7]
-    grad_coef = (g_total * dcoef).to(coef.dtype) if coef is not None and need[8] else None
+    grad_coef = ((g_total * dcoef).to(coef.dtype)
+                 if coef is not None and need[8] and g_total is not None else None)
     # L1 against a target that requires grad (as F.l1_loss): d/dtarget = -d/dprediction.
-    grad_g = (-go).reshape(g.shape).to(g.dtype) if write_grad and need[4] else None
-    grad_z = (-gd).reshape(z.shape).to(z.dtype) if write_grad and need[7] else None
+    (g_shape, g_dtype), (z_shape, z_dtype) = (v or (None, None) for v in ctx.targets)
+    grad_g = (-go).reshape(g_shape).to(g_dtype) if write_grad and need[4] else None
+    grad_z = (-gd).reshape(z_shape).to(z_dtype) if write_grad and need[7] else None
     return (gx if write_grad and need[0] else None, None, None,
             go if write_grad and need[3] else None, grad_g, None,
             gd if write_grad and need[6] else None, grad_z,

@@ -174,8 +174,8 @@ def test_gradient_through_task_losses():
 
 
 def test_zero_fixed_weight_still_gives_task_gradient():
-    # coef = 0: the saved semantic gradient is all zeros, so the per-task
-    # gradient must be recomputed (exactly) in backward.
+    # coef = 0: the buffers carry 1 instead (a zero could not be divided out), so a
+    # gradient through the task's own loss still reaches the prediction.
     pred, tgt = make_inputs(B=2, C=5, H=4, W=5, seed=10)
     weights = [0.0, 1.0, 2.0]
     for step in (lambda out: out[1]["semantic"].backward(),
@@ -260,7 +260,7 @@ def test_double_backward_is_refused():
 
 
 def test_plain_backward_hands_over_the_forward_buffers():
-    # total.backward(): the ratio is exactly 1, nothing is rescaled or rewritten, and
+    # total.backward(): the ratio is exactly 1, nothing is rescaled, and
     # the gradient buffer written by the forward pass becomes x.grad without a copy.
     rows = ops.K.normalisers
     pred, tgt = make_inputs(B=2, C=5, H=4, W=5, seed=20)
@@ -271,8 +271,9 @@ def test_plain_backward_hands_over_the_forward_buffers():
     total, state, buffers = outs[0], outs[6], [outs[i].data_ptr() for i in (3, 4, 5)]
     del outs
     total.backward()
-    assert state[int(rows.ROW_GUARD), 0] == 0
-    assert torch.equal(state[int(rows.ROW_RATIO)], torch.ones(4, dtype=torch.float64))
+    # The buffers carry coef_k (1 without weights): the ratio f_k / carried_k is exactly 1.
+    assert torch.equal(state[int(rows.ROW_CARRIED), :3], torch.ones(3, dtype=torch.float64))
+    assert torch.equal(state[int(rows.ROW_COEF), :3], torch.ones(3, dtype=torch.float64))
     assert [p[k].grad.data_ptr() for k in ALL] == buffers
 
 
