@@ -130,3 +130,37 @@ def test_cuda_graph_capture_of_forward_and_backward():
     expected = (total, *torch.autograd.grad(total, [*q.values(), lv_ref]))
     for got, want in zip(captured, expected):
         torch.testing.assert_close(got, want, rtol=2e-5, atol=1e-6)
+
+
+def test_direct_launches_match_tritons_launcher():
+    # The first call of a problem goes through Triton's launcher and keeps the compiled
+    # kernels; the next launches them directly (common.direct_launcher). Same bits.
+    pred, tgt = _device(*make_inputs(B=2, C=19, H=64, W=96, seed=9))
+    lv = torch.tensor([0.3, -0.4, 0.8], device="cuda")
+    common._compiled.clear()
+    first = run_both(pred, tgt, log_vars=lv)[0]
+    kept = len(common._compiled)
+    assert kept >= 5  # normaliser, prepare, fused, finalize, output grad
+    second = run_both(pred, tgt, log_vars=lv)[0]
+    assert len(common._compiled) == kept
+    assert torch.equal(first[0], second[0])
+    assert all(torch.equal(first[2][k], second[2][k]) for k in first[2])
+    # Targets 4 bytes off 16-byte alignment are another specialisation: a new key.
+    shifted = {k: torch.empty(v.numel() + 1, dtype=v.dtype, device="cuda")[1:].view_as(v)
+               for k, v in tgt.items() if k in ("instance", "depth")}
+    for k in shifted:
+        shifted[k].copy_(tgt[k])
+    third = run_both(pred, dict(tgt, **shifted), log_vars=lv)
+    assert len(common._compiled) > kept
+    assert_match(*third)
+    torch.testing.assert_close(third[0][0], first[0], rtol=1e-6, atol=0)
+
+
+def test_label_checks_reuse_their_pinned_slots():
+    pred, tgt = _device(*make_inputs(B=2, C=19, H=16, W=32, seed=10))
+    label_check.raise_pending_label_errors()
+    for _ in range(3):
+        fastmtl.multitask_loss(pred, tgt, backend="triton")
+    label_check.raise_pending_label_errors()
+    free = label_check._free_slots[torch.cuda.current_device()]
+    assert len(free) == label_check.SLOTS_PER_CHUNK  # every slot handed back, none added
