@@ -154,6 +154,11 @@ class _DirectLaunch:
         return run
 
 
+def eager_cuda(t: Tensor) -> bool:
+    """An eager call on real CUDA tensors: the case ``direct_launcher`` serves."""
+    return is_real(t) and t.is_cuda and not torch.compiler.is_compiling()
+
+
 def direct_launcher(key: tuple, device: torch.device):
     """kernel -> launchable for an eager call on CUDA tensors of ``device`` (the current
     device: launch under ``device_guard``) whose launches are all decided by ``key``

@@ -67,8 +67,8 @@ from torch.library import triton_op
 
 import fastmtl.kernels as K
 from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, bchw_strides, bhw_strides, cdiv,
-                                check_device, device_guard, direct_launcher, eager_or_op, is_real,
-                                launch_key, launcher, next_power_of_2)
+                                check_device, device_guard, direct_launcher, eager_cuda, eager_or_op,
+                                is_real, launch_key, launcher, next_power_of_2)
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
 
@@ -127,7 +127,8 @@ def _grid(B: int, HW: int, block_p: int, max_programs: int) -> tuple[int, int, i
 
 
 class _Problem:
-    """Shapes, strides and launch configuration of one call (no tensor data is read)."""
+    """Shapes, strides and launch configuration of one call (no tensor data is read, and
+    no tensor is kept: a problem is reused by every call with the same ``launch_key``)."""
 
     def __init__(self, x, t, cw, o, g, m, d, z, gx, go, gd, ignore_index, max_block_c):
         first = next(p for p in (x, o, d) if p is not None)
@@ -136,7 +137,6 @@ class _Problem:
         self.C = x.shape[1] if x is not None else 1
         self.flags = dict(HAS_SEM=x is not None, HAS_WEIGHT=cw is not None,
                           HAS_INST=o is not None, HAS_DEP=d is not None)
-        self.tensors = (x, t, cw, o, g, m, d, z)
         self.ignore_index = ignore_index
         self.acc_fp64 = any(p is not None and p.dtype == torch.float64 for p in (x, o, d))
         # Launch configuration of the fused pass (a tuning sweep may set these on an instance).
@@ -154,6 +154,7 @@ class _Problem:
                    if v is not None and v.numel() > 0]
         self.flat = _merge_pixels(present, self.H, self.W)
         self.bchw, self.bhw = bchw, bhw
+        self.n_pre = self.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)[0]
 
     def grid(self, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
         return _grid(self.B, self.HW, block_p, max_programs)
@@ -161,8 +162,8 @@ class _Problem:
     def fused_grid(self) -> tuple[int, int, int, int]:
         return self.grid(self.block_p, self.max_programs)
 
-    def launch_normalisers(self, launch, norm_part, bad_part, dummy):
-        x, t, cw, o, g, m, d, z = self.tensors
+    def launch_normalisers(self, launch, tensors, norm_part, bad_part, dummy):
+        x, t, cw, o, g, m, d, z = tensors
         nprog, _, tiles_per_image, n_tiles = self.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)
         t_s, m_s, _, _, z_s = self.bhw
         launch(K.normaliser_kernel)[(nprog,)](
@@ -173,8 +174,8 @@ class _Problem:
             FLAT=self.flat, V=PREPASS_VECTOR, BLOCK_P=ELEMENTWISE_BLOCK, ACC_FP64=self.acc_fp64,
             **self.flags)
 
-    def launch_fused(self, launch, gx, go, gd, state, part, write_grad, dummy):
-        x, t, cw, o, g, m, d, z = self.tensors
+    def launch_fused(self, launch, tensors, gx, go, gd, state, part, write_grad, dummy):
+        x, t, cw, o, g, m, d, z = tensors
         nprog, per_program, tiles_per_image, n_tiles = self.fused_grid()
         classes, chunk, num_chunks = self.classes
         x_s, gx_s, o_s, go_s, g_s = self.bchw
@@ -201,23 +202,36 @@ def _grad_buffer(p: Optional[Tensor], write_grad: bool, like: Tensor) -> Tensor:
     return torch.empty(0, dtype=dtype, device=like.device)
 
 
+_problems: dict = {}  # launch_key -> _Problem
+_MAX_PROBLEMS = 1024
+
+
 def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors, regulariser,
-             use_log_vars, ignore_index, write_grad, max_block_c):
-    """Allocates the outputs and launches the four forward kernels through ``launch``."""
+             use_log_vars, ignore_index, write_grad, max_block_c, key=None):
+    """Allocates the outputs and launches the four forward kernels through ``launch``;
+    ``key`` (``launch_key`` of the call) reuses the problem of an earlier call."""
     first = next(p for p in (x, o, d) if p is not None)
     device = first.device
     out_dtype = torch.float64 if any(
         p is not None and p.dtype == torch.float64 for p in (x, o, d)) else torch.float32
     n_tasks = sum(1 for p in positions if p >= 0)
     gx, go, gd = (_grad_buffer(p, write_grad, first) for p in (x, o, d))
-    problem = _Problem(x, t, class_weight, o, g, m, d, z, gx, go, gd, ignore_index, max_block_c)
+    problem = _problems.get(key) if key is not None else None
+    if problem is None:
+        problem = _Problem(x, t, class_weight, o, g, m, d, z, gx, go, gd, ignore_index,
+                           max_block_c)
+        if key is not None:
+            if len(_problems) >= _MAX_PROBLEMS:
+                _problems.clear()
+            _problems[key] = problem
+    tensors = (x, t, class_weight, o, g, m, d, z)
 
     state = torch.empty((K.STATE_ROWS, K.SLOTS), dtype=torch.float64, device=device)
     bad = torch.empty(3, dtype=torch.int64, device=device)
     total = torch.empty((), dtype=out_dtype, device=device)
     losses = torch.empty(n_tasks, dtype=out_dtype, device=device)
     dcoef = torch.empty(n_tasks, dtype=out_dtype, device=device)
-    n_pre = problem.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)[0]
+    n_pre = problem.n_pre
     norm_part = torch.empty((3, n_pre), dtype=out_dtype, device=device)
     bad_part = torch.empty((3, n_pre), dtype=torch.int64, device=device)
     n_fused = problem.fused_grid()[0]
@@ -227,11 +241,11 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     coef_arg = coef if coef is not None else state
 
     with device_guard(first):
-        problem.launch_normalisers(launch, norm_part, bad_part, state)
+        problem.launch_normalisers(launch, tensors, norm_part, bad_part, state)
         launch(K.prepare_kernel)[(1,)](
             norm_part, bad_part, n_pre, coef_arg, *positions, f_sem, f_inst, f_dep, state, bad,
             HAS_COEF=coef is not None, USE_LOG_VARS=use_log_vars, BLOCK_R=REDUCE_BLOCK)
-        problem.launch_fused(launch, gx, go, gd, state, part, write_grad, state)
+        problem.launch_fused(launch, tensors, gx, go, gd, state, part, write_grad, state)
         if n_fused > REDUCE_BLOCK:  # two fixed-order levels: no program walks them all
             n_sums = cdiv(n_fused, REDUCE_BLOCK)
             sums = torch.empty((3, n_sums), dtype=torch.float64, device=device)
@@ -252,14 +266,15 @@ def _fused_impl(x: Optional[Tensor], t: Optional[Tensor], class_weight: Optional
     """Returns (total, losses (K,), dtotal/dcoef (K,), dx, do, dd, state, bad labels)."""
     first = next(p for p in (x, o, d) if p is not None)
     check_device(first)
-    if is_real(first) and first.is_cuda and not torch.compiler.is_compiling():
-        launch = direct_launcher(launch_key((x, t, class_weight, o, g, m, d, z, coef, positions,
-                                             factors, regulariser, use_log_vars, ignore_index,
-                                             write_grad, max_block_c)), first.device)
+    key = None
+    if eager_cuda(first):
+        key = launch_key((x, t, class_weight, o, g, m, d, z, coef, positions, factors,
+                          regulariser, use_log_vars, ignore_index, write_grad, max_block_c))
+        launch = direct_launcher(key, first.device)
     else:
         launch = launcher(not is_real(first))
     return _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors,
-                    regulariser, use_log_vars, ignore_index, write_grad, max_block_c)
+                    regulariser, use_log_vars, ignore_index, write_grad, max_block_c, key)
 
 
 def _setup_context(ctx, inputs, output):
@@ -306,10 +321,9 @@ def _backward(ctx, g_total, g_losses, *_unused):
     if write_grad:
         # A retained graph keeps the buffers for its next backward: leave them as they are.
         copy = not is_real(dcoef) or torch._C._autograd._get_current_graph_task_keep_graph()
-        real = is_real(dcoef) and not torch.compiler.is_compiling()
         launch = (direct_launcher(launch_key((gx, go, gd, state, g_total, g_losses, positions,
                                                copy)), state.device)
-                  if real and state.is_cuda else launcher(not is_real(dcoef)))
+                  if eager_cuda(state) else launcher(not is_real(dcoef)))
         gx, go, gd = _apply_output_grad(launch, g_total, g_losses, saved, positions, copy)
     need = ctx.needs_input_grad
     grad_coef = ((g_total * dcoef).to(coef.dtype)
@@ -394,7 +408,11 @@ def fused_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping[str
     if check_labels and x is not None and is_real(bad):
         record_label_check(bad, x.shape[1], int(ignore_index),
                            (x.shape[0], x.shape[-2], x.shape[-1]))
-    # Each task's loss in its prediction's accumulation dtype, as the reference gives it
-    # (the total is float64 when any prediction is).
-    return total, {name: losses[i].to(torch.float64 if p.dtype == torch.float64 else torch.float32)
-                   for i, (name, p) in enumerate((n, predictions[n]) for n in tasks)}
+    # The tasks' losses in the losses' own dtype: float64 exactly when a prediction is
+    # float64, as the reference gives each task's loss in its prediction's accumulation
+    # dtype; a mix of float64 and other predictions gets float32 for the others.
+    per_task = dict(zip(tasks, losses.unbind()))
+    if losses.dtype == torch.float64:
+        per_task = {name: v if predictions[name].dtype == torch.float64 else v.float()
+                    for name, v in per_task.items()}
+    return total, per_task
