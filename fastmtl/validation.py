@@ -31,13 +31,37 @@ def _shape(t: torch.Tensor, expected: tuple, what: str) -> None:
         raise ValueError(f"{what} has shape {tuple(t.shape)}, expected {tuple(expected)}")
 
 
+_validated: dict = {}  # metadata of inputs that passed -> their tasks
+_MAX_VALIDATED = 1024
+
+
+def _metadata(v):
+    return (v.dtype, v.get_device(), v.shape) if isinstance(v, torch.Tensor) else type(v)
+
+
 def validate_inputs(predictions: Mapping, targets: Mapping, class_weight=None,
                     upsample: str | None = None) -> tuple[str, ...]:
     """Check shapes, dtypes and devices; return the tasks present in canonical order.
 
     With ``upsample`` the predictions may be smaller than the targets (see
-    ``target_size``); the targets are then checked at their own H x W.
+    ``target_size``); the targets are then checked at their own H x W. Only metadata
+    is checked, so inputs with the metadata of inputs that passed pass at once.
     """
+    if not (isinstance(predictions, Mapping) and isinstance(targets, Mapping)):
+        return _validate_inputs(predictions, targets, class_weight, upsample)
+    key = (tuple((k, _metadata(v)) for k, v in predictions.items()),
+           tuple((k, _metadata(v)) for k, v in targets.items()), _metadata(class_weight),
+           upsample)
+    tasks = _validated.get(key)
+    if tasks is None:
+        tasks = _validate_inputs(predictions, targets, class_weight, upsample)
+        if len(_validated) >= _MAX_VALIDATED:
+            _validated.clear()
+        _validated[key] = tasks
+    return tasks
+
+
+def _validate_inputs(predictions, targets, class_weight, upsample) -> tuple[str, ...]:
     tasks = tasks_of(predictions)
     if not isinstance(targets, Mapping):
         raise TypeError(f"targets must be a dict, got {type(targets).__name__}")

@@ -102,7 +102,7 @@ def launcher(traced: bool):
 
 
 def _metadata(t: Tensor):
-    return (t.dtype, t.device, tuple(t.shape), t.stride(), t.data_ptr() % 16 == 0)
+    return (t.dtype, t.get_device(), t.shape, t.stride(), t.data_ptr() & 15 == 0)
 
 
 def launch_key(args) -> tuple:
