@@ -10,6 +10,8 @@ time-out of one never loses the others' files):
     loss         python -m benchmarks --suite targets --quick --modes fwd+bwd
     train        python -m benchmarks train-step --models resnet50 --sizes 512x1024 --batch 8
     plots        python -m benchmarks.plot loss.json train-step.json
+    tune         python -m benchmarks.tune            (only when named in --parts)
+    tune-upsample  python -m benchmarks.tune_upsample (only when named in --parts)
 
 The parts share a time budget (default 450 s): each gets its share plus what
 the earlier parts left unused. OUT_DIR receives at most 8 files: summary.md
@@ -34,7 +36,8 @@ from pathlib import Path
 from benchmarks import environment, targets
 
 REPO = environment.REPO
-SHARES = {"tests": 140, "loss": 190, "train": 90, "plots": 20}
+SHARES = {"tests": 140, "loss": 190, "train": 90, "plots": 20, "tune": 150, "tune-upsample": 120}
+DEFAULT_PARTS = ["tests", "loss", "train", "plots"]  # the tuning sweeps run when named
 RESERVE = 5  # seconds kept for the summary after the last part
 OPTIONAL = {  # module: what its absence means here
     "liger_kernel": "liger-kernel not installed: the liger peer of the loss benchmark is skipped",
@@ -42,7 +45,7 @@ OPTIONAL = {  # module: what its absence means here
                          "cannot be collected; pytest carries on past them",
 }
 REQUIRED = {
-    "torch": ("tests", "loss", "train"), "triton": (), "pytest": ("tests",), "matplotlib": ("plots",),
+    "torch": ("tests", "loss", "train", "tune", "tune-upsample"), "triton": (), "pytest": ("tests",), "matplotlib": ("plots",),
 }
 
 
@@ -57,8 +60,8 @@ def parse_args(argv):
                    help=f"seconds for all parts (default: the sum of the shares + {2 * RESERVE})")
     p.add_argument("--share", action="append", default=[], metavar="PART=SECONDS",
                    help=f"a part's share of the budget (defaults {SHARES})")
-    p.add_argument("--parts", nargs="+", choices=list(SHARES), default=list(SHARES),
-                   help="run only these parts")
+    p.add_argument("--parts", nargs="+", choices=list(SHARES), default=DEFAULT_PARTS,
+                   help=f"run only these parts (default {' '.join(DEFAULT_PARTS)}), in this order")
     args = p.parse_args(argv)
     args.shares = dict(SHARES)
     for item in args.share:
@@ -66,7 +69,7 @@ def parse_args(argv):
         if name not in SHARES or not seconds.replace(".", "", 1).isdigit():
             p.error(f"--share {item!r}: expected PART=SECONDS with PART one of {list(SHARES)}")
         args.shares[name] = float(seconds)
-    args.shares = {k: v for k, v in args.shares.items() if k in args.parts}
+    args.shares = {k: args.shares[k] for k in args.parts}
     if args.budget is None:
         args.budget = sum(args.shares.values()) + 2 * RESERVE
     return args
@@ -92,9 +95,12 @@ def commands(args, out: Path, limit: float) -> dict[str, list[str]]:
                  "--cpu-threads", "1", *files, *budget]
     plots = [py, "-m", "benchmarks.plot", *[str(out / f) for f in ("loss.json", "train-step.json")
                                             if (out / f).exists()]]
+    sweep = ["--out", str(out), "--budget", f"{max(limit - 15, 5):.0f}"]
     return {"tests": [py, "-m", "pytest", "-m", "cuda", *args.tests, "-v", "-rfEs",
                       "--continue-on-collection-errors", "-p", "no:cacheprovider"],
-            "loss": loss, "train": train, "plots": plots}
+            "loss": loss, "train": train, "plots": plots,
+            "tune": [py, "-m", "benchmarks.tune", *sweep],
+            "tune-upsample": [py, "-m", "benchmarks.tune_upsample", *sweep]}
 
 
 def run_part(cmd: list[str], timeout: float, log, env: dict) -> tuple[str, int | None]:
@@ -209,6 +215,8 @@ def main(argv=None) -> int:
             part.update(status="skipped", note=f"{', '.join(blocked)} not installed")
         elif name == "plots" and len(cmd) == 3:
             part.update(status="skipped", note="no results to plot")
+        elif name.startswith("tune") and args.dry:
+            part.update(status="skipped", note="a tuning sweep needs CUDA")
         elif limit < 5:
             part.update(status="skipped", note="no time left in the budget")
         else:
@@ -277,6 +285,9 @@ def summary(state: dict, out: Path) -> str:
     train = _read(out / "train-step.json")
     if train and train["results"]:
         lines += ["## Training step", "", train_report.results_table(train["results"]), ""]
+    for sweep in ("tune.md", "tune_upsample.md"):  # the tuning sweeps' own reports
+        if (out / sweep).exists():
+            lines += [(out / sweep).read_text().rstrip(), ""]
     lines += ["<details><summary>environment and parts (JSON)</summary>", "", "```json",
               json.dumps({k: state[k] for k in ("command", "host", "missing", "parts", "tests")}, indent=1),
               "```", "</details>", ""]
