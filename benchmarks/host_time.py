@@ -1,16 +1,22 @@
 """Where the host time of a loss call goes: ``cProfile`` over back-to-back fwd+bwd calls.
 
     python -m benchmarks.host_time [--size 2x128x256] [--calls 200] [--impls triton upsample-fused]
+    python -m benchmarks.host_time --stub-launches      # on a CPU: the Python side alone
 
 At a small size the device finishes long before the host has issued the next
 call, so the wall clock per call is the host's cost: Python checks, autograd
 and custom-op dispatch, Triton's launcher. Prints, per implementation, the wall
 clock per call without the profiler, then the functions that took the most
-time under it (cumulative and own time).
+time under it (cumulative and own time). ``--stub-launches`` replaces the fastmtl
+ops' kernel launches by no-ops on CPU tensors (nothing is computed): what remains
+is the Python side of a call (checks, autograd, allocations, the ops' own
+bookkeeping), measurable without a GPU; Triton's launcher and the driver are not
+in it.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import pstats
@@ -22,6 +28,35 @@ from benchmarks.implementations import IMPLEMENTATIONS, step
 from benchmarks.problem import Problem, parse_size
 
 
+STUBBABLE = ("triton", "upsample-fused")  # the fastmtl ops whose launches can be stubbed
+
+
+class _NoLaunch:
+    def __init__(self, kernel):
+        pass
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
+@contextlib.contextmanager
+def stubbed_launches():
+    """The fastmtl ops on CPU tensors with every kernel launch a no-op (see the module doc)."""
+    from fastmtl.ops import fused, upsample
+
+    stubs = {"launcher": lambda traced: _NoLaunch, "direct_launcher": lambda key, device: _NoLaunch,
+             "eager_cuda": lambda t: True, "check_device": lambda t: None}
+    saved = [(m, name, getattr(m, name)) for m in (fused, upsample) for name in stubs
+             if hasattr(m, name)]
+    for m, name, _ in saved:
+        setattr(m, name, stubs[name])
+    try:
+        yield
+    finally:
+        for m, name, value in saved:
+            setattr(m, name, value)
+
+
 def wall_per_call(call, device, calls: int) -> float:
     torch.cuda.synchronize(device) if device.type == "cuda" else None
     start = time.perf_counter()
@@ -31,9 +66,10 @@ def wall_per_call(call, device, calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def profile(impl_name: str, problem: Problem, device: torch.device, calls: int, top: int) -> str:
+def profile(impl_name: str, problem: Problem, device: torch.device, calls: int, top: int,
+            stubbed: bool = False) -> str:
     impl = IMPLEMENTATIONS[impl_name]
-    why = impl.unavailable(device)
+    why = None if stubbed and impl_name in STUBBABLE else impl.unavailable(device)
     if why:
         return f"## {impl_name}: skipped ({why})\n"
     predictions, targets, log_vars = impl.inputs(problem, device)
@@ -48,8 +84,9 @@ def profile(impl_name: str, problem: Problem, device: torch.device, calls: int, 
     stats = pstats.Stats(profiler, stream=out).strip_dirs()
     stats.sort_stats("cumulative").print_stats(top)
     stats.sort_stats("tottime").print_stats(top)
+    what = "Python side, launches stubbed" if stubbed else "wall, no profiler"
     return (f"## {impl_name}, {problem.shape}, C={problem.classes}, {problem.dtype}: "
-            f"{wall * 1e6:.0f} us per fwd+bwd call (wall, no profiler)\n\n{out.getvalue()}")
+            f"{wall * 1e6:.0f} us per fwd+bwd call ({what})\n\n{out.getvalue()}")
 
 
 def main(argv=None) -> int:
@@ -61,11 +98,16 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--impls", nargs="+", default=["triton", "upsample-fused"], choices=list(IMPLEMENTATIONS))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--stub-launches", action="store_true",
+                   help="CPU tensors, every fastmtl kernel launch a no-op: the Python side alone")
     args = p.parse_args(argv)
     label, (b, h, w) = parse_size(args.size)
     problem = Problem(label, b, h, w, args.classes, args.dtype)
-    for name in args.impls:
-        print(profile(name, problem, torch.device(args.device), args.calls, args.top), flush=True)
+    device = torch.device("cpu" if args.stub_launches else args.device)
+    with stubbed_launches() if args.stub_launches else contextlib.nullcontext():
+        for name in args.impls:
+            print(profile(name, problem, device, args.calls, args.top, args.stub_launches),
+                  flush=True)
     return 0
 
 

@@ -340,3 +340,16 @@ def test_parse_pytest_without_a_final_line():
     stopped = "tests/a.py::test_one PASSED [ 33%]\ntests/a.py::test_two FAILED [ 66%]\ntests/a.py::test_three "
     assert device_check.parse_pytest(stopped) == {"counts": {"passed": 1, "failed": 1}, "complete": False,
                                                   "problems": []}
+
+
+def test_host_time_with_stubbed_launches_profiles_the_python_side(capsys):
+    from benchmarks import host_time
+    from fastmtl.ops import fused
+
+    launcher = fused.launcher
+    assert host_time.main(["--stub-launches", "--calls", "3", "--top", "2", "--size", "1x8x16",
+                           "--impls", "triton", "upsample-fused"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("per fwd+bwd call (Python side, launches stubbed)") == 2, out
+    assert out.count("function calls") == 4  # each profiled, by cumulative and own time
+    assert fused.launcher is launcher  # the stubs are gone afterwards
