@@ -66,131 +66,14 @@ from torch import Tensor
 from torch.library import triton_op
 
 import fastmtl.kernels as K
-from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, bchw_strides, bhw_strides, cdiv,
-                                check_device, device_guard, direct_launcher, eager_cuda, eager_or_op,
-                                is_real, launch_key, launcher, next_power_of_2)
+from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, cdiv, check_device, device_guard,
+                                direct_launcher, eager_cuda, eager_or_op, is_real, launch_key,
+                                launcher)
+from fastmtl.ops.fused_layout import MAX_BLOCK_C, Problem
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
 
-MAX_BLOCK_C = 64        # most classes held in registers per pixel; more take two sweeps
-REGISTER_LOGITS = 80    # most registers of logits per thread (C x V, fp64 counts twice)
-SWEEP_CHUNK = 8         # classes per chunk of the two sweeps
-ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
-FUSED_WARPS = 4
-FUSED_PROGRAMS = 16384  # most programs of the fused pass: small tail wave, 2-4 tiles each
-ELEMENTWISE_BLOCK = 512  # pixels per tile of the pre-pass
-PREPASS_VECTOR = 4       # its pixels per thread (4 warps)
 RESCALE_BLOCK = 4096
-
-
-def _merge_pixels(strides: list[list[int]], H: int, W: int) -> bool:
-    """True when every tensor has stride_h == W * stride_w: pixels are then one flat
-    axis (q * stride_w, no division in the kernel); stride_w is rewritten in place."""
-    mergeable = all(H == 1 or W == 1 or s[-2] == W * s[-1] for s in strides)
-    if mergeable:
-        for s in strides:
-            s[-1] = s[-1] if W > 1 else s[-2]
-    return mergeable
-
-
-def _vector(p: Tensor) -> int:
-    """V, pixels per thread of the fused pass: ACCESS_BYTES per plane and thread."""
-    return max(1, ACCESS_BYTES // p.element_size())
-
-
-def _class_layout(C: int, has_semantic: bool, V: int, words: int,
-                  max_block_c: int) -> tuple[int, int, int]:
-    """(CLASSES, CHUNK, NUM_CHUNKS) of the fused kernel's class axis.
-
-    CLASSES = C: every class plane of the tile in registers, when the C x V logits of a
-    thread (``words`` registers each) fit its budget. Otherwise CLASSES = 0 and two
-    sweeps over NUM_CHUNKS chunks of CHUNK classes.
-    """
-    if not has_semantic:
-        return 1, 1, 0
-    if C <= max_block_c and C * V * words <= REGISTER_LOGITS:
-        return C, 1, 0
-    chunk = min(SWEEP_CHUNK, max_block_c)
-    return 0, chunk, cdiv(C, chunk)
-
-
-def _grid(B: int, HW: int, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
-    """(programs, tiles per program, tiles per image, tiles) for tiles of block_p pixels.
-
-    Depends on the shapes only, never on the GPU (so results are bitwise the same on any
-    card): at most max_programs programs, each taking a power-of-two number of tiles (a
-    constexpr of the fused kernel: few distinct specialisations)."""
-    tiles_per_image = cdiv(HW, block_p)
-    n_tiles = B * tiles_per_image
-    per_program = next_power_of_2(cdiv(n_tiles, max_programs))
-    return max(1, cdiv(n_tiles, per_program)), per_program, tiles_per_image, n_tiles
-
-
-class _Problem:
-    """Shapes, strides and launch configuration of one call (no tensor data is read, and
-    no tensor is kept: a problem is reused by every call with the same ``launch_key``)."""
-
-    def __init__(self, x, t, cw, o, g, m, d, z, gx, go, gd, ignore_index, max_block_c):
-        first = next(p for p in (x, o, d) if p is not None)
-        self.B, self.H, self.W = first.shape[0], first.shape[-2], first.shape[-1]
-        self.HW = self.H * self.W
-        self.C = x.shape[1] if x is not None else 1
-        self.flags = dict(HAS_SEM=x is not None, HAS_WEIGHT=cw is not None,
-                          HAS_INST=o is not None, HAS_DEP=d is not None)
-        self.ignore_index = ignore_index
-        self.acc_fp64 = any(p is not None and p.dtype == torch.float64 for p in (x, o, d))
-        # Launch configuration of the fused pass (a tuning sweep may set these on an instance).
-        self.vector = _vector(first if x is None else x)
-        self.warps = FUSED_WARPS
-        self.stages = 1
-        self.max_programs = FUSED_PROGRAMS
-        self.block_p = self.vector * 32 * self.warps
-        self.classes = _class_layout(self.C, x is not None, self.vector,
-                                   2 if self.acc_fp64 else 1, max_block_c)
-        # Strides; absent tensors (and gradients not written) contribute zeros.
-        bchw = [list(bchw_strides(v)) for v in (x, gx, o, go, g)]
-        bhw = [list(bhw_strides(v)) for v in (t, m, d, gd, z)]
-        present = [s for s, v in zip(bchw + bhw, (x, gx, o, go, g, t, m, d, gd, z))
-                   if v is not None and v.numel() > 0]
-        self.flat = _merge_pixels(present, self.H, self.W)
-        self.bchw, self.bhw = bchw, bhw
-        self.n_pre = self.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)[0]
-
-    def grid(self, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
-        return _grid(self.B, self.HW, block_p, max_programs)
-
-    def fused_grid(self) -> tuple[int, int, int, int]:
-        return self.grid(self.block_p, self.max_programs)
-
-    def launch_normalisers(self, launch, tensors, norm_part, bad_part, dummy):
-        x, t, cw, o, g, m, d, z = tensors
-        nprog, _, tiles_per_image, n_tiles = self.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)
-        t_s, m_s, _, _, z_s = self.bhw
-        launch(K.normaliser_kernel)[(nprog,)](
-            t if t is not None else dummy, cw if cw is not None else dummy,
-            m if m is not None else dummy, z if z is not None else dummy,
-            *t_s, *m_s, *z_s, self.C, self.ignore_index,
-            norm_part, bad_part, self.HW, self.W, tiles_per_image, n_tiles,
-            FLAT=self.flat, V=PREPASS_VECTOR, BLOCK_P=ELEMENTWISE_BLOCK, ACC_FP64=self.acc_fp64,
-            **self.flags)
-
-    def launch_fused(self, launch, tensors, gx, go, gd, state, part, write_grad, dummy):
-        x, t, cw, o, g, m, d, z = tensors
-        nprog, per_program, tiles_per_image, n_tiles = self.fused_grid()
-        classes, chunk, num_chunks = self.classes
-        x_s, gx_s, o_s, go_s, g_s = self.bchw
-        t_s, m_s, d_s, gd_s, z_s = self.bhw
-        pick = lambda v: v if v is not None and v.numel() > 0 else dummy  # noqa: E731
-        launch(K.fused_loss_kernel)[(nprog,)](
-            pick(x), pick(gx), pick(t), pick(cw), *x_s, *gx_s, *t_s, self.C, self.ignore_index,
-            pick(o), pick(go), pick(g), pick(m), *o_s, *go_s, *g_s, *m_s,
-            pick(d), pick(gd), pick(z), *d_s, *gd_s, *z_s,
-            state, part, self.HW, self.W, tiles_per_image, n_tiles,
-            WRITE_GRAD=write_grad, FLAT=self.flat, CLASSES=classes,
-            CHUNK=chunk, NUM_CHUNKS=num_chunks, V=self.vector, BLOCK_P=self.block_p,
-            TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64, **self.flags,
-            num_warps=self.warps, num_stages=self.stages)
-        return nprog
 
 
 def _grad_buffer(p: Optional[Tensor], write_grad: bool, like: Tensor) -> Tensor:
@@ -202,7 +85,7 @@ def _grad_buffer(p: Optional[Tensor], write_grad: bool, like: Tensor) -> Tensor:
     return torch.empty(0, dtype=dtype, device=like.device)
 
 
-_problems: dict = {}  # launch_key -> _Problem
+_problems: dict = {}  # launch_key -> Problem
 _MAX_PROBLEMS = 1024
 
 
@@ -218,8 +101,8 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     gx, go, gd = (_grad_buffer(p, write_grad, first) for p in (x, o, d))
     problem = _problems.get(key) if key is not None else None
     if problem is None:
-        problem = _Problem(x, t, class_weight, o, g, m, d, z, gx, go, gd, ignore_index,
-                           max_block_c)
+        problem = Problem(x, t, class_weight, o, g, m, d, z, gx, go, gd, ignore_index,
+                          max_block_c)
         if key is not None:
             if len(_problems) >= _MAX_PROBLEMS:
                 _problems.clear()

@@ -227,14 +227,15 @@ def _design_report() -> list:
     import torch
 
     from fastmtl.ops import fused as ops
+    from fastmtl.ops import fused_layout as layout
 
-    report, budget = [], ops.FUSED_PROGRAMS
+    report, budget = [], layout.FUSED_PROGRAMS
     for tag, C, dtype, (B, H, W) in BENCHMARK:
         dtype = getattr(torch, dtype)
-        block_p = ops._vector(torch.empty(0, dtype=dtype)) * 32 * ops.FUSED_WARPS
-        per_program = ops._grid(B, H * W, block_p, budget)[1]
-        probe_tiles = ops._grid(PROBE[0], PROBE[1] * PROBE[2], block_p, budget)[3]
-        ops.FUSED_PROGRAMS = max(1, probe_tiles // per_program)  # the benchmark's tile loop
+        block_p = layout.vector(torch.empty(0, dtype=dtype)) * 32 * layout.FUSED_WARPS
+        per_program = layout.tile_grid(B, H * W, block_p, budget)[1]
+        probe_tiles = layout.tile_grid(PROBE[0], PROBE[1] * PROBE[2], block_p, budget)[3]
+        layout.FUSED_PROGRAMS = max(1, probe_tiles // per_program)  # the benchmark's tile loop
         cfg = dict(tasks=ALL, C=C, dtype=dtype, target_dtype=torch.int64, layout="flat",
                    cw=False, requires_grad=True, coef="log_vars", targets_like_predictions=True)
         ((kernel, args, kwargs),) = [
@@ -260,7 +261,7 @@ def _design_report() -> list:
             lp["instructions"] for lp in sweeps) * (kwargs["NUM_CHUNKS"] - 1)
         entry["warp_instructions_per_pixel"] = round(per_tile * entry["warps"] / block_p, 1)
         report.append(entry)
-        ops.FUSED_PROGRAMS = budget
+        layout.FUSED_PROGRAMS = budget
     return report
 
 

@@ -10,6 +10,7 @@ import torch
 
 import fastmtl
 from fastmtl.ops import fused as ops
+from fastmtl.ops import fused_layout as layout
 from fastmtl.validation import bad_label_message
 from helpers import leaf_copies, make_inputs
 from oracle import assert_match, oracle, run_both
@@ -125,7 +126,7 @@ def test_two_sweeps_over_class_chunks(C, max_block_c, monkeypatch):
         return real(*args, **kwargs, max_block_c=max_block_c)
 
     monkeypatch.setattr(ops, "fused_multitask_loss", chunked)
-    classes, chunk, num_chunks = ops._class_layout(C, True, 2, 1, max_block_c)
+    classes, chunk, num_chunks = layout.class_layout(C, True, 2, 1, max_block_c)
     assert classes == 0 and num_chunks == -(-C // chunk) > 1
     assert_match(*run_both(pred, tgt, log_vars=torch.tensor([0.5, 0.0, 0.0]), class_weight=cw))
 
@@ -134,18 +135,18 @@ def test_many_tiles_per_program(monkeypatch):
     # 5 tiles of 256 pixels (fp32: 2 per thread, 4 warps) on 2 programs of 4 tiles each:
     # round-robin tiles, a masked tail, partial sums across tiles; the pre-pass deals its
     # 3 tiles to 2 programs; with 1-partial blocks, two levels of fixed-order reduction.
-    monkeypatch.setattr(ops, "FUSED_PROGRAMS", 2)
+    monkeypatch.setattr(layout, "FUSED_PROGRAMS", 2)
     monkeypatch.setattr(ops.K, "MAX_PROGRAMS", 2)
     monkeypatch.setattr(ops, "REDUCE_BLOCK", 1)
     pred, tgt = make_inputs(B=1, C=19, H=33, W=33, seed=6)
-    problem = ops._Problem(pred["semantic"], tgt["semantic"], None, None, None, None, None, None,
-                           pred["semantic"], None, None, 255, ops.MAX_BLOCK_C)
-    assert problem.grid(problem.block_p, ops.FUSED_PROGRAMS) == (2, 4, 5, 5)
+    problem = layout.Problem(pred["semantic"], tgt["semantic"], None, None, None, None, None,
+                             None, pred["semantic"], None, None, 255, ops.MAX_BLOCK_C)
+    assert problem.grid(problem.block_p, layout.FUSED_PROGRAMS) == (2, 4, 5, 5)
     assert_match(*run_both(pred, tgt, log_vars=torch.tensor([0.1, 0.2, 0.3])))
 
 
 def test_deterministic(monkeypatch):
-    monkeypatch.setattr(ops, "FUSED_PROGRAMS", 3)
+    monkeypatch.setattr(layout, "FUSED_PROGRAMS", 3)
     monkeypatch.setattr(ops.K, "MAX_PROGRAMS", 3)
     pred, tgt = make_inputs(B=2, C=19, H=9, W=17, seed=7)
     first, second = (run_both(pred, tgt, log_vars=torch.tensor([0.1, 0.2, 0.3]))[0]
