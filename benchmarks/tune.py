@@ -121,17 +121,19 @@ CANDIDATES = {
         _c(4, 2, 1, 264, 8),
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the default grid, one knob moved
     ],
+    # C = 19 (planes in registers): persistent grids that fit in one wave (the program count
+    # is rounded to a power of two: 1024 programs of 7 per SM would leave a second wave).
     "C19-fp32": [
         _c(2, 4, 1, DEFAULT_PROGRAMS),         # the library's default
-        _c(2, 4, 1, 1056),
-        _c(2, 4, 2, 1056),
-        _c(4, 4, 1, 1056),
+        _c(2, 4, 1, 528),                      # 512 programs, 72 registers: 0.55 waves
+        _c(2, 2, 1, 1056),                     # 1024 programs of 64 threads: 0.55 waves
+        _c(4, 4, 1, 264),                      # 256 programs, 194 registers: 0.97 waves
     ],
     "C19-bf16": [
         _c(4, 4, 1, DEFAULT_PROGRAMS),         # the library's default
-        _c(4, 4, 1, 1056),
-        _c(4, 4, 2, 1056),
-        _c(2, 4, 2, 1056),
+        _c(2, 4, 1, 1056),                     # 1024 programs, 64 registers: 0.97 waves
+        _c(4, 4, 1, 264),                      # 256 programs, 168 registers: 0.65 waves
+        _c(4, 2, 1, 528),                      # 512 programs of 64 threads: 0.65 waves
     ],
 }
 # Tried after the above when the sweeps take ``stages`` (cp.async through shared memory).

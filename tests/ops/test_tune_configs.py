@@ -136,6 +136,8 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
         assert r["spills"] == 0, r
         assert r["registers"] <= 255, r
         assert r["programs_per_sm"] >= 1, r
+        if r["max_programs"] < tune.DEFAULT_PROGRAMS:  # persistent: one wave on an H100
+            assert r["waves_h100"] <= 1, r
         if r["stages"] > 1:  # the chunk loops are pipelined: asynchronous copies to shared
             assert r["cp_async"] > 0 and r["shared"] > 0, r
         print(json.dumps(r))
@@ -258,8 +260,8 @@ def stages_report() -> list:
 
 
 
-def static_report(cases=None) -> list:
-    """Per C = 150 candidate of ``benchmarks.tune``: registers, spills, shared memory,
+def static_report(cases=None, classes=150) -> list:
+    """Per candidate of ``benchmarks.tune`` at ``classes`` (C = 150; 19 by hand): registers, spills, shared memory,
     programs per SM, asynchronous copies, as compiled for sm_90a with the benchmark's
     tiles per program (a probe of PROBE pixels stands in for the tensors)."""
     from compiled import compile_for, programs_per_sm, ptxas_usage, sass
@@ -270,7 +272,7 @@ def static_report(cases=None) -> list:
 
     out = []
     for case in tune.CASES:
-        if case.classes != 150 or (cases and case.tag not in cases):
+        if case.classes != classes or (cases and case.tag not in cases):
             continue
         B, H, W = SIZES[case.size]
         bench = Problem("probe", *PROBE, case.classes, case.dtype)
@@ -320,4 +322,5 @@ def static_report(cases=None) -> list:
 if __name__ == "__main__":
     assert "TRITON_INTERPRET" not in os.environ
     {"static": lambda: print(json.dumps(static_report(sys.argv[2:]))),
+     "static19": lambda: print(json.dumps(static_report(classes=19))),
      "stages": lambda: print(json.dumps(stages_report()))}[sys.argv[1]]()
