@@ -101,31 +101,57 @@ def target_logit(x_ptr, x_off, x_sc, t, in_image):
 
 
 @triton.jit
+def _chunk_load(x_ptr, x_off, x_sc, first, in_image, C, CHUNK: tl.constexpr):
+    """Class planes first .. first + CHUNK - 1 of the tile as a tuple of CHUNK vectors
+    (rows past C masked off): issued together, every load a V-element access."""
+    xs = ()
+    for c in tl.static_range(CHUNK):
+        row = first + c
+        xs = xs + (tl.load(x_ptr + x_off + row.to(tl.int64) * x_sc, mask=in_image & (row < C),
+                           other=0.0),)
+    return xs
+
+
+@triton.jit
 def sweeps_step(x_ptr, x_off, x_sc, x_t, t, w, scale, gx_ptr, g_off, gx_sc, in_image, C,
                 CHUNK: tl.constexpr, NUM_CHUNKS: tl.constexpr, BLOCK_P: tl.constexpr,
-                WRITE_GRAD: tl.constexpr, ACC: tl.constexpr):
-    """Per-pixel w_p * loss_p over NUM_CHUNKS chunks of CHUNK classes; stores dx."""
+                WRITE_GRAD: tl.constexpr, ACC: tl.constexpr, STAGES: tl.constexpr = 1):
+    """Per-pixel w_p * loss_p over NUM_CHUNKS chunks of CHUNK classes; stores dx.
+
+    A chunk is a tuple of CHUNK class planes of the tile, as in ``planes_*``, not a
+    [CHUNK, BLOCK_P] block: the running max and sum are elementwise over the planes, so
+    the layout is the pixels' own (V per thread) for any V. (A 2-D block at V = 1 has
+    no contiguous axis and the compiler may spread the classes over lanes: shuffles,
+    shared memory, uncoalesced loads.)
+
+    STAGES > 1 software-pipelines both chunk loops (each its own ``num_stages``: the
+    kernel's num_stages does not reach loops nested in the tile loop): the next chunks'
+    planes are copied to shared memory asynchronously (cp.async) while this one is
+    reduced, more bytes in flight per thread for more registers and shared memory."""
     m = tl.full([BLOCK_P], float("-inf"), ACC)
     s = tl.zeros([BLOCK_P], ACC)
-    for k in range(NUM_CHUNKS):
-        r = _rows(k * CHUNK, CHUNK)
-        x = tl.load(x_ptr + x_off[None, :] + r[:, None].to(tl.int64) * x_sc,
-                    mask=(r < C)[:, None] & in_image[None, :], other=0.0).to(ACC)
-        x = tl.where((r < C)[:, None], x, float("-inf"))  # classes past C add nothing
-        m_new = tl.maximum(m, tl.max(x, 0))
-        s = s * _exp(m - m_new) + tl.sum(_exp(x - m_new[None, :]), 0)
+    for k in tl.range(NUM_CHUNKS, num_stages=STAGES):
+        first = k * CHUNK
+        xs = _chunk_load(x_ptr, x_off, x_sc, first, in_image, C, CHUNK)
+        m_new = m
+        for c in tl.static_range(CHUNK):
+            # classes past C add nothing
+            m_new = tl.maximum(m_new, tl.where(first + c < C, xs[c].to(ACC), float("-inf")))
+        s = s * _exp(m - m_new)
+        for c in tl.static_range(CHUNK):
+            s += _exp(tl.where(first + c < C, xs[c].to(ACC), float("-inf")) - m_new)
         m = m_new
     lse = tl.log(s) + m
     if WRITE_GRAD:
         ws = w * scale
         ty = gx_ptr.dtype.element_ty
-        for j in range(NUM_CHUNKS):
-            r = _rows((NUM_CHUNKS - 1 - j) * CHUNK, CHUNK)
-            row_ok = (r < C)[:, None] & in_image[None, :]
-            x = tl.load(x_ptr + x_off[None, :] + r[:, None].to(tl.int64) * x_sc, mask=row_ok,
-                        other=0.0).to(ACC)
-            p = _exp(x - lse[None, :])
-            g = tl.where(r[:, None] == t[None, :], p - 1.0, p) * ws[None, :]
-            tl.store(gx_ptr + g_off[None, :] + r[:, None].to(tl.int64) * gx_sc, g.to(ty),
-                     mask=row_ok)
+        for j in tl.range(NUM_CHUNKS, num_stages=STAGES):
+            first = (NUM_CHUNKS - 1 - j) * CHUNK
+            xs = _chunk_load(x_ptr, x_off, x_sc, first, in_image, C, CHUNK)
+            for c in tl.static_range(CHUNK):
+                row = first + c
+                p = _exp(xs[c].to(ACC) - lse)
+                g = tl.where(t == row, p - 1.0, p) * ws
+                tl.store(gx_ptr + g_off + row.to(tl.int64) * gx_sc, g.to(ty),
+                         mask=in_image & (row < C))
     return tl.where(t >= 0, w * (lse - x_t.to(ACC)), 0.0)

@@ -1,0 +1,326 @@
+"""The launch configurations ``python -m benchmarks.tune`` tries, checked without a GPU.
+
+Every C = 150 configuration compiles for sm_90a without spills (ptxas of Triton's own
+toolchain, in a subprocess without TRITON_INTERPRET: this file is also that script,
+``python test_tune_configs.py static``); a few non-default ones give PyTorch's loss
+and gradients under the interpreter; the command line and its config list build on
+CPU. Times nothing.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # benchmarks/ is not installed with the package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import tune  # noqa: E402
+from fastmtl.kernels.semantic import sweeps_step  # noqa: E402
+
+# The probe's shape: every integer argument divisible by 16, as at the benchmark's sizes.
+PROBE = (2, 128, 256)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_help_and_config_list_build_on_cpu():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.tune", "--help"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "--budget" in proc.stdout and "--quick" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.tune", "--out", "unused", "--list"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split(":")[0] for line in proc.stdout.splitlines()] == [c.tag for c in tune.CASES]
+    for case in tune.CASES:
+        configs = tune.candidates(case)
+        assert len(configs) == len(set(configs)), case
+        c150 = case.classes == 150
+        listed = tune.CANDIDATES[case.tag]
+        assert (12 <= len(listed) <= 16) if c150 else (2 <= len(listed) <= 6), case
+        assert configs[:len(listed)] == listed
+        default = configs[0]
+        assert default.max_programs == 16384 and default.warps == 4 and default.stages == 1
+        assert default.vector == 8 // case.element_size
+        for config in configs:
+            assert (config.chunk is not None) == c150, config
+            assert config.max_programs in (*tune.PERSISTENT, tune.DEFAULT_PROGRAMS), config
+    args = tune.parse_args(["--out", "x", "--quick"])
+    assert [(c.tag, len(cs)) for c, cs in tune.plan(args)] == [("C150-fp32", 3), ("C150-bf16", 3)]
+
+
+def test_run_case_checks_every_config_and_writes_the_table(tmp_path):
+    """The measuring loop under the interpreter at a tiny size: every config's gradients and
+    partial sums agree with the default's, the table marks a best row, the budget skips."""
+    import math
+
+    from fastmtl.ops.common import interpreted
+
+    if not interpreted():
+        pytest.skip("runs the kernels under TRITON_INTERPRET=1")
+    case = tune.Case("C150-fp32", 150, "fp32", "1x8x24")
+    configs = tune.candidates(case)[:2] + [tune.Config(1, 2, 1, 528, 32)]
+    result = tune.run_case(case, configs, torch.device("cpu"), copy_gbps=1.0, repeats=1,
+                           deadline=math.inf, log=lambda s: None)
+    rows = result["rows"]
+    assert [r["config"] for r in rows] == [c.name for c in configs]
+    assert all("error" not in r and r["correct"] for r in rows), rows
+    assert rows[0]["library_default"] and not any(r["library_default"] for r in rows[1:])
+    assert rows[0]["grad_error"] == 0 and rows[0]["sum_error"] == 0
+    assert result["bytes_per_pixel"] == 1245
+    late = tune.run_case(tune.Case("C150-bf16", 150, "bf16", "1x8x8"), configs,
+                         torch.device("cpu"), 1.0, 1, deadline=0.0, log=lambda s: None)
+    assert late["rows"] == [] and late["skipped"] == [c.name for c in configs]
+    md = tune.markdown(dict(device="cpu", command="python -m benchmarks.tune --out x",
+                            date="today", commit=None, copy_gbps=1.0, cases=[result, late],
+                            skipped_cases=["C19-fp32"]))
+    assert md.count("| * |") == 1 and "(default)" in md and "Skipped (budget)" in md
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_quick_run_on_gpu(tmp_path):
+    """``--quick`` end to end on the compiled kernels (run with TRITON_INTERPRET=0)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.tune", "--out", str(tmp_path),
+                           "--quick", "--budget", "240"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "tune.json").read_text())
+    rows = [r for case in result["cases"] for r in case["rows"]]
+    assert rows and all(r.get("correct") and r["spills"] == 0 for r in rows), rows
+    assert (tmp_path / "tune.md").read_text().count("| * |") == len(result["cases"])
+
+
+def test_configure_sets_the_library_default_and_the_layout():
+    from benchmarks.problem import Problem, make_inputs
+
+    for case in tune.CASES:
+        bench = Problem("probe", 1, 16, 32, case.classes, case.dtype)
+        args = tune.forward_args(*make_inputs(bench, torch.device("cpu")))
+        default = tune.make_problem(args, None, None, None)
+        configs = tune.candidates(case)
+        first = tune.configure(tune.make_problem(args, None, None, None), configs[0])
+        assert tune.launch_settings(first) == tune.launch_settings(default), case
+        for config in configs[1:]:
+            p = tune.configure(tune.make_problem(args, None, None, None), config)
+            assert p.block_p == config.vector * 32 * config.warps
+            if config.chunk is None:
+                assert p.classes == (case.classes, 1, 0)  # C = 19: planes in registers
+            else:
+                assert p.classes == (0, config.chunk, -(-150 // config.chunk))
+
+
+def test_every_c150_config_compiles_for_sm90_without_spills():
+    from helpers import run_compiled
+
+    report = run_compiled(__file__, "static", timeout=900)
+    tags = {c.tag for c in tune.CASES if c.classes == 150}
+    assert {r["case"] for r in report} == tags
+    assert len(report) == sum(len(tune.candidates(c)) for c in tune.CASES if c.classes == 150)
+    by_name = {(r["case"], r["config"]): r for r in report}
+    # The library's default is among them, as the design test knows it (docs/kernel.md).
+    assert by_name[("C150-fp32", "V2 w4 s1 c8 p16384")]["programs_per_sm"] >= 7
+    assert by_name[("C150-bf16", "V4 w4 s1 c8 p16384")]["programs_per_sm"] >= 4
+    for r in report:
+        assert r["spills"] == 0, r
+        assert r["registers"] <= 255, r
+        assert r["programs_per_sm"] >= 1, r
+        if r["max_programs"] < tune.DEFAULT_PROGRAMS:  # persistent: one wave on an H100
+            assert r["waves_h100"] <= 1, r
+        if r["stages"] > 1:  # the chunk loops are pipelined: asynchronous copies to shared
+            assert r["cp_async"] > 0 and r["shared"] > 0, r
+        print(json.dumps(r))
+
+
+# A few configurations other than the library's, each moving one or more knobs.
+NON_DEFAULT = [
+    (150, torch.float32, tune.Config(1, 4, 1, 264, 16)),
+    (150, torch.float32, tune.Config(1, 2, 3, 528, 16)),
+    (150, torch.float32, tune.Config(2, 8, 2, 264, 8)),
+    (150, torch.bfloat16, tune.Config(2, 4, 1, 264, 16)),
+    (150, torch.bfloat16, tune.Config(4, 2, 2, 528, 32)),
+    (19, torch.float32, tune.Config(4, 4, 2, 1056)),
+]
+
+
+@pytest.mark.parametrize("C,dtype,config", NON_DEFAULT, ids=lambda v: getattr(v, "name", str(v)))
+def test_non_default_configs_match_pytorch(C, dtype, config, monkeypatch):
+    """Under the interpreter: the op with ``config`` set on every problem it builds gives the
+    oracle's loss and gradients (ragged tiles, several tiles per program, masked tails)."""
+    from helpers import make_inputs
+    from oracle import assert_match, run_both
+    from fastmtl.ops import fused as ops
+
+    built = []
+
+    class Configured(ops._Problem):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            tune.configure(self, config)
+            built.append(tune.launch_settings(self))
+
+    monkeypatch.setattr(ops, "_Problem", Configured)
+    # 3 x 13 x 21 pixels: tiles cross image ends and the last program's tiles run past the end.
+    pred, tgt = make_inputs(B=3, C=C, H=13, W=21, dtype=dtype, seed=C + config.vector)
+    cw = torch.rand(C, generator=torch.Generator().manual_seed(1)) + 0.5
+    kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8]),
+                                class_weight=cw)
+    assert_match(kernel, expected, dtype)
+    assert built and all(s[:4] == (config.vector, config.warps, config.stages,
+                                   config.max_programs) for s in built)
+
+
+def test_sweeps_are_right_with_every_chunk_and_stage_count():
+    """The sweeps alone under the interpreter (which runs ``tl.range`` whatever its
+    num_stages) against log_softmax's gradient: ragged last chunks, masked pixels."""
+    from fastmtl.ops.common import interpreted
+
+    if not interpreted():
+        pytest.skip("runs the kernel under TRITON_INTERPRET=1")
+    C, P = 37, 100
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(C, P, generator=g) * 3
+    t = torch.randint(0, C, (P,), generator=g)
+    t[::7] = -1  # not valid: gradient 0
+    w = (t >= 0).float()
+    lsm = torch.log_softmax(x, 0)
+    expected_loss = -(lsm.gather(0, t.clamp(min=0)[None])[0] * w)
+    expected_grad = (lsm.exp() - F.one_hot(t.clamp(min=0), C).T.float()) * w * 0.5
+    for chunk, stages, block in ((8, 1, 64), (16, 3, 128), (32, 2, 64), (4, 2, 32)):
+        gx = torch.full_like(x, float("nan"))
+        loss = torch.empty(P)
+        _sweeps_probe_kernel[(triton_cdiv(P, block),)](
+            x, gx, t, loss, C, P, CHUNK=chunk, NUM_CHUNKS=triton_cdiv(C, chunk), BLOCK_P=block,
+            STAGES=stages)
+        torch.testing.assert_close(loss, expected_loss, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(gx, expected_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_pipelined_sweeps_compile_to_asynchronous_copies_without_spills():
+    from helpers import run_compiled
+
+    report = run_compiled(__file__, "stages", timeout=600)
+    for r in report:
+        assert r["spills"] == 0, r
+        assert (r["cp_async"] > 0) == (r["stages"] > 1), r
+        assert (r["shared"] >= 1024) == (r["stages"] > 1), r
+        print(json.dumps(r))
+
+
+def triton_cdiv(a, b):
+    return -(-a // b)
+
+
+@triton.jit
+def _sweeps_probe_kernel(x_ptr, gx_ptr, t_ptr, loss_ptr, C, P, CHUNK: tl.constexpr,
+                         NUM_CHUNKS: tl.constexpr, BLOCK_P: tl.constexpr, STAGES: tl.constexpr):
+    # The sweeps alone on a (C, P) plane: label t (-1: not valid), weight 1, scale 0.5.
+    q = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    in_image = q < P
+    t = tl.load(t_ptr + q, mask=in_image, other=-1).to(tl.int32)
+    valid = in_image & (t >= 0)
+    off = q.to(tl.int64)
+    x_t = tl.load(x_ptr + off + t.to(tl.int64) * P, mask=valid, other=0.0)
+    w = valid.to(tl.float32)
+    loss = sweeps_step(x_ptr, off, P, x_t, t, w, 0.5, gx_ptr, off, P, in_image, C, CHUNK,
+                       NUM_CHUNKS, BLOCK_P, True, tl.float32, STAGES)
+    tl.store(loss_ptr + q, loss, mask=in_image)
+
+
+# ------------------------------------------------------------------ subprocess side
+
+
+def stages_report() -> list:
+    """The sweeps alone compiled for sm_90a at 1-3 stages (fp32, 128 and 256 pixels)."""
+    from compiled import compile_for, ptxas_usage
+
+    out = []
+    x, gx = torch.empty(150, 4096), torch.empty(150, 4096)
+    t, loss = torch.empty(4096, dtype=torch.int64), torch.empty(4096)
+    for block, chunk, stages in ((128, 16, 1), (128, 16, 2), (128, 16, 3), (256, 8, 3)):
+        kw = dict(CHUNK=chunk, NUM_CHUNKS=triton_cdiv(150, chunk), BLOCK_P=block, STAGES=stages,
+                  num_warps=4)
+        compiled = compile_for(_sweeps_probe_kernel, (x, gx, t, loss, 150, 4096), kw, 90)
+        registers, spills = ptxas_usage(compiled.asm["ptx"])
+        out.append(dict(block_p=block, chunk=chunk, stages=stages, registers=registers,
+                        spills=spills, shared=compiled.metadata.shared,
+                        cp_async=compiled.asm["ptx"].count("cp.async.c")))
+    return out
+
+
+
+def static_report(cases=None, classes=150) -> list:
+    """Per candidate of ``benchmarks.tune`` at ``classes`` (C = 150; 19 by hand): registers, spills, shared memory,
+    programs per SM, asynchronous copies, as compiled for sm_90a with the benchmark's
+    tiles per program (a probe of PROBE pixels stands in for the tensors)."""
+    from compiled import compile_for, programs_per_sm, ptxas_usage, sass
+
+    from benchmarks.problem import SIZES, Problem, make_inputs
+    from fastmtl.ops import fused as ops
+    import fastmtl.kernels as K
+
+    out = []
+    for case in tune.CASES:
+        if case.classes != classes or (cases and case.tag not in cases):
+            continue
+        B, H, W = SIZES[case.size]
+        bench = Problem("probe", *PROBE, case.classes, case.dtype)
+        args = tune.forward_args(*make_inputs(bench, torch.device("cpu")))
+        grads = [torch.empty_like(args[i]) for i in (0, 3, 6)]
+        for config in tune.candidates(case):
+            problem = tune.configure(tune.make_problem(args, *grads), config)
+            real = ops._grid(B, H * W, config.block_p, config.max_programs)
+            probe_tiles = problem.fused_grid()[3]
+            assert real[1] <= probe_tiles, (config, real)
+            problem.max_programs = max(1, probe_tiles // real[1])  # the benchmark's tile loop
+            calls = []
+
+            def launch(kernel):
+                class Grid:
+                    def __getitem__(self, grid):
+                        return lambda *a, **kw: calls.append((kernel, a, kw))
+                return Grid()
+
+            state = torch.empty((K.STATE_ROWS, K.SLOTS), dtype=torch.float64)
+            part = torch.empty((3, problem.fused_grid()[0]))
+            problem.launch_fused(launch, *grads, state, part, True, False, state)
+            ((kernel, a, kw),) = calls
+            assert kw["TILES_PER_PROGRAM"] == real[1]
+            compiled = compile_for(kernel, a, kw, 90)
+            registers, spills = ptxas_usage(compiled.asm["ptx"])
+            code = sass(compiled.asm["cubin"])
+            shared = compiled.metadata.shared
+            per_sm = programs_per_sm(registers, config.warps, shared)
+            out.append(dict(
+                case=case.tag, config=config.name, vector=config.vector, warps=config.warps,
+                stages=config.stages, chunk=config.chunk, max_programs=config.max_programs,
+                programs=real[0], tiles_per_program=real[1], registers=registers, spills=spills,
+                shared=shared, programs_per_sm=per_sm,
+                waves_h100=round(real[0] / (tune.SM_COUNT_H100 * per_sm), 2),
+                resident_px_per_sm=min(per_sm, -(-real[0] // tune.SM_COUNT_H100))
+                * config.block_p,
+                cp_async=compiled.asm["ptx"].count("cp.async.c"),
+                wide_loads=sum(1 for _, i in code if "LDG.E.64" in i or "LDG.E.128" in i),
+                narrow_loads=sum(1 for _, i in code if i.startswith("LDG.E ")
+                                 or " LDG.E " in i or "LDG.E.U16" in i),
+                instructions=len(code)))
+            print(json.dumps(out[-1]), file=sys.stderr, flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    assert "TRITON_INTERPRET" not in os.environ
+    {"static": lambda: print(json.dumps(static_report(sys.argv[2:]))),
+     "static19": lambda: print(json.dumps(static_report(classes=19))),
+     "stages": lambda: print(json.dumps(stages_report()))}[sys.argv[1]]()
