@@ -5,7 +5,7 @@ fp32 and bf16, all three tasks, int64 labels, synthetic inputs of
 ``benchmarks.problem.make_inputs``) the op's forward runs once with the library's
 default configuration, which leaves the normalisers' state and the reference
 gradients. Then, per candidate configuration (attributes of a
-``fastmtl.ops.fused._Problem``: pixels per thread ``vector``, ``warps``, pipelining
+``fastmtl.ops.fused_layout.Problem``: pixels per thread ``vector``, ``warps``, pipelining
 ``stages``, the program cap ``max_programs`` and, for the sweeps, the class
 ``chunk``), ``fused_loss_kernel`` alone (WRITE_GRAD, no backward) is
 
@@ -162,15 +162,15 @@ def candidates(case: Case, pipelined: Optional[bool] = None) -> list[Config]:
 
 
 def configure(problem, config: Config):
-    """Set ``config`` on a ``_Problem`` instance (returned): launch attributes and class layout."""
+    """Set ``config`` on a ``Problem`` instance (returned): launch attributes and class layout."""
     from fastmtl.ops import fused as ops
+    from fastmtl.ops import fused_layout as layout
 
     problem.vector, problem.warps, problem.stages = config.vector, config.warps, config.stages
     problem.max_programs, problem.block_p = config.max_programs, config.block_p
     if config.chunk is None:
-        x = problem.tensors[0]
-        problem.classes = ops._class_layout(problem.C, x is not None, config.vector,
-                                            2 if problem.acc_fp64 else 1, ops.MAX_BLOCK_C)
+        problem.classes = layout.class_layout(problem.C, problem.flags["HAS_SEM"], config.vector,
+                                              2 if problem.acc_fp64 else 1, ops.MAX_BLOCK_C)
     else:
         problem.classes = (0, config.chunk, -(-problem.C // config.chunk))
     return problem
@@ -199,14 +199,14 @@ def forward_args(predictions: dict, targets: dict, log_vars):
 
 
 def make_problem(args, gx, go, gd):
-    from fastmtl.ops import fused as ops
+    from fastmtl.ops import fused_layout as layout
 
     x, t, cw, o, g, m, d, z = args[:8]
-    return ops._Problem(x, t, cw, o, g, m, d, z, gx, go, gd, args[13], args[15])
+    return layout.Problem(x, t, cw, o, g, m, d, z, gx, go, gd, args[13], args[15])
 
 
 class Capture:
-    """A ``launch`` for ``_Problem.launch_fused`` that keeps the compiled kernel it returns."""
+    """A ``launch`` for ``Problem.launch_fused`` that keeps the compiled kernel it returns."""
 
     def __init__(self):
         self.kernel = None
@@ -267,7 +267,7 @@ def run_case(case: Case, configs: list[Config], device, copy_gbps: float, repeat
     rows, skipped = [], []
     default = make_problem(args, *grads)  # the library's own configuration
     part = torch.empty((3, default.fused_grid()[0]), dtype=torch.float32, device=device)
-    default.launch_fused(lambda k: k, *grads, state, part, True, False, state)
+    default.launch_fused(lambda k: k, args[:8], *grads, state, part, True, state)
     ref_sums = part.double().sum(1)
     for config in configs:
         if time.monotonic() > deadline:
@@ -286,7 +286,7 @@ def run_case(case: Case, configs: list[Config], device, copy_gbps: float, repeat
                 v.fill_(float("nan"))
             capture = Capture()
             start = time.monotonic()
-            problem.launch_fused(capture, *grads, state, part, True, False, state)
+            problem.launch_fused(capture, args[:8], *grads, state, part, True, state)
             sync()
             row["first_launch_s"] = time.monotonic() - start  # compile included
             sums = part.double().sum(1)
@@ -302,8 +302,8 @@ def run_case(case: Case, configs: list[Config], device, copy_gbps: float, repeat
                 row["programs_per_sm"] = resident_programs(regs, config.warps, shared or 0)
                 sms = torch.cuda.get_device_properties(device).multi_processor_count
                 row["waves"] = round(nprog / (sms * row["programs_per_sm"]), 2)
-            call = lambda: problem.launch_fused(lambda k: k, *grads, state, part,  # noqa: E731
-                                                True, False, state)
+            call = lambda: problem.launch_fused(lambda k: k, args[:8], *grads, state,  # noqa: E731
+                                                part, True, state)
             # CUDA: triton.testing.do_bench, L2 flushed before each repetition.
             stats = summarize(measure(call, device, warmup=1, repeats=repeats))
             row.update(median_ms=stats["median_s"] * 1e3, p25_ms=stats["p25_s"] * 1e3,

@@ -91,7 +91,7 @@ def fused_loss_kernel(
     HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr,
     FLAT: tl.constexpr, CLASSES: tl.constexpr, CHUNK: tl.constexpr, NUM_CHUNKS: tl.constexpr,
     V: tl.constexpr, BLOCK_P: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr,
-    ACC_FP64: tl.constexpr,
+    ACC_FP64: tl.constexpr, SWEEP_STAGES: tl.constexpr,
 ):
     # One pass over the predictions. Program pid takes tiles pid, pid + programs,
     # ... (TILES_PER_PROGRAM of them, the last ones masked past n_tiles), each
@@ -101,7 +101,8 @@ def fused_loss_kernel(
     # in a fixed order). Gradients are written already multiplied by
     # scale_k = state[ROW_SCALE, k] = carried_k / N_k.
     # Semantic: CLASSES > 0 holds the tile's CLASSES class planes in registers;
-    # CLASSES == 0 makes two sweeps over NUM_CHUNKS chunks of CHUNK classes.
+    # CLASSES == 0 makes two sweeps over NUM_CHUNKS chunks of CHUNK classes, their chunk
+    # loops pipelined SWEEP_STAGES deep (1: not pipelined).
     # FLAT: every tensor has stride_h == W * stride_w, so pixel q sits at q * stride_w.
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
@@ -144,7 +145,7 @@ def fused_loss_kernel(
                     x_t = target_logit(x_ptr, x_off, x_sc, t, in_image)
                     acc_sem += sweeps_step(x_ptr, x_off, x_sc, x_t, t, wt, scale_sem, gx_ptr,
                                            g_off, gx_sc, in_image, C, CHUNK, NUM_CHUNKS,
-                                           BLOCK_P, WRITE_GRAD, ACC)
+                                           BLOCK_P, WRITE_GRAD, ACC, STAGES=SWEEP_STAGES)
             if HAS_INST:
                 acc_inst += _instance_step(in_mask, o0, o1, g0, g1, scale_inst, go_ptr,
                                            b * go_sb + h * go_sh + w * go_sw, go_sc, in_image,

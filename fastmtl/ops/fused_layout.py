@@ -129,6 +129,7 @@ class Problem:
             state, part, self.HW, self.W, tiles_per_image, n_tiles,
             WRITE_GRAD=write_grad, FLAT=self.flat, CLASSES=classes,
             CHUNK=chunk, NUM_CHUNKS=num_chunks, V=self.vector, BLOCK_P=self.block_p,
-            TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64, **self.flags,
+            TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64,
+            SWEEP_STAGES=self.stages if classes == 0 else 1, **self.flags,
             num_warps=self.warps, num_stages=self.stages)
         return nprog

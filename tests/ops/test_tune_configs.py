@@ -164,13 +164,13 @@ def test_non_default_configs_match_pytorch(C, dtype, config, monkeypatch):
 
     built = []
 
-    class Configured(ops._Problem):
+    class Configured(ops.Problem):
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
             tune.configure(self, config)
             built.append(tune.launch_settings(self))
 
-    monkeypatch.setattr(ops, "_Problem", Configured)
+    monkeypatch.setattr(ops, "Problem", Configured)
     # 3 x 13 x 21 pixels: tiles cross image ends and the last program's tiles run past the end.
     pred, tgt = make_inputs(B=3, C=C, H=13, W=21, dtype=dtype, seed=C + config.vector)
     cw = torch.rand(C, generator=torch.Generator().manual_seed(1)) + 0.5
@@ -267,7 +267,7 @@ def static_report(cases=None, classes=150) -> list:
     from compiled import compile_for, programs_per_sm, ptxas_usage, sass
 
     from benchmarks.problem import SIZES, Problem, make_inputs
-    from fastmtl.ops import fused as ops
+    from fastmtl.ops import fused_layout as layout
     import fastmtl.kernels as K
 
     out = []
@@ -280,7 +280,7 @@ def static_report(cases=None, classes=150) -> list:
         grads = [torch.empty_like(args[i]) for i in (0, 3, 6)]
         for config in tune.candidates(case):
             problem = tune.configure(tune.make_problem(args, *grads), config)
-            real = ops._grid(B, H * W, config.block_p, config.max_programs)
+            real = layout.tile_grid(B, H * W, config.block_p, config.max_programs)
             probe_tiles = problem.fused_grid()[3]
             assert real[1] <= probe_tiles, (config, real)
             problem.max_programs = max(1, probe_tiles // real[1])  # the benchmark's tile loop
@@ -294,7 +294,7 @@ def static_report(cases=None, classes=150) -> list:
 
             state = torch.empty((K.STATE_ROWS, K.SLOTS), dtype=torch.float64)
             part = torch.empty((3, problem.fused_grid()[0]))
-            problem.launch_fused(launch, *grads, state, part, True, False, state)
+            problem.launch_fused(launch, args[:8], *grads, state, part, True, state)
             ((kernel, a, kw),) = calls
             assert kw["TILES_PER_PROGRAM"] == real[1]
             compiled = compile_for(kernel, a, kw, 90)
