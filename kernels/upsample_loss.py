@@ -113,9 +113,19 @@ def _tap_value(col0, col1, channel, a, a1, s_h, wx0, wx1, wy0, wy1, ok, ACC: tl.
 
 
 @triton.jit
-def _reduce_runs(T, lam_x_ptr, run_lo, run_hi, last, xw, k_max, BLOCK_CH: tl.constexpr,
+def _in_loop(x, a, COMPILED: tl.constexpr):
+    # x, made to depend on the loop counter a (compiled: an opaque move), so that what is
+    # computed from it is recomputed per iteration rather than hoisted and kept live.
+    if COMPILED:
+        return tl.inline_asm_elementwise("mov.b32 $0, $1; // $2", "=r,r,r", [x, a + x * 0],
+                                         dtype=tl.int32, is_pure=True, pack=1)
+    return x
+
+
+@triton.jit
+def _reduce_runs(T, lam_x_ptr, run_lo, run_hi, last, xw, k_max, a, BLOCK_CH: tl.constexpr,
                  BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr,
-                 ACC: tl.constexpr):
+                 ACC: tl.constexpr, COMPILED: tl.constexpr):
     # T[X - xw, c] per window column. Run r covers the window columns [run_lo[r], run_hi[r]).
     # Returns cells[r, c] = sum_{X in run r} (1 - lam(X)) T + sum_{X in run r-1} lam(X) T
     # (cell r - 1's second taps land on cell r; where `last`, run r's own second taps land
@@ -123,8 +133,8 @@ def _reduce_runs(T, lam_x_ptr, run_lo, run_hi, last, xw, k_max, BLOCK_CH: tl.con
     # time through shared memory (one-dimensional gathers: each thread then adds up KC
     # columns of one run and class), outside the row loop.
     flat = tl.reshape(T, [BLOCK_X * BLOCK_CH])
-    ch = tl.arange(0, BLOCK_CH)
-    k = tl.arange(0, KC)
+    ch = _in_loop(tl.arange(0, BLOCK_CH), a, COMPILED)
+    k = _in_loop(tl.arange(0, KC), a, COMPILED)
     total = tl.zeros([NRUN, BLOCK_CH], ACC)  # sum_{X in run} T
     second = tl.zeros([NRUN, BLOCK_CH], ACC)  # sum_{X in run} lam(X) T
     k0 = 0
@@ -140,7 +150,7 @@ def _reduce_runs(T, lam_x_ptr, run_lo, run_hi, last, xw, k_max, BLOCK_CH: tl.con
         total += tl.sum(g, 0)
         second += tl.sum(lam * g, 0)
         k0 += KC
-    r = tl.arange(0, NRUN)
+    r = _in_loop(tl.arange(0, NRUN), a, COMPILED)
     previous = (tl.maximum(r - 1, 0)[:, None] * BLOCK_CH + ch[None, :])
     shifted = tl.reshape(tl.gather(tl.reshape(second, [NRUN * BLOCK_CH]),
                                    tl.reshape(previous, [NRUN * BLOCK_CH]), 0),
@@ -154,14 +164,14 @@ def _reduce_runs(T, lam_x_ptr, run_lo, run_hi, last, xw, k_max, BLOCK_CH: tl.con
 def _store_cells(acc_a, acc_b, last_row, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, a, lam_x_ptr,
                  start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, BLOCK_CH: tl.constexpr,
                  BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr,
-                 ACC: tl.constexpr):
+                 ACC: tl.constexpr, COMPILED: tl.constexpr):
     # Gradient of low-resolution row a, cells [j_lo, j_hi): per column, T = acc_a - acc_b
     # (its bottom part acc_b belongs to row a + 1, or to row a itself on the image's last
     # row), reduced over the runs of this window [xw, min(xw + BLOCK_X, xe)) and stored times
     # grad_scale, or added to what an earlier window of this program stored. Runs
     # r = 0 .. NRUN-1 are the columns of cells j_lo - 1 + r (read from the start table here,
     # so that nothing run-shaped stays live across the row loop).
-    r = tl.arange(0, NRUN)
+    r = _in_loop(tl.arange(0, NRUN), a, COMPILED)
     cell = j_lo - 1 + r
     run_exists = (cell >= 0) & (cell < j_hi)
     run_start = tl.load(start_x_ptr + cell, mask=run_exists, other=0)
@@ -175,8 +185,9 @@ def _store_cells(acc_a, acc_b, last_row, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, a, 
     first = (reach_start >= xw) | (xw == xs)
 
     T = acc_a - tl.where(last_row, 0.0, acc_b)
-    value = _reduce_runs(T, lam_x_ptr, lo, hi, cell == w - 1, xw, k_max, BLOCK_CH, BLOCK_X,
-                         NRUN, KC, ACC) * grad_scale
+    value = _reduce_runs(T, lam_x_ptr, lo, hi, cell == w - 1, xw, k_max, a, BLOCK_CH, BLOCK_X,
+                         NRUN, KC, ACC, COMPILED) * grad_scale
+    ch = _in_loop(ch, a, COMPILED)
     p = (g_ptr + a.to(tl.int64) * g_sh + cell.to(tl.int64)[:, None] * g_sw
          + ch.to(tl.int64)[None, :] * g_sc)
     ok = cell_ok[:, None] & ch_ok[None, :]
@@ -198,7 +209,7 @@ def upsample_loss_kernel(
     C: tl.constexpr, HAS_SEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_INST: tl.constexpr,
     HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK_C: tl.constexpr,
     BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr, ACC_FP64: tl.constexpr,
-    FAST_MATH: tl.constexpr,
+    FAST_MATH: tl.constexpr, COMPILED: tl.constexpr,
 ):
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
@@ -229,7 +240,6 @@ def upsample_loss_kernel(
     sem_norm = tl.zeros([BLOCK_X], ACC)
     n_bad = tl.zeros([BLOCK_X], tl.int32)
     first_bad = tl.full([BLOCK_X], NO_PIXEL, tl.int64)  # flat index b H W + Y W + X
-    first_value = tl.zeros([BLOCK_X], tl.int64)
     lane_first_row = tl.full([BLOCK_X], NO_ROW, tl.int32)  # of a bad label, per column
     inst_loss = tl.zeros([BLOCK_X], ACC)
     inst_norm = tl.zeros([BLOCK_X], ACC)
@@ -374,17 +384,18 @@ def upsample_loss_kernel(
                     if HAS_SEM:
                         _store_cells(dx_a, dx_b, a1 == a, gx_ptr + b * gx_sb, classes, class_ok,
                                      gx_sc, gx_sh, gx_sw, a, lam_x_ptr, start_x_ptr, j_lo, j_hi,
-                                     w, xs, xw, xe, grad_scale, BLOCK_C, BLOCK_X, NRUN, KC, ACC)
+                                     w, xs, xw, xe, grad_scale, BLOCK_C, BLOCK_X, NRUN, KC, ACC,
+                                     COMPILED)
                     if HAS_INST:
                         _store_cells(do_a, do_b, a1 == a, go_ptr + b * go_sb, offset_ch,
                                      offset_ch < 2, go_sc, go_sh, go_sw, a, lam_x_ptr,
                                      start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, 2,
-                                     BLOCK_X, NRUN, KC, ACC)
+                                     BLOCK_X, NRUN, KC, ACC, COMPILED)
                     if HAS_DEP:
                         _store_cells(dd_a, dd_b, a1 == a, gd_ptr + b * gd_sb, depth_ch,
                                      depth_ch < 1, 0, gd_sh, gd_sw, a, lam_x_ptr, start_x_ptr,
                                      j_lo, j_hi, w, xs, xw, xe, grad_scale, 1, BLOCK_X, NRUN,
-                                     KC, ACC)
+                                     KC, ACC, COMPILED)
                 if HAS_SEM:
                     dx_a = dx_b
                     dx_b = tl.zeros([BLOCK_X, BLOCK_C], ACC)
@@ -404,11 +415,7 @@ def upsample_loss_kernel(
         if HAS_SEM:  # this window's first bad label per column: its flat index and value
             named = lane_first_row != NO_ROW
             flat = b * H * W + lane_first_row.to(tl.int64) * W + Xl
-            value = tl.load(t_ptr + b * t_sb + lane_first_row.to(tl.int64) * t_sh + Xl * t_sw,
-                            mask=named, other=0).to(tl.int64)
-            first = named & (flat < first_bad)
-            first_bad = tl.where(first, flat, first_bad)
-            first_value = tl.where(first, value, first_value)
+            first_bad = tl.where(named & (flat < first_bad), flat, first_bad)
             lane_first_row = tl.full([BLOCK_X], NO_ROW, tl.int32)
         tl.debug_barrier()  # a later window reads the cells this one stored
         xw += BLOCK_X
@@ -420,8 +427,14 @@ def upsample_loss_kernel(
         first_index = tl.min(first_bad, 0)
         tl.store(bad_ptr + pid, tl.sum(n_bad, 0).to(tl.int64))
         tl.store(bad_ptr + n_parts + pid, first_index)
+        # Its value, read again from the targets (fewer registers than carrying it).
+        found = first_index != NO_PIXEL
+        in_image = first_index - b * H * W
+        bad_row = tl.where(found, in_image // W, 0)
+        bad_col = tl.where(found, in_image - bad_row * W, 0)
         tl.store(bad_ptr + 2 * n_parts + pid,
-                 tl.sum(tl.where(first_bad == first_index, first_value, 0), 0))
+                 tl.load(t_ptr + b * t_sb + bad_row * t_sh + bad_col * t_sw, mask=found,
+                         other=0).to(tl.int64))
     if HAS_INST:
         tl.store(part_ptr + n_parts + pid, tl.sum(inst_loss, 0))
         tl.store(part_ptr + (ROW_NORM + 1) * n_parts + pid, tl.sum(inst_norm, 0))

@@ -36,7 +36,7 @@ from typing import Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
-from torch.library import triton_op
+from torch.library import triton_op, wrap_triton
 
 from fastmtl.kernels import bilinear_tables as T
 from fastmtl.kernels import upsample_loss as U
@@ -58,6 +58,16 @@ def provisional_scale(h: int, w: int, H: int, W: int) -> float:
     the pixels per cell, so that stored values stay near 1 in any dtype."""
     per_cell = max(1.0, (H * W) / max(1, h * w))
     return 2.0 ** (1 - int(per_cell).bit_length())
+
+
+def register_cap(plan, acc_fp64: bool, launch) -> dict:
+    """The launch option capping ptxas's registers (``maxnreg``), where the plan has one
+    and the kernel is compiled (not for fp64, whose values take two registers each). Not
+    inside a torch.compile graph: its launcher takes num_warps and num_stages only, so
+    there the kernel is compiled with ptxas's own register choice."""
+    if plan.max_registers is None or acc_fp64 or interpreted() or launch is wrap_triton:
+        return {}
+    return {"maxnreg": plan.max_registers}
 
 
 def _grad_buffer(p: Optional[Tensor], write_grad: bool, acc: torch.dtype, windows: int,
@@ -133,8 +143,8 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
                 C=C if semantic else 1, HAS_WEIGHT=semantic and class_weight is not None,
                 WRITE_GRAD=write_grad, BLOCK_C=plan.block_c, BLOCK_X=plan.block_x,
                 NRUN=plan.nrun, KC=plan.kc, ACC_FP64=acc_fp64,
-                FAST_MATH=not acc_fp64 and not interpreted(), num_warps=plan.num_warps,
-                **flags)
+                FAST_MATH=not acc_fp64 and not interpreted(), COMPILED=not interpreted(),
+                num_warps=plan.num_warps, **flags, **register_cap(plan, acc_fp64, launch))
         if n_sums > 0:
             launch(R.reduce_partials_kernel)[(n_sums,)](
                 part, bad_part, n_parts, n_sem, n_reg, sums, bad_sums, n_sums,

@@ -5,8 +5,9 @@ the split only decides how much work is repeated and how many programs there are
 
 - A thread holds one full-resolution column and all classes (C up to 32), or every
   k-th class with k warps along the classes (larger C, 32 class slots per thread).
-  The regressions' launch (three channels) gives each thread four columns. The
-  window is BLOCK_X columns.
+  The regressions' launch (three channels) gives each thread ``regression_columns``
+  columns. The window is BLOCK_X columns. The choices are a ``Config``; ``use``
+  swaps it for a block of code (tuning), ``DEFAULT`` is what the op uses.
 - A program writes the gradient of ``strip_cells`` low-resolution columns and walks
   the runs of those cells and of the cell before (its second taps land on the
   first cell). The strip is the largest that fits one window, found from the exact
@@ -15,7 +16,7 @@ the split only decides how much work is repeated and how many programs there are
   accumulation dtype.
 - A program also walks one low-resolution row before its band of ``band_rows``
   rows: bands are as long as the grid allows while keeping enough programs to
-  fill the GPU (TARGET_WARPS warps in all).
+  fill the GPU (``target_warps`` warps in all).
 
 Run boundaries: run j (the outputs whose first tap is input j) starts at the first
 output o with src(o) >= j, computed here in exact rational arithmetic; the
@@ -24,19 +25,85 @@ the number of windows the kernel walks.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
+from typing import Optional
 
 from fastmtl.ops.common import cdiv, next_power_of_2
 
-# Enough programs to fill an H100 several times over: about two resident programs of 4 warps
-# per SM (the registers allow two), 132 SMs, 8 rounds; fewer for programs of more warps.
-TARGET_WARPS = 8192
-BAND_ROWS = (16, 8, 4)   # longest band first; the walked extra row costs 1 / (rows + 1)
-MULTI_WINDOW_STRIP = 8   # strip of a head much narrower than its targets
 MAX_CLASSES_PER_THREAD = 32  # up to here a thread holds all classes of its column
 CLASSES_PER_THREAD = 32      # beyond, each warp takes every (warps)-th class: 32 slots each
 MAX_WARPS = 16
+MULTI_WINDOW_STRIP = 8   # strip of a head much narrower than its targets
+
+
+@dataclass(frozen=True)
+class Config:
+    """The tiling choices of both launches (``benchmarks/tune_upsample.py`` times them).
+
+    Every configuration computes the same loss and gradients; only the order of some
+    sums changes (which program adds which pixels, how many columns of a run are
+    gathered at a time), so results agree to rounding, and each configuration is
+    deterministic.
+    """
+
+    # Semantic launch, C <= MAX_CLASSES_PER_THREAD: warps along the columns (one column
+    # per thread, BLOCK_X = 32 x warps), more for heads much narrower than the targets.
+    semantic_warps: int = 4
+    wide_semantic_warps: int = 8      # when W > 10 w
+    # ptxas register cap (its .maxnreg; None: ptxas's choice). 168 lets three programs of
+    # 4 warps share an SM (224 registers uncapped: two), with no spills at C = 19.
+    semantic_registers: Optional[int] = 168
+    # The caps apply to strips of one window meeting at most this many runs (factors of
+    # about 8 and more at BLOCK_X = 128): at smaller factors the run reduction's tiles need
+    # the registers (a factor of 2 spills 764 bytes under the cap, in the row loop too),
+    # and so does the walk over several windows of heads much narrower than the targets.
+    capped_runs: int = 16
+    large_c_registers: Optional[int] = None  # C > MAX_CLASSES_PER_THREAD (warps share classes)
+    # Regressions' launch: columns per thread and warps (BLOCK_X = 32 x warps x columns).
+    # One column per thread needs 128 registers (four programs of 4 warps per SM); four
+    # columns needed 255 (two).
+    regression_columns: int = 1
+    regression_warps: int = 4
+    regression_registers: Optional[int] = None
+    # Programs: bands are as long as BAND_ROWS allows while B x strips x bands keeps
+    # target_warps / (warps per program) programs; the walked extra row costs 1 / (rows + 1).
+    target_warps: int = 8192
+    band_rows: tuple = (16, 8, 4)
+
+    def name(self) -> str:
+        """The fields that differ from the defaults, as ``field=value`` pairs."""
+        diff = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
+                if getattr(self, f.name) != getattr(DEFAULT, f.name)]
+        return ",".join(diff) or "default"
+
+
+DEFAULT = Config()
+_current = [DEFAULT]
+
+
+def current() -> Config:
+    """The configuration the op uses now (``DEFAULT`` unless ``use`` changed it)."""
+    return _current[0]
+
+
+@contextlib.contextmanager
+def use(config: Optional[Config] = None, **changes):
+    """``with use(Config(...))`` or ``with use(semantic_warps=2)``: the op tiles with that
+    configuration inside the block (a tuning sweep; not thread-safe)."""
+    chosen = replace(config or current(), **changes)
+    previous = _current[0]
+    _current[0] = chosen
+    try:
+        yield chosen
+    finally:
+        _current[0] = previous
+
+
+# Module-level names of 0.2.0.dev0, kept for readers of the defaults.
+TARGET_WARPS = DEFAULT.target_warps
+BAND_ROWS = DEFAULT.band_rows
 
 
 def run_starts(n_in: int, n_out: int, align_corners: bool) -> list[int]:
@@ -79,19 +146,25 @@ class Tiles:
     nrun: int           # runs a window may meet: a power of two >= strip_cells + 1
     kc: int             # columns per run gathered at a time
     windows: int        # windows per strip (estimate; > 1: cells accumulate across windows)
+    max_registers: Optional[int] = None  # ptxas register cap (None: ptxas's choice)
 
 
 def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
-          semantic: bool) -> Tiles:
+          semantic: bool, config: Optional[Config] = None) -> Tiles:
     """The split of the semantic launch (C classes) or of the regressions' launch."""
+    cfg = config or current()
     block_c = next_power_of_2(C) if semantic else 1
     columns = 1  # columns per thread
-    if not semantic:  # three channels: four columns per thread
-        warps_c, warps_x, columns = 1, 4, 4
+    if not semantic:
+        warps_c, warps_x, columns = 1, cfg.regression_warps, cfg.regression_columns
+        registers = cfg.regression_registers
     elif block_c <= MAX_CLASSES_PER_THREAD:  # classes in the thread, warps along the columns
-        warps_c, warps_x = 1, 4 if W <= 10 * w else 8
+        warps_c = 1
+        warps_x = cfg.semantic_warps if W <= 10 * w else cfg.wide_semantic_warps
+        registers = cfg.semantic_registers
     else:  # warps along the classes too, CLASSES_PER_THREAD classes (and padding) each
         warps_c, warps_x = min(MAX_WARPS, block_c // CLASSES_PER_THREAD), 1
+        registers = cfg.large_c_registers
     block_x = 32 * warps_x * columns
     cells = _strip_fit(w, W, align_corners, block_x)
     windows = 1
@@ -101,12 +174,14 @@ def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
         windows = max(cdiv(start[min(j + cells, w)] - start[max(j - 1, 0)], block_x)
                       for j in range(0, w, cells))
     n_strips = cdiv(w, cells)
-    programs = TARGET_WARPS // (warps_c * warps_x)
-    band_rows = next((r for r in BAND_ROWS if B * n_strips * cdiv(h, r) >= programs),
-                     BAND_ROWS[-1])
+    programs = cfg.target_warps // (warps_c * warps_x)
+    band_rows = next((r for r in cfg.band_rows if B * n_strips * cdiv(h, r) >= programs),
+                     cfg.band_rows[-1])
     band_rows = max(1, min(band_rows, h))
     nrun = next_power_of_2(cells + 1)
+    if nrun > cfg.capped_runs or windows > 1:
+        registers = None
     return Tiles(block_c=block_c, block_x=block_x, num_warps=warps_c * warps_x,
                  strip_cells=cells, n_strips=n_strips, band_rows=band_rows,
                  n_bands=cdiv(h, band_rows), nrun=nrun, kc=max(1, block_x // nrun),
-                 windows=windows)
+                 windows=windows, max_registers=registers)

@@ -5,8 +5,9 @@ Triton's own ptxas gives registers and spills and cuobjdump the SASS. On sm_90a 
 design of ``kernels/upsample_loss.py`` is asserted for the configurations the
 benchmarks measure (C = 19 at a factor of 8, fp32 and bf16, and the regressions):
 
-- no register spills, and registers that let two programs of 4 warps share an SM
-  (channels-last predictions included);
+- no register spills, and registers that let three programs of 4 warps share an SM in
+  the semantic launch (its 168-register cap) and four in the regressions' launch (one
+  column per thread), channels-last predictions included;
 - the row loop (the innermost loop issuing the exponentials, or the most global loads)
   keeps a column's classes in one thread: no barrier, shuffle, shared or local memory
   in it, one MUFU.EX2 per class (padding classes cost nothing), the int64 label read
@@ -32,7 +33,7 @@ ALL = ("semantic", "instance", "depth")
 KERNELS = {"axis_table_kernel", "upsample_loss_kernel", "reduce_partials_kernel",
            "upsample_finalize_kernel", "upsample_grad_scale_kernel"}
 # Instructions per target pixel in the row loops of the semantic launch (True) and of the
-# regressions' launch (False; four columns per thread). Measured: 307, 311, 311, 362 / 4.
+# regressions' launch (False; one column per thread). Measured: 308 (fp32), 313 (bf16), 99.
 ROW_BUDGET = {("C19-fp32", True): 330, ("C19-bf16", True): 330, ("C19-strided", True): 330,
               ("C19-fp32", False): 110}
 
@@ -56,7 +57,8 @@ def test_aot_compile_every_specialisation_and_the_design_on_sm90():
         v = by_tag[tag]
         registers, spills = v["ptxas"]["sm_90a"]
         assert spills == 0, (tag, v["ptxas"])
-        assert programs_per_sm(registers, v["num_warps"]) >= 2, (tag, registers)
+        # Semantic: the register cap (three programs); regressions: four programs.
+        assert programs_per_sm(registers, v["num_warps"]) >= (3 if tag[1] else 4), (tag, registers)
         row = v["row_loop"]
         assert not row["ops"].keys() & {"BAR", "SHFL", "LDS", "STS", "LDL", "STL"}, (tag, row)
         assert row["instructions"] / v["columns_per_thread"] <= budget, (tag, row)
