@@ -42,10 +42,11 @@ from fastmtl.kernels import bilinear_tables as T
 from fastmtl.kernels import upsample_loss as U
 from fastmtl.kernels import upsample_reduce as R
 from fastmtl.ops.common import (TASK_SLOTS, bchw_strides, bhw_strides, cdiv, check_device,
-                                device_guard, eager_or_op, interpreted, is_real, launcher)
+                                device_guard, direct_launcher, eager_cuda, eager_or_op,
+                                interpreted, is_real, launch_key, launcher)
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
-from fastmtl.ops.upsample_tiles import tiles
+from fastmtl.ops.upsample_tiles import current, tiles
 
 TABLE_BLOCK = 1024
 REDUCE_BLOCK = 1024   # partials per program on each level of the reduction
@@ -188,9 +189,14 @@ def _upsampled_impl(x: Optional[Tensor], t: Optional[Tensor], class_weight: Opti
     """(total, losses (K,), dtotal/dcoef (K,), stored gradients of x, o, d, state, bad labels)."""
     first = next(p for p in (x, o, d) if p is not None)
     check_device(first)
-    return _forward(launcher(not is_real(first)), x, t, class_weight, o, g, m, d, z, coef,
-                    positions, factors, regulariser, use_log_vars, ignore_index, align_corners,
-                    write_grad)
+    if eager_cuda(first):  # the tiling configuration decides launch arguments too
+        launch = direct_launcher(launch_key((x, t, class_weight, o, g, m, d, z, coef, positions,
+                                             factors, regulariser, use_log_vars, ignore_index,
+                                             align_corners, write_grad, current())), first.device)
+    else:
+        launch = launcher(not is_real(first))
+    return _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors,
+                    regulariser, use_log_vars, ignore_index, align_corners, write_grad)
 
 
 def _setup_context(ctx, inputs, output):
@@ -221,9 +227,12 @@ def _backward(ctx, g_total, g_losses, *_unused):
         # Scaled in place, unless the graph is kept for another backward.
         in_place = not (is_real(state)
                         and torch._C._autograd._get_current_graph_task_keep_graph())
-        gx_out, go_out, gd_out = _gradients(
-            launcher(not is_real(state)), g_total, g_losses, (x, o, d), (gx, go, gd), state,
-            positions, scale, (need[0], need[3], need[6]), in_place)
+        wanted = (need[0], need[3], need[6])
+        launch = (direct_launcher(launch_key((x, o, d, gx, go, gd, state, g_total, g_losses,
+                                               positions, scale, wanted, in_place)), state.device)
+                  if eager_cuda(state) else launcher(not is_real(state)))
+        gx_out, go_out, gd_out = _gradients(launch, g_total, g_losses, (x, o, d), (gx, go, gd),
+                                            state, positions, scale, wanted, in_place)
     grad_coef = (g_total * dcoef).to(coef.dtype) if coef is not None and need[8] else None
     return (gx_out, None, None, go_out, None, None, gd_out, None, grad_coef,
             None, None, None, None, None, None, None)
