@@ -148,9 +148,9 @@ def sweeps_pipelined() -> bool:
     import inspect
     import re
 
-    import fastmtl.kernels as K
+    from fastmtl.ops import fused  # registers kernels/ as fastmtl.kernels in a bare checkout
 
-    source = inspect.getsource(K.fused_loss_kernel.fn)
+    source = inspect.getsource(fused.K.fused_loss_kernel.fn)
     return bool(re.search(r"sweeps_step\([^)]*\bSTAGES\s*=", source))
 
 
