@@ -258,7 +258,6 @@ def run_case(case: Case, configs: list[Config], device, copy_gbps: float, repeat
     bench = Problem(label, B, H, W, case.classes, case.dtype, "int64")
     predictions, targets, log_vars = make_inputs(bench, device)
     args = forward_args(predictions, targets, log_vars)
-    del predictions
     out = ops._forward(lambda k: k, *args)
     ref_grads, state = out[3:6], out[6]
     nbytes = bench.pixels * minimal_bytes_per_pixel(case.classes, DTYPES[case.dtype])
@@ -321,8 +320,57 @@ def run_case(case: Case, configs: list[Config], device, copy_gbps: float, repeat
         rows.append(row)
     del args, out, grads, ref_grads, state
     release(device)
+    best = _best(rows)
+    for row in [r for r in rows if r.get("library_default")] + ([best] if best else []):
+        if "whole_call" in row or time.monotonic() > deadline + WHOLE_CALL_GRACE:
+            continue
+        config = next(c for c in configs if c.name == row["config"])
+        try:
+            row["whole_call"] = whole_call(config, predictions, targets, log_vars, device, repeats,
+                                           nbytes, copy_gbps)
+            log(f"{case.tag:10} {config.name:24} whole call: eager "
+                f"{row['whole_call']['eager_ms']:.3f} ms, graph {row['whole_call']['graph_ms']} ms")
+        except Exception as exc:  # the kernel-alone figures stand without it
+            traceback.print_exc()
+            row["whole_call"] = {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
+    del predictions, targets, log_vars
+    release(device)
     return dict(case=case.tag, classes=case.classes, dtype=case.dtype, shape=f"{B}x{H}x{W}",
                 bytes_per_pixel=nbytes // bench.pixels, rows=rows, skipped=skipped)
+
+
+WHOLE_CALL_GRACE = 40  # seconds past the budget still spent on the whole-call timings
+
+
+def whole_call(config: Config, predictions, targets, log_vars, device, repeats: int,
+               nbytes: int, copy_gbps: float) -> dict:
+    """The whole forward + backward call of the triton loss with ``config`` set on every
+    problem the op builds: eager median and CUDA-graph replay."""
+    from benchmarks.implementations import IMPLEMENTATIONS, step
+    from benchmarks.timing import graph_times, measure, summarize
+    from fastmtl.ops import fused
+
+    library = fused.Problem
+
+    class Configured(library):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            configure(self, config)
+
+    loss = IMPLEMENTATIONS["triton"].build()
+    fn = lambda: step(loss, predictions, targets, log_vars, True)  # noqa: E731
+    fused.Problem = Configured
+    fused._problems.clear()  # problems kept from earlier calls carry the library's config
+    try:
+        eager = summarize(measure(fn, device, 2, repeats))["median_s"]
+        graph = graph_times(fn, device, repeats)
+    finally:
+        fused.Problem = library
+        fused._problems.clear()
+    graph_s = summarize(graph)["median_s"] if graph else None
+    return {"eager_ms": 1e3 * eager, "graph_ms": 1e3 * graph_s if graph_s else None,
+            "pct_copy_eager": 100 * nbytes / eager / 1e9 / copy_gbps,
+            "pct_copy_graph": 100 * nbytes / graph_s / 1e9 / copy_gbps if graph_s else None}
 
 
 def _best(rows: list[dict]) -> Optional[dict]:
@@ -360,6 +408,16 @@ def markdown(result: dict) -> str:
                 f"| {r.get('registers')} | {r.get('spills')} | {r.get('shared')} "
                 f"| {r['programs']} | {r.get('programs_per_sm')} | {r.get('waves')} "
                 f"| {r.get('first_launch_s', 0):.1f} |")
+        for r in order:
+            whole = r.get("whole_call")
+            if whole and "eager_ms" in whole:
+                graph = (f"{whole['graph_ms']:.3f} ms ({whole['pct_copy_graph']:.1f}% copy)"
+                         if whole.get("graph_ms") else "-")
+                lines += ["", f"Whole forward + backward call, {r['config']}: eager "
+                          f"{whole['eager_ms']:.3f} ms ({whole['pct_copy_eager']:.1f}% copy), "
+                          f"graph replay {graph}."]
+            elif whole:
+                lines += ["", f"Whole call, {r['config']}: {whole.get('error')}"]
         if case["skipped"]:
             lines += ["", f"Skipped (budget): {', '.join(case['skipped'])}"]
         lines.append("")
