@@ -91,7 +91,8 @@ def _c(vector, warps, stages, max_programs, chunk=None) -> Config:
 # (``sweeps_pipelined``): until then pipelined configs would compile to the same code.
 CANDIDATES = {
     "C150-fp32": [
-        _c(2, 4, 1, DEFAULT_PROGRAMS, 8),      # the library's default: 7 x 256 px per SM
+        _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the library's default: 5 x 256 px per SM
+        _c(2, 4, 1, DEFAULT_PROGRAMS, 8),      # its default until measured (H200, 2026-11-26)
         _c(1, 4, 1, 264, 32),                  # 256 programs of 128 px: 256 px per SM
         _c(2, 4, 1, 264, 16),                  # 256 programs of 256 px: 512 px per SM
         _c(1, 4, 1, 528, 32),                  # 512 programs of 128 px: 512 px per SM
@@ -103,11 +104,11 @@ CANDIDATES = {
         _c(1, 2, 1, 528, 16),
         _c(2, 4, 1, 264, 8),
         _c(2, 2, 1, 528, 8),
-        _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the default grid, one knob moved
         _c(1, 4, 1, DEFAULT_PROGRAMS, 16),
     ],
     "C150-bf16": [
-        _c(4, 4, 1, DEFAULT_PROGRAMS, 8),      # the library's default: 5 x 512 px per SM
+        _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the library's default: 6 x 256 px per SM
+        _c(4, 4, 1, DEFAULT_PROGRAMS, 8),      # its default until measured (H200, 2026-11-26)
         _c(4, 2, 1, 264, 32),                  # 256 programs of 256 px: 512 px per SM
         _c(4, 4, 1, 264, 16),                  # 256 programs of 512 px: 1024 px per SM
         _c(4, 2, 1, 264, 16),
@@ -119,7 +120,6 @@ CANDIDATES = {
         _c(2, 8, 1, 264, 16),
         _c(4, 4, 1, 264, 8),
         _c(4, 2, 1, 264, 8),
-        _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the default grid, one knob moved
     ],
     # C = 19 (planes in registers): persistent grids that fit in one wave (the program count
     # is rounded to a power of two: 1024 programs of 7 per SM would leave a second wave).

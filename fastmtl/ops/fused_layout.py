@@ -16,7 +16,8 @@ from fastmtl.ops.common import bchw_strides, bhw_strides, cdiv, next_power_of_2
 
 MAX_BLOCK_C = 64        # most classes held in registers per pixel; more take two sweeps
 REGISTER_LOGITS = 80    # most registers of logits per thread (C x V, fp64 counts twice)
-SWEEP_CHUNK = 8         # classes per chunk of the two sweeps
+SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
+SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte accesses)
 ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
 FUSED_WARPS = 4
 FUSED_PROGRAMS = 16384  # most programs of the fused pass: small tail wave, 2-4 tiles each
@@ -85,9 +86,14 @@ class Problem:
         self.warps = FUSED_WARPS
         self.stages = 1
         self.max_programs = FUSED_PROGRAMS
-        self.block_p = self.vector * 32 * self.warps
         self.classes = class_layout(self.C, x is not None, self.vector,
                                    2 if self.acc_fp64 else 1, max_block_c)
+        if self.classes[0] == 0 and x is not None:
+            # Measured at C = 150 (python -m benchmarks.tune, H200): chunks of 16 classes at
+            # two pixels per thread beat 8-byte bf16 accesses (V = 4 with chunks of 16 spills,
+            # with chunks of 8 it is 5% slower).
+            self.vector = min(self.vector, SWEEP_VECTOR)
+        self.block_p = self.vector * 32 * self.warps
         # Strides; absent tensors (and gradients not written) contribute zeros.
         bchw = [list(bchw_strides(v)) for v in (x, gx, o, go, g)]
         bhw = [list(bhw_strides(v)) for v in (t, m, d, gd, z)]

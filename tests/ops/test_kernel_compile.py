@@ -63,7 +63,7 @@ def test_aot_compile_every_specialisation_for_sm80_and_sm90():
 
 # Planned resident programs (of 4 warps) per SM, from the registers of each benchmark
 # specialisation: 65536 registers / (registers rounded up to 8 x 128 threads).
-PLANNED_PROGRAMS_PER_SM = {"C19-fp32": 7, "C19-bf16": 4, "C150-fp32": 7, "C150-bf16": 5}
+PLANNED_PROGRAMS_PER_SM = {"C19-fp32": 7, "C19-bf16": 4, "C150-fp32": 5, "C150-bf16": 6}
 
 
 def test_benchmark_specialisations_keep_the_designs_facts():
@@ -79,9 +79,14 @@ def test_benchmark_specialisations_keep_the_designs_facts():
             assert tile["wide_loads"] >= v["C"] + 6, v  # x planes, o, g, z, d
             assert tile["loads_before_stores"], v
         else:  # two sweeps over chunks of classes
+            # One access per class plane and thread: 64-bit at fp32 (V = 2), 32-bit at bf16
+            # (V = 2 measured faster than 64-bit V = 4 at C = 150: docs/kernel.md).
             first, second = [lp for lp in v["loops"] if lp["innermost"]]
-            assert first["wide_loads"] == second["wide_loads"] == v["chunk"], v
-            assert first["stores"] == 0 and second["stores"] == second["wide_stores"] == v["chunk"]
+            assert first["loads"] == second["loads"] == v["chunk"], v
+            assert first["stores"] == 0 and second["stores"] == v["chunk"], v
+            if v["tag"].endswith("fp32"):
+                assert first["wide_loads"] == second["wide_loads"] == v["chunk"], v
+                assert second["wide_stores"] == v["chunk"], v
         print(json.dumps({k: v[k] for k in ("tag", "registers", "programs_per_sm",
                                             "warp_instructions_per_pixel")}))
 
@@ -232,7 +237,10 @@ def _design_report() -> list:
     report, budget = [], layout.FUSED_PROGRAMS
     for tag, C, dtype, (B, H, W) in BENCHMARK:
         dtype = getattr(torch, dtype)
-        block_p = layout.vector(torch.empty(0, dtype=dtype)) * 32 * layout.FUSED_WARPS
+        V = layout.vector(torch.empty(0, dtype=dtype))
+        if layout.class_layout(C, True, V, 1, ops.MAX_BLOCK_C)[0] == 0:  # the sweeps' V
+            V = min(V, layout.SWEEP_VECTOR)
+        block_p = V * 32 * layout.FUSED_WARPS
         per_program = layout.tile_grid(B, H * W, block_p, budget)[1]
         probe_tiles = layout.tile_grid(PROBE[0], PROBE[1] * PROBE[2], block_p, budget)[3]
         layout.FUSED_PROGRAMS = max(1, probe_tiles // per_program)  # the benchmark's tile loop
