@@ -43,9 +43,10 @@ class _NoLaunch:
 def stubbed_launches():
     """The fastmtl ops on CPU tensors with every kernel launch a no-op (see the module doc)."""
     from fastmtl.ops import fused, upsample
+    from fastmtl.ops.common import launch_key
 
-    stubs = {"launcher": lambda traced: _NoLaunch, "direct_launcher": lambda key, device: _NoLaunch,
-             "eager_cuda": lambda t: True, "check_device": lambda t: None}
+    stubs = {"launch_for": lambda t, key_args: (_NoLaunch, launch_key(key_args)),
+             "check_device": lambda t: None}
     saved = [(m, name, getattr(m, name)) for m in (fused, upsample) for name in stubs
              if hasattr(m, name)]
     for m, name, _ in saved:

@@ -87,8 +87,6 @@ def _c(vector, warps, stages, max_programs, chunk=None) -> Config:
 # pixels resident on the chip times C times the element size stay well under the 50 MB of L2,
 # so the program cap bounds the resident pixels (2-4 programs per SM); larger chunks keep
 # enough bytes in flight (resident pixels x CHUNK x element size per SM) with so few threads.
-# ``stages`` reaches the sweeps' chunk loops only where fused_loss_kernel passes it on
-# (``sweeps_pipelined``): until then pipelined configs would compile to the same code.
 CANDIDATES = {
     "C150-fp32": [
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the library's default: 5 x 256 px per SM
@@ -143,22 +141,10 @@ PIPELINED = {
 }
 
 
-def sweeps_pipelined() -> bool:
-    """Whether fused_loss_kernel passes a pipelining depth (``STAGES=``) to the sweeps."""
-    import inspect
-    import re
-
-    from fastmtl.ops import fused  # registers kernels/ as fastmtl.kernels in a bare checkout
-
-    source = inspect.getsource(fused.K.fused_loss_kernel.fn)
-    return bool(re.search(r"sweeps_step\([^)]*\bSTAGES\s*=", source))
-
-
-def candidates(case: Case, pipelined: Optional[bool] = None) -> list[Config]:
-    """The configurations tried for ``case``, the library's default first."""
-    if pipelined is None:
-        pipelined = sweeps_pipelined()
-    return list(CANDIDATES[case.tag]) + (PIPELINED.get(case.tag, []) if pipelined else [])
+def candidates(case: Case) -> list[Config]:
+    """The configurations tried for ``case``, the library's default first, the pipelined
+    ones (``stages`` > 1, the sweeps' chunk loops through cp.async) last."""
+    return list(CANDIDATES[case.tag]) + PIPELINED.get(case.tag, [])
 
 
 def configure(problem, config: Config):

@@ -159,6 +159,16 @@ def eager_cuda(t: Tensor) -> bool:
     return is_real(t) and t.is_cuda and not torch.compiler.is_compiling()
 
 
+def launch_for(t: Tensor, key_args: tuple):
+    """(launch, key) for an op call on ``t``'s device: direct launches under
+    ``launch_key(key_args)`` for an eager CUDA call, otherwise Triton's launcher, or a
+    ``wrap_triton`` node when traced (key None)."""
+    if eager_cuda(t):
+        key = launch_key(key_args)
+        return direct_launcher(key, t.device), key
+    return launcher(not is_real(t)), None
+
+
 def direct_launcher(key: tuple, device: torch.device):
     """kernel -> launchable for an eager call on CUDA tensors of ``device`` (the current
     device: launch under ``device_guard``) whose launches are all decided by ``key``

@@ -67,8 +67,7 @@ from torch.library import triton_op
 
 import fastmtl.kernels as K
 from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, cdiv, check_device, device_guard,
-                                direct_launcher, eager_cuda, eager_or_op, is_real, launch_key,
-                                launcher)
+                                eager_or_op, is_real, launch_for)
 from fastmtl.ops.fused_layout import MAX_BLOCK_C, Problem
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
@@ -149,13 +148,9 @@ def _fused_impl(x: Optional[Tensor], t: Optional[Tensor], class_weight: Optional
     """Returns (total, losses (K,), dtotal/dcoef (K,), dx, do, dd, state, bad labels)."""
     first = next(p for p in (x, o, d) if p is not None)
     check_device(first)
-    key = None
-    if eager_cuda(first):
-        key = launch_key((x, t, class_weight, o, g, m, d, z, coef, positions, factors,
-                          regulariser, use_log_vars, ignore_index, write_grad, max_block_c))
-        launch = direct_launcher(key, first.device)
-    else:
-        launch = launcher(not is_real(first))
+    launch, key = launch_for(first, (x, t, class_weight, o, g, m, d, z, coef, positions, factors,
+                                     regulariser, use_log_vars, ignore_index, write_grad,
+                                     max_block_c))
     return _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors,
                     regulariser, use_log_vars, ignore_index, write_grad, max_block_c, key)
 
@@ -204,9 +199,7 @@ def _backward(ctx, g_total, g_losses, *_unused):
     if write_grad:
         # A retained graph keeps the buffers for its next backward: leave them as they are.
         copy = not is_real(dcoef) or torch._C._autograd._get_current_graph_task_keep_graph()
-        launch = (direct_launcher(launch_key((gx, go, gd, state, g_total, g_losses, positions,
-                                               copy)), state.device)
-                  if eager_cuda(state) else launcher(not is_real(dcoef)))
+        launch = launch_for(state, (gx, go, gd, state, g_total, g_losses, positions, copy))[0]
         gx, go, gd = _apply_output_grad(launch, g_total, g_losses, saved, positions, copy)
     need = ctx.needs_input_grad
     grad_coef = ((g_total * dcoef).to(coef.dtype)

@@ -42,8 +42,7 @@ from fastmtl.kernels import bilinear_tables as T
 from fastmtl.kernels import upsample_loss as U
 from fastmtl.kernels import upsample_reduce as R
 from fastmtl.ops.common import (TASK_SLOTS, bchw_strides, bhw_strides, cdiv, check_device,
-                                device_guard, direct_launcher, eager_cuda, eager_or_op,
-                                interpreted, is_real, launch_key, launcher)
+                                device_guard, eager_or_op, interpreted, is_real, launch_for)
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
 from fastmtl.ops.upsample_tiles import current, tiles
@@ -189,12 +188,10 @@ def _upsampled_impl(x: Optional[Tensor], t: Optional[Tensor], class_weight: Opti
     """(total, losses (K,), dtotal/dcoef (K,), stored gradients of x, o, d, state, bad labels)."""
     first = next(p for p in (x, o, d) if p is not None)
     check_device(first)
-    if eager_cuda(first):  # the tiling configuration decides launch arguments too
-        launch = direct_launcher(launch_key((x, t, class_weight, o, g, m, d, z, coef, positions,
-                                             factors, regulariser, use_log_vars, ignore_index,
-                                             align_corners, write_grad, current())), first.device)
-    else:
-        launch = launcher(not is_real(first))
+    # The tiling configuration decides launch arguments too: part of the key.
+    launch = launch_for(first, (x, t, class_weight, o, g, m, d, z, coef, positions, factors,
+                                regulariser, use_log_vars, ignore_index, align_corners,
+                                write_grad, current()))[0]
     return _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors,
                     regulariser, use_log_vars, ignore_index, align_corners, write_grad)
 
@@ -228,9 +225,8 @@ def _backward(ctx, g_total, g_losses, *_unused):
         in_place = not (is_real(state)
                         and torch._C._autograd._get_current_graph_task_keep_graph())
         wanted = (need[0], need[3], need[6])
-        launch = (direct_launcher(launch_key((x, o, d, gx, go, gd, state, g_total, g_losses,
-                                               positions, scale, wanted, in_place)), state.device)
-                  if eager_cuda(state) else launcher(not is_real(state)))
+        launch = launch_for(state, (x, o, d, gx, go, gd, state, g_total, g_losses, positions,
+                                    scale, wanted, in_place))[0]
         gx_out, go_out, gd_out = _gradients(launch, g_total, g_losses, (x, o, d), (gx, go, gd),
                                             state, positions, scale, wanted, in_place)
     grad_coef = (g_total * dcoef).to(coef.dtype) if coef is not None and need[8] else None

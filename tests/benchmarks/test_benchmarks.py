@@ -346,10 +346,10 @@ def test_host_time_with_stubbed_launches_profiles_the_python_side(capsys):
     from benchmarks import host_time
     from fastmtl.ops import fused
 
-    launcher = fused.launcher
+    launch_for = fused.launch_for
     assert host_time.main(["--stub-launches", "--calls", "3", "--top", "2", "--size", "1x8x16",
                            "--impls", "triton", "upsample-fused"]) == 0
     out = capsys.readouterr().out
     assert out.count("per fwd+bwd call (Python side, launches stubbed)") == 2, out
     assert out.count("function calls") == 4  # each profiled, by cumulative and own time
-    assert fused.launcher is launcher  # the stubs are gone afterwards
+    assert fused.launch_for is launch_for  # the stubs are gone afterwards
