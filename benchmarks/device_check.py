@@ -12,7 +12,6 @@ time-out of one never loses the others' files):
     plots        python -m benchmarks.plot loss.json train-step.json
     tune         python -m benchmarks.tune            (only when named in --parts)
     tune-upsample  python -m benchmarks.tune_upsample (only when named in --parts)
-    tune-prepass   python -m benchmarks.tune_prepass  (only when named in --parts)
 
 The parts share a time budget (default 450 s): each gets its share plus what
 the earlier parts left unused. OUT_DIR receives at most 8 files: summary.md
@@ -37,8 +36,7 @@ from pathlib import Path
 from benchmarks import environment, targets
 
 REPO = environment.REPO
-SHARES = {"tests": 140, "loss": 190, "train": 90, "plots": 20, "tune": 150, "tune-upsample": 120,
-          "tune-prepass": 40}
+SHARES = {"tests": 140, "loss": 190, "train": 90, "plots": 20, "tune": 150, "tune-upsample": 120}
 DEFAULT_PARTS = ["tests", "loss", "train", "plots"]  # the tuning sweeps run when named
 RESERVE = 5  # seconds kept for the summary after the last part
 OPTIONAL = {  # module: what its absence means here
@@ -47,7 +45,7 @@ OPTIONAL = {  # module: what its absence means here
                          "cannot be collected; pytest carries on past them",
 }
 REQUIRED = {
-    "torch": ("tests", "loss", "train", "tune", "tune-upsample", "tune-prepass"), "triton": (), "pytest": ("tests",), "matplotlib": ("plots",),
+    "torch": ("tests", "loss", "train", "tune", "tune-upsample"), "triton": (), "pytest": ("tests",), "matplotlib": ("plots",),
 }
 
 
@@ -102,8 +100,7 @@ def commands(args, out: Path, limit: float) -> dict[str, list[str]]:
                       "--continue-on-collection-errors", "-p", "no:cacheprovider"],
             "loss": loss, "train": train, "plots": plots,
             "tune": [py, "-m", "benchmarks.tune", *sweep],
-            "tune-upsample": [py, "-m", "benchmarks.tune_upsample", *sweep],
-            "tune-prepass": [py, "-m", "benchmarks.tune_prepass", "--out", str(out)]}
+            "tune-upsample": [py, "-m", "benchmarks.tune_upsample", *sweep]}
 
 
 def run_part(cmd: list[str], timeout: float, log, env: dict) -> tuple[str, int | None]:
@@ -288,7 +285,7 @@ def summary(state: dict, out: Path) -> str:
     train = _read(out / "train-step.json")
     if train and train["results"]:
         lines += ["## Training step", "", train_report.results_table(train["results"]), ""]
-    for sweep in ("tune.md", "tune_upsample.md", "tune_prepass.md"):  # the tuning sweeps' own reports
+    for sweep in ("tune.md", "tune_upsample.md"):  # the tuning sweeps' own reports
         if (out / sweep).exists():
             lines += [(out / sweep).read_text().rstrip(), ""]
     lines += ["<details><summary>environment and parts (JSON)</summary>", "", "```json",

@@ -65,93 +65,63 @@ def tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P: tl.constexpr, V: tl.const
 
 
 @triton.jit
-def _targets_load(t_ptr, m_ptr, z_ptr, t_sb, t_sh, t_sw, m_sb, m_sh, m_sw, z_sb, z_sh, z_sw,
-                  tile, n_tiles, HW, W, tiles_per_image, BLOCK_P: tl.constexpr, V: tl.constexpr,
-                  FLAT: tl.constexpr, HAS_SEM: tl.constexpr, HAS_INST: tl.constexpr,
-                  HAS_DEP: tl.constexpr):
-    # The tile's labels, mask and depth targets (0 where absent or past the image).
-    b, q, h, w, in_image = tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P, V, FLAT)
-    in_image = in_image & (tile < n_tiles)
-    t = 0
-    m = 0
-    z = 0.0
-    if HAS_SEM:
-        t = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0)
-    if HAS_INST:
-        m = tl.load(m_ptr + b * m_sb + h * m_sh + w * m_sw, mask=in_image, other=0)
-    if HAS_DEP:
-        z = tl.load(z_ptr + b * z_sb + h * z_sh + w * z_sw, mask=in_image, other=0.0)
-    return b * HW + q, in_image, t, m, z
-
-
-@triton.jit
 def normaliser_kernel(
     t_ptr, cw_ptr, m_ptr, z_ptr,
     t_sb, t_sh, t_sw, m_sb, m_sh, m_sw, z_sb, z_sh, z_sw, C, ignore_index,
     norm_part_ptr, bad_part_ptr, HW, W, tiles_per_image, n_tiles,
     HAS_SEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_INST: tl.constexpr,
     HAS_DEP: tl.constexpr, FLAT: tl.constexpr, V: tl.constexpr, BLOCK_P: tl.constexpr,
-    TILES_PER_PROGRAM: tl.constexpr, UNROLL: tl.constexpr, ACC_FP64: tl.constexpr,
+    ACC_FP64: tl.constexpr,
 ):
-    # Per program, over its TILES_PER_PROGRAM tiles of BLOCK_P pixels (pid, pid + programs,
-    # ...; those past n_tiles masked):
+    # Per program, over its tiles of BLOCK_P pixels (dealt round-robin):
     #     norm[sem]  = sum_{valid p} class_weight[t_p]  (count without weights)
     #     norm[inst] = #{p : m_p}
     #     norm[dep]  = #{p : z_p finite and > 0}
     # and for labels outside [0, C) that are not ignore_index: their count, the
     # flat index b*H*W + q of the first one and its value (bad[0..2, pid]).
-    # The loads of UNROLL tiles are issued together (a streaming read needs the bytes in
-    # flight; a loop step waits for its loads); counts are exact in int32 per lane.
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     no_pixel = 9223372036854775807
     acc_sem = tl.zeros([BLOCK_P], ACC)
-    n_inst = tl.zeros([BLOCK_P], tl.int32)
-    n_dep = tl.zeros([BLOCK_P], tl.int32)
-    n_bad = tl.zeros([BLOCK_P], tl.int32)
+    acc_inst = tl.zeros([BLOCK_P], ACC)
+    acc_dep = tl.zeros([BLOCK_P], ACC)
+    n_bad = tl.zeros([BLOCK_P], tl.int64)
     first_bad = tl.full([BLOCK_P], no_pixel, tl.int64)
-    for i in range(TILES_PER_PROGRAM // UNROLL):
-        loaded = ()
-        for u in tl.static_range(UNROLL):
-            loaded = loaded + (_targets_load(
-                t_ptr, m_ptr, z_ptr, t_sb, t_sh, t_sw, m_sb, m_sh, m_sw, z_sb, z_sh, z_sw,
-                pid + (i * UNROLL + u) * nprog, n_tiles, HW, W, tiles_per_image, BLOCK_P, V,
-                FLAT, HAS_SEM, HAS_INST, HAS_DEP),)
-        for u in tl.static_range(UNROLL):
-            flat, in_image, t, in_mask, z = loaded[u]
-            if HAS_SEM:
-                t = t.to(tl.int64)
-                labelled = in_image & (t != ignore_index)
-                in_range = (t >= 0) & (t < C)
-                valid = labelled & in_range
-                if HAS_WEIGHT:
-                    acc_sem += tl.load(cw_ptr + t, mask=valid, other=0.0).to(ACC)
-                else:
-                    acc_sem += valid.to(ACC)
-                bad = labelled & (in_range == 0)
-                n_bad += bad.to(tl.int32)
-                # Tiles come in increasing pixel order, so a lane's first bad pixel stays
-                # first; its value is read again at the end.
-                first_bad = tl.where(bad & (first_bad == no_pixel), flat, first_bad)
-            if HAS_INST:
-                n_inst += (in_image & (in_mask != 0)).to(tl.int32)
-            if HAS_DEP:
-                n_dep += (in_image & (z > 0) & (z < float("inf"))).to(tl.int32)
+    first_value = tl.zeros([BLOCK_P], tl.int64)
+    tile = pid
+    while tile < n_tiles:
+        b, q, h, w, in_image = tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P, V, FLAT)
+        if HAS_SEM:
+            t = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0).to(tl.int64)
+            labelled = in_image & (t != ignore_index)
+            in_range = (t >= 0) & (t < C)
+            valid = labelled & in_range
+            if HAS_WEIGHT:
+                acc_sem += tl.load(cw_ptr + t, mask=valid, other=0.0).to(ACC)
+            else:
+                acc_sem += valid.to(ACC)
+            bad = labelled & (in_range == 0)
+            n_bad += bad.to(tl.int64)
+            # Tiles come in increasing pixel order, so a lane's first bad pixel stays first.
+            first = bad & (first_bad == no_pixel)
+            first_bad = tl.where(first, b * HW + q, first_bad)
+            first_value = tl.where(first, t, first_value)
+        if HAS_INST:
+            in_mask = tl.load(m_ptr + b * m_sb + h * m_sh + w * m_sw, mask=in_image, other=0)
+            acc_inst += (in_image & (in_mask != 0)).to(ACC)
+        if HAS_DEP:
+            z = tl.load(z_ptr + b * z_sb + h * z_sh + w * z_sw, mask=in_image, other=0.0)
+            acc_dep += (in_image & (z > 0) & (z < float("inf"))).to(ACC)
+        tile += nprog
     tl.store(norm_part_ptr + SLOT_SEMANTIC * nprog + pid, tl.sum(acc_sem, 0))
-    tl.store(norm_part_ptr + SLOT_INSTANCE * nprog + pid, tl.sum(n_inst, 0).to(ACC))
-    tl.store(norm_part_ptr + SLOT_DEPTH * nprog + pid, tl.sum(n_dep, 0).to(ACC))
+    tl.store(norm_part_ptr + SLOT_INSTANCE * nprog + pid, tl.sum(acc_inst, 0))
+    tl.store(norm_part_ptr + SLOT_DEPTH * nprog + pid, tl.sum(acc_dep, 0))
     first_index = tl.min(first_bad, 0)
-    tl.store(bad_part_ptr + pid, tl.sum(n_bad.to(tl.int64), 0))
+    tl.store(bad_part_ptr + pid, tl.sum(n_bad, 0))
     tl.store(bad_part_ptr + nprog + pid, first_index)
-    found = first_index != no_pixel
-    image = tl.where(found, first_index // HW, 0)
-    q = tl.where(found, first_index - image * HW, 0)
-    value = 0
-    if HAS_SEM:
-        value = tl.load(t_ptr + image * t_sb + (q // W) * t_sh + (q % W) * t_sw, mask=found,
-                        other=0).to(tl.int64)
-    tl.store(bad_part_ptr + 2 * nprog + pid, value)
+    tl.store(bad_part_ptr + 2 * nprog + pid,
+             tl.sum(tl.where(first_bad == first_index, first_value, 0), 0))
 
 
 @triton.jit

@@ -21,11 +21,8 @@ SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte acc
 ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
 FUSED_WARPS = 4
 FUSED_PROGRAMS = 16384  # most programs of the fused pass: small tail wave, 2-4 tiles each
-PREPASS_VECTOR = 4       # pixels per thread of the pre-pass (4 warps: tiles of 512 pixels)
-PREPASS_WARPS = 4
-PREPASS_PROGRAMS = 512   # its most programs: one wave at up to 5 per SM, and prepare_kernel
-                         # adds their partials in one step
-PREPASS_UNROLL = 4       # tiles whose loads a pre-pass program issues together (96 registers)
+ELEMENTWISE_BLOCK = 512  # pixels per tile of the pre-pass
+PREPASS_VECTOR = 4       # its pixels per thread (4 warps)
 
 
 def merge_pixels(strides: list[list[int]], H: int, W: int) -> bool:
@@ -104,7 +101,7 @@ class Problem:
                    if v is not None and v.numel() > 0]
         self.flat = merge_pixels(present, self.H, self.W)
         self.bchw, self.bhw = bchw, bhw
-        self.configure_prepass(PREPASS_VECTOR, PREPASS_PROGRAMS, PREPASS_UNROLL)
+        self.n_pre = self.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)[0]
 
     def grid(self, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
         return tile_grid(self.B, self.HW, block_p, max_programs)
@@ -112,27 +109,17 @@ class Problem:
     def fused_grid(self) -> tuple[int, int, int, int]:
         return self.grid(self.block_p, self.max_programs)
 
-    def configure_prepass(self, vector: int, max_programs: int, unroll: int) -> None:
-        """The pre-pass's launch (a tuning sweep may call this on an instance): V pixels per
-        thread, at most max_programs programs, the loads of ``unroll`` tiles issued together."""
-        self.prepass_vector, self.prepass_unroll = vector, unroll
-        self.prepass_block = vector * 32 * PREPASS_WARPS
-        self.prepass = self.grid(self.prepass_block, max_programs)
-        self.n_pre = self.prepass[0]  # partial sums per task
-
     def launch_normalisers(self, launch, tensors, norm_part, bad_part, dummy):
         x, t, cw, o, g, m, d, z = tensors
-        nprog, per_program, tiles_per_image, n_tiles = self.prepass
+        nprog, _, tiles_per_image, n_tiles = self.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)
         t_s, m_s, _, _, z_s = self.bhw
         launch(K.normaliser_kernel)[(nprog,)](
             t if t is not None else dummy, cw if cw is not None else dummy,
             m if m is not None else dummy, z if z is not None else dummy,
             *t_s, *m_s, *z_s, self.C, self.ignore_index,
             norm_part, bad_part, self.HW, self.W, tiles_per_image, n_tiles,
-            FLAT=self.flat, V=self.prepass_vector, BLOCK_P=self.prepass_block,
-            TILES_PER_PROGRAM=per_program,
-            UNROLL=min(self.prepass_unroll, per_program), ACC_FP64=self.acc_fp64,
-            num_warps=PREPASS_WARPS, **self.flags)
+            FLAT=self.flat, V=PREPASS_VECTOR, BLOCK_P=ELEMENTWISE_BLOCK, ACC_FP64=self.acc_fp64,
+            **self.flags)
 
     def launch_fused(self, launch, tensors, gx, go, gd, state, part, write_grad, dummy):
         x, t, cw, o, g, m, d, z = tensors

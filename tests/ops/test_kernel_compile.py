@@ -91,20 +91,6 @@ def test_benchmark_specialisations_keep_the_designs_facts():
                                             "warp_instructions_per_pixel")}))
 
 
-def test_prepass_keeps_its_bytes_in_flight():
-    # A streaming read of the targets: one wave of programs (512 at the benchmark's size, at
-    # most 4 per SM on 132 SMs), each issuing the loads of UNROLL = 4 tiles together: the int64
-    # labels as two 16-byte loads per tile, the mask and the depth target one load each.
-    for v in _run_script("aot")["prepass"]:
-        assert v["spills"] == 0, v
-        assert v["programs"] <= 512 and v["programs_per_sm"] * 132 >= v["programs"], v
-        assert v["unroll"] == 4, v
-        assert v["loop"]["loads"] == 4 * v["unroll"], v
-        assert v["loop"]["wide_loads"] >= 2 * v["unroll"], v
-        assert v["loop"]["cross_thread"] == 0 and v["loop"]["stores"] == 0, v
-        print(json.dumps({k: v[k] for k in ("tag", "registers", "programs_per_sm")}))
-
-
 def test_torch_compile_fullgraph_without_graph_break():
     report = _run_script("compile")
     assert report["graphs"] == 1
@@ -231,8 +217,7 @@ def _aot_main():
                 entry["registers"], entry["spill_bytes"] = ptxas_usage(ptx)
                 entry["f32_approximations"] = sorted(set(F32_APPROXIMATION.findall(ptx)))
         variants.append(entry)
-    print(json.dumps(dict(variants=variants, failures=failures, design=_design_report(),
-                          prepass=_prepass_report())))
+    print(json.dumps(dict(variants=variants, failures=failures, design=_design_report())))
 
 
 # The specialisations ``python -m benchmarks`` times: all three tasks, NCHW, int64 labels.
@@ -285,39 +270,6 @@ def _design_report() -> list:
         entry["warp_instructions_per_pixel"] = round(per_tile * entry["warps"] / block_p, 1)
         report.append(entry)
         layout.FUSED_PROGRAMS = budget
-    return report
-
-
-def _prepass_report() -> list:
-    """The pre-pass as the C = 19 benchmarks launch it (8 x 1024 x 2048, int64 labels, mask,
-    depth targets in the prediction dtype): registers, occupancy, the loads of its loop."""
-    import torch
-
-    from fastmtl.ops import fused_layout as layout
-
-    report, budget = [], layout.PREPASS_PROGRAMS
-    probe = (8, 64, 128)  # enough tiles for one program to walk as many as at the full size
-    for tag, C, dtype, (B, H, W) in BENCHMARK[:2]:
-        block = layout.PREPASS_VECTOR * 32 * layout.PREPASS_WARPS
-        programs, per_program, _, _ = layout.tile_grid(B, H * W, block, budget)
-        probe_tiles = layout.tile_grid(probe[0], probe[1] * probe[2], block, budget)[3]
-        layout.PREPASS_PROGRAMS = max(1, probe_tiles // per_program)  # the benchmark's loop
-        cfg = dict(tasks=ALL, C=C, dtype=getattr(torch, dtype), target_dtype=torch.int64,
-                   layout="flat", cw=False, requires_grad=True, coef="log_vars",
-                   targets_like_predictions=True)
-        ((kernel, args, kwargs),) = [c for c in _record_launches(cfg, probe)
-                                     if c[0].__name__ == "normaliser_kernel"]
-        layout.PREPASS_PROGRAMS = budget
-        assert kwargs["TILES_PER_PROGRAM"] == per_program
-        compiled = compile_for(kernel, args, kwargs, 90)
-        registers, spills = ptxas_usage(compiled.asm["ptx"])
-        code = sass(compiled.asm["cubin"])
-        (body,) = [loop_facts(code, span, loops(code)) for span in loops(code)]
-        report.append(dict(tag=tag, registers=registers, spills=spills, programs=programs,
-                           unroll=kwargs["UNROLL"], warps=kwargs["num_warps"],
-                           programs_per_sm=programs_per_sm(registers, kwargs["num_warps"],
-                                                           compiled.metadata.shared),
-                           loop=body))
     return report
 
 
