@@ -44,7 +44,9 @@ DEFAULT_PROGRAMS = 16384
 @dataclass(frozen=True)
 class Config:
     """One launch configuration of the fused pass. ``chunk`` None: the library's class layout
-    for this vector (the C = 19 planes in registers); otherwise two sweeps over chunks."""
+    for this vector (the C = 19 planes in registers); RESIDENT: every class plane of the tile
+    in registers at any C, moved through inline PTX (one read of the logits); otherwise two
+    sweeps over chunks."""
 
     vector: int
     warps: int
@@ -58,7 +60,8 @@ class Config:
 
     @property
     def name(self) -> str:
-        chunk = "planes" if self.chunk is None else f"c{self.chunk}"
+        chunk = ("planes" if self.chunk is None else "resident" if self.chunk == RESIDENT
+                 else f"c{self.chunk}")
         return f"V{self.vector} w{self.warps} s{self.stages} {chunk} p{self.max_programs}"
 
 
@@ -78,6 +81,9 @@ CASES = (Case("C150-fp32", 150, "fp32", "half"), Case("C150-bf16", 150, "bf16", 
          Case("C19-fp32", 19, "fp32", "full"), Case("C19-bf16", 19, "bf16", "full"))
 
 
+RESIDENT = -1  # Config.chunk of the one-read layout
+
+
 def _c(vector, warps, stages, max_programs, chunk=None) -> Config:
     return Config(vector, warps, stages, max_programs, chunk)
 
@@ -90,6 +96,7 @@ def _c(vector, warps, stages, max_programs, chunk=None) -> Config:
 CANDIDATES = {
     "C150-fp32": [
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the library's default: 5 x 256 px per SM
+        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # one read: 150 planes in registers, 3 per SM
         _c(2, 4, 1, DEFAULT_PROGRAMS, 8),      # its default until measured (H200, 2026-11-26)
         _c(1, 4, 1, 264, 32),                  # 256 programs of 128 px: 256 px per SM
         _c(2, 4, 1, 264, 16),                  # 256 programs of 256 px: 512 px per SM
@@ -106,6 +113,7 @@ CANDIDATES = {
     ],
     "C150-bf16": [
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the library's default: 6 x 256 px per SM
+        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # one read: 150 planes in registers, 3 per SM
         _c(4, 4, 1, DEFAULT_PROGRAMS, 8),      # its default until measured (H200, 2026-11-26)
         _c(4, 2, 1, 264, 32),                  # 256 programs of 256 px: 512 px per SM
         _c(4, 4, 1, 264, 16),                  # 256 programs of 512 px: 1024 px per SM
@@ -151,10 +159,15 @@ def configure(problem, config: Config):
     """Set ``config`` on a ``Problem`` instance (returned): launch attributes and class layout."""
     from fastmtl.ops import fused as ops
     from fastmtl.ops import fused_layout as layout
+    from fastmtl.ops.common import interpreted
 
     problem.vector, problem.warps, problem.stages = config.vector, config.warps, config.stages
     problem.max_programs, problem.block_p = config.max_programs, config.block_p
-    if config.chunk is None:
+    problem.asm_planes = False
+    if config.chunk == RESIDENT:
+        problem.classes = (problem.C, 1, 0)
+        problem.asm_planes = not interpreted()
+    elif config.chunk is None:
         problem.classes = layout.class_layout(problem.C, problem.flags["HAS_SEM"], config.vector,
                                               2 if problem.acc_fp64 else 1, ops.MAX_BLOCK_C)
     else:
@@ -165,7 +178,7 @@ def configure(problem, config: Config):
 def launch_settings(problem) -> tuple:
     """What a launch of the fused pass depends on besides the tensors."""
     return (problem.vector, problem.warps, problem.stages, problem.max_programs,
-            problem.block_p, tuple(problem.classes))
+            problem.block_p, tuple(problem.classes), problem.asm_planes)
 
 
 def forward_args(predictions: dict, targets: dict, log_vars):

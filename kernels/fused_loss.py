@@ -91,7 +91,7 @@ def fused_loss_kernel(
     HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr,
     FLAT: tl.constexpr, CLASSES: tl.constexpr, CHUNK: tl.constexpr, NUM_CHUNKS: tl.constexpr,
     V: tl.constexpr, BLOCK_P: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr,
-    ACC_FP64: tl.constexpr, SWEEP_STAGES: tl.constexpr,
+    ACC_FP64: tl.constexpr, SWEEP_STAGES: tl.constexpr, ASM_PLANES: tl.constexpr = False,
 ):
     # One pass over the predictions. Program pid takes tiles pid, pid + programs,
     # ... (TILES_PER_PROGRAM of them, the last ones masked past n_tiles), each
@@ -101,6 +101,7 @@ def fused_loss_kernel(
     # in a fixed order). Gradients are written already multiplied by
     # scale_k = state[ROW_SCALE, k] = carried_k / N_k.
     # Semantic: CLASSES > 0 holds the tile's CLASSES class planes in registers;
+    # ASM_PLANES (compiled, V = 1, large C): the planes' loads and stores through inline PTX.
     # CLASSES == 0 makes two sweeps over NUM_CHUNKS chunks of CHUNK classes, their chunk
     # loops pipelined SWEEP_STAGES deep (1: not pipelined).
     # FLAT: every tensor has stride_h == W * stride_w, so pixel q sits at q * stride_w.
@@ -124,7 +125,7 @@ def fused_loss_kernel(
                 x_off = b * x_sb + h * x_sh + w * x_sw
                 t_raw = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0)
                 if CLASSES > 0:
-                    xs = planes_load(x_ptr, x_off, x_sc, in_image, CLASSES)
+                    xs = planes_load(x_ptr, x_off, x_sc, in_image, CLASSES, ASM_PLANES)
             if HAS_INST:
                 in_mask, o0, o1, g0, g1 = _instance_load(
                     o_ptr, g_ptr, m_ptr, b * o_sb + h * o_sh + w * o_sw,
@@ -155,7 +156,7 @@ def fused_loss_kernel(
                                        in_image, WRITE_GRAD, ACC)
             if HAS_SEM and CLASSES > 0:
                 acc_sem += planes_step(xs, t, wt, scale_sem, gx_ptr, g_off, gx_sc, in_image,
-                                       CLASSES, WRITE_GRAD, ACC)
+                                       CLASSES, WRITE_GRAD, ACC, ASM_PLANES)
     tl.store(part_ptr + SLOT_SEMANTIC * nprog + pid, tl.sum(acc_sem, 0))
     tl.store(part_ptr + SLOT_INSTANCE * nprog + pid, tl.sum(acc_inst, 0))
     tl.store(part_ptr + SLOT_DEPTH * nprog + pid, tl.sum(acc_dep, 0))

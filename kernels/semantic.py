@@ -58,19 +58,61 @@ def _exp(v):
 
 
 @triton.jit
-def planes_load(x_ptr, x_off, x_sc, in_image, CLASSES: tl.constexpr):
+def _asm_load(ptr, mask):
+    # One element per thread through inline PTX: ld.global of 4 or 2 bytes, 0 where masked.
+    # The compiler's coalescing pass costs time quadratic in the loads and stores of a
+    # kernel whose values all depend on each other (minutes at 150 class planes); an asm
+    # access is not one of its memory operations. Lanes still read consecutive addresses.
+    addr = tl.cast(ptr, tl.int64)
+    on = mask.to(tl.int32)
+    ty = ptr.dtype.element_ty
+    if ty.primitive_bitwidth == 32:
+        v = tl.inline_asm_elementwise(
+            "{ .reg .pred p; setp.ne.b32 p, $2, 0; mov.b32 $0, 0; @p ld.global.b32 $0, [$1]; }",
+            "=r,l,r", [addr, on], dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        v = tl.inline_asm_elementwise(
+            "{ .reg .pred p; setp.ne.b32 p, $2, 0; mov.b16 $0, 0; @p ld.global.b16 $0, [$1]; }",
+            "=h,l,r", [addr, on], dtype=tl.int16, is_pure=True, pack=1)
+    return v.to(ty, bitcast=True)
+
+
+@triton.jit
+def _asm_store(ptr, value, mask):
+    addr = tl.cast(ptr, tl.int64)
+    on = mask.to(tl.int32)
+    value = value.to(ptr.dtype.element_ty)
+    if ptr.dtype.element_ty.primitive_bitwidth == 32:
+        tl.inline_asm_elementwise(
+            "{ .reg .pred p; setp.ne.b32 p, $2, 0; mov.b32 $0, 0; @p st.global.b32 [$1], $3; }",
+            "=r,l,r,r", [addr, on, value.to(tl.int32, bitcast=True)], dtype=tl.int32,
+            is_pure=False, pack=1)
+    else:
+        tl.inline_asm_elementwise(
+            "{ .reg .pred p; setp.ne.b32 p, $2, 0; mov.b32 $0, 0; @p st.global.b16 [$1], $3; }",
+            "=r,l,r,h", [addr, on, value.to(tl.int16, bitcast=True)], dtype=tl.int32,
+            is_pure=False, pack=1)
+
+
+@triton.jit
+def planes_load(x_ptr, x_off, x_sc, in_image, CLASSES: tl.constexpr, ASM: tl.constexpr = False):
     """The tile's logits as a tuple of CLASSES class planes of BLOCK_P pixels: no
-    padding of the class axis, every load a V-element access along the pixels."""
+    padding of the class axis, every load a V-element access along the pixels.
+    ASM (compiled, one pixel per thread): the loads go through inline PTX."""
     xs = ()
     # tl.cast, not .to(): a stride of 1 arrives as a Python int (Triton specialises it).
     for c in tl.static_range(CLASSES):
-        xs = xs + (tl.load(x_ptr + x_off + c * tl.cast(x_sc, tl.int64), mask=in_image, other=0.0),)
+        p = x_ptr + x_off + c * tl.cast(x_sc, tl.int64)
+        if ASM:
+            xs = xs + (_asm_load(p, in_image),)
+        else:
+            xs = xs + (tl.load(p, mask=in_image, other=0.0),)
     return xs
 
 
 @triton.jit
 def planes_step(xs, t, w, scale, gx_ptr, g_off, gx_sc, in_image, CLASSES: tl.constexpr,
-                WRITE_GRAD: tl.constexpr, ACC: tl.constexpr):
+                WRITE_GRAD: tl.constexpr, ACC: tl.constexpr, ASM: tl.constexpr = False):
     """Per-pixel w_p * loss_p of the tile loaded by ``planes_load``; stores dx."""
     m = xs[0].to(ACC)
     for c in tl.static_range(1, CLASSES):
@@ -89,8 +131,11 @@ def planes_step(xs, t, w, scale, gx_ptr, g_off, gx_sc, in_image, CLASSES: tl.con
         for c in tl.static_range(CLASSES):
             p = _exp(xs[c].to(ACC) - lse)
             g = tl.where(t == c, p - 1.0, p) * ws
-            tl.store(gx_ptr + g_off + c * tl.cast(gx_sc, tl.int64), g.to(gx_ptr.dtype.element_ty),
-                     mask=in_image)
+            dst = gx_ptr + g_off + c * tl.cast(gx_sc, tl.int64)
+            if ASM:
+                _asm_store(dst, g, in_image)
+            else:
+                tl.store(dst, g.to(gx_ptr.dtype.element_ty), mask=in_image)
     return tl.where(t >= 0, w * (lse - x_t), 0.0)
 
 

@@ -86,6 +86,7 @@ class Problem:
         self.warps = FUSED_WARPS
         self.stages = 1
         self.max_programs = FUSED_PROGRAMS
+        self.asm_planes = False  # class planes moved through inline PTX (compiled, large C)
         self.classes = class_layout(self.C, x is not None, self.vector,
                                    2 if self.acc_fp64 else 1, max_block_c)
         if self.classes[0] == 0 and x is not None:
@@ -136,6 +137,7 @@ class Problem:
             WRITE_GRAD=write_grad, FLAT=self.flat, CLASSES=classes,
             CHUNK=chunk, NUM_CHUNKS=num_chunks, V=self.vector, BLOCK_P=self.block_p,
             TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64,
-            SWEEP_STAGES=self.stages if classes == 0 else 1, **self.flags,
+            SWEEP_STAGES=self.stages if classes == 0 else 1, ASM_PLANES=self.asm_planes,
+            **self.flags,
             num_warps=self.warps, num_stages=self.stages)
         return nprog
