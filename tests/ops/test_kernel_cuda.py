@@ -164,3 +164,35 @@ def test_label_checks_reuse_their_pinned_slots():
     label_check.raise_pending_label_errors()
     free = label_check._free_slots[torch.cuda.current_device()]
     assert len(free) == label_check.SLOTS_PER_CHUNK  # every slot handed back, none added
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_class_planes_through_inline_ptx_match_pytorch(dtype, layout, monkeypatch):
+    """The one-read layout for large C (benchmarks.tune RESIDENT: every class plane in
+    registers, loads and stores through inline PTX), which the interpreter cannot run."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from benchmarks import tune
+    from fastmtl.ops import fused as ops
+
+    config = tune.Config(1, 4, 1, 16384, tune.RESIDENT)
+
+    class Configured(ops.Problem):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            tune.configure(self, config)
+            assert self.asm_planes
+
+    monkeypatch.setattr(ops, "Problem", Configured)
+    ops._problems.clear()
+    pred, tgt = _device(*make_inputs(B=3, C=150, H=67, W=131, dtype=dtype, seed=5))
+    if layout == "channels_last":
+        pred = {k: v.contiguous(memory_format=torch.channels_last) for k, v in pred.items()}
+    cw = torch.rand(150, device="cuda") + 0.5
+    kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8], device="cuda"),
+                                class_weight=cw)
+    assert_match(kernel, expected, dtype)
+    ops._problems.clear()

@@ -118,8 +118,8 @@ def test_configure_sets_the_library_default_and_the_layout():
         for config in configs[1:]:
             p = tune.configure(tune.make_problem(args, None, None, None), config)
             assert p.block_p == config.vector * 32 * config.warps
-            if config.chunk is None:
-                assert p.classes == (case.classes, 1, 0)  # C = 19: planes in registers
+            if config.chunk is None or config.chunk == tune.RESIDENT:
+                assert p.classes == (case.classes, 1, 0)  # every plane in registers
             else:
                 assert p.classes == (0, config.chunk, -(-150 // config.chunk))
 
@@ -143,6 +143,14 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
             assert r["waves_h100"] <= 1, r
         if r["stages"] > 1:  # the chunk loops are pipelined: asynchronous copies to shared
             assert r["cp_async"] > 0 and r["shared"] > 0, r
+        if r["chunk"] == tune.RESIDENT:
+            # One read: the 150 class planes of the tile loaded before the first exponential
+            # and held in registers (237 registers at fp32, 255 at bf16: two programs of 4
+            # warps per SM, 256 pixels x 150 planes in flight), no barrier in the tile loop;
+            # each logit and gradient element moved once (one access per plane and thread).
+            assert r["programs_per_sm"] >= 2 and r["loop_barriers"] == 0, r
+            assert r["loads_before_exp"] >= 150 and r["loads"] <= 150 + 12, r
+            assert 150 + 3 <= r["stores"] <= 150 + 6, r
         print(json.dumps(r))
 
 
@@ -154,6 +162,8 @@ NON_DEFAULT = [
     (150, torch.bfloat16, tune.Config(2, 4, 1, 264, 16)),
     (150, torch.bfloat16, tune.Config(4, 2, 2, 528, 32)),
     (19, torch.float32, tune.Config(4, 4, 2, 1056)),
+    (150, torch.float32, tune.Config(1, 4, 1, 16384, tune.RESIDENT)),
+    (150, torch.bfloat16, tune.Config(1, 4, 1, 16384, tune.RESIDENT)),
 ]
 
 
@@ -263,11 +273,17 @@ def stages_report() -> list:
 
 
 
+def _loads_before_first_exp(code) -> int:
+    """Global loads issued before the first exponential of the kernel."""
+    first = next((n for n, (_, i) in enumerate(code) if "MUFU.EX2" in i), len(code))
+    return sum(1 for _, i in code[:first] if "LDG." in i)
+
+
 def static_report(cases=None, classes=150) -> list:
     """Per candidate of ``benchmarks.tune`` at ``classes`` (C = 150; 19 by hand): registers, spills, shared memory,
     programs per SM, asynchronous copies, as compiled for sm_90a with the benchmark's
     tiles per program (a probe of PROBE pixels stands in for the tensors)."""
-    from compiled import compile_for, programs_per_sm, ptxas_usage, sass
+    from compiled import compile_for, loops, programs_per_sm, ptxas_usage, sass, within
 
     from benchmarks.problem import SIZES, Problem, make_inputs
     from fastmtl.ops import fused_layout as layout
@@ -317,6 +333,11 @@ def static_report(cases=None, classes=150) -> list:
                 wide_loads=sum(1 for _, i in code if "LDG.E.64" in i or "LDG.E.128" in i),
                 narrow_loads=sum(1 for _, i in code if i.startswith("LDG.E ")
                                  or " LDG.E " in i or "LDG.E.U16" in i),
+                loads=sum(1 for _, i in code if "LDG." in i),
+                stores=sum(1 for _, i in code if "STG." in i),
+                loads_before_exp=_loads_before_first_exp(code),
+                loop_barriers=sum(1 for span in loops(code) for i in within(code, span)
+                                  if "BAR." in i),
                 instructions=len(code)))
             print(json.dumps(out[-1]), file=sys.stderr, flush=True)
     return out
