@@ -5,8 +5,9 @@ the split only decides how much work is repeated and how many programs there are
 
 - A thread holds one full-resolution column and all classes (C up to 32), or every
   k-th class with k warps along the classes (larger C, 32 class slots per thread).
-  The regressions' launch (three channels) gives each thread ``regression_columns``
-  columns. The window is BLOCK_X columns. The choices are a ``Config``; ``use``
+  The regressions' launch (three channels, ``upsample_regressions_kernel``) gives each
+  thread ``regression_columns`` columns and reads their targets ``regression_rows``
+  full-resolution rows at a time (``Tiles.rows``). The window is BLOCK_X columns. The choices are a ``Config``; ``use``
   swaps it for a block of code (tuning), ``DEFAULT`` is what the op uses.
 - A program writes the gradient of ``strip_cells`` low-resolution columns and walks
   the runs of those cells and of the cell before (its second taps land on the
@@ -67,6 +68,10 @@ class Config:
     regression_columns: int = 1
     regression_warps: int = 4
     regression_registers: Optional[int] = None
+    # Full-resolution rows the regressions' kernel reads at a time per thread (a power of
+    # two; longer runs take several chunks): 4 loads per row, all in flight together, and
+    # the next chunk's too while one is reduced.
+    regression_rows: int = 8
     # Programs: bands are as long as BAND_ROWS allows while B x strips x bands keeps
     # target_warps / (warps per program) programs; the walked extra row costs 1 / (rows + 1).
     target_warps: int = 8192
@@ -147,6 +152,7 @@ class Tiles:
     kc: int             # columns per run gathered at a time
     windows: int        # windows per strip (estimate; > 1: cells accumulate across windows)
     max_registers: Optional[int] = None  # ptxas register cap (None: ptxas's choice)
+    rows: int = 1       # full-resolution rows per chunk (the regressions' launch)
 
 
 def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
@@ -184,4 +190,5 @@ def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
     return Tiles(block_c=block_c, block_x=block_x, num_warps=warps_c * warps_x,
                  strip_cells=cells, n_strips=n_strips, band_rows=band_rows,
                  n_bands=cdiv(h, band_rows), nrun=nrun, kc=max(1, block_x // nrun),
-                 windows=windows, max_registers=registers)
+                 windows=windows, max_registers=registers,
+                 rows=1 if semantic else next_power_of_2(cfg.regression_rows))
