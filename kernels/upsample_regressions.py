@@ -8,14 +8,15 @@ kernel imports), with a row walk made for memory rather than arithmetic. These t
 about 13 bytes of targets per pixel and do a few dozen instructions on them, so what
 matters is how many bytes each thread keeps in flight.
 
-Each thread holds one full-resolution column of the window (BLOCK_X columns) per 32 x
-warps of them; per low-resolution row a the full-resolution rows of its run are read in
-chunks of ROWS rows as [ROWS, BLOCK_X] tiles, whose rows Triton keeps in the thread (the
-columns, one per lane, are the contiguous axis of the targets). Every load of a chunk is
-issued at once (ROWS x 4 per thread: g twice, m, z), and the next chunk's loads are issued
-before the current chunk is reduced, across the end of a low-resolution row too, so the
-memory stays busy during the arithmetic and during the run reduction
-(``_store_cells``) of each low-resolution row:
+Each thread holds BLOCK_X / (32 x warps) full-resolution columns of the window (BLOCK_X
+columns); per low-resolution row a the full-resolution rows of its run are read in chunks
+of ROWS rows as [BLOCK_X, ROWS] tiles, whose rows Triton keeps in the thread (the columns
+go along the lanes). The loads are not masked by row (the addresses are clamped and the
+rows past the run masked where they are used), so every load of a chunk is issued at
+once (4 x ROWS per column: g twice, m, z), and the next chunk's loads, like the next
+low-resolution row's taps along x, are issued before the current chunk is reduced,
+across the end of a low-resolution row too: they are in flight during the arithmetic
+and during the run reduction (``_store_cells``) of each low-resolution row:
 
     v = wy0(Y) top + wy1(Y) bot                       (PyTorch's order, per row of the tile)
     instance: loss = sum_ch |v_ch - g_ch|, dv = sign(v - g)    (pixels in the mask)
@@ -23,7 +24,8 @@ memory stays busy during the arithmetic and during the run reduction
     A += sum_rows dv, Bc += sum_rows wy1 dv                     (in the thread, per column)
 
 A chunk never spans two runs (its rows are masked at the run's end, and the next chunk
-starts at the next run). Prefetched rows are those of the next chunk exactly, except
+starts at the next run). A run's rows are all owned by the program or none (the rows of
+a_lo - 1 give only their bottom part), and a full chunk needs no row mask. Prefetched rows are those of the next chunk exactly, except
 where a low-resolution row owns no full-resolution row (factors below 2): there the
 prefetch reads on to the band's end and the chunk that uses it masks what is not its own.
 Height strides are not specialised: with transposed targets (height stride 1) Triton
@@ -91,8 +93,8 @@ def _instance_rows(m, g0, g1, top0, top1, bot0, bot1, wy0, wy1, in_run, owned,
     loss = tl.sum(tl.where(counted, tl.abs(diff0) + tl.abs(diff1), 0.0), 1)
     norm = tl.sum(tl.where(counted, 1.0, 0.0).to(ACC), 1)
     if WRITE_GRAD:
-        dv0 = tl.where(in_mask, _sign(diff0), 0.0)
-        dv1 = tl.where(in_mask, _sign(diff1), 0.0)
+        dv0 = tl.where(in_mask, _sign(diff0), 0.0).to(ACC)
+        dv1 = tl.where(in_mask, _sign(diff1), 0.0).to(ACC)
         return (loss, norm, tl.sum(dv0, 1), tl.sum(dv1, 1), tl.sum(wy1 * dv0, 1),
                 tl.sum(wy1 * dv1, 1))
     zero = tl.zeros_like(loss)
@@ -111,7 +113,7 @@ def _depth_rows(z, top, bot, wy0, wy1, in_run, owned, FULL: tl.constexpr,
     loss = tl.sum(tl.where(counted, tl.abs(diff), 0.0), 1)
     norm = tl.sum(tl.where(counted, 1.0, 0.0).to(ACC), 1)
     if WRITE_GRAD:
-        dv = tl.where(measured, _sign(diff), 0.0)
+        dv = tl.where(measured, _sign(diff), 0.0).to(ACC)
         return loss, norm, tl.sum(dv, 1), tl.sum(wy1 * dv, 1)
     zero = tl.zeros_like(loss)
     return loss, norm, zero, zero
@@ -187,7 +189,7 @@ def upsample_regressions_kernel(
             g_col = g_ptr + b * g_sb + Xl * g_sw
             m_next = _rows(m_col, y_first, m_sh, lim, rr)
             g0_next = _rows(g_col, y_first, g_sh, lim, rr)
-            g1_next = _rows(g_col + g_sc, y_first, g_sh, lim, rr)
+            g1_next = _rows(g_col + g_sc.to(tl.int64), y_first, g_sh, lim, rr)
         if HAS_DEP:
             d_col0 = d_ptr + b * d_sb + i0x.to(tl.int64) * d_sw
             d_col1 = d_ptr + b * d_sb + i1x.to(tl.int64) * d_sw
@@ -226,7 +228,7 @@ def upsample_regressions_kernel(
                     g1 = g1_next.to(ACC)
                     m_next = _rows(m_col, Yn, m_sh, lim, rr)
                     g0_next = _rows(g_col, Yn, g_sh, lim, rr)
-                    g1_next = _rows(g_col + g_sc, Yn, g_sh, lim, rr)
+                    g1_next = _rows(g_col + g_sc.to(tl.int64), Yn, g_sh, lim, rr)
                 if HAS_DEP:
                     z = z_next
                     z_next = _rows(z_col, Yn, z_sh, lim, rr)
