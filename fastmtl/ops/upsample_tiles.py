@@ -62,15 +62,16 @@ class Config:
     # and so does the walk over several windows of heads much narrower than the targets.
     capped_runs: int = 16
     large_c_registers: Optional[int] = None  # C > MAX_CLASSES_PER_THREAD (warps share classes)
-    # Regressions' launch: columns per thread and warps (BLOCK_X = 32 x warps x columns).
-    # One column per thread needs 128 registers (four programs of 4 warps per SM); four
-    # columns needed 255 (two).
-    regression_columns: int = 1
+    # Regressions' launch (upsample_regressions_kernel): columns per thread and warps
+    # (BLOCK_X = 32 x warps x columns), and the full-resolution rows read at a time per
+    # thread (a power of two; longer runs take several chunks): 4 loads per row and column,
+    # all in flight together, and the next chunk's too while one is reduced. Two columns of
+    # 8 rows: 255 registers (two programs of 4 warps per SM), 64 + 64 loads in flight per
+    # thread; measured on an H200 as fast as one column capped at 128 registers (four
+    # programs), which a torch.compile graph cannot cap.
+    regression_columns: int = 2
     regression_warps: int = 4
     regression_registers: Optional[int] = None
-    # Full-resolution rows the regressions' kernel reads at a time per thread (a power of
-    # two; longer runs take several chunks): 4 loads per row, all in flight together, and
-    # the next chunk's too while one is reduced.
     regression_rows: int = 8
     # Programs: bands are as long as BAND_ROWS allows while B x strips x bands keeps
     # target_warps / (warps per program) programs; the walked extra row costs 1 / (rows + 1).
