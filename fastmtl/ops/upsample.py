@@ -54,6 +54,7 @@ TABLE_BLOCK = 1024
 REDUCE_BLOCK = 1024   # partials per program on each level of the reduction
 SCALE_BLOCK = 2048
 MAX_SCALE_PROGRAMS = 4096
+FP64_ROWS = 2         # rows per chunk of the regressions' launch in fp64
 
 
 def provisional_scale(h: int, w: int, H: int, W: int) -> float:
@@ -85,7 +86,9 @@ def _grad_buffer(p: Optional[Tensor], write_grad: bool, acc: torch.dtype, window
 def _launch_regressions(launch, grid, plan, flags, o, g, m, go, d, z, gd, index, lam, start,
                         part, n_parts, h, w, H, W, scale, write_grad, acc_fp64):
     """The regressions' launch (instance offsets, depth): ``upsample_regressions_kernel``,
-    which reads the targets of ``plan.rows`` full-resolution rows at a time."""
+    which reads the targets of ``plan.rows`` full-resolution rows at a time (fp64, whose
+    values take two registers each: FP64_ROWS, so that its row loop does not spill)."""
+    rows = min(plan.rows, FP64_ROWS) if acc_fp64 else plan.rows
     state = part  # any tensor, for the arguments of an absent task
     pick = lambda v: v if v is not None and v.numel() > 0 else state  # noqa: E731
     launch(V.upsample_regressions_kernel)[(grid,)](
@@ -95,7 +98,7 @@ def _launch_regressions(launch, grid, plan, flags, o, g, m, go, d, z, gd, index,
         index, lam, start, part, n_parts, h, w, H, W,
         plan.n_bands, plan.n_strips, plan.band_rows, plan.strip_cells, scale,
         HAS_INST=flags["HAS_INST"], HAS_DEP=flags["HAS_DEP"], WRITE_GRAD=write_grad,
-        BLOCK_X=plan.block_x, ROWS=plan.rows, NRUN=plan.nrun, KC=plan.kc, ACC_FP64=acc_fp64,
+        BLOCK_X=plan.block_x, ROWS=rows, NRUN=plan.nrun, KC=plan.kc, ACC_FP64=acc_fp64,
         COMPILED=not interpreted(), num_warps=plan.num_warps,
         **register_cap(plan, acc_fp64, launch))
 
