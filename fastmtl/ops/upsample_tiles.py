@@ -65,10 +65,10 @@ class Config:
     # Regressions' launch (upsample_regressions_kernel): columns per thread and warps
     # (BLOCK_X = 32 x warps x columns), and the full-resolution rows read at a time per
     # thread (a power of two; longer runs take several chunks): 4 loads per row and column,
-    # all in flight together, and the next chunk's too while one is reduced. Two columns of
-    # 8 rows: 255 registers (two programs of 4 warps per SM), 64 + 64 loads in flight per
+    # issued together, the next chunk's while the current one is reduced. Two columns of
+    # 8 rows: 255 registers (two programs of 4 warps per SM), 64 loads in flight per
     # thread; measured on an H200 as fast as one column capped at 128 registers (four
-    # programs), which a torch.compile graph cannot cap.
+    # programs), a cap that a torch.compile graph's launcher cannot pass.
     regression_columns: int = 2
     regression_warps: int = 4
     regression_registers: Optional[int] = None
