@@ -8,10 +8,10 @@ candidate ``fastmtl.ops.upsample_tiles.Config`` is applied with
    new configuration compiles it: 1-3 s each); its outputs (total, per-task losses,
    stored gradients) are compared with the default configuration's and a mismatch
    is flagged;
-2. each ``upsample_loss_kernel`` launch (the semantic one and the regressions' one)
-   is replayed alone under ``benchmarks.timing.measure`` (``triton.testing.do_bench``
-   with an L2 flush before every repetition), and registers and spills are read
-   from the compiled kernel;
+2. each loss launch (``upsample_loss_kernel`` for the semantic task,
+   ``upsample_regressions_kernel`` for the regressions) is replayed alone under
+   ``benchmarks.timing.measure`` (``triton.testing.do_bench`` with an L2 flush before
+   every repetition), and registers and spills are read from the compiled kernel;
 3. for the default and the fastest configurations, the whole forward + backward call
    (``benchmarks.implementations`` "upsample-fused", ``step``) is timed eagerly and
    replayed from a CUDA graph.
@@ -67,10 +67,11 @@ def candidates(classes: int, quick: bool = False) -> list:
             dict(semantic_registers=None),                     # ptxas's choice: 2 programs/SM
             dict(band_rows=(4,)),                              # shorter bands, more programs
             dict(band_rows=(16,)),                             # longer bands, fewer programs
-            dict(regression_columns=4),                        # the 0.2.0.dev0 regressions
+            dict(regression_columns=1, regression_registers=128),  # 4 programs/SM
             dict(semantic_warps=2, semantic_registers=None),   # narrower strips
             dict(semantic_warps=8, semantic_registers=None),   # wider strips, 1 program/SM
-            dict(regression_columns=2),
+            dict(regression_columns=1),
+            dict(regression_rows=4),                           # chunks of 4 rows
             dict(regression_warps=2),
             dict(regression_warps=8),
             dict(target_warps=16384, band_rows=(8, 4, 2)),
@@ -78,7 +79,7 @@ def candidates(classes: int, quick: bool = False) -> list:
         keep = 5
     else:
         changes = [{}, dict(band_rows=(4,)), dict(band_rows=(32, 16, 8)),
-                   dict(regression_columns=4), dict(target_warps=16384)]
+                   dict(regression_columns=1), dict(target_warps=16384)]
         keep = 3
     configs = [replace(DEFAULT, **c) for c in changes]
     return configs[:keep] if quick else configs
@@ -138,13 +139,16 @@ def _mismatch(ref: dict, got: dict, tol: float) -> list[str]:
     return bad
 
 
+LOSS_KERNELS = ("upsample_loss_kernel", "upsample_regressions_kernel")
+
+
 def _kernel_row(calls, device, repeats, warmup) -> dict:
-    """Device time of each recorded upsample_loss_kernel launch replayed alone."""
+    """Device time of each recorded loss launch (semantic, regressions) replayed alone."""
     from benchmarks.timing import measure, summarize
 
     row = {}
     for kernel, grid, args, kwargs, compiled in calls:
-        if kernel.__name__ != "upsample_loss_kernel":
+        if kernel.__name__ not in LOSS_KERNELS:
             continue
         which = "semantic" if kwargs.get("HAS_SEM") else "regressions"
         times = measure(lambda: kernel[grid](*args, **kwargs), device, warmup, repeats)
@@ -235,8 +239,8 @@ def markdown(result: dict) -> str:
     out = ["# Upsample loss kernel: tiling sweep", "",
            f"Device: {result['device']}. Command: `{result['command']}`. "
            f"{result['elapsed_s']:.0f} s of a {result['budget_s']:.0f} s budget.", "",
-           "Kernel times: each `upsample_loss_kernel` launch replayed alone (median, L2 flushed "
-           "before each repetition). Whole call: forward + backward of `upsample-fused`, eager "
+           "Kernel times: each loss launch (semantic, regressions) replayed alone (median, L2 "
+           "flushed before each repetition). Whole call: forward + backward of `upsample-fused`, eager "
            "median and CUDA-graph replay. Rows sorted by the sum of both launches; **best** marks "
            "the fastest matching configuration per case, and the best per launch is named under "
            "each table.", ""]

@@ -13,7 +13,9 @@ holding the (B, C, H, W) upsampled logits or their gradient:
    reads every target once (plus the row and run of columns a program shares with
    its neighbours), writes each low-resolution gradient cell once, scaled by a
    provisional power of two, and leaves per-program partial sums
-   (``kernels/upsample_loss.py``; the split: ``fastmtl/ops/upsample_tiles.py``).
+   (``kernels/upsample_loss.py``; the split: ``fastmtl/ops/upsample_tiles.py``). The
+   regressions' launch is ``upsample_regressions_kernel`` (``kernels/upsample_regressions.py``):
+   the same split and run reduction, with the targets read a chunk of rows at a time.
 3. ``reduce_partials_kernel`` and ``upsample_finalize_kernel`` add the partial
    sums in a fixed order, in two levels, into N_k, L_k, the total and
    d total / d coef (``kernels/upsample_reduce.py``).
@@ -41,6 +43,7 @@ from torch.library import triton_op, wrap_triton
 from fastmtl.kernels import bilinear_tables as T
 from fastmtl.kernels import upsample_loss as U
 from fastmtl.kernels import upsample_reduce as R
+from fastmtl.kernels import upsample_regressions as V
 from fastmtl.ops.common import (TASK_SLOTS, bchw_strides, bhw_strides, cdiv, check_device,
                                 device_guard, eager_or_op, interpreted, is_real, launch_for)
 from fastmtl.ops.label_check import raise_pending_label_errors
@@ -51,6 +54,7 @@ TABLE_BLOCK = 1024
 REDUCE_BLOCK = 1024   # partials per program on each level of the reduction
 SCALE_BLOCK = 2048
 MAX_SCALE_PROGRAMS = 4096
+FP64_ROWS = 2         # rows per chunk of the regressions' launch in fp64
 
 
 def provisional_scale(h: int, w: int, H: int, W: int) -> float:
@@ -77,6 +81,26 @@ def _grad_buffer(p: Optional[Tensor], write_grad: bool, acc: torch.dtype, window
     if p is None or not write_grad:
         return torch.empty(0, dtype=acc, device=like.device)
     return torch.empty_like(p, dtype=acc if windows > 1 else p.dtype)
+
+
+def _launch_regressions(launch, grid, plan, flags, o, g, m, go, d, z, gd, index, lam, start,
+                        part, n_parts, h, w, H, W, scale, write_grad, acc_fp64):
+    """The regressions' launch (instance offsets, depth): ``upsample_regressions_kernel``,
+    which reads the targets of ``plan.rows`` full-resolution rows at a time (fp64, whose
+    values take two registers each: FP64_ROWS, so that its row loop does not spill)."""
+    rows = min(plan.rows, FP64_ROWS) if acc_fp64 else plan.rows
+    state = part  # any tensor, for the arguments of an absent task
+    pick = lambda v: v if v is not None and v.numel() > 0 else state  # noqa: E731
+    launch(V.upsample_regressions_kernel)[(grid,)](
+        pick(o), pick(g), pick(m), pick(go), *bchw_strides(o), *bchw_strides(g),
+        *bhw_strides(m), *bchw_strides(go),
+        pick(d), pick(z), pick(gd), *bhw_strides(d), *bhw_strides(z), *bhw_strides(gd),
+        index, lam, start, part, n_parts, h, w, H, W,
+        plan.n_bands, plan.n_strips, plan.band_rows, plan.strip_cells, scale,
+        HAS_INST=flags["HAS_INST"], HAS_DEP=flags["HAS_DEP"], WRITE_GRAD=write_grad,
+        BLOCK_X=plan.block_x, ROWS=rows, NRUN=plan.nrun, KC=plan.kc, ACC_FP64=acc_fp64,
+        COMPILED=not interpreted(), num_warps=plan.num_warps,
+        **register_cap(plan, acc_fp64, launch))
 
 
 def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors, regulariser,
@@ -132,6 +156,11 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
             if grid == 0:
                 continue
             semantic = flags["HAS_SEM"]
+            if not semantic:
+                _launch_regressions(launch, grid, plan, flags, o, g, m, go, d, z, gd, index, lam,
+                                    start, part, n_parts, h, w, H, W, scale, write_grad,
+                                    acc_fp64)
+                continue
             launch(U.upsample_loss_kernel)[(grid,)](
                 pick(x), pick(t), pick(class_weight), pick(gx), *bchw_strides(x), *bhw_strides(t),
                 *bchw_strides(gx), ignore_index,

@@ -5,8 +5,9 @@ the split only decides how much work is repeated and how many programs there are
 
 - A thread holds one full-resolution column and all classes (C up to 32), or every
   k-th class with k warps along the classes (larger C, 32 class slots per thread).
-  The regressions' launch (three channels) gives each thread ``regression_columns``
-  columns. The window is BLOCK_X columns. The choices are a ``Config``; ``use``
+  The regressions' launch (three channels, ``upsample_regressions_kernel``) gives each
+  thread ``regression_columns`` columns and reads their targets ``regression_rows``
+  full-resolution rows at a time (``Tiles.rows``). The window is BLOCK_X columns. The choices are a ``Config``; ``use``
   swaps it for a block of code (tuning), ``DEFAULT`` is what the op uses.
 - A program writes the gradient of ``strip_cells`` low-resolution columns and walks
   the runs of those cells and of the cell before (its second taps land on the
@@ -61,12 +62,17 @@ class Config:
     # and so does the walk over several windows of heads much narrower than the targets.
     capped_runs: int = 16
     large_c_registers: Optional[int] = None  # C > MAX_CLASSES_PER_THREAD (warps share classes)
-    # Regressions' launch: columns per thread and warps (BLOCK_X = 32 x warps x columns).
-    # One column per thread needs 128 registers (four programs of 4 warps per SM); four
-    # columns needed 255 (two).
-    regression_columns: int = 1
+    # Regressions' launch (upsample_regressions_kernel): columns per thread and warps
+    # (BLOCK_X = 32 x warps x columns), and the full-resolution rows read at a time per
+    # thread (a power of two; longer runs take several chunks): 4 loads per row and column,
+    # issued together, the next chunk's while the current one is reduced. Two columns of
+    # 8 rows: 255 registers (two programs of 4 warps per SM), 64 loads in flight per
+    # thread; measured on an H200 as fast as one column capped at 128 registers (four
+    # programs), a cap that a torch.compile graph's launcher cannot pass.
+    regression_columns: int = 2
     regression_warps: int = 4
     regression_registers: Optional[int] = None
+    regression_rows: int = 8
     # Programs: bands are as long as BAND_ROWS allows while B x strips x bands keeps
     # target_warps / (warps per program) programs; the walked extra row costs 1 / (rows + 1).
     target_warps: int = 8192
@@ -147,6 +153,7 @@ class Tiles:
     kc: int             # columns per run gathered at a time
     windows: int        # windows per strip (estimate; > 1: cells accumulate across windows)
     max_registers: Optional[int] = None  # ptxas register cap (None: ptxas's choice)
+    rows: int = 1       # full-resolution rows per chunk (the regressions' launch)
 
 
 def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
@@ -184,4 +191,5 @@ def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
     return Tiles(block_c=block_c, block_x=block_x, num_warps=warps_c * warps_x,
                  strip_cells=cells, n_strips=n_strips, band_rows=band_rows,
                  n_bands=cdiv(h, band_rows), nrun=nrun, kc=max(1, block_x // nrun),
-                 windows=windows, max_registers=registers)
+                 windows=windows, max_registers=registers,
+                 rows=1 if semantic else next_power_of_2(cfg.regression_rows))

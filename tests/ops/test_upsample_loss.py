@@ -159,7 +159,8 @@ def test_without_grad_no_gradient_buffers():
                                  [0.5, 0.5, 0.5], False, 255, False, False)
     assert all(outs[i].numel() == 0 for i in (3, 4, 5))
     assert [kw["WRITE_GRAD"] for kernel, _, kw in calls
-            if kernel is ops_upsample.U.upsample_loss_kernel] == [False, False]
+            if kernel in (ops_upsample.U.upsample_loss_kernel,
+                          ops_upsample.V.upsample_regressions_kernel)] == [False, False]
 
 
 @pytest.mark.parametrize("bad_value", [7, -2])

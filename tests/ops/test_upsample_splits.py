@@ -21,7 +21,7 @@ import torch
 
 import fastmtl
 from fastmtl.ops import upsample
-from fastmtl.ops.upsample_tiles import run_starts
+from fastmtl.ops.upsample_tiles import run_starts, use
 from helpers import launch_recorder, leaf_copies, low_res_inputs, random_class_weight
 from oracle import check_upsampled
 
@@ -80,6 +80,93 @@ def test_heads_one_row_or_column_high(h, w, H, W, align_corners):
 def test_non_integer_factors(h, w, H, W, align_corners):
     pred, tgt = low_res_inputs(B=1, C=6, h=h, w=w, H=H, W=W, seed=H + W)
     check_upsampled(pred, tgt, align_corners=align_corners, weights=[1.0, 0.5, 2.0])
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("rows,band_rows,h,w,H,W", [
+    (8, 2, 3, 4, 40, 19),   # factor 13.3: runs of 13-14 rows, two chunks each
+    (8, 1, 2, 3, 34, 7),    # factor 17
+    (2, 2, 4, 3, 21, 10),   # chunks of 2 rows, runs of 5-6: three chunks, the last partial
+    (4, 1, 7, 5, 9, 11),    # factor 1.3: rows owning no full-resolution row
+    (2, 3, 1, 3, 13, 9),    # a head one row high
+])
+def test_regression_row_chunks(monkeypatch, rows, band_rows, h, w, H, W, align_corners):
+    """The regressions' kernel reads the rows of a run ``rows`` at a time, and the next
+    chunk (of the run or of the next one) before it reduces the current one: runs longer
+    than a chunk, H not a multiple of it, runs of no row, heads one row high, bands of 1 to
+    3 rows (each program walks the row before its band)."""
+    with use(regression_rows=rows):
+        forced_split(monkeypatch, 2, band_rows)
+        pred, tgt = low_res_inputs(B=2, C=3, h=h, w=w, H=H, W=W, tasks=("instance", "depth"),
+                                   seed=H + W + rows)
+        check_upsampled(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS[:2])
+
+
+@pytest.mark.parametrize("tasks", [("instance",), ("depth",), ("instance", "depth")])
+def test_regression_chunks_across_windows(monkeypatch, tasks):
+    """A strip walked in several windows (block_x forced to 4), with chunks of 2 rows."""
+    with use(regression_rows=2):
+        forced_split(monkeypatch, 3, 2, 4)
+        pred, tgt = low_res_inputs(B=1, C=3, h=5, w=6, H=23, W=17, tasks=tasks, seed=len(tasks))
+        check_upsampled(pred, tgt, log_vars=LOG_VARS[:len(tasks)])
+
+
+def _nonfinite_regression_inputs(finite_predictions):
+    pred, tgt = low_res_inputs(B=1, C=3, h=4, w=5, H=29, W=37, tasks=("instance", "depth"),
+                               seed=35)
+    if not finite_predictions:
+        pred["instance"][0, 1, 2, 3] = float("nan")
+        pred["instance"][0, 0, 0, 4] = float("inf")
+        pred["depth"][0, 0, 3, 1] = float("-inf")
+    tgt["instance"][0, :, 0:5, 0:9] = float("nan")
+    tgt["instance_mask"][0, 0:5, 0:9] = False
+    tgt["instance"][0, 1, 20:23, 30:33] = float("inf")
+    tgt["instance_mask"][0, 20:23, 30:33] = False
+    tgt["depth"][0, 0, 10:14, 0:5] = float("inf")
+    tgt["depth"][0, 0, 14:16, 0:5] = float("nan")
+    tgt["depth"][0, 0, 16:18, 0:5] = -1.0
+    return pred, tgt
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_nonfinite_regression_targets_follow_the_reference(align_corners):
+    """Targets that are NaN or inf outside the mask, or not finite and positive, count for
+    nothing."""
+    pred, tgt = _nonfinite_regression_inputs(finite_predictions=True)
+    check_upsampled(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS[:2])
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_regressions_kernel_matches_the_single_pass_kernel(align_corners):
+    """``upsample_regressions_kernel`` gives what ``upsample_loss_kernel`` gives for the
+    regressions (its launch before the row chunks), NaN and inf predictions included:
+    the same gradients and partial sums, to the rounding of the sums over a column's rows."""
+    pred, tgt = _nonfinite_regression_inputs(finite_predictions=False)
+    calls = []
+    args = [None, None, None, pred["instance"], tgt["instance"], tgt["instance_mask"],
+            pred["depth"], tgt["depth"]]
+    upsample._forward(launch_recorder(calls), *args, torch.zeros(2), [-1, 0, 1], [1.0, 0.5, 0.5],
+                      [0.5, 0.5, 0.5], True, 255, align_corners, True)
+    (table_args, table_kw), = [(a, k) for kernel, a, k in calls
+                               if kernel is upsample.T.axis_table_kernel]
+    upsample.T.axis_table_kernel[(2,)](*table_args, **table_kw)
+    (a, kw), = [(a, k) for kernel, a, k in calls
+                if kernel is upsample.V.upsample_regressions_kernel]
+    n_parts = a[35]
+    grid = (n_parts,)
+    part = a[34].zero_()
+    upsample.V.upsample_regressions_kernel[grid](*a, **kw)
+    new = (a[3].clone(), a[21].clone(), part.clone())
+    bad = torch.zeros((3, n_parts), dtype=torch.int64)
+    part.zero_()
+    old_args = [part] * 4 + [0] * 11 + [255] + list(a[:35]) + [bad] + list(a[35:])
+    upsample.U.upsample_loss_kernel[grid](
+        *old_args, C=1, HAS_SEM=False, HAS_WEIGHT=False, HAS_INST=True, HAS_DEP=True,
+        WRITE_GRAD=True, BLOCK_C=1, BLOCK_X=kw["BLOCK_X"], NRUN=kw["NRUN"], KC=kw["KC"],
+        ACC_FP64=False, FAST_MATH=False, COMPILED=False, num_warps=kw["num_warps"])
+    assert new[2].isnan().any()  # the NaN predictions reach the losses
+    for mine, theirs in zip(new, (a[3], a[21], part)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-6, equal_nan=True)
 
 
 @pytest.mark.parametrize("n_in,n_out", [(1, 9), (4, 32), (5, 17), (7, 23), (13, 50), (32, 33)])

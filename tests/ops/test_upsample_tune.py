@@ -1,8 +1,10 @@
 """The tiling configurations ``benchmarks/tune_upsample.py`` sweeps, held to the design.
 
 - Every configuration it would try, at its cases' shapes (batch 1: the batch changes
-  no compiled specialisation) and in fp32 and bf16, compiles for sm_90a with no register
-  spills and within its register cap (no GPU: Triton's ptxas, as in
+  no compiled specialisation) and in fp32 and bf16, compiles for sm_90a within its
+  register cap, with no register spills in the semantic launch and at most
+  REGRESSION_SPILLS bytes in the regressions' (outside its row loop, which
+  test_upsample_compile.py checks for the default) (no GPU: Triton's ptxas, as in
   test_upsample_compile.py). Compiled in subprocesses without TRITON_INTERPRET; this file
   is their script.
 - A few configurations other than the default give the loss and gradients of
@@ -25,6 +27,7 @@ from oracle import check_upsampled
 REPO = Path(__file__).resolve().parents[2]
 LOG_VARS = torch.tensor([0.3, -0.4, 0.8])
 WORKERS = 2
+REGRESSION_SPILLS = 128  # bytes (the default: 72)
 
 
 def _tune_module():
@@ -99,7 +102,7 @@ def test_every_tuned_configuration_compiles_for_sm90_without_spills():
         assert len(r["launches"]) == 2, r  # the semantic launch and the regressions'
         for launch in r["launches"]:
             registers, spills = launch["ptxas"]
-            assert spills == 0, r
+            assert spills <= (0 if launch["semantic"] else REGRESSION_SPILLS), r
             assert launch["maxnreg"] is None or registers <= launch["maxnreg"], r
     print(json.dumps([[r["config"], [lc["ptxas"] for lc in r["launches"]]] for r in jobs]))
 
@@ -151,11 +154,11 @@ def _compile_main(worker: int, workers: int):
                                       [0.5, 0.5, 0.5], True, 255, False, True)
                 launches = []
                 for kernel, args, kwargs in calls:
-                    if kernel.__name__ != "upsample_loss_kernel":
+                    if kernel.__name__ not in tune.LOSS_KERNELS:
                         continue
                     spec = repr((dtype, case.classes, sorted((k, str(v)) for k, v in kwargs.items())))
                     specs.setdefault(spec, (kernel, args, kwargs))
-                    launches.append(dict(spec=spec, semantic=kwargs["HAS_SEM"],
+                    launches.append(dict(spec=spec, semantic=kwargs.get("HAS_SEM", False),
                                          num_warps=kwargs["num_warps"],
                                          maxnreg=kwargs.get("maxnreg"), block_x=kwargs["BLOCK_X"]))
                 jobs.append(dict(config=[case.name, dtype, config.name()], launches=launches))
