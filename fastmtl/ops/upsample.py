@@ -39,10 +39,12 @@ from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
 from fastmtl.kernels import bilinear_tables as T
+from fastmtl.kernels import upsample_chunks as UC
 from fastmtl.kernels import upsample_loss as U
 from fastmtl.kernels import upsample_reduce as R
 from fastmtl.ops.common import (TASK_SLOTS, bchw_strides, bhw_strides, cdiv, check_device,
-                                device_guard, eager_or_op, interpreted, is_real, launch_for)
+                                device_guard, eager_or_op, interpreted, is_real, launch_for,
+                                next_power_of_2)
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
 from fastmtl.ops.upsample_tiles import current, tiles
@@ -132,6 +134,18 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
             if grid == 0:
                 continue
             semantic = flags["HAS_SEM"]
+            if semantic and plan.rows:  # C > 32: the classes in chunks (upsample_chunks.py)
+                launch(UC.upsample_chunks_kernel)[(grid,)](
+                    x, t, pick(class_weight), pick(gx), *bchw_strides(x), *bhw_strides(t),
+                    *bchw_strides(gx), ignore_index, index, lam, start, part, bad_part,
+                    n_parts, h, w, H, W, plan.n_bands, plan.n_strips, plan.band_rows,
+                    plan.strip_cells, scale, C=C, HAS_WEIGHT=class_weight is not None,
+                    WRITE_GRAD=write_grad, CH=plan.block_c,
+                    CHT=max(1, next_power_of_2(C % plan.block_c)), ROWS=plan.rows,
+                    BLOCK_X=plan.block_x, NRUN=plan.nrun, KC=plan.kc, ACC_FP64=acc_fp64,
+                    FAST_MATH=not acc_fp64 and not interpreted(), COMPILED=not interpreted(),
+                    num_warps=plan.num_warps, **register_cap(plan, acc_fp64, launch))
+                continue
             launch(U.upsample_loss_kernel)[(grid,)](
                 pick(x), pick(t), pick(class_weight), pick(gx), *bchw_strides(x), *bhw_strides(t),
                 *bchw_strides(gx), ignore_index,

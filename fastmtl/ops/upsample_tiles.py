@@ -61,6 +61,12 @@ class Config:
     # and so does the walk over several windows of heads much narrower than the targets.
     capped_runs: int = 16
     large_c_registers: Optional[int] = None  # C > MAX_CLASSES_PER_THREAD (warps share classes)
+    # C > MAX_CLASSES_PER_THREAD: classes in chunks of this many inside each thread, one
+    # column per thread (``kernels/upsample_chunks.py``); None: the warps share the classes.
+    class_chunk: Optional[int] = 16
+    chunk_warps: int = 4
+    chunk_rows: int = 8       # most target rows of a run per pass over the classes
+    chunk_registers: Optional[int] = None
     # Regressions' launch: columns per thread and warps (BLOCK_X = 32 x warps x columns).
     # One column per thread needs 128 registers (four programs of 4 warps per SM); four
     # columns needed 255 (two).
@@ -147,6 +153,7 @@ class Tiles:
     kc: int             # columns per run gathered at a time
     windows: int        # windows per strip (estimate; > 1: cells accumulate across windows)
     max_registers: Optional[int] = None  # ptxas register cap (None: ptxas's choice)
+    rows: int = 0       # classes in chunks of block_c (upsample_chunks_kernel): rows per pass
 
 
 def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
@@ -155,6 +162,7 @@ def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
     cfg = config or current()
     block_c = next_power_of_2(C) if semantic else 1
     columns = 1  # columns per thread
+    rows = 0
     if not semantic:
         warps_c, warps_x, columns = 1, cfg.regression_warps, cfg.regression_columns
         registers = cfg.regression_registers
@@ -162,6 +170,13 @@ def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
         warps_c = 1
         warps_x = cfg.semantic_warps if W <= 10 * w else cfg.wide_semantic_warps
         registers = cfg.semantic_registers
+    elif cfg.class_chunk is not None:  # classes in chunks inside the thread, one column each
+        warps_c, warps_x = 1, cfg.chunk_warps
+        block_c = cfg.class_chunk
+        registers = cfg.chunk_registers
+        start = run_starts(h, H, align_corners)
+        longest = max(start[a + 1] - start[a] for a in range(h))
+        rows = min(next_power_of_2(max(longest, 1)), cfg.chunk_rows)
     else:  # warps along the classes too, CLASSES_PER_THREAD classes (and padding) each
         warps_c, warps_x = min(MAX_WARPS, block_c // CLASSES_PER_THREAD), 1
         registers = cfg.large_c_registers
@@ -184,4 +199,4 @@ def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
     return Tiles(block_c=block_c, block_x=block_x, num_warps=warps_c * warps_x,
                  strip_cells=cells, n_strips=n_strips, band_rows=band_rows,
                  n_bands=cdiv(h, band_rows), nrun=nrun, kc=max(1, block_x // nrun),
-                 windows=windows, max_registers=registers)
+                 windows=windows, max_registers=registers, rows=rows)
