@@ -46,9 +46,9 @@ __all__ = ["upsample_chunks_kernel"]
 
 
 @triton.jit
-def _row(tile, r: tl.constexpr, ROWS: tl.constexpr):
-    # Row r of a [ROWS, BLOCK_X] tile (rows in the thread): selects on compile-time
-    # conditions, added as integers so that they fold away.
+def _row(tile, r, ROWS: tl.constexpr):
+    # Row r of a [ROWS, BLOCK_X] tile (rows in the thread): selects, added as integers so
+    # that they fold away where r is a compile-time index (unrolled loops).
     pick = tl.arange(0, ROWS)[:, None] == r
     if tile.dtype == tl.float32:
         return tl.sum(tl.where(pick, tile.to(tl.int32, bitcast=True), 0), 0).to(
@@ -61,7 +61,7 @@ def _row(tile, r: tl.constexpr, ROWS: tl.constexpr):
 
 
 @triton.jit
-def _put(tile, r: tl.constexpr, value, ROWS: tl.constexpr):
+def _put(tile, r, value, ROWS: tl.constexpr):
     return tl.where(tl.arange(0, ROWS)[:, None] == r, value[None, :], tile)
 
 
@@ -69,22 +69,22 @@ def _put(tile, r: tl.constexpr, value, ROWS: tl.constexpr):
 def _max_sum(m, s, top, bot, cls_ok, lam_y_ptr, y, n, ROWS: tl.constexpr, MASKED: tl.constexpr,
              FAST_MATH: tl.constexpr):
     # Pass A for one chunk: the running max m and sum s (of exp(v - m)) of each row.
-    # Rows past the group's n are computed and never read (no branch: rows interleave).
     for r in tl.static_range(ROWS):
-        wy1 = tl.load(lam_y_ptr + y + r, mask=r < n, other=0.0)
-        wy0 = 1.0 - wy1
-        v = wy0 * top + wy1 * bot
-        if MASKED:
-            v = tl.where(cls_ok[None, :], v, float("-inf"))
-        m_old = _row(m, r, ROWS)
-        m_new = tl.maximum(m_old, tl.max(v, 1))
-        shift = tl.where(m_new == float("-inf"), 0.0, m_new)  # a chunk of -inf adds 0
-        e = _exp_shifted(v, shift, FAST_MATH)
-        if MASKED:
-            e = tl.where(cls_ok[None, :], e, 0.0)
-        s_new = _row(s, r, ROWS) * tl.exp(m_old - shift) + tl.sum(e, 1)
-        m = _put(m, r, m_new, ROWS)
-        s = _put(s, r, s_new, ROWS)
+        if r < n:
+            wy1 = tl.load(lam_y_ptr + y + r)
+            wy0 = 1.0 - wy1
+            v = wy0 * top + wy1 * bot
+            if MASKED:
+                v = tl.where(cls_ok[None, :], v, float("-inf"))
+            m_old = _row(m, r, ROWS)
+            m_new = tl.maximum(m_old, tl.max(v, 1))
+            shift = tl.where(m_new == float("-inf"), 0.0, m_new)  # a chunk of -inf adds 0
+            e = _exp_shifted(v, shift, FAST_MATH)
+            if MASKED:
+                e = tl.where(cls_ok[None, :], e, 0.0)
+            s_new = _row(s, r, ROWS) * tl.exp(m_old - shift) + tl.sum(e, 1)
+            m = _put(m, r, m_new, ROWS)
+            s = _put(s, r, s_new, ROWS)
     return m, s
 
 
@@ -112,13 +112,14 @@ def _chunk_grad(top, bot, k0, lse, labels, weights, lam_y_ptr, y, n, CHW: tl.con
 
 
 @triton.jit
-def _store_chunk(G, row, add_always, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, it, lam_x_ptr,
-                 start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, CHW: tl.constexpr,
-                 BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr,
-                 ACC: tl.constexpr, COMPILED: tl.constexpr):
-    # Cells [j_lo, j_hi) of low-resolution row `row`, channels ch: G[X - xw, c] reduced over
-    # the window's runs, times grad_scale, stored, or added to what is there where an
-    # earlier window stored the cell or add_always (a share this program stored before).
+def _store_shares(g0, g1, a, a1, a_lo, a_hi, group, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, it,
+                  lam_x_ptr, start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale,
+                  CHW: tl.constexpr, BLOCK_X: tl.constexpr, NRUN: tl.constexpr,
+                  KC: tl.constexpr, ACC: tl.constexpr, COMPILED: tl.constexpr):
+    # Cells [j_lo, j_hi), channels ch, of rows a (g0) and a1 (g1): each share reduced over
+    # the window's runs (both in one exchange), times grad_scale, stored, or added to what
+    # is there: where an earlier window stored the cell, and where this program stored a
+    # share of it before (row a's from row a - 1, any row's from an earlier group).
     r = _in_loop(tl.arange(0, NRUN), it, COMPILED)
     cell = j_lo - 1 + r
     run_exists = (cell >= 0) & (cell < j_hi)
@@ -129,16 +130,27 @@ def _store_chunk(G, row, add_always, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, it, lam
     hi = tl.minimum(run_end, tl.minimum(xw + BLOCK_X, xe))
     k_max = tl.max(hi - lo, 0)
     cell_ok = run_exists & (cell >= j_lo) & (reach_start < xw + BLOCK_X) & (run_end > xw)
-    first = (reach_start >= xw) | (xw == xs)
-    value = _reduce_runs(G, lam_x_ptr, lo, hi, cell == w - 1, xw, k_max, it, CHW, BLOCK_X,
-                         NRUN, KC, ACC, COMPILED) * grad_scale
+    later = (reach_start < xw) & (xw != xs)  # an earlier window stored the cell
+    both = tl.reshape(tl.join(g0, g1), [BLOCK_X, 2 * CHW])  # channel 2c: g0, 2c + 1: g1
+    cells = _reduce_runs(both, lam_x_ptr, lo, hi, cell == w - 1, xw, k_max, it, 2 * CHW,
+                         BLOCK_X, NRUN, KC, ACC, COMPILED) * grad_scale
+    top, bottom = tl.split(tl.reshape(cells, [NRUN, CHW, 2]))
+    if a1 == a:  # the image's last row: both taps are this row
+        top = top + bottom
     ch = _in_loop(ch, it, COMPILED)
-    p = (g_ptr + row.to(tl.int64) * g_sh + cell.to(tl.int64)[:, None] * g_sw
-         + ch.to(tl.int64)[None, :] * g_sc)
+    p = g_ptr + cell.to(tl.int64)[:, None] * g_sw + ch.to(tl.int64)[None, :] * g_sc
     ok = cell_ok[:, None] & ch_ok[None, :]
     tl.debug_barrier()  # what another thread stored in these cells is visible
-    earlier = tl.load(p, mask=ok & (add_always | (first == 0))[:, None], other=0.0).to(ACC)
-    tl.store(p, (earlier + value).to(g_ptr.dtype.element_ty), mask=ok)
+    if a >= a_lo:  # a_lo - 1 is only walked for its share of row a_lo
+        p_top = p + a.to(tl.int64) * g_sh
+        add = ((group > 0) | (a > 0)) | later
+        earlier = tl.load(p_top, mask=ok & add[:, None], other=0.0).to(ACC)
+        tl.store(p_top, (earlier + top).to(g_ptr.dtype.element_ty), mask=ok)
+    if (a1 > a) & (a1 < a_hi):  # row a_hi's share is its own program's
+        p_bottom = p + a1.to(tl.int64) * g_sh
+        add = (group > 0) | later
+        earlier = tl.load(p_bottom, mask=ok & add[:, None], other=0.0).to(ACC)
+        tl.store(p_bottom, (earlier + bottom).to(g_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
@@ -150,23 +162,17 @@ def _chunk(k0, it, col0, col1, m, s, lse, labels, weights, a, a1, y, n, a_lo, a_
            FAST_MATH: tl.constexpr, COMPILED: tl.constexpr):
     # One chunk of classes [k0, k0 + CHW): pass A (PASS_B false: returns m, s) or pass B
     # (its gradient shares stored).
-    ch = k0 + tl.arange(0, CHW)
+    # (through _in_loop: the last chunk's pointers are not hoisted out of the row loop)
+    ch = _in_loop(k0 + tl.arange(0, CHW), it, COMPILED)
     ch_ok = ch < C
     top = _along_x(col0, col1, ch, ch_ok, x_sc, a, x_sh, wx0, wx1, in_window, ACC)
     bot = _along_x(col0, col1, ch, ch_ok, x_sc, a1, x_sh, wx0, wx1, in_window, ACC)
     if PASS_B:
         g0, g1 = _chunk_grad(top, bot, k0, lse, labels, weights, lam_y_ptr, y, n, CHW, ROWS,
                              BLOCK_X, ACC, FAST_MATH)
-        if a1 == a:  # the image's last row: both taps are this row
-            g0 += g1
-        if a >= a_lo:  # a_lo - 1 is only walked for its share of row a_lo
-            _store_chunk(g0, a, (group > 0) | (a > 0), gx_ptr, ch, ch_ok, g_sc, g_sh, g_sw,
-                         it, lam_x_ptr, start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale,
-                         CHW, BLOCK_X, NRUN, KC, ACC, COMPILED)
-        if (a1 > a) & (a1 < a_hi):  # row a_hi's share is its own program's
-            _store_chunk(g1, a1, group > 0, gx_ptr, ch, ch_ok, g_sc, g_sh, g_sw, it,
-                         lam_x_ptr, start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, CHW,
-                         BLOCK_X, NRUN, KC, ACC, COMPILED)
+        _store_shares(g0, g1, a, a1, a_lo, a_hi, group, gx_ptr, ch, ch_ok, g_sc, g_sh, g_sw,
+                      it, lam_x_ptr, start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, CHW,
+                      BLOCK_X, NRUN, KC, ACC, COMPILED)
     else:
         m, s = _max_sum(m, s, top, bot, ch_ok, lam_y_ptr, y, n, ROWS, MASKED, FAST_MATH)
     return m, s
@@ -237,13 +243,14 @@ def upsample_chunks_kernel(
                 # while it runs); the label check.
                 labels = tl.full([ROWS, BLOCK_X], -1, tl.int32)
                 weights = tl.zeros([ROWS, BLOCK_X], ACC)
-                for r in tl.static_range(ROWS):
+                r = 0
+                while r < n:  # not unrolled: per pixel, not per class
                     Y = y + r
-                    here = in_window & (r < n)
+                    here = in_window
                     t = _label(tl.load(t_col + Y.to(tl.int64) * t_sh, mask=here, other=0))
                     labelled = here & (t != ignore_index)
                     valid = labelled & (t >= 0) & (t < C)
-                    owned = owned_x & (r < n) & (Y >= y_own)
+                    owned = owned_x & (Y >= y_own)
                     bad = owned & labelled & (valid == 0)
                     n_bad += bad.to(tl.int32)
                     lane_first_row = tl.where(bad & (lane_first_row == NO_ROW), Y,
@@ -256,6 +263,7 @@ def upsample_chunks_kernel(
                     sem_norm += tl.where(owned, wt, 0.0)
                     labels = _put(labels, r, label, ROWS)
                     weights = _put(weights, r, wt, ROWS)
+                    r += 1
 
                 # Pass A: the running max and sum of every row, chunk by chunk.
                 m = tl.full([ROWS, BLOCK_X], float("-inf"), ACC)
@@ -279,18 +287,20 @@ def upsample_chunks_kernel(
                 lse = _log(s, FAST_MATH) + m
 
                 # The loss: v[target] re-read from its four taps (cached loads).
-                for r in tl.static_range(ROWS):
+                r = 0
+                while r < n:
                     Y = y + r
-                    wy1 = tl.load(lam_y_ptr + Y, mask=r < n, other=0.0)
+                    wy1 = tl.load(lam_y_ptr + Y)
                     wy0 = 1.0 - wy1
                     label = _row(labels, r, ROWS)
                     valid = label >= 0
                     v_target = _tap_value(col0, col1, label.to(tl.int64) * x_sc, a, a1, x_sh,
                                           wx0, wx1, wy0, wy1, valid, ACC)
-                    owned = owned_x & (r < n) & (Y >= y_own)
+                    owned = owned_x & (Y >= y_own)
                     sem_loss += tl.where(valid & owned,
                                          _row(weights, r, ROWS) * (_row(lse, r, ROWS) - v_target),
                                          0.0)
+                    r += 1
 
                 # Pass B: each chunk's gradient shares of rows a and a + 1, stored.
                 if WRITE_GRAD:
