@@ -38,7 +38,7 @@ is, and a row of -inf logits gives lse = -inf, hence NaN loss and gradient, as t
 import triton
 import triton.language as tl
 
-from .upsample_loss import (NO_ROW, _along_x, _exp_shifted, _in_loop, _label, _log,
+from .upsample_loss import (NO_ROW, _exp_shifted, _in_loop, _label, _log,
                             _reduce_runs, _tap_value)
 from .upsample_reduce import NO_PIXEL, ROW_NORM
 
@@ -165,8 +165,19 @@ def _chunk(k0, it, col0, col1, m, s, lse, labels, weights, a, a1, y, n, a_lo, a_
     # (through _in_loop: the last chunk's pointers are not hoisted out of the row loop)
     ch = _in_loop(k0 + tl.arange(0, CHW), it, COMPILED)
     ch_ok = ch < C
-    top = _along_x(col0, col1, ch, ch_ok, x_sc, a, x_sh, wx0, wx1, in_window, ACC)
-    bot = _along_x(col0, col1, ch, ch_ok, x_sc, a1, x_sh, wx0, wx1, in_window, ACC)
+    # As _along_x for rows a and a1, the channel offsets shared by the four taps; only
+    # the last chunk has a class mask.
+    if MASKED:
+        ok = in_window[:, None] & ch_ok[None, :]
+    else:
+        ok = in_window[:, None]
+    off = ch.to(tl.int64) * x_sc
+    row_a = (off + a.to(tl.int64) * x_sh)[None, :]
+    row_a1 = (off + a1.to(tl.int64) * x_sh)[None, :]
+    top = (wx0[:, None] * tl.load(col0[:, None] + row_a, mask=ok, other=0.0).to(ACC)
+           + wx1[:, None] * tl.load(col1[:, None] + row_a, mask=ok, other=0.0).to(ACC))
+    bot = (wx0[:, None] * tl.load(col0[:, None] + row_a1, mask=ok, other=0.0).to(ACC)
+           + wx1[:, None] * tl.load(col1[:, None] + row_a1, mask=ok, other=0.0).to(ACC))
     if PASS_B:
         g0, g1 = _chunk_grad(top, bot, k0, lse, labels, weights, lam_y_ptr, y, n, CHW, ROWS,
                              BLOCK_X, ACC, FAST_MATH)
@@ -239,16 +250,37 @@ def upsample_chunks_kernel(
             group = 0
             while (y < y_end) | (group == 0):  # groups of ROWS rows (an empty run: one)
                 n = tl.minimum(y_end - y, ROWS)
-                # Labels and weights of the group's rows (loaded before pass A: in flight
-                # while it runs); the label check.
+                # Pass A: the running max and sum of every row, chunk by chunk.
+                m = tl.full([ROWS, BLOCK_X], float("-inf"), ACC)
+                s = tl.zeros([ROWS, BLOCK_X], ACC)
+                k0 = 0
+                while k0 < FULL:
+                    m, s = _chunk(k0, k0, col0, col1, m, s, s, s, s, a, a1, y, n,
+                                  a_lo, a_hi, group, x_sc, x_sh, wx0, wx1, in_window,
+                                  lam_y_ptr, gx_img, gx_sc, gx_sh, gx_sw, lam_x_ptr,
+                                  start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, C, CH,
+                                  False, False, ROWS, BLOCK_X, NRUN, KC, ACC, FAST_MATH,
+                                  COMPILED)
+                    k0 += CH
+                if FULL < C:
+                    m, s = _chunk(FULL, a, col0, col1, m, s, s, s, s, a, a1, y, n,
+                                  a_lo, a_hi, group, x_sc, x_sh, wx0, wx1, in_window,
+                                  lam_y_ptr, gx_img, gx_sc, gx_sh, gx_sw, lam_x_ptr,
+                                  start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, C, CHT,
+                                  True, False, ROWS, BLOCK_X, NRUN, KC, ACC, FAST_MATH,
+                                  COMPILED)
+                lse = _log(s, FAST_MATH) + m
+
+                # Per row (not unrolled: per pixel, not per class): the label, its check
+                # and weight, kept for pass B; the loss, v[target] re-read from its four
+                # taps (cached loads).
                 labels = tl.full([ROWS, BLOCK_X], -1, tl.int32)
                 weights = tl.zeros([ROWS, BLOCK_X], ACC)
                 r = 0
-                while r < n:  # not unrolled: per pixel, not per class
+                while r < n:
                     Y = y + r
-                    here = in_window
-                    t = _label(tl.load(t_col + Y.to(tl.int64) * t_sh, mask=here, other=0))
-                    labelled = here & (t != ignore_index)
+                    t = _label(tl.load(t_col + Y.to(tl.int64) * t_sh, mask=in_window, other=0))
+                    labelled = in_window & (t != ignore_index)
                     valid = labelled & (t >= 0) & (t < C)
                     owned = owned_x & (Y >= y_own)
                     bad = owned & labelled & (valid == 0)
@@ -261,45 +293,14 @@ def upsample_chunks_kernel(
                     else:
                         wt = valid.to(ACC)
                     sem_norm += tl.where(owned, wt, 0.0)
-                    labels = _put(labels, r, label, ROWS)
-                    weights = _put(weights, r, wt, ROWS)
-                    r += 1
-
-                # Pass A: the running max and sum of every row, chunk by chunk.
-                m = tl.full([ROWS, BLOCK_X], float("-inf"), ACC)
-                s = tl.zeros([ROWS, BLOCK_X], ACC)
-                k0 = 0
-                while k0 < FULL:
-                    m, s = _chunk(k0, k0, col0, col1, m, s, s, labels, weights, a, a1, y, n,
-                                  a_lo, a_hi, group, x_sc, x_sh, wx0, wx1, in_window,
-                                  lam_y_ptr, gx_img, gx_sc, gx_sh, gx_sw, lam_x_ptr,
-                                  start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, C, CH,
-                                  False, False, ROWS, BLOCK_X, NRUN, KC, ACC, FAST_MATH,
-                                  COMPILED)
-                    k0 += CH
-                if FULL < C:
-                    m, s = _chunk(FULL, a, col0, col1, m, s, s, labels, weights, a, a1, y, n,
-                                  a_lo, a_hi, group, x_sc, x_sh, wx0, wx1, in_window,
-                                  lam_y_ptr, gx_img, gx_sc, gx_sh, gx_sw, lam_x_ptr,
-                                  start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, C, CHT,
-                                  True, False, ROWS, BLOCK_X, NRUN, KC, ACC, FAST_MATH,
-                                  COMPILED)
-                lse = _log(s, FAST_MATH) + m
-
-                # The loss: v[target] re-read from its four taps (cached loads).
-                r = 0
-                while r < n:
-                    Y = y + r
                     wy1 = tl.load(lam_y_ptr + Y)
                     wy0 = 1.0 - wy1
-                    label = _row(labels, r, ROWS)
-                    valid = label >= 0
                     v_target = _tap_value(col0, col1, label.to(tl.int64) * x_sc, a, a1, x_sh,
                                           wx0, wx1, wy0, wy1, valid, ACC)
-                    owned = owned_x & (Y >= y_own)
-                    sem_loss += tl.where(valid & owned,
-                                         _row(weights, r, ROWS) * (_row(lse, r, ROWS) - v_target),
+                    sem_loss += tl.where(valid & owned, wt * (_row(lse, r, ROWS) - v_target),
                                          0.0)
+                    labels = _put(labels, r, label, ROWS)
+                    weights = _put(weights, r, wt, ROWS)
                     r += 1
 
                 # Pass B: each chunk's gradient shares of rows a and a + 1, stored.
