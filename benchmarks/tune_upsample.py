@@ -77,7 +77,8 @@ def candidates(classes: int, quick: bool = False) -> list:
         ]
         keep = 5
     else:
-        changes = [{}, dict(band_rows=(4,)), dict(band_rows=(32, 16, 8)),
+        changes = [{}, dict(class_chunk=None),  # the warps share out the classes (0.2.0.dev0)
+                   dict(band_rows=(4,)), dict(band_rows=(32, 16, 8)),
                    dict(regression_columns=4), dict(target_warps=16384)]
         keep = 3
     configs = [replace(DEFAULT, **c) for c in changes]
@@ -139,14 +140,15 @@ def _mismatch(ref: dict, got: dict, tol: float) -> list[str]:
 
 
 def _kernel_row(calls, device, repeats, warmup) -> dict:
-    """Device time of each recorded upsample_loss_kernel launch replayed alone."""
+    """Device time of each recorded loss-kernel launch replayed alone (upsample_loss_kernel,
+    or upsample_chunks_kernel for the semantic task at C > 32)."""
     from benchmarks.timing import measure, summarize
 
     row = {}
     for kernel, grid, args, kwargs, compiled in calls:
-        if kernel.__name__ != "upsample_loss_kernel":
+        if kernel.__name__ not in ("upsample_loss_kernel", "upsample_chunks_kernel"):
             continue
-        which = "semantic" if kwargs.get("HAS_SEM") else "regressions"
+        which = "semantic" if kwargs.get("HAS_SEM", True) else "regressions"
         times = measure(lambda: kernel[grid](*args, **kwargs), device, warmup, repeats)
         row[which] = dict(median_ms=1e3 * summarize(times)["median_s"], grid=list(grid),
                           num_warps=kwargs.get("num_warps"), maxnreg=kwargs.get("maxnreg"),

@@ -13,7 +13,9 @@ holding the (B, C, H, W) upsampled logits or their gradient:
    reads every target once (plus the row and run of columns a program shares with
    its neighbours), writes each low-resolution gradient cell once, scaled by a
    provisional power of two, and leaves per-program partial sums
-   (``kernels/upsample_loss.py``; the split: ``fastmtl/ops/upsample_tiles.py``).
+   (``kernels/upsample_loss.py``; the split: ``fastmtl/ops/upsample_tiles.py``). For
+   C > 32 the semantic launch is ``upsample_chunks_kernel`` (``kernels/upsample_chunks.py``:
+   the classes in chunks, two passes), same contract and partial sums.
 3. ``reduce_partials_kernel`` and ``upsample_finalize_kernel`` add the partial
    sums in a fixed order, in two levels, into N_k, L_k, the total and
    d total / d coef (``kernels/upsample_reduce.py``).

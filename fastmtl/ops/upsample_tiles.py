@@ -3,8 +3,10 @@
 Pure Python on the shapes (no tensor is read). The kernel is correct for any split;
 the split only decides how much work is repeated and how many programs there are:
 
-- A thread holds one full-resolution column and all classes (C up to 32), or every
-  k-th class with k warps along the classes (larger C, 32 class slots per thread).
+- A thread holds one full-resolution column and all classes (C up to 32); for larger C
+  one column and the classes in chunks of ``class_chunk`` (``upsample_chunks_kernel``,
+  ``rows`` target rows per pass over the classes), or, with ``class_chunk=None``, every
+  k-th class with k warps along the classes (32 class slots per thread).
   The regressions' launch (three channels) gives each thread ``regression_columns``
   columns. The window is BLOCK_X columns. The choices are a ``Config``; ``use``
   swaps it for a block of code (tuning), ``DEFAULT`` is what the op uses.

@@ -151,11 +151,11 @@ def _compile_main(worker: int, workers: int):
                                       [0.5, 0.5, 0.5], True, 255, False, True)
                 launches = []
                 for kernel, args, kwargs in calls:
-                    if kernel.__name__ != "upsample_loss_kernel":
+                    if kernel.__name__ not in ("upsample_loss_kernel", "upsample_chunks_kernel"):
                         continue
                     spec = repr((dtype, case.classes, sorted((k, str(v)) for k, v in kwargs.items())))
                     specs.setdefault(spec, (kernel, args, kwargs))
-                    launches.append(dict(spec=spec, semantic=kwargs["HAS_SEM"],
+                    launches.append(dict(spec=spec, semantic=kwargs.get("HAS_SEM", True),
                                          num_warps=kwargs["num_warps"],
                                          maxnreg=kwargs.get("maxnreg"), block_x=kwargs["BLOCK_X"]))
                 jobs.append(dict(config=[case.name, dtype, config.name()], launches=launches))
