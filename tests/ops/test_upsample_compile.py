@@ -114,6 +114,16 @@ def test_torch_compile_fullgraph_without_graph_break():
     assert report["backward_kernels"] == ["upsample_grad_scale_kernel"]
 
 
+def test_torch_compile_fullgraph_many_classes():
+    """C > 32: the chunked kernel for the semantic task, traced as the others are."""
+    report = _report("compile-many")
+    assert report["graphs"] == 1
+    assert report["forward_kernels"] == ["axis_table_kernel", "upsample_chunks_kernel",
+                                         "upsample_loss_kernel", "reduce_partials_kernel",
+                                         "upsample_finalize_kernel"]
+    assert report["backward_kernels"] == ["upsample_grad_scale_kernel"]
+
+
 # ------------------------------------------------------------------ subprocess side
 
 
@@ -274,7 +284,7 @@ def _aot_main():
     print(json.dumps(dict(variants=variants, failures=failures)))
 
 
-def _compile_main():
+def _compile_main(classes=5):
     import torch
     from helpers import leaf_copies
     from tracing import trace_graphs
@@ -282,7 +292,7 @@ def _compile_main():
 
     import fastmtl
 
-    pred, tgt = low_res_inputs(B=2, C=5, h=2, w=3, H=5, W=7)
+    pred, tgt = low_res_inputs(B=2, C=classes, h=2, w=3, H=5, W=7)
     pred = leaf_copies(pred)
     log_vars = torch.zeros(3, requires_grad=True)
 
@@ -301,4 +311,5 @@ if __name__ == "__main__":
         import tempfile
 
         os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="upsample-aot-")
-    {"aot": _aot_main, "compile": _compile_main}[sys.argv[1]]()
+    {"aot": _aot_main, "compile": _compile_main,
+     "compile-many": lambda: _compile_main(classes=40)}[sys.argv[1]]()
