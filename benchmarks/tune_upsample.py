@@ -78,7 +78,8 @@ def candidates(classes: int, quick: bool = False) -> list:
         ]
         keep = 5
     else:
-        changes = [{}, dict(band_rows=(4,)), dict(band_rows=(32, 16, 8)),
+        changes = [{}, dict(class_chunk=16),  # the classes in chunks inside each thread
+                   dict(band_rows=(4,)), dict(band_rows=(32, 16, 8)),
                    dict(regression_columns=1), dict(target_warps=16384)]
         keep = 3
     configs = [replace(DEFAULT, **c) for c in changes]
@@ -139,18 +140,19 @@ def _mismatch(ref: dict, got: dict, tol: float) -> list[str]:
     return bad
 
 
-LOSS_KERNELS = ("upsample_loss_kernel", "upsample_regressions_kernel")
+LOSS_KERNELS = ("upsample_loss_kernel", "upsample_regressions_kernel", "upsample_chunks_kernel")
 
 
 def _kernel_row(calls, device, repeats, warmup) -> dict:
-    """Device time of each recorded loss launch (semantic, regressions) replayed alone."""
+    """Device time of each recorded loss launch (semantic: upsample_loss_kernel, or
+    upsample_chunks_kernel at C > 32; regressions) replayed alone."""
     from benchmarks.timing import measure, summarize
 
     row = {}
     for kernel, grid, args, kwargs, compiled in calls:
         if kernel.__name__ not in LOSS_KERNELS:
             continue
-        which = "semantic" if kwargs.get("HAS_SEM") else "regressions"
+        which = "regressions" if kernel.__name__ == "upsample_regressions_kernel" else "semantic"
         times = measure(lambda: kernel[grid](*args, **kwargs), device, warmup, repeats)
         row[which] = dict(median_ms=1e3 * summarize(times)["median_s"], grid=list(grid),
                           num_warps=kwargs.get("num_warps"), maxnreg=kwargs.get("maxnreg"),

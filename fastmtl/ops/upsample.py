@@ -16,6 +16,9 @@ holding the (B, C, H, W) upsampled logits or their gradient:
    (``kernels/upsample_loss.py``; the split: ``fastmtl/ops/upsample_tiles.py``). The
    regressions' launch is ``upsample_regressions_kernel`` (``kernels/upsample_regressions.py``):
    the same split and run reduction, with the targets read a chunk of rows at a time.
+   For C > 32 the semantic launch can be ``upsample_chunks_kernel``
+   (``kernels/upsample_chunks.py``: the classes in chunks, two passes; ``class_chunk`` of
+   ``upsample_tiles.Config``), same contract and partial sums.
 3. ``reduce_partials_kernel`` and ``upsample_finalize_kernel`` add the partial
    sums in a fixed order, in two levels, into N_k, L_k, the total and
    d total / d coef (``kernels/upsample_reduce.py``).
@@ -41,11 +44,13 @@ from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
 from fastmtl.kernels import bilinear_tables as T
+from fastmtl.kernels import upsample_chunks as UC
 from fastmtl.kernels import upsample_loss as U
 from fastmtl.kernels import upsample_reduce as R
 from fastmtl.kernels import upsample_regressions as V
 from fastmtl.ops.common import (TASK_SLOTS, bchw_strides, bhw_strides, cdiv, check_device,
-                                device_guard, eager_or_op, interpreted, is_real, launch_for)
+                                device_guard, eager_or_op, interpreted, is_real, launch_for,
+                                next_power_of_2)
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
 from fastmtl.ops.upsample_tiles import current, tiles
@@ -160,6 +165,18 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
                 _launch_regressions(launch, grid, plan, flags, o, g, m, go, d, z, gd, index, lam,
                                     start, part, n_parts, h, w, H, W, scale, write_grad,
                                     acc_fp64)
+                continue
+            if plan.class_chunks:  # C > 32: the classes in chunks (upsample_chunks.py)
+                launch(UC.upsample_chunks_kernel)[(grid,)](
+                    x, t, pick(class_weight), pick(gx), *bchw_strides(x), *bhw_strides(t),
+                    *bchw_strides(gx), ignore_index, index, lam, start, part, bad_part,
+                    n_parts, h, w, H, W, plan.n_bands, plan.n_strips, plan.band_rows,
+                    plan.strip_cells, scale, C=C, HAS_WEIGHT=class_weight is not None,
+                    WRITE_GRAD=write_grad, CH=plan.block_c,
+                    CHT=max(1, next_power_of_2(C % plan.block_c)), ROWS=plan.rows,
+                    BLOCK_X=plan.block_x, NRUN=plan.nrun, KC=plan.kc, ACC_FP64=acc_fp64,
+                    FAST_MATH=not acc_fp64 and not interpreted(), COMPILED=not interpreted(),
+                    num_warps=plan.num_warps, **register_cap(plan, acc_fp64, launch))
                 continue
             launch(U.upsample_loss_kernel)[(grid,)](
                 pick(x), pick(t), pick(class_weight), pick(gx), *bchw_strides(x), *bhw_strides(t),

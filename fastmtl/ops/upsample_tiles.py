@@ -3,11 +3,14 @@
 Pure Python on the shapes (no tensor is read). The kernel is correct for any split;
 the split only decides how much work is repeated and how many programs there are:
 
-- A thread holds one full-resolution column and all classes (C up to 32), or every
-  k-th class with k warps along the classes (larger C, 32 class slots per thread).
+- A thread holds one full-resolution column and all classes (C up to 32); for larger C
+  one column and the classes in chunks of ``class_chunk`` (``upsample_chunks_kernel``,
+  ``rows`` target rows per pass over the classes), or, with ``class_chunk=None`` (the
+  default), every k-th class with k warps along the classes (32 class slots per thread).
   The regressions' launch (three channels, ``upsample_regressions_kernel``) gives each
   thread ``regression_columns`` columns and reads their targets ``regression_rows``
-  full-resolution rows at a time (``Tiles.rows``). The window is BLOCK_X columns. The choices are a ``Config``; ``use``
+  full-resolution rows at a time (``Tiles.rows``). The window is BLOCK_X columns. The
+  choices are a ``Config``; ``use``
   swaps it for a block of code (tuning), ``DEFAULT`` is what the op uses.
 - A program writes the gradient of ``strip_cells`` low-resolution columns and walks
   the runs of those cells and of the cell before (its second taps land on the
@@ -62,6 +65,14 @@ class Config:
     # and so does the walk over several windows of heads much narrower than the targets.
     capped_runs: int = 16
     large_c_registers: Optional[int] = None  # C > MAX_CLASSES_PER_THREAD (warps share classes)
+    # C > MAX_CLASSES_PER_THREAD: classes in chunks of this many inside each thread, one
+    # column per thread (``kernels/upsample_chunks.py``); None: the warps share the classes.
+    # Not yet timed on a GPU against the warps' layout (measured: 2.37 ms at C = 150, fp32),
+    # so not the default; python -m benchmarks.tune_upsample times both.
+    class_chunk: Optional[int] = None
+    chunk_warps: int = 4
+    chunk_rows: int = 8       # most target rows of a run per pass over the classes
+    chunk_registers: Optional[int] = None
     # Regressions' launch (upsample_regressions_kernel): columns per thread and warps
     # (BLOCK_X = 32 x warps x columns), and the full-resolution rows read at a time per
     # thread (a power of two; longer runs take several chunks): 4 loads per row and column,
@@ -153,7 +164,9 @@ class Tiles:
     kc: int             # columns per run gathered at a time
     windows: int        # windows per strip (estimate; > 1: cells accumulate across windows)
     max_registers: Optional[int] = None  # ptxas register cap (None: ptxas's choice)
-    rows: int = 1       # full-resolution rows per chunk (the regressions' launch)
+    rows: int = 1       # full-resolution rows per chunk: the regressions' launch, and the
+                        # large-C semantic launch in class chunks (rows per pass over them)
+    class_chunks: bool = False  # semantic launch: upsample_chunks_kernel (block_c per chunk)
 
 
 def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
@@ -162,13 +175,24 @@ def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
     cfg = config or current()
     block_c = next_power_of_2(C) if semantic else 1
     columns = 1  # columns per thread
+    rows = 1
+    class_chunks = False
     if not semantic:
         warps_c, warps_x, columns = 1, cfg.regression_warps, cfg.regression_columns
         registers = cfg.regression_registers
+        rows = next_power_of_2(cfg.regression_rows)
     elif block_c <= MAX_CLASSES_PER_THREAD:  # classes in the thread, warps along the columns
         warps_c = 1
         warps_x = cfg.semantic_warps if W <= 10 * w else cfg.wide_semantic_warps
         registers = cfg.semantic_registers
+    elif cfg.class_chunk is not None:  # classes in chunks inside the thread, one column each
+        warps_c, warps_x = 1, cfg.chunk_warps
+        block_c = cfg.class_chunk
+        registers = cfg.chunk_registers
+        start = run_starts(h, H, align_corners)
+        longest = max(start[a + 1] - start[a] for a in range(h))
+        rows = min(next_power_of_2(max(longest, 1)), cfg.chunk_rows)
+        class_chunks = True
     else:  # warps along the classes too, CLASSES_PER_THREAD classes (and padding) each
         warps_c, warps_x = min(MAX_WARPS, block_c // CLASSES_PER_THREAD), 1
         registers = cfg.large_c_registers
@@ -191,5 +215,5 @@ def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
     return Tiles(block_c=block_c, block_x=block_x, num_warps=warps_c * warps_x,
                  strip_cells=cells, n_strips=n_strips, band_rows=band_rows,
                  n_bands=cdiv(h, band_rows), nrun=nrun, kc=max(1, block_x // nrun),
-                 windows=windows, max_registers=registers,
-                 rows=1 if semantic else next_power_of_2(cfg.regression_rows))
+                 windows=windows, max_registers=registers, rows=rows,
+                 class_chunks=class_chunks)

@@ -18,6 +18,11 @@ configurations the benchmarks measure (C = 19 at a factor of 8, fp32 and bf16):
   issued before its first floating-point instruction (contiguous targets); at most
   ROW_BUDGET instructions per target pixel;
 - the run reduction exchanges through shared memory (16-byte stores at C = 19);
+- C > 32 (``kernels/upsample_chunks.py``, C = 150 at the benchmark's 8 x 512 x 1024 and
+  smaller): no spills, two programs of 4 warps per SM, one MUFU.EX2 per class and row in
+  each pass over the classes (plus one per row rescaling pass A's sum), no barrier,
+  shuffle, shared or local memory in pass A, only its chunk's run reduction in pass B,
+  and each specialisation compiled in under CHUNK_COMPILE_S seconds;
 - every stride argument is widened to 64 bits before any arithmetic (TTIR), so offsets
   past 2**31 elements cannot wrap.
 
@@ -28,6 +33,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections import Counter
 
 from compiled import (compile_for, distinct_specialisations, loops, programs_per_sm, ptxas_usage,
@@ -36,8 +42,14 @@ from helpers import run_compiled
 
 ALL = ("semantic", "instance", "depth")
 LOSS_KERNELS = {"upsample_loss_kernel", "upsample_regressions_kernel"}
-KERNELS = LOSS_KERNELS | {"axis_table_kernel", "reduce_partials_kernel",
-                          "upsample_finalize_kernel", "upsample_grad_scale_kernel"}
+KERNELS = LOSS_KERNELS | {"upsample_chunks_kernel", "axis_table_kernel",
+                          "reduce_partials_kernel", "upsample_finalize_kernel",
+                          "upsample_grad_scale_kernel"}
+# C > 32 with the classes in chunks (kernels/upsample_chunks.py, ``class_chunk=16``): the
+# specialisations held to the chunked design, the benchmark's (8 x 512 x 1024 targets, heads
+# at 64 x 128, C = 150) among them.
+CHUNKED = ("C150-fp32", "C150-bf16", "C150-bench-fp32", "C150-bench-bf16")
+CHUNK_COMPILE_S = 60  # seconds for one specialisation (paid at the first launch on a GPU)
 # Instructions per target pixel in the row loops of the semantic launch (True) and of the
 # regressions' launch (False; per column and row of a chunk). Measured: 308 (fp32), 313
 # (bf16), 84 (regressions, fp32 and bf16; 99 for the single-pass kernel's one row at a time).
@@ -61,6 +73,7 @@ def test_aot_compile_every_specialisation_and_the_design_on_sm90():
             assert not v["row_loop"]["ops"].keys() & {"LDL", "STL"}, v
     by_tag = {(v["tag"], v["semantic"]): v for v in report["variants"]
               if v["kernel"] in LOSS_KERNELS}
+    chunked = {v["tag"]: v for v in report["variants"] if v["kernel"] == "upsample_chunks_kernel"}
     for tag, budget in ROW_BUDGET.items():
         v = by_tag[tag]
         registers, spills = v["ptxas"]["sm_90a"]
@@ -88,12 +101,26 @@ def test_aot_compile_every_specialisation_and_the_design_on_sm90():
         assert v["reduction_loop"]["ops"].get("STS.128", 0) > 0
         assert v["row_loop"]["ops"]["LDG.E.64"] >= 1  # the int64 label, one access
     assert by_tag["C19-u8", True]["row_loop"]["ops"]["LDG.E.U8"] >= 1
-    # C = 150: warps share out the classes, 19 per thread (a few spills outside the row loop).
-    for tag in ("C150-fp32", "C150-bf16"):
-        v = by_tag[tag, True]
-        assert v["row_loop"]["ops"]["MUFU.EX2"] == 19 and v["ptxas"]["sm_90a"][1] <= 256, v
+    # C > 32: classes in chunks of CH inside the thread, one column per thread, ROWS target
+    # rows per pass: no spills, two programs of 4 warps per SM; pass A (running max and
+    # sum) and pass B (gradient) issue one MUFU.EX2 per class and row (pass A one more per
+    # row, rescaling the sum) with no barrier, shuffle, shared or local memory in pass A;
+    # pass B's only cross-thread step is its chunk's run reduction, once per chunk.
+    assert {"C40"} | set(CHUNKED) <= set(chunked), sorted(chunked)
+    for tag in CHUNKED:
+        v = chunked[tag]
+        registers, spills = v["ptxas"]["sm_90a"]
+        assert spills == 0 and programs_per_sm(registers, v["num_warps"]) >= 2, (tag, v["ptxas"])
+        a, b = v["pass_a"], v["pass_b"]
+        assert not a["ops"].keys() & {"BAR", "SHFL", "LDS", "STS", "LDL", "STL"}, (tag, a)
+        assert a["ops"]["MUFU.EX2"] == v["chunk"] * v["rows"] + v["rows"], (tag, a)
+        assert b["ops"]["MUFU.EX2"] == v["chunk"] * v["rows"], (tag, b)
+        assert not b["ops"].keys() & {"LDL", "STL"} and b["ops"].get("BAR", 0) <= 12, (tag, b)
+        assert v["compile_s"] < CHUNK_COMPILE_S, (tag, v["compile_s"])
     print(json.dumps({f'{v["tag"]}:{v["kernel"]}': [v["ptxas"]["sm_90a"],
-                                                      v.get("row_loop", {}).get("instructions")]
+                                                      v.get("row_loop", {}).get("instructions"),
+                                                      v.get("pass_b", {}).get("instructions"),
+                                                      v.get("compile_s")]
                       for v in report["variants"]}))
 
 
@@ -102,6 +129,17 @@ def test_torch_compile_fullgraph_without_graph_break():
     assert report["graphs"] == 1
     assert "fastmtl.upsampled_multitask_loss" in report["dynamo_graph"]
     assert report["forward_kernels"] == ["axis_table_kernel", "upsample_loss_kernel",
+                                         "upsample_regressions_kernel", "reduce_partials_kernel",
+                                         "upsample_finalize_kernel"]
+    assert report["backward_kernels"] == ["upsample_grad_scale_kernel"]
+
+
+def test_torch_compile_fullgraph_many_classes():
+    """C > 32 with ``class_chunk=16``: the chunked kernel for the semantic task, traced as
+    the others are."""
+    report = _report("compile-many")
+    assert report["graphs"] == 1
+    assert report["forward_kernels"] == ["axis_table_kernel", "upsample_chunks_kernel",
                                          "upsample_regressions_kernel", "reduce_partials_kernel",
                                          "upsample_finalize_kernel"]
     assert report["backward_kernels"] == ["upsample_grad_scale_kernel"]
@@ -123,9 +161,15 @@ def _configs():
             ("C19-strided", dict(base, strided=True)),
             ("C19-fp64", dict(base, h=4, w=4, H=32, W=32, dtype=torch.float64)),
             ("narrow-head", dict(base, h=3, w=2, H=40, W=600)),
-            ("C150-fp32", dict(base, C=150, h=8, w=16, H=64, W=128)),
-            ("C150-bf16", dict(base, C=150, h=8, w=16, H=64, W=128, dtype=torch.bfloat16)),
-            ("C1", dict(base, C=1)), ("C40", dict(base, C=40)),
+            ("C150-warps", dict(base, C=150, h=8, w=16, H=64, W=128)),  # the default
+            ("C150-fp32", dict(base, C=150, h=8, w=16, H=64, W=128, chunks=True)),
+            ("C150-bf16", dict(base, C=150, h=8, w=16, H=64, W=128, dtype=torch.bfloat16,
+                               chunks=True)),
+            ("C150-bench-fp32", dict(B=8, C=150, h=64, w=128, H=512, W=1024,
+                                     tasks=("semantic",), chunks=True)),
+            ("C150-bench-bf16", dict(B=8, C=150, h=64, w=128, H=512, W=1024,
+                                     tasks=("semantic",), dtype=torch.bfloat16, chunks=True)),
+            ("C1", dict(base, C=1)), ("C40", dict(base, C=40, chunks=True)),
             ("semantic", dict(base, tasks=("semantic",))),
             ("instance", dict(base, tasks=("instance",))),
             ("depth", dict(base, tasks=("depth",))),
@@ -133,8 +177,18 @@ def _configs():
 
 
 def _record(B, C, h, w, H, W, dtype=None, tasks=ALL, write_grad=True, class_weighted=True,
-            align_corners=False, target_dtype=None, strided=False):
-    """The launches (kernel, args, kwargs) of one forward and backward."""
+            align_corners=False, target_dtype=None, strided=False, chunks=False):
+    """The launches (kernel, args, kwargs) of one forward and backward (chunks: with the
+    classes in chunks, ``class_chunk=16``, at C > 32)."""
+    from fastmtl.ops.upsample_tiles import use
+
+    with use(class_chunk=16 if chunks else None):
+        return _record_launches(B, C, h, w, H, W, dtype, tasks, write_grad, class_weighted,
+                                align_corners, target_dtype, strided)
+
+
+def _record_launches(B, C, h, w, H, W, dtype, tasks, write_grad, class_weighted, align_corners,
+                     target_dtype, strided):
     import torch
     from helpers import make_inputs
     from helpers import launch_recorder
@@ -191,8 +245,35 @@ def _inner_loops(code) -> list[dict]:
     return found
 
 
+def _all_loops(code) -> list[dict]:
+    """Every loop of a SASS listing (innermost or not), with its counts as _inner_loops'."""
+    found = []
+    for span in loops(code):
+        ops = Counter(re.sub(r"^@!?U?P\w+\s+", "", ins).split()[0] for ins in within(code, span))
+        families = Counter(ops)
+        for op, n in ops.items():
+            if "." in op:
+                families[op.split(".")[0]] += n
+        found.append(dict(span=span, instructions=sum(ops.values()), ops=dict(families)))
+    return found
+
+
+def _chunk_design(compiled, kwargs) -> dict:
+    """Pass A (the innermost loop issuing exponentials, without barriers) and pass B (the
+    smallest loop issuing exponentials and barriers: its chunk's run reduction) of the
+    chunked kernel's sm_90a SASS."""
+    found = _all_loops(sass(compiled.asm["cubin"]))
+    mufu = [lp for lp in found if lp["ops"].get("MUFU", 0)]
+    pass_a = max((lp for lp in mufu if not lp["ops"].get("BAR")), key=lambda lp: lp["ops"]["MUFU"])
+    pass_b = min((lp for lp in mufu if lp["ops"].get("BAR")), key=lambda lp: lp["instructions"])
+    return dict(semantic=True, pass_a=pass_a, pass_b=pass_b, row_loop=pass_a,
+                num_warps=kwargs["num_warps"], chunk=kwargs["CH"], rows=kwargs["ROWS"])
+
+
 def _design(kernel_name, compiled, kwargs) -> dict:
     """Row and reduction loops of the loss kernel's sm_90a SASS."""
+    if kernel_name == "upsample_chunks_kernel":
+        return _chunk_design(compiled, kwargs)
     if kernel_name not in LOSS_KERNELS:
         return {}
     found = _inner_loops(sass(compiled.asm["cubin"]))
@@ -229,7 +310,10 @@ def _aot_main():
         entry = dict(kernel=kernel.__name__, tag=tag, ptxas={})
         for arch, gpu in ((80, "sm_80"), (90, "sm_90a")):
             try:
+                started = time.monotonic()
                 compiled = compile_for(kernel, args, kwargs, arch)
+                if arch == 90:
+                    entry["compile_s"] = round(time.monotonic() - started, 1)
             except Exception as exc:  # reported, then asserted empty by the test
                 failures.append(f"{tag} {kernel.__name__} {gpu}: {exc}"[:2000])
                 continue
@@ -241,7 +325,7 @@ def _aot_main():
     print(json.dumps(dict(variants=variants, failures=failures)))
 
 
-def _compile_main():
+def _compile_main(classes=5):
     import torch
     from helpers import leaf_copies
     from tracing import trace_graphs
@@ -249,7 +333,7 @@ def _compile_main():
 
     import fastmtl
 
-    pred, tgt = low_res_inputs(B=2, C=5, h=2, w=3, H=5, W=7)
+    pred, tgt = low_res_inputs(B=2, C=classes, h=2, w=3, H=5, W=7)
     pred = leaf_copies(pred)
     log_vars = torch.zeros(3, requires_grad=True)
 
@@ -258,10 +342,18 @@ def _compile_main():
                                      check_labels=False, upsample="bilinear")
         return out.total, out.losses["depth"]
 
-    report, _, _ = trace_graphs(step, pred, tgt, log_vars)
+    from fastmtl.ops.upsample_tiles import use
+
+    with use(class_chunk=16):  # C > 32: the classes in chunks (the default takes C <= 32 alike)
+        report, _, _ = trace_graphs(step, pred, tgt, log_vars)
     print(json.dumps(report))
 
 
 if __name__ == "__main__":
     assert "TRITON_INTERPRET" not in os.environ
-    {"aot": _aot_main, "compile": _compile_main}[sys.argv[1]]()
+    if sys.argv[1] == "aot":  # a fresh cache: the compile times are those of a first launch
+        import tempfile
+
+        os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="upsample-aot-")
+    {"aot": _aot_main, "compile": _compile_main,
+     "compile-many": lambda: _compile_main(classes=40)}[sys.argv[1]]()

@@ -163,9 +163,9 @@ def test_without_grad_no_gradient_buffers():
                           ops_upsample.V.upsample_regressions_kernel)] == [False, False]
 
 
-@pytest.mark.parametrize("bad_value", [7, -2])
-def test_bad_label(bad_value):
-    pred, tgt = low_res_inputs(B=2, C=5, h=2, w=2, H=4, W=6, seed=13, target_dtype=torch.int32)
+@pytest.mark.parametrize("bad_value,C", [(7, 5), (-2, 5), (40, 40)])
+def test_bad_label(bad_value, C):
+    pred, tgt = low_res_inputs(B=2, C=C, h=2, w=2, H=4, W=6, seed=13, target_dtype=torch.int32)
     tgt["semantic"][1, 3, 4] = bad_value
     tgt["semantic"][1, 3, 5] = bad_value + 1  # a later one
     with pytest.raises(ValueError, match=rf"label {bad_value} outside .* at "
@@ -191,6 +191,70 @@ def test_bad_label_on_cuda_is_raised_by_the_next_call(monkeypatch):
     expected = fastmtl.multitask_loss(pred, tgt, backend="reference", upsample="bilinear")
     torch.testing.assert_close(out.total, expected.total, rtol=2e-5, atol=1e-6)
     label_check.raise_pending_label_errors()  # reported once
+
+
+# ----------------------------------------- many classes (C > 32): classes in chunks
+
+
+@pytest.mark.parametrize("C,h,w,H,W,align_corners", [
+    (33, 3, 4, 13, 17, False),   # one class past the full chunks
+    (48, 2, 3, 16, 24, True),    # chunks divide C: no partial last chunk
+    (40, 2, 3, 41, 9, True),     # runs of about 40 rows: several groups of rows per run
+    (150, 2, 2, 16, 16, False),  # ADE20k's classes, a partial last chunk
+])
+def test_many_classes_in_chunks(class_chunks, C, h, w, H, W, align_corners):
+    assert ops_upsample.tiles(2, C, h, w, H, W, align_corners, True).class_chunks == (
+        class_chunks is not None)
+    pred, tgt = low_res_inputs(B=2, C=C, h=h, w=w, H=H, W=W, seed=C + H,
+                               tasks=("semantic", "depth"))
+    check_upsampled(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS[:2],
+                    class_weight=random_class_weight(C))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_many_classes_dtypes(class_chunks, dtype):
+    pred, tgt = low_res_inputs(B=1, C=40, h=3, w=3, H=10, W=12, dtype=dtype, seed=3,
+                               tasks=("semantic",))
+    log_vars = LOG_VARS[:1].double() if dtype == torch.float64 else LOG_VARS[:1]
+    check_upsampled(pred, tgt, dtype, log_vars=log_vars, class_weight=random_class_weight(40))
+
+
+@pytest.mark.parametrize("target_dtype,ignore_index", [(torch.uint8, 255), (torch.int32, -1)])
+def test_many_classes_ignored_labels_and_small_groups(target_dtype, ignore_index):
+    """Chunks of 16 classes and groups of 2 rows (a run in several groups) at a factor of 4."""
+    from fastmtl.ops.upsample_tiles import use
+
+    pred, tgt = low_res_inputs(B=2, C=37, h=3, w=2, H=12, W=8, seed=5, target_dtype=target_dtype,
+                               ignore_frac=0.4, ignore_index=ignore_index, tasks=("semantic",))
+    with use(class_chunk=16, chunk_rows=2):
+        assert ops_upsample.tiles(2, 37, 3, 2, 12, 8, False, True).rows == 2
+        check_upsampled(pred, tgt, class_weight=random_class_weight(37),
+                        ignore_index=ignore_index)
+
+
+def test_many_classes_gradcheck_fp64_and_deterministic(class_chunks):
+    pred, tgt = low_res_inputs(B=1, C=34, h=2, w=2, H=5, W=7, dtype=torch.float64, seed=10,
+                               tasks=("semantic",))
+
+    def total(x, log_vars):
+        return fastmtl.multitask_loss({"semantic": x}, tgt, log_vars, backend="triton",
+                                      upsample="bilinear", check_labels=False,
+                                      class_weight=random_class_weight(34).double()).total
+
+    inputs = [pred["semantic"].clone().requires_grad_(True),
+              LOG_VARS[:1].double().requires_grad_(True)]
+    assert torch.autograd.gradcheck(total, inputs, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
+    pred, tgt = low_res_inputs(B=1, C=40, h=3, w=2, H=11, W=7, seed=11, tasks=("semantic",))
+    (a, _), (b, _) = (run_both_upsampled(pred, tgt, log_vars=LOG_VARS[:1]) for _ in range(2))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[2]["semantic"], b[2]["semantic"])
+
+
+def test_many_classes_without_grad(class_chunks):
+    pred, tgt = low_res_inputs(B=1, C=40, h=2, w=3, H=6, W=9, seed=12, tasks=("semantic",))
+    with torch.no_grad():
+        out = fastmtl.multitask_loss(pred, tgt, backend="triton", upsample="bilinear")
+    expected = fastmtl.multitask_loss(pred, tgt, backend="reference", upsample="bilinear")
+    torch.testing.assert_close(out.total, expected.total, rtol=2e-5, atol=1e-6)
 
 
 # ------------------------------------------------- API, reference backend, validation

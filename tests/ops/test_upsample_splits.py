@@ -53,6 +53,31 @@ def test_strip_band_and_window_borders(monkeypatch, strip_cells, band_rows, bloc
     check_upsampled(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS, class_weight=random_class_weight(5))
 
 
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("strip_cells,band_rows,block_x", [(1, 1, None), (3, 2, 4)])
+def test_many_classes_strip_band_and_window_borders(class_chunks, monkeypatch, strip_cells,
+                                                    band_rows, block_x, align_corners):
+    """The chunked kernel (C > 32) across every kind of border, several windows included."""
+    forced_split(monkeypatch, strip_cells, band_rows, block_x)
+    pred, tgt = low_res_inputs(B=1, C=35, h=5, w=6, H=13, W=17, seed=40 + strip_cells,
+                               tasks=("semantic",))
+    check_upsampled(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS[:1],
+                    class_weight=random_class_weight(35))
+
+
+def test_many_classes_split_gradcheck_fp64(class_chunks, monkeypatch):
+    forced_split(monkeypatch, 2, 1, 4)
+    pred, tgt = low_res_inputs(B=1, C=33, h=2, w=3, H=5, W=8, dtype=torch.float64, seed=41,
+                               tasks=("semantic",))
+
+    def total(x):
+        return fastmtl.multitask_loss({"semantic": x}, tgt, backend="triton",
+                                      upsample="bilinear", check_labels=False).total
+
+    inputs = [pred["semantic"].clone().requires_grad_(True)]
+    assert torch.autograd.gradcheck(total, inputs, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
+
+
 def test_split_gradcheck_fp64(monkeypatch):
     forced_split(monkeypatch, 2, 1, 4)
     pred, tgt = low_res_inputs(B=1, C=3, h=2, w=3, H=5, W=8, dtype=torch.float64, seed=31,
@@ -189,11 +214,11 @@ def test_run_starts_are_the_tables_boundaries(n_in, n_out, align_corners):
         assert device == exact or (tie and device == exact + 1), (j, device, exact)
 
 
-@pytest.mark.parametrize("align_corners", [False, True])
-def test_nonfinite_logits_where_labels_are_ignored_follow_the_reference(align_corners):
+@pytest.mark.parametrize("align_corners,C", [(False, 4), (True, 4), (False, 40)])
+def test_nonfinite_logits_where_labels_are_ignored_follow_the_reference(align_corners, C):
     """F.interpolate spreads NaN and inf through the taps (0 * inf included); F.cross_entropy
     gives an ignored pixel the gradient 0 * softmax, NaN where its logits are non-finite."""
-    pred, tgt = low_res_inputs(B=1, C=4, h=4, w=5, H=16, W=20, tasks=("semantic",), seed=32,
+    pred, tgt = low_res_inputs(B=1, C=C, h=4, w=5, H=16, W=20, tasks=("semantic",), seed=32,
                                ignore_frac=0.0)
     pred["semantic"][0, :, 1, 2] = float("nan")
     pred["semantic"][0, 2, 3, 0] = float("inf")
@@ -268,11 +293,13 @@ def _plan(B, C, h, w, H, W, dtype):
     return calls, outs, [v for v in inputs if v is not None]
 
 
+@pytest.mark.parametrize("C,size", [(19, (128, 256, 1024, 2048)), (150, (64, 128, 512, 1024))])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_extra_memory_is_within_ten_percent_of_the_gradients(dtype):
-    """8 x 1024 x 2048 targets, heads at 1/8, C = 19: besides the gradients (written once,
-    in the prediction dtype) the forward allocates at most 10% of their size."""
-    calls, outs, inputs = _plan(8, 19, 128, 256, 1024, 2048, dtype)
+def test_extra_memory_is_within_ten_percent_of_the_gradients(dtype, C, size):
+    """8 x 1024 x 2048 targets, heads at 1/8, C = 19 (and 8 x 512 x 1024, C = 150: classes
+    in chunks, row a + 1's share carried in the gradient itself): besides the gradients
+    (written once, in the prediction dtype) the forward allocates at most 10% of their size."""
+    calls, outs, inputs = _plan(8, C, *size, dtype)
     gradients = outs[3:6]
     assert all(g.dtype == dtype for g in gradients)
     seen = {id(v): v for _, args, _ in calls for v in args if isinstance(v, torch.Tensor)}

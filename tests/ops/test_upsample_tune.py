@@ -158,7 +158,8 @@ def _compile_main(worker: int, workers: int):
                         continue
                     spec = repr((dtype, case.classes, sorted((k, str(v)) for k, v in kwargs.items())))
                     specs.setdefault(spec, (kernel, args, kwargs))
-                    launches.append(dict(spec=spec, semantic=kwargs.get("HAS_SEM", False),
+                    semantic = kernel.__name__ != "upsample_regressions_kernel"
+                    launches.append(dict(spec=spec, semantic=semantic,
                                          num_warps=kwargs["num_warps"],
                                          maxnreg=kwargs.get("maxnreg"), block_x=kwargs["BLOCK_X"]))
                 jobs.append(dict(config=[case.name, dtype, config.name()], launches=launches))
