@@ -95,8 +95,8 @@ def _c(vector, warps, stages, max_programs, chunk=None) -> Config:
 # enough bytes in flight (resident pixels x CHUNK x element size per SM) with so few threads.
 CANDIDATES = {
     "C150-fp32": [
-        _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the library's default: 5 x 256 px per SM
-        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # one read: 150 planes in registers, 3 per SM
+        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # the library's default: one read, 2 per SM
+        _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the sweeps: 5 x 256 px per SM
         _c(2, 4, 1, DEFAULT_PROGRAMS, 8),      # its default until measured (H200, 2026-11-26)
         _c(1, 4, 1, 264, 32),                  # 256 programs of 128 px: 256 px per SM
         _c(2, 4, 1, 264, 16),                  # 256 programs of 256 px: 512 px per SM
@@ -113,7 +113,7 @@ CANDIDATES = {
     ],
     "C150-bf16": [
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the library's default: 6 x 256 px per SM
-        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # one read: 150 planes in registers, 3 per SM
+        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # one read: 150 planes in registers, 2 per SM
         _c(4, 4, 1, DEFAULT_PROGRAMS, 8),      # its default until measured (H200, 2026-11-26)
         _c(4, 2, 1, 264, 32),                  # 256 programs of 256 px: 512 px per SM
         _c(4, 4, 1, 264, 16),                  # 256 programs of 512 px: 1024 px per SM

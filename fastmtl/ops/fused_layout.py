@@ -12,10 +12,11 @@ import torch
 from torch import Tensor
 
 import fastmtl.kernels as K
-from fastmtl.ops.common import bchw_strides, bhw_strides, cdiv, next_power_of_2
+from fastmtl.ops.common import bchw_strides, bhw_strides, cdiv, interpreted, next_power_of_2
 
-MAX_BLOCK_C = 64        # most classes held in registers per pixel; more take two sweeps
+MAX_BLOCK_C = 256       # most classes held in registers per pixel; more take two sweeps
 REGISTER_LOGITS = 80    # most registers of logits per thread (C x V, fp64 counts twice)
+RESIDENT_CLASSES = 150  # most classes of the one-read layout (fp32, one pixel per thread)
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
 SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte accesses)
 ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
@@ -56,6 +57,15 @@ def class_layout(C: int, has_semantic: bool, V: int, words: int,
     return 0, chunk, cdiv(C, chunk)
 
 
+def resident(C: int, dtype: torch.dtype, max_block_c: int) -> bool:
+    """True for the one-read layout of large C: every class plane of the tile in registers at
+    one pixel per thread (237 registers at C = 150), loads and stores through inline PTX when
+    compiled. Measured at C = 150 (python -m benchmarks.tune, H200): 81% of copy against 66%
+    for the two sweeps in fp32; slower in bf16 (54% against 60%: half the bytes in flight per
+    register), so 16-bit logits keep the sweeps."""
+    return dtype == torch.float32 and C <= min(max_block_c, RESIDENT_CLASSES)
+
+
 def tile_grid(B: int, HW: int, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
     """(programs, tiles per program, tiles per image, tiles) for tiles of block_p pixels.
 
@@ -90,10 +100,15 @@ class Problem:
         self.classes = class_layout(self.C, x is not None, self.vector,
                                    2 if self.acc_fp64 else 1, max_block_c)
         if self.classes[0] == 0 and x is not None:
-            # Measured at C = 150 (python -m benchmarks.tune, H200): chunks of 16 classes at
-            # two pixels per thread beat 8-byte bf16 accesses (V = 4 with chunks of 16 spills,
-            # with chunks of 8 it is 5% slower).
-            self.vector = min(self.vector, SWEEP_VECTOR)
+            if resident(self.C, x.dtype, max_block_c):
+                self.classes = (self.C, 1, 0)
+                self.vector = 1
+                self.asm_planes = not interpreted()
+            else:
+                # Measured at C = 150 (python -m benchmarks.tune, H200): chunks of 16 classes
+                # at two pixels per thread beat 8-byte bf16 accesses (V = 4 with chunks of 16
+                # spills, with chunks of 8 it is 5% slower).
+                self.vector = min(self.vector, SWEEP_VECTOR)
         self.block_p = self.vector * 32 * self.warps
         # Strides; absent tensors (and gradients not written) contribute zeros.
         bchw = [list(bchw_strides(v)) for v in (x, gx, o, go, g)]

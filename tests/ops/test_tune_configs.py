@@ -51,9 +51,13 @@ def test_help_and_config_list_build_on_cpu():
         assert configs[:len(listed)] == listed
         default = configs[0]
         assert default.max_programs == 16384 and default.warps == 4 and default.stages == 1
-        # 8-byte accesses, or at C = 150 two pixels per thread (fused_layout.SWEEP_VECTOR)
-        assert default.vector == (min(8 // case.element_size, 2) if c150
-                                  else 8 // case.element_size)
+        # 8-byte accesses; at C = 150 one pixel per thread with every plane in registers
+        # (fp32) or two pixels per thread in the sweeps (fused_layout.SWEEP_VECTOR)
+        if c150:
+            assert default.vector == (1 if case.dtype == "fp32" else 2), case
+            assert (default.chunk == tune.RESIDENT) == (case.dtype == "fp32"), case
+        else:
+            assert default.vector == 8 // case.element_size
         for config in configs:
             assert (config.chunk is not None) == c150, config
             assert config.max_programs in (*tune.PERSISTENT, tune.DEFAULT_PROGRAMS), config
