@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 
 from .upsample_loss import (NO_ROW, _exp_shifted, _in_loop, _label, _log,
-                            _reduce_runs, _tap_value)
+                            _reduce_runs, _tap_value, program_region)
 from .upsample_reduce import NO_PIXEL, ROW_NORM
 
 __all__ = ["upsample_chunks_kernel"]
@@ -204,20 +204,11 @@ def upsample_chunks_kernel(
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     FULL: tl.constexpr = (C // CH) * CH  # classes in full chunks; the rest in one of CHT
     pid = tl.program_id(0)
-    strip = pid % n_strips
-    band = (pid // n_strips) % n_bands
-    b = (pid // n_strips // n_bands).to(tl.int64)
-    a_lo = band * band_rows
-    a_hi = tl.minimum(a_lo + band_rows, h)
-    a_first = tl.maximum(a_lo - 1, 0)
-    j_lo = strip * strip_cells
-    j_hi = tl.minimum(j_lo + strip_cells, w)
+    b, a_lo, a_hi, a_first, j_lo, j_hi, xs, x_own, xe = program_region(
+        pid, n_strips, n_bands, band_rows, strip_cells, h, w, start_ptr)
     lam_y_ptr = lam_ptr
     lam_x_ptr = lam_ptr + H
     start_x_ptr = start_ptr + h + 1
-    xs = tl.load(start_x_ptr + tl.maximum(j_lo - 1, 0))  # first column of run j_lo - 1
-    x_own = tl.load(start_x_ptr + j_lo)                   # first column this program owns
-    xe = tl.load(start_x_ptr + j_hi)
     y_own = tl.load(start_ptr + a_lo)
     gx_img = gx_ptr + b * gx_sb
 

@@ -195,6 +195,26 @@ def _store_cells(acc_a, acc_b, last_row, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, a, 
     tl.store(p, (earlier + value).to(g_ptr.dtype.element_ty), mask=ok)
 
 
+@triton.jit
+def program_region(pid, n_strips, n_bands, band_rows, strip_cells, h, w, start_ptr):
+    """The part of the problem program ``pid`` owns: image b, low-resolution rows
+    [a_lo, a_hi) (it also walks a_first = a_lo - 1), cells [j_lo, j_hi), and the
+    full-resolution columns it walks, [xs, xe), of which it owns those from x_own."""
+    strip = pid % n_strips
+    band = (pid // n_strips) % n_bands
+    b = (pid // n_strips // n_bands).to(tl.int64)
+    a_lo = band * band_rows
+    a_hi = tl.minimum(a_lo + band_rows, h)
+    a_first = tl.maximum(a_lo - 1, 0)
+    j_lo = strip * strip_cells
+    j_hi = tl.minimum(j_lo + strip_cells, w)
+    start_x_ptr = start_ptr + h + 1
+    xs = tl.load(start_x_ptr + tl.maximum(j_lo - 1, 0))  # first column of run j_lo - 1
+    x_own = tl.load(start_x_ptr + j_lo)                   # first column this program owns
+    xe = tl.load(start_x_ptr + j_hi)
+    return b, a_lo, a_hi, a_first, j_lo, j_hi, xs, x_own, xe
+
+
 # Channel strides are never specialised to 1: a channels-last prediction would otherwise
 # make Triton lay the classes along the lanes instead of inside each thread.
 @triton.jit(do_not_specialize=["x_sc", "gx_sc", "o_sc", "g_sc", "go_sc"])
@@ -213,20 +233,11 @@ def upsample_loss_kernel(
 ):
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
-    strip = pid % n_strips
-    band = (pid // n_strips) % n_bands
-    b = (pid // n_strips // n_bands).to(tl.int64)
-    a_lo = band * band_rows
-    a_hi = tl.minimum(a_lo + band_rows, h)
-    a_first = tl.maximum(a_lo - 1, 0)
-    j_lo = strip * strip_cells
-    j_hi = tl.minimum(j_lo + strip_cells, w)
+    b, a_lo, a_hi, a_first, j_lo, j_hi, xs, x_own, xe = program_region(
+        pid, n_strips, n_bands, band_rows, strip_cells, h, w, start_ptr)
     lam_y_ptr = lam_ptr
     lam_x_ptr = lam_ptr + H
     start_x_ptr = start_ptr + h + 1
-    xs = tl.load(start_x_ptr + tl.maximum(j_lo - 1, 0))  # first column of run j_lo - 1
-    x_own = tl.load(start_x_ptr + j_lo)                   # first column this program owns
-    xe = tl.load(start_x_ptr + j_hi)
     y_first = tl.load(start_ptr + a_first)
     y_stop = tl.load(start_ptr + a_hi)
     y_own = tl.load(start_ptr + a_lo)

@@ -34,7 +34,7 @@ would otherwise lay the rows along the lanes.
 import triton
 import triton.language as tl
 
-from .upsample_loss import _along_x, _sign, _store_cells
+from .upsample_loss import _along_x, _sign, _store_cells, program_region
 from .upsample_reduce import ROW_NORM
 
 __all__ = ["upsample_regressions_kernel"]
@@ -132,20 +132,11 @@ def upsample_regressions_kernel(
 ):
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
-    strip = pid % n_strips
-    band = (pid // n_strips) % n_bands
-    b = (pid // n_strips // n_bands).to(tl.int64)
-    a_lo = band * band_rows
-    a_hi = tl.minimum(a_lo + band_rows, h)
-    a_first = tl.maximum(a_lo - 1, 0)
-    j_lo = strip * strip_cells
-    j_hi = tl.minimum(j_lo + strip_cells, w)
+    b, a_lo, a_hi, a_first, j_lo, j_hi, xs, x_own, xe = program_region(
+        pid, n_strips, n_bands, band_rows, strip_cells, h, w, start_ptr)
     lam_y_ptr = lam_ptr
     lam_x_ptr = lam_ptr + H
     start_x_ptr = start_ptr + h + 1
-    xs = tl.load(start_x_ptr + tl.maximum(j_lo - 1, 0))  # first column of run j_lo - 1
-    x_own = tl.load(start_x_ptr + j_lo)                   # first column this program owns
-    xe = tl.load(start_x_ptr + j_hi)
     y_first = tl.load(start_ptr + a_first)
     y_stop = tl.load(start_ptr + a_hi)
 
