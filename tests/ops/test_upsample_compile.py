@@ -48,7 +48,7 @@ KERNELS = LOSS_KERNELS | {"upsample_chunks_kernel", "axis_table_kernel",
 # C > 32 with the classes in chunks (kernels/upsample_chunks.py, ``class_chunk=16``): the
 # specialisations held to the chunked design, the benchmark's (8 x 512 x 1024 targets, heads
 # at 64 x 128, C = 150) among them.
-CHUNKED = ("C150-fp32", "C150-bf16", "C150-bench-fp32", "C150-bench-bf16")
+CHUNKED = ("C150-bench-fp32", "C150-bench-bf16")
 CHUNK_COMPILE_S = 60  # seconds for one specialisation (paid at the first launch on a GPU)
 # Instructions per target pixel in the row loops of the semantic launch (True) and of the
 # regressions' launch (False; per column and row of a chunk). Measured: 308 (fp32), 313
@@ -162,9 +162,6 @@ def _configs():
             ("C19-fp64", dict(base, h=4, w=4, H=32, W=32, dtype=torch.float64)),
             ("narrow-head", dict(base, h=3, w=2, H=40, W=600)),
             ("C150-warps", dict(base, C=150, h=8, w=16, H=64, W=128)),  # the default
-            ("C150-fp32", dict(base, C=150, h=8, w=16, H=64, W=128, chunks=True)),
-            ("C150-bf16", dict(base, C=150, h=8, w=16, H=64, W=128, dtype=torch.bfloat16,
-                               chunks=True)),
             ("C150-bench-fp32", dict(B=8, C=150, h=64, w=128, H=512, W=1024,
                                      tasks=("semantic",), chunks=True)),
             ("C150-bench-bf16", dict(B=8, C=150, h=64, w=128, H=512, W=1024,
