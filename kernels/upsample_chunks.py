@@ -39,8 +39,9 @@ import triton
 import triton.language as tl
 
 from .upsample_loss import (NO_ROW, _exp_shifted, _in_loop, _label, _log,
-                            _reduce_runs, _tap_value, program_region)
-from .upsample_reduce import NO_PIXEL, ROW_NORM
+                            _reduce_runs, _tap_value, program_region,
+                            store_semantic_partials)
+from .upsample_reduce import NO_PIXEL
 
 __all__ = ["upsample_chunks_kernel"]
 
@@ -320,16 +321,5 @@ def upsample_chunks_kernel(
         tl.debug_barrier()  # a later window reads the cells this one stored
         xw += BLOCK_X
 
-    tl.store(part_ptr + pid, tl.sum(sem_loss, 0))
-    tl.store(part_ptr + ROW_NORM * n_parts + pid, tl.sum(sem_norm, 0))
-    first_index = tl.min(first_bad, 0)
-    tl.store(bad_ptr + pid, tl.sum(n_bad, 0).to(tl.int64))
-    tl.store(bad_ptr + n_parts + pid, first_index)
-    # Its value, read again from the targets.
-    found = first_index != NO_PIXEL
-    in_image = first_index - b * H * W
-    bad_row = tl.where(found, in_image // W, 0)
-    bad_col = tl.where(found, in_image - bad_row * W, 0)
-    tl.store(bad_ptr + 2 * n_parts + pid,
-             tl.load(t_ptr + b * t_sb + bad_row * t_sh + bad_col * t_sw, mask=found,
-                     other=0).to(tl.int64))
+    store_semantic_partials(part_ptr, bad_ptr, n_parts, pid, sem_loss, sem_norm, n_bad,
+                            first_bad, t_ptr, b, t_sb, t_sh, t_sw, H, W)

@@ -215,6 +215,26 @@ def program_region(pid, n_strips, n_bands, band_rows, strip_cells, h, w, start_p
     return b, a_lo, a_hi, a_first, j_lo, j_hi, xs, x_own, xe
 
 
+@triton.jit
+def store_semantic_partials(part_ptr, bad_ptr, n_parts, pid, sem_loss, sem_norm, n_bad,
+                            first_bad, t_ptr, b, t_sb, t_sh, t_sw, H, W):
+    """The semantic task's partial sums of program pid: loss, normaliser, and the bad labels'
+    count, first flat index and its value (read again from the targets: fewer registers
+    than carrying it)."""
+    tl.store(part_ptr + pid, tl.sum(sem_loss, 0))
+    tl.store(part_ptr + ROW_NORM * n_parts + pid, tl.sum(sem_norm, 0))
+    first_index = tl.min(first_bad, 0)
+    tl.store(bad_ptr + pid, tl.sum(n_bad, 0).to(tl.int64))
+    tl.store(bad_ptr + n_parts + pid, first_index)
+    found = first_index != NO_PIXEL
+    in_image = first_index - b * H * W
+    bad_row = tl.where(found, in_image // W, 0)
+    bad_col = tl.where(found, in_image - bad_row * W, 0)
+    tl.store(bad_ptr + 2 * n_parts + pid,
+             tl.load(t_ptr + b * t_sb + bad_row * t_sh + bad_col * t_sw, mask=found,
+                     other=0).to(tl.int64))
+
+
 # Channel strides are never specialised to 1: a channels-last prediction would otherwise
 # make Triton lay the classes along the lanes instead of inside each thread.
 @triton.jit(do_not_specialize=["x_sc", "gx_sc", "o_sc", "g_sc", "go_sc"])
@@ -433,19 +453,8 @@ def upsample_loss_kernel(
 
     # Each launch writes the rows of its tasks (the wrapper splits them over launches).
     if HAS_SEM:
-        tl.store(part_ptr + pid, tl.sum(sem_loss, 0))
-        tl.store(part_ptr + ROW_NORM * n_parts + pid, tl.sum(sem_norm, 0))
-        first_index = tl.min(first_bad, 0)
-        tl.store(bad_ptr + pid, tl.sum(n_bad, 0).to(tl.int64))
-        tl.store(bad_ptr + n_parts + pid, first_index)
-        # Its value, read again from the targets (fewer registers than carrying it).
-        found = first_index != NO_PIXEL
-        in_image = first_index - b * H * W
-        bad_row = tl.where(found, in_image // W, 0)
-        bad_col = tl.where(found, in_image - bad_row * W, 0)
-        tl.store(bad_ptr + 2 * n_parts + pid,
-                 tl.load(t_ptr + b * t_sb + bad_row * t_sh + bad_col * t_sw, mask=found,
-                         other=0).to(tl.int64))
+        store_semantic_partials(part_ptr, bad_ptr, n_parts, pid, sem_loss, sem_norm, n_bad,
+                                first_bad, t_ptr, b, t_sb, t_sh, t_sw, H, W)
     if HAS_INST:
         tl.store(part_ptr + n_parts + pid, tl.sum(inst_loss, 0))
         tl.store(part_ptr + (ROW_NORM + 1) * n_parts + pid, tl.sum(inst_norm, 0))
