@@ -45,8 +45,9 @@ DEFAULT_PROGRAMS = 16384
 class Config:
     """One launch configuration of the fused pass. ``chunk`` None: the library's class layout
     for this vector (the C = 19 planes in registers); RESIDENT: every class plane of the tile
-    in registers at any C, moved through inline PTX (one read of the logits); otherwise two
-    sweeps over chunks."""
+    in registers at any C, moved through inline PTX (one read of the logits); PAIRS: the same
+    for 16-bit logits as 32-bit words of two pixels (vector 2); otherwise two sweeps over
+    chunks."""
 
     vector: int
     warps: int
@@ -61,7 +62,7 @@ class Config:
     @property
     def name(self) -> str:
         chunk = ("planes" if self.chunk is None else "resident" if self.chunk == RESIDENT
-                 else f"c{self.chunk}")
+                 else "pairs" if self.chunk == PAIRS else f"c{self.chunk}")
         return f"V{self.vector} w{self.warps} s{self.stages} {chunk} p{self.max_programs}"
 
 
@@ -82,6 +83,7 @@ CASES = (Case("C150-fp32", 150, "fp32", "half"), Case("C150-bf16", 150, "bf16", 
 
 
 RESIDENT = -1  # Config.chunk of the one-read layout
+PAIRS = -2     # and of its 16-bit form, two pixels to a 32-bit word
 
 
 def _c(vector, warps, stages, max_programs, chunk=None) -> Config:
@@ -113,6 +115,7 @@ CANDIDATES = {
     ],
     "C150-bf16": [
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the library's default: 6 x 256 px per SM
+        _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS),  # one read, two pixels per 32-bit word
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # one read: 150 planes in registers, 2 per SM
         _c(4, 4, 1, DEFAULT_PROGRAMS, 8),      # its default until measured (H200, 2026-11-26)
         _c(4, 2, 1, 264, 32),                  # 256 programs of 256 px: 512 px per SM
@@ -163,8 +166,10 @@ def configure(problem, config: Config):
 
     problem.vector, problem.warps, problem.stages = config.vector, config.warps, config.stages
     problem.max_programs, problem.block_p = config.max_programs, config.block_p
-    problem.asm_planes = False
-    if config.chunk == RESIDENT:
+    problem.asm_planes = problem.pairs = False
+    if config.chunk == PAIRS:
+        problem.use_pairs()
+    elif config.chunk == RESIDENT:
         problem.classes = (problem.C, 1, 0)
         problem.asm_planes = not interpreted()
     elif config.chunk is None:
@@ -178,7 +183,7 @@ def configure(problem, config: Config):
 def launch_settings(problem) -> tuple:
     """What a launch of the fused pass depends on besides the tensors."""
     return (problem.vector, problem.warps, problem.stages, problem.max_programs,
-            problem.block_p, tuple(problem.classes), problem.asm_planes)
+            problem.block_p, tuple(problem.classes), problem.asm_planes, problem.pairs)
 
 
 def forward_args(predictions: dict, targets: dict, log_vars):

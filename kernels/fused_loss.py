@@ -18,7 +18,8 @@ import triton.language as tl
 
 from .normalisers import (ROW_CARRIED, ROW_COEF, ROW_N, ROW_SCALE, SLOT_DEPTH, SLOT_INSTANCE,
                           SLOT_SEMANTIC, SLOTS, slot_vector, tile_pixels)
-from .semantic import labels_and_weights, planes_load, planes_step, sweeps_step, target_logit
+from .semantic import (labels_and_weights, pairs_load, pairs_step, planes_load, planes_step,
+                       sweeps_step, target_logit, tile_pairs)
 
 __all__ = ["fused_loss_kernel", "partial_sums_kernel", "finalize_kernel", "output_grad_kernel"]
 
@@ -92,6 +93,7 @@ def fused_loss_kernel(
     FLAT: tl.constexpr, CLASSES: tl.constexpr, CHUNK: tl.constexpr, NUM_CHUNKS: tl.constexpr,
     V: tl.constexpr, BLOCK_P: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr,
     ACC_FP64: tl.constexpr, SWEEP_STAGES: tl.constexpr, ASM_PLANES: tl.constexpr = False,
+    PAIRS: tl.constexpr = False,
 ):
     # One pass over the predictions. Program pid takes tiles pid, pid + programs,
     # ... (TILES_PER_PROGRAM of them, the last ones masked past n_tiles), each
@@ -102,6 +104,8 @@ def fused_loss_kernel(
     # scale_k = state[ROW_SCALE, k] = carried_k / N_k.
     # Semantic: CLASSES > 0 holds the tile's CLASSES class planes in registers;
     # ASM_PLANES (compiled, V = 1, large C): the planes' loads and stores through inline PTX.
+    # PAIRS (16-bit logits, V = 2): the planes as 32-bit words of two pixels each, the
+    # semantic values one per pixel pair (SEM_P of them per tile).
     # CLASSES == 0 makes two sweeps over NUM_CHUNKS chunks of CHUNK classes, their chunk
     # loops pipelined SWEEP_STAGES deep (1: not pipelined).
     # FLAT: every tensor has stride_h == W * stride_w, so pixel q sits at q * stride_w.
@@ -112,7 +116,8 @@ def fused_loss_kernel(
     scale_sem = tl.load(scale_ptr + SLOT_SEMANTIC).to(ACC)
     scale_inst = tl.load(scale_ptr + SLOT_INSTANCE).to(ACC)
     scale_dep = tl.load(scale_ptr + SLOT_DEPTH).to(ACC)
-    acc_sem = tl.zeros([BLOCK_P], ACC)
+    SEM_P: tl.constexpr = BLOCK_P // 2 if PAIRS else BLOCK_P
+    acc_sem = tl.zeros([SEM_P], ACC)
     acc_inst = tl.zeros([BLOCK_P], ACC)
     acc_dep = tl.zeros([BLOCK_P], ACC)
     if pid < n_tiles:
@@ -121,7 +126,13 @@ def fused_loss_kernel(
             b, _, h, w, in_image = tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P, V, FLAT)
             in_image = in_image & (tile < n_tiles)
             # Every load of the tile first (masked by pixel only): one DRAM round trip.
-            if HAS_SEM:
+            if HAS_SEM and PAIRS:  # FLAT, x_sw = gx_sw = 1
+                q, in_pair = tile_pairs(tile, tiles_per_image, HW, BLOCK_P)
+                in_pair = in_pair & (tile < n_tiles)
+                t_lo = tl.load(t_ptr + b * t_sb + q * t_sw, mask=in_pair, other=0)
+                t_hi = tl.load(t_ptr + b * t_sb + (q + 1) * t_sw, mask=in_pair, other=0)
+                xs = pairs_load(x_ptr, b * x_sb + q, x_sc, in_pair, CLASSES, ASM_PLANES)
+            elif HAS_SEM:
                 x_off = b * x_sb + h * x_sh + w * x_sw
                 t_raw = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0)
                 if CLASSES > 0:
@@ -138,7 +149,7 @@ def fused_loss_kernel(
             # regressions first: that frees their registers before the softmax needs the
             # most (bf16: 128 registers instead of 228). The sweeps hold few values and go
             # first (the other way round, ptxas spills one register at C = 150 in bf16).
-            if HAS_SEM:
+            if HAS_SEM and not PAIRS:
                 t, wt = labels_and_weights(t_raw, cw_ptr, in_image, C, ignore_index, HAS_WEIGHT,
                                            ACC)
                 g_off = b * gx_sb + h * gx_sh + w * gx_sw
@@ -154,7 +165,15 @@ def fused_loss_kernel(
             if HAS_DEP:
                 acc_dep += _depth_step(z, dv, scale_dep, gd_ptr, b * gd_sb + h * gd_sh + w * gd_sw,
                                        in_image, WRITE_GRAD, ACC)
-            if HAS_SEM and CLASSES > 0:
+            if HAS_SEM and PAIRS:
+                t_lo, w_lo = labels_and_weights(t_lo, cw_ptr, in_pair, C, ignore_index,
+                                                HAS_WEIGHT, ACC)
+                t_hi, w_hi = labels_and_weights(t_hi, cw_ptr, in_pair, C, ignore_index,
+                                                HAS_WEIGHT, ACC)
+                acc_sem += pairs_step(xs, t_lo, w_lo, t_hi, w_hi, scale_sem, gx_ptr,
+                                      b * gx_sb + q, gx_sc, in_pair, CLASSES, WRITE_GRAD,
+                                      x_ptr.dtype.element_ty, ASM_PLANES)
+            elif HAS_SEM and CLASSES > 0:
                 acc_sem += planes_step(xs, t, wt, scale_sem, gx_ptr, g_off, gx_sc, in_image,
                                        CLASSES, WRITE_GRAD, ACC, ASM_PLANES)
     tl.store(part_ptr + SLOT_SEMANTIC * nprog + pid, tl.sum(acc_sem, 0))

@@ -15,11 +15,14 @@ dtype before the gradient is rounded to its own. Other pixels have ws_p = 0,
 so their gradient is 0 * softmax: 0, or NaN where the logits hold NaN or
 +inf, as F.cross_entropy's log-softmax backward gives at an ignored pixel.
 
-Two shapes of the class axis, chosen on the host (``fastmtl.ops``):
+Three shapes of the class axis, chosen on the host (``fastmtl.ops``):
 - ``planes_*`` (C x V logits fit the thread's register budget, C = 19): the C
   class planes of the tile are loaded once, as a tuple of C vectors (no padding
   of the class axis), and stay in registers; exp is evaluated twice (for the sum,
   then for the gradient) so that only the logits are held.
+- ``pairs_*`` (16-bit logits, C up to 150, when switched on): the class planes in
+  registers as 32-bit words of two adjacent pixels, twice the bytes in flight per
+  register of one pixel per thread (docs/kernel.md, "Two pixels per word").
 - ``sweeps_*`` (larger C, ADE20k's 150): chunks of CHUNK classes; a first sweep
   keeps a running max and sum, a second sweep in reverse chunk order (the
   chunks read last are the likeliest still in cache) writes the gradient.
@@ -111,32 +114,212 @@ def planes_load(x_ptr, x_off, x_sc, in_image, CLASSES: tl.constexpr, ASM: tl.con
 
 
 @triton.jit
-def planes_step(xs, t, w, scale, gx_ptr, g_off, gx_sc, in_image, CLASSES: tl.constexpr,
-                WRITE_GRAD: tl.constexpr, ACC: tl.constexpr, ASM: tl.constexpr = False):
-    """Per-pixel w_p * loss_p of the tile loaded by ``planes_load``; stores dx."""
+def _max(xs, CLASSES: tl.constexpr, ACC: tl.constexpr):
     m = xs[0].to(ACC)
     for c in tl.static_range(1, CLASSES):
         m = tl.maximum(m, xs[c].to(ACC))
+    return m
+
+
+@triton.jit
+def _log_sum_exp(xs, t, m, CLASSES: tl.constexpr, ACC: tl.constexpr):
+    """(lse_p, x_p,t_p) over the CLASSES planes ``xs`` whose max is m."""
     x_t = tl.zeros_like(m)
     s = tl.zeros_like(m)
     for c in tl.static_range(CLASSES):
         f = xs[c].to(ACC)
         x_t += tl.where(t == c, f, 0.0)
         s += _exp(f - m)
-    lse = tl.log(s) + m
+    return tl.log(s) + m, x_t
+
+
+@triton.jit
+def _softmax_grad(f, c, t, lse, ws):
+    # softmax = exp(x - lse) is evaluated again rather than kept from the sum:
+    # registers then hold the logits of the tile, not the logits and their exps.
+    p = _exp(f - lse)
+    return tl.where(t == c, p - 1.0, p) * ws
+
+
+@triton.jit
+def planes_step(xs, t, w, scale, gx_ptr, g_off, gx_sc, in_image, CLASSES: tl.constexpr,
+                WRITE_GRAD: tl.constexpr, ACC: tl.constexpr, ASM: tl.constexpr = False):
+    """Per-pixel w_p * loss_p of the tile loaded by ``planes_load``; stores dx."""
+    lse, x_t = _log_sum_exp(xs, t, _max(xs, CLASSES, ACC), CLASSES, ACC)
     if WRITE_GRAD:
-        # softmax = exp(x - lse) is evaluated again rather than kept from the sum:
-        # registers then hold the logits of the tile, not the logits and their exps.
         ws = w * scale
         for c in tl.static_range(CLASSES):
-            p = _exp(xs[c].to(ACC) - lse)
-            g = tl.where(t == c, p - 1.0, p) * ws
+            g = _softmax_grad(xs[c].to(ACC), c, t, lse, ws)
             dst = gx_ptr + g_off + c * tl.cast(gx_sc, tl.int64)
             if ASM:
                 _asm_store(dst, g, in_image)
             else:
                 tl.store(dst, g.to(gx_ptr.dtype.element_ty), mask=in_image)
     return tl.where(t >= 0, w * (lse - x_t), 0.0)
+
+
+@triton.jit
+def tile_pairs(tile, tiles_per_image, HW, BLOCK_P: tl.constexpr):
+    """The first pixels q (even) of the BLOCK_P // 2 pixel pairs (q, q + 1) of a tile, one
+    pair per thread, and whether the pair is in the image (HW is even: ``pairs_*``)."""
+    image = tile // tiles_per_image
+    q = (tile - image * tiles_per_image) * BLOCK_P + 2 * tl.arange(0, BLOCK_P // 2)
+    return q.to(tl.int64), q < HW
+
+
+@triton.jit
+def _words(ptr):
+    return ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+
+
+@triton.jit
+def _asm_load_word(ptr):
+    # ld.global of 4 bytes, unconditional: the caller points masked lanes at a valid word.
+    return tl.inline_asm_elementwise("ld.global.b32 $0, [$1];", "=r,l", [tl.cast(ptr, tl.int64)],
+                                     dtype=tl.int32, is_pure=True, pack=1)
+
+
+@triton.jit
+def pairs_load(x_ptr, x_off, x_sc, in_pair, CLASSES: tl.constexpr, ASM: tl.constexpr = False):
+    """16-bit logits, two pixels per thread in one 32-bit word: the tile's CLASSES class
+    planes as a tuple of words, each a 4-byte access (x_off and x_sc are even, pixels
+    adjacent). Twice the bytes in flight per register of ``planes_load`` at one pixel.
+    ASM: lanes off the image read the tensor's first words instead (no predicate and no
+    zeroing per load); their values are never used."""
+    if ASM:
+        x_off = tl.where(in_pair, x_off, 0)
+    base = _words(x_ptr) + (x_off >> 1)
+    words = ()
+    for c in tl.static_range(CLASSES):
+        p = base + c * (tl.cast(x_sc, tl.int64) >> 1)
+        if ASM:
+            words = words + (_asm_load_word(p),)
+        else:
+            words = words + (tl.load(p, mask=in_pair, other=0),)
+    return words
+
+
+@triton.jit
+def _half(x, HALF: tl.constexpr, TY: tl.constexpr):
+    """The float32 value of the low (HALF 1) or high (HALF 2) 16 bits, of type TY, of the
+    32-bit word x of a pixel pair (bf16 widens by a shift)."""
+    if TY == tl.bfloat16:
+        return (x << 16 if HALF == 1 else x & -65536).to(tl.float32, bitcast=True)
+    else:
+        bits = x & 0xFFFF if HALF == 1 else x >> 16
+        return bits.to(tl.int16).to(TY, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _bits(g, TY: tl.constexpr):
+    # g rounded to TY, as the low 16 bits of an int32
+    return g.to(TY).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+
+
+@triton.jit
+def _pack(lo, hi, TY: tl.constexpr, ASM: tl.constexpr):
+    # The word of two float32 gradients rounded to TY (round to nearest even, as .to(TY)):
+    # one cvt of both when compiled.
+    if ASM:
+        op: tl.constexpr = "cvt.rn.bf16x2.f32" if TY == tl.bfloat16 else "cvt.rn.f16x2.f32"
+        return tl.inline_asm_elementwise(op + " $0, $2, $1;", "=r,f,f", [lo, hi],
+                                         dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        return _bits(lo, TY) | (_bits(hi, TY) << 16)
+
+
+@triton.jit
+def _pair_max(a, b, TY: tl.constexpr):
+    # Both pixels' maxima at once, on the 16-bit values themselves (exact; a NaN loses to a
+    # number, as tl.maximum's). No unpacked logit is formed, so none stays live until the sum.
+    op: tl.constexpr = "max.bf16x2" if TY == tl.bfloat16 else "max.f16x2"
+    return tl.inline_asm_elementwise(op + " $0, $1, $2;", "=r,r,r", [a, b], dtype=tl.int32,
+                                     is_pure=True, pack=1)
+
+
+@triton.jit
+def _half_again(x, HALF: tl.constexpr, TY: tl.constexpr):
+    # ``_half`` for the gradient, by a byte permute the compiler cannot merge with the
+    # sum's shift: merged, the 2 x CLASSES unpacked logits would stay live from the sum to
+    # the gradient (twice the registers of the words, spilled).
+    if TY == tl.bfloat16:
+        sel: tl.constexpr = "0x1044" if HALF == 1 else "0x3244"  # bytes 0-1 or 2-3 high
+        bits = tl.inline_asm_elementwise("prmt.b32 $0, $1, 0, " + sel + ";", "=r,r", [x],
+                                         dtype=tl.int32, is_pure=True, pack=1)
+        return bits.to(tl.float32, bitcast=True)
+    else:
+        sel: tl.constexpr = "0x4410" if HALF == 1 else "0x4432"  # bytes 0-1 or 2-3 low
+        bits = tl.inline_asm_elementwise("prmt.b32 $0, $1, 0, " + sel + ";", "=r,r", [x],
+                                         dtype=tl.int32, is_pure=True, pack=1)
+        return bits.to(tl.int16).to(TY, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _pair_lse(words, t, m, HALF: tl.constexpr, TY: tl.constexpr, CLASSES: tl.constexpr):
+    """(lse_p / ln 2, x_p,t_p) of one pixel of each pair, in base 2: a logit's exponent is
+    one FMA, x log2(e) - m log2(e). m log2(e) is rounded once, the same shift for every
+    class, and comes back in the lse: the gradient's softmax does not see the rounding."""
+    m2 = m * 1.4426950408889634
+    x_t = tl.zeros_like(m)
+    s = tl.zeros_like(m)
+    for c in tl.static_range(CLASSES):
+        f = _half(words[c], HALF, TY)
+        x_t += tl.where(t == c, f, 0.0)
+        s += tl.exp2(f * 1.4426950408889634 - m2)
+    return tl.log2(s) + m2, x_t
+
+
+@triton.jit
+def _pair_grad(f, c, t, lse2, ws):
+    # ws * (softmax - [c == t]) as one FMA after the exponential's
+    return tl.exp2(f * 1.4426950408889634 - lse2) * ws - tl.where(t == c, ws, 0.0)
+
+
+@triton.jit
+def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, gx_ptr, g_off, gx_sc, in_pair,
+               CLASSES: tl.constexpr, WRITE_GRAD: tl.constexpr, TY: tl.constexpr,
+               ASM: tl.constexpr = False):
+    """``planes_step`` for the pixel pairs of ``pairs_load`` (float32 arithmetic): per
+    pair, the sum of its two pixels' w_p * loss_p; stores dx two pixels to a 32-bit word.
+    The low and high pixels' sums over classes are independent chains: a thread has twice
+    the work to interleave. ASM (compiled): the max on packed values, the gradient's
+    unpacking and packing through inline PTX, so that registers hold the CLASSES words and
+    little else."""
+    if ASM:
+        m2 = words[0]
+        for c in tl.static_range(1, CLASSES):
+            m2 = _pair_max(m2, words[c], TY)
+        m_lo = _half(m2, 1, TY)
+        m_hi = _half(m2, 2, TY)
+    else:
+        m_lo = _half(words[0], 1, TY)
+        m_hi = _half(words[0], 2, TY)
+        for c in tl.static_range(1, CLASSES):
+            m_lo = tl.maximum(m_lo, _half(words[c], 1, TY))
+            m_hi = tl.maximum(m_hi, _half(words[c], 2, TY))
+    lse_lo, x_t_lo = _pair_lse(words, t_lo, m_lo, 1, TY, CLASSES)
+    lse_hi, x_t_hi = _pair_lse(words, t_hi, m_hi, 2, TY, CLASSES)
+    if WRITE_GRAD:
+        ws_lo = w_lo * scale
+        ws_hi = w_hi * scale
+        base = _words(gx_ptr) + (g_off >> 1)
+        for c in tl.static_range(CLASSES):
+            if ASM:
+                f_lo = _half_again(words[c], 1, TY)
+                f_hi = _half_again(words[c], 2, TY)
+            else:
+                f_lo = _half(words[c], 1, TY)
+                f_hi = _half(words[c], 2, TY)
+            word = _pack(_pair_grad(f_lo, c, t_lo, lse_lo, ws_lo),
+                         _pair_grad(f_hi, c, t_hi, lse_hi, ws_hi), TY, ASM)
+            dst = base + c * (tl.cast(gx_sc, tl.int64) >> 1)
+            if ASM:
+                _asm_store(dst, word, in_pair)
+            else:
+                tl.store(dst, word, mask=in_pair)
+    ln2 = 0.6931471805599453
+    return (tl.where(t_lo >= 0, w_lo * (lse_lo * ln2 - x_t_lo), 0.0)
+            + tl.where(t_hi >= 0, w_hi * (lse_hi * ln2 - x_t_hi), 0.0))
 
 
 @triton.jit

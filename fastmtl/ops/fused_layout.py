@@ -8,6 +8,8 @@ tensor is kept, so one problem serves every call with the same launch key
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -17,6 +19,7 @@ from fastmtl.ops.common import bchw_strides, bhw_strides, cdiv, interpreted, nex
 MAX_BLOCK_C = 256       # most classes held in registers per pixel; more take two sweeps
 REGISTER_LOGITS = 80    # most registers of logits per thread (C x V, fp64 counts twice)
 RESIDENT_CLASSES = 150  # most classes of the one-read layout (fp32, one pixel per thread)
+RESIDENT_PAIRS = False  # 16-bit logits read once too, as words of two pixels: not yet timed
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
 SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte accesses)
 ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
@@ -66,6 +69,17 @@ def resident(C: int, dtype: torch.dtype, max_block_c: int) -> bool:
     return dtype == torch.float32 and C <= min(max_block_c, RESIDENT_CLASSES)
 
 
+def pairs_fit(x: Tensor, gx: Optional[Tensor], x_strides, gx_strides, flat: bool, HW: int) -> bool:
+    """True when 16-bit logits and their gradient can move as 32-bit words of two adjacent
+    pixels: one flat pixel axis at unit stride, an even number of pixels per image, even
+    class and image strides and 16-byte aligned storage (part of the launch key), so that
+    every word is aligned and no pair straddles two images."""
+    tensors = [(x, x_strides)] + ([(gx, gx_strides)] if gx is not None and gx.numel() else [])
+    return (x.element_size() == 2 and flat and HW % 2 == 0
+            and all(s[-1] == 1 and s[0] % 2 == 0 and s[1] % 2 == 0 and v.data_ptr() % 16 == 0
+                    for v, s in tensors))
+
+
 def tile_grid(B: int, HW: int, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
     """(programs, tiles per program, tiles per image, tiles) for tiles of block_p pixels.
 
@@ -97,6 +111,7 @@ class Problem:
         self.stages = 1
         self.max_programs = FUSED_PROGRAMS
         self.asm_planes = False  # class planes moved through inline PTX (compiled, large C)
+        self.pairs = False  # 16-bit class planes moved as words of two pixels (V = 2)
         self.classes = class_layout(self.C, x is not None, self.vector,
                                    2 if self.acc_fp64 else 1, max_block_c)
         if self.classes[0] == 0 and x is not None:
@@ -117,7 +132,21 @@ class Problem:
                    if v is not None and v.numel() > 0]
         self.flat = merge_pixels(present, self.H, self.W)
         self.bchw, self.bhw = bchw, bhw
+        self.pairs_fit = (x is not None and not self.acc_fp64
+                          and pairs_fit(x, gx, bchw[0], bchw[1], self.flat, self.HW))
+        if (RESIDENT_PAIRS and self.pairs_fit and self.classes[0] == 0
+                and self.C <= min(max_block_c, RESIDENT_CLASSES)):
+            self.use_pairs()
         self.n_pre = self.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)[0]
+
+    def use_pairs(self) -> None:
+        """Every class plane in registers as words of pixel pairs (needs ``pairs_fit``)."""
+        assert self.pairs_fit, "the logits cannot move as pixel pairs"
+        self.classes = (self.C, 1, 0)
+        self.vector = 2
+        self.block_p = self.vector * 32 * self.warps
+        self.asm_planes = not interpreted()
+        self.pairs = True
 
     def grid(self, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
         return tile_grid(self.B, self.HW, block_p, max_programs)
@@ -153,6 +182,7 @@ class Problem:
             CHUNK=chunk, NUM_CHUNKS=num_chunks, V=self.vector, BLOCK_P=self.block_p,
             TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64,
             SWEEP_STAGES=self.stages if classes == 0 else 1, ASM_PLANES=self.asm_planes,
+            PAIRS=self.pairs,
             **self.flags,
             num_warps=self.warps, num_stages=self.stages)
         return nprog

@@ -105,7 +105,10 @@ def test_quick_run_on_gpu(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "tune.json").read_text())
     rows = [r for case in result["cases"] for r in case["rows"]]
-    assert rows and all(r.get("correct") and r["spills"] == 0 for r in rows), rows
+    assert rows and all(r.get("correct") for r in rows), rows
+    # The pixel pairs keep a few end-of-tile values in local memory (the static test says
+    # which); every other configuration none.
+    assert all(r["spills"] == 0 for r in rows if "pairs" not in r["config"]), rows
     assert (tmp_path / "tune.md").read_text().count("| * |") == len(result["cases"])
 
 
@@ -122,10 +125,11 @@ def test_configure_sets_the_library_default_and_the_layout():
         for config in configs[1:]:
             p = tune.configure(tune.make_problem(args, None, None, None), config)
             assert p.block_p == config.vector * 32 * config.warps
-            if config.chunk is None or config.chunk == tune.RESIDENT:
+            if config.chunk is None or config.chunk in (tune.RESIDENT, tune.PAIRS):
                 assert p.classes == (case.classes, 1, 0)  # every plane in registers
             else:
                 assert p.classes == (0, config.chunk, -(-150 // config.chunk))
+            assert p.pairs == (config.chunk == tune.PAIRS), config
 
 
 def test_every_c150_config_compiles_for_sm90_without_spills():
@@ -140,14 +144,26 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
     assert by_name[("C150-fp32", "V2 w4 s1 c8 p16384")]["programs_per_sm"] >= 7
     assert by_name[("C150-bf16", "V4 w4 s1 c8 p16384")]["programs_per_sm"] >= 4
     for r in report:
-        assert r["spills"] == 0, r
+        if r["chunk"] == tune.PAIRS:
+            # 150 words of two pixels and both pixels' softmax state fill the 255 registers:
+            # ptxas keeps a few values that are needed only after the class loops (the
+            # accumulators, the partial sums' addresses) in local memory (5 at the time of
+            # writing). None is read back while the softmax runs.
+            assert r["local_stores"] <= 8 and r["local_loads_in_softmax"] == 0, r
+            # The max of both pixels on the packed words (3-input, 2 x 16-bit), no unpacking.
+            assert r["packed_max"] >= 150 // 2, r
+            # Fewer instructions per pixel than one pixel per thread (3720 against 2636).
+            resident = by_name[(r["case"], "V1 w4 s1 resident p16384")]
+            assert r["instructions"] / 2 < 0.8 * resident["instructions"], (r, resident)
+        else:
+            assert r["spills"] == 0, r
         assert r["registers"] <= 255, r
         assert r["programs_per_sm"] >= 1, r
         if r["max_programs"] < tune.DEFAULT_PROGRAMS:  # persistent: one wave on an H100
             assert r["waves_h100"] <= 1, r
         if r["stages"] > 1:  # the chunk loops are pipelined: asynchronous copies to shared
             assert r["cp_async"] > 0 and r["shared"] > 0, r
-        if r["chunk"] == tune.RESIDENT:
+        if r["chunk"] in (tune.RESIDENT, tune.PAIRS):
             # One read: the 150 class planes of the tile loaded before the first exponential
             # and held in registers (237 registers at fp32, 255 at bf16: two programs of 4
             # warps per SM, 256 pixels x 150 planes in flight), no barrier in the tile loop;
@@ -283,6 +299,13 @@ def _loads_before_first_exp(code) -> int:
     return sum(1 for _, i in code[:first] if "LDG." in i)
 
 
+def _local_loads_between_exps(code) -> int:
+    """Local-memory loads (spilled values read back) between the first and the last
+    exponential: inside the softmax's work rather than before or after it."""
+    exps = [n for n, (_, i) in enumerate(code) if "MUFU.EX2" in i]
+    return sum(1 for _, i in code[exps[0]:exps[-1]] if "LDL" in i) if exps else 0
+
+
 def static_report(cases=None, classes=150) -> list:
     """Per candidate of ``benchmarks.tune`` at ``classes`` (C = 150; 19 by hand): registers, spills, shared memory,
     programs per SM, asynchronous copies, as compiled for sm_90a with the benchmark's
@@ -342,6 +365,9 @@ def static_report(cases=None, classes=150) -> list:
                 loads_before_exp=_loads_before_first_exp(code),
                 loop_barriers=sum(1 for span in loops(code) for i in within(code, span)
                                   if "BAR." in i),
+                local_stores=sum(1 for _, i in code if "STL" in i),
+                local_loads_in_softmax=_local_loads_between_exps(code),
+                packed_max=sum(1 for _, i in code if "HMNMX2" in i or "VHMNMX" in i),
                 instructions=len(code)))
             print(json.dumps(out[-1]), file=sys.stderr, flush=True)
     return out

@@ -1,0 +1,124 @@
+"""16-bit logits moved as 32-bit words of two pixels (``fused_layout.RESIDENT_PAIRS``).
+
+Under the interpreter the words are ordinary int32 loads and stores: these tests check the
+pairing itself (which pixel sits in which half, the pairs at image ends, the unpacking and
+the rounding of the packed gradient) against PyTorch, and that the layout is taken only
+where every word is aligned and no pair straddles two images. The compiled form (inline
+PTX loads, packed max, cvt of both gradients) is checked statically in
+test_tune_configs.py, as one of the tuning candidates.
+"""
+import pytest
+import torch
+
+import fastmtl
+
+from helpers import make_inputs
+from oracle import assert_match, run_both
+
+from fastmtl.ops import fused as ops
+from fastmtl.ops import fused_layout
+
+
+@pytest.fixture
+def pairs_on(monkeypatch):
+    """The library's own choice with the pixel pairs switched on; yields the problems built."""
+    built = []
+
+    class Recorded(ops.Problem):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            built.append(self)
+
+    monkeypatch.setattr(fused_layout, "RESIDENT_PAIRS", True)
+    monkeypatch.setattr(ops, "Problem", Recorded)
+    return built
+
+
+# B x H x W with an even H * W: tiles of 256 pixels end inside an image and the last
+# program's tile runs past the batch; one row of 2 pixels; one column.
+@pytest.mark.parametrize("shape", [(3, 14, 21), (2, 1, 2), (2, 6, 1)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_pixel_pairs_match_pytorch(pairs_on, dtype, shape):
+    B, H, W = shape
+    C = 150 if H * W > 100 else 37
+    pred, tgt = make_inputs(B=B, C=C, H=H, W=W, dtype=dtype, seed=H * W)
+    pred["semantic"] = pred["semantic"] * 4  # softmax far from uniform
+    cw = torch.rand(C, generator=torch.Generator().manual_seed(1)) + 0.5
+    kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8]),
+                                class_weight=cw)
+    assert_match(kernel, expected, dtype)
+    assert pairs_on and all(p.pairs and p.vector == 2 for p in pairs_on)
+
+
+def test_gradients_of_each_pixel_land_in_its_own_half(pairs_on):
+    """One valid pixel per pair (the other ignored): its gradient, and only its, is nonzero."""
+    C, H, W = 40, 4, 8
+    for first in (0, 1):
+        x = torch.randn(1, C, H, W, generator=torch.Generator().manual_seed(first)) * 3
+        x = x.to(torch.bfloat16).requires_grad_(True)
+        t = torch.full((1, H, W), 255)
+        t.view(-1)[first::2] = torch.arange(first, H * W, 2) % C
+        loss = fastmtl.multitask_loss({"semantic": x}, {"semantic": t}, backend="triton").total
+        loss.backward()
+        ref_x = x.detach().float().requires_grad_(True)
+        torch.nn.functional.cross_entropy(ref_x, t, ignore_index=255).backward()
+        torch.testing.assert_close(x.grad.float(), ref_x.grad, rtol=1e-2, atol=1e-4)
+        assert (x.grad.view(C, -1)[:, 1 - first::2] == 0).all()
+    assert all(p.pairs for p in pairs_on)
+
+
+def _problem(x, gx=None):
+    t = torch.zeros(x.shape[0], *x.shape[2:], dtype=torch.int64)
+    gx = torch.empty_like(x) if gx is None else gx
+    empty = torch.empty(0)
+    return ops.Problem(x, t, None, None, None, None, None, None, gx, empty, empty, 255,
+                       fused_layout.MAX_BLOCK_C)
+
+
+def test_pairs_only_where_every_word_is_aligned(monkeypatch):
+    monkeypatch.setattr(fused_layout, "RESIDENT_PAIRS", True)
+    bf16 = lambda *s: torch.randn(*s).to(torch.bfloat16)  # noqa: E731
+    assert _problem(bf16(2, 150, 4, 6)).pairs
+    assert _problem(bf16(2, 150, 4, 6).half()).pairs
+    not_paired = {
+        "odd pixels per image": bf16(2, 150, 3, 5),
+        "float32": torch.randn(2, 150, 4, 6),
+        "channels_last": bf16(2, 150, 4, 6).contiguous(memory_format=torch.channels_last),
+        "storage 2 bytes off alignment": bf16(2 * 150 * 24 + 1)[1:].view(2, 150, 4, 6),
+        "rows apart (not one pixel axis)": bf16(2, 150, 4, 7)[..., :6],
+        "odd image stride": bf16(2, 150 * 24 + 1)[:, :150 * 24].view(2, 150, 4, 6),
+        "few classes (planes in registers)": bf16(2, 19, 4, 6),
+    }
+    for why, x in not_paired.items():
+        p = _problem(x)
+        assert not p.pairs, why
+        assert p.block_p == p.vector * 32 * p.warps, why
+    # A float64 task beside bf16 logits: float64 arithmetic, no pairs.
+    x = bf16(2, 150, 4, 6)
+    t = torch.zeros(2, 4, 6, dtype=torch.int64)
+    d = torch.rand(2, 1, 4, 6, dtype=torch.float64)
+    empty = torch.empty(0)
+    p = ops.Problem(x, t, None, None, None, None, d, d[:, 0], torch.empty_like(x), empty,
+                    torch.empty_like(d), 255, fused_layout.MAX_BLOCK_C)
+    assert p.acc_fp64 and not p.pairs
+
+
+def test_pairs_are_off_by_default():
+    x = torch.randn(2, 150, 4, 6).to(torch.bfloat16)
+    p = _problem(x)
+    assert p.pairs_fit and not p.pairs and p.classes[0] == 0  # the sweeps, as measured
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_compiled_pairs_match_pytorch_on_gpu(pairs_on, dtype):
+    """The inline PTX of the compiled pairs (packed max, byte permutes, packed cvt, loads
+    of lanes off the image) against PyTorch: tiles past an image's end and the batch's."""
+    pred, tgt = make_inputs(B=3, C=150, H=30, W=66, dtype=dtype, seed=7, device="cuda")
+    pred["semantic"] = pred["semantic"] * 4
+    cw = torch.rand(150, device="cuda") + 0.5
+    kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8], device="cuda"),
+                                class_weight=cw)
+    assert_match(kernel, expected, dtype)
+    assert pairs_on and all(p.pairs and p.asm_planes for p in pairs_on)
