@@ -257,6 +257,7 @@ def run_case(case: Case, configs: list[Config], device, copy_gbps: float, repeat
     from benchmarks.problem import DTYPES, Problem, make_inputs, minimal_bytes_per_pixel, parse_size
     from benchmarks.timing import measure, release, summarize
     from fastmtl.ops import fused as ops
+    from fastmtl.ops import fused_layout as layout
 
     label, (B, H, W) = parse_size(case.size)
     bench = Problem(label, B, H, W, case.classes, case.dtype, "int64")
@@ -269,8 +270,10 @@ def run_case(case: Case, configs: list[Config], device, copy_gbps: float, repeat
     sync = lambda: torch.cuda.synchronize(device) if device.type == "cuda" else None  # noqa: E731
     rows, skipped = [], []
     default = make_problem(args, *grads)  # the library's own configuration
+    # The one-byte labels the pre-pass leaves for the fused pass (fused_layout.COMPACT_LABELS).
+    labels = layout.compact_labels(args[1], case.classes, args[13]) if default.compact else None
     part = torch.empty((3, default.fused_grid()[0]), dtype=torch.float32, device=device)
-    default.launch_fused(lambda k: k, args[:8], *grads, state, part, True, state)
+    default.launch_fused(lambda k: k, args[:8], *grads, state, part, True, state, labels)
     ref_sums = part.double().sum(1)
     for config in configs:
         if time.monotonic() > deadline:
@@ -289,7 +292,7 @@ def run_case(case: Case, configs: list[Config], device, copy_gbps: float, repeat
                 v.fill_(float("nan"))
             capture = Capture()
             start = time.monotonic()
-            problem.launch_fused(capture, args[:8], *grads, state, part, True, state)
+            problem.launch_fused(capture, args[:8], *grads, state, part, True, state, labels)
             sync()
             row["first_launch_s"] = time.monotonic() - start  # compile included
             sums = part.double().sum(1)
@@ -306,7 +309,7 @@ def run_case(case: Case, configs: list[Config], device, copy_gbps: float, repeat
                 sms = torch.cuda.get_device_properties(device).multi_processor_count
                 row["waves"] = round(nprog / (sms * row["programs_per_sm"]), 2)
             call = lambda: problem.launch_fused(lambda k: k, args[:8], *grads, state,  # noqa: E731
-                                                part, True, state)
+                                                part, True, state, labels)
             # CUDA: triton.testing.do_bench, L2 flushed before each repetition.
             stats = summarize(measure(call, device, warmup=1, repeats=repeats))
             row.update(median_ms=stats["median_s"] * 1e3, p25_ms=stats["p25_s"] * 1e3,
@@ -322,7 +325,7 @@ def run_case(case: Case, configs: list[Config], device, copy_gbps: float, repeat
             row["error"] = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
             log(f"{case.tag:10} {config.name:24} error: {row['error']}")
         rows.append(row)
-    del args, out, grads, ref_grads, state
+    del args, out, grads, ref_grads, state, labels
     release(device)
     best = _best(rows)
     for row in [r for r in rows if r.get("library_default")] + ([best] if best else []):
@@ -337,6 +340,15 @@ def run_case(case: Case, configs: list[Config], device, copy_gbps: float, repeat
         except Exception as exc:  # the kernel-alone figures stand without it
             traceback.print_exc()
             row["whole_call"] = {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
+        if row.get("library_default") and "eager_ms" in row["whole_call"]:
+            # The same call with the labels read as given by both passes: what the pre-pass's
+            # one-byte copy saves (or costs).
+            try:
+                row["whole_call_wide_labels"] = whole_call(
+                    config, predictions, targets, log_vars, device, repeats, nbytes, copy_gbps,
+                    compact_labels=False)
+            except Exception:  # the figures above stand without it
+                traceback.print_exc()
     del predictions, targets, log_vars
     release(device)
     return dict(case=case.tag, classes=case.classes, dtype=case.dtype, shape=f"{B}x{H}x{W}",
@@ -347,12 +359,14 @@ WHOLE_CALL_GRACE = 40  # seconds past the budget still spent on the whole-call t
 
 
 def whole_call(config: Config, predictions, targets, log_vars, device, repeats: int,
-               nbytes: int, copy_gbps: float) -> dict:
+               nbytes: int, copy_gbps: float, compact_labels: bool = True) -> dict:
     """The whole forward + backward call of the triton loss with ``config`` set on every
-    problem the op builds: eager median and CUDA-graph replay."""
+    problem the op builds: eager median and CUDA-graph replay. ``compact_labels`` False:
+    the fused pass reads the labels as given (``fused_layout.COMPACT_LABELS``)."""
     from benchmarks.implementations import IMPLEMENTATIONS, step
     from benchmarks.timing import graph_times, measure, summarize
     from fastmtl.ops import fused
+    from fastmtl.ops import fused_layout
 
     library = fused.Problem
 
@@ -365,12 +379,14 @@ def whole_call(config: Config, predictions, targets, log_vars, device, repeats: 
     fn = lambda: step(loss, predictions, targets, log_vars, True)  # noqa: E731
     fused.Problem = Configured
     fused._problems.clear()  # problems kept from earlier calls carry the library's config
+    compact, fused_layout.COMPACT_LABELS = fused_layout.COMPACT_LABELS, compact_labels
     try:
         eager = summarize(measure(fn, device, 2, repeats))["median_s"]
         graph = graph_times(fn, device, repeats)
     finally:
         fused.Problem = library
         fused._problems.clear()
+        fused_layout.COMPACT_LABELS = compact
     graph_s = summarize(graph)["median_s"] if graph else None
     return {"eager_ms": 1e3 * eager, "graph_ms": 1e3 * graph_s if graph_s else None,
             "pct_copy_eager": 100 * nbytes / eager / 1e9 / copy_gbps,
@@ -422,6 +438,12 @@ def markdown(result: dict) -> str:
                           f"graph replay {graph}."]
             elif whole:
                 lines += ["", f"Whole call, {r['config']}: {whole.get('error')}"]
+            wide = r.get("whole_call_wide_labels")
+            if wide:
+                graph = f"{wide['graph_ms']:.3f} ms" if wide.get("graph_ms") else "-"
+                lines += ["", f"The same call with the labels read as given by both passes "
+                          f"(no one-byte copy): eager {wide['eager_ms']:.3f} ms, graph replay "
+                          f"{graph}."]
         if case["skipped"]:
             lines += ["", f"Skipped (budget): {', '.join(case['skipped'])}"]
         lines.append("")

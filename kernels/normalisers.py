@@ -66,12 +66,12 @@ def tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P: tl.constexpr, V: tl.const
 
 @triton.jit
 def normaliser_kernel(
-    t_ptr, cw_ptr, m_ptr, z_ptr,
+    t_ptr, cw_ptr, m_ptr, z_ptr, tc_ptr,
     t_sb, t_sh, t_sw, m_sb, m_sh, m_sw, z_sb, z_sh, z_sw, C, ignore_index,
     norm_part_ptr, bad_part_ptr, HW, W, tiles_per_image, n_tiles,
     HAS_SEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_INST: tl.constexpr,
     HAS_DEP: tl.constexpr, FLAT: tl.constexpr, V: tl.constexpr, BLOCK_P: tl.constexpr,
-    ACC_FP64: tl.constexpr,
+    ACC_FP64: tl.constexpr, COMPACT: tl.constexpr = False,
 ):
     # Per program, over its tiles of BLOCK_P pixels (dealt round-robin):
     #     norm[sem]  = sum_{valid p} class_weight[t_p]  (count without weights)
@@ -79,6 +79,8 @@ def normaliser_kernel(
     #     norm[dep]  = #{p : z_p finite and > 0}
     # and for labels outside [0, C) that are not ignore_index: their count, the
     # flat index b*H*W + q of the first one and its value (bad[0..2, pid]).
+    # COMPACT: the labels again as one byte each, tc[b, q] = t_p if valid else 255 (C <= 255),
+    # which the fused pass reads in place of the wider labels.
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -101,6 +103,8 @@ def normaliser_kernel(
                 acc_sem += tl.load(cw_ptr + t, mask=valid, other=0.0).to(ACC)
             else:
                 acc_sem += valid.to(ACC)
+            if COMPACT:
+                tl.store(tc_ptr + b * HW + q, tl.where(valid, t, 255).to(tl.uint8), mask=in_image)
             bad = labelled & (in_range == 0)
             n_bad += bad.to(tl.int64)
             # Tiles come in increasing pixel order, so a lane's first bad pixel stays first.

@@ -37,7 +37,8 @@ def labels_and_weights(t, cw_ptr, in_image, C, ignore_index, HAS_WEIGHT: tl.cons
     """(t, w) from the loaded labels: int32 labels, -1 where the pixel is not valid, and
     w_p (0 where not valid). The class-weight gather depends on the labels, so it comes
     after every other load of the tile has been issued."""
-    t = t.to(tl.int64)
+    # 64-bit compares only for labels that need them (bytes: the pre-pass's copy)
+    t = t.to(tl.int32 if t.dtype.primitive_bitwidth < 32 else tl.int64)
     valid = in_image & (t != ignore_index) & (t >= 0) & (t < C)
     t = tl.where(valid, t, -1).to(tl.int32)  # no class is the target of an ignored pixel
     if HAS_WEIGHT:

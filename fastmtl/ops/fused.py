@@ -122,12 +122,14 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     r_sem, r_inst, r_dep = regulariser
     coef_arg = coef if coef is not None else state
 
+    compact = problem.compact_buffer(device)
+
     with device_guard(first):
-        problem.launch_normalisers(launch, tensors, norm_part, bad_part, state)
+        problem.launch_normalisers(launch, tensors, norm_part, bad_part, state, compact)
         launch(K.prepare_kernel)[(1,)](
             norm_part, bad_part, n_pre, coef_arg, *positions, f_sem, f_inst, f_dep, state, bad,
             HAS_COEF=coef is not None, USE_LOG_VARS=use_log_vars, BLOCK_R=REDUCE_BLOCK)
-        problem.launch_fused(launch, tensors, gx, go, gd, state, part, write_grad, state)
+        problem.launch_fused(launch, tensors, gx, go, gd, state, part, write_grad, state, compact)
         if n_fused > REDUCE_BLOCK:  # two fixed-order levels: no program walks them all
             n_sums = cdiv(n_fused, REDUCE_BLOCK)
             sums = torch.empty((3, n_sums), dtype=torch.float64, device=device)

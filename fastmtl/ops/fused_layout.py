@@ -19,6 +19,7 @@ from fastmtl.ops.common import bchw_strides, bhw_strides, cdiv, interpreted, nex
 MAX_BLOCK_C = 256       # most classes held in registers per pixel; more take two sweeps
 REGISTER_LOGITS = 80    # most registers of logits per thread (C x V, fp64 counts twice)
 RESIDENT_CLASSES = 150  # most classes of the one-read layout (fp32, one pixel per thread)
+COMPACT_LABELS = True   # the pre-pass leaves one-byte labels for the fused pass (C <= 255)
 RESIDENT_PAIRS = False  # 16-bit logits read once too, as words of two pixels: not yet timed
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
 SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte accesses)
@@ -80,6 +81,13 @@ def pairs_fit(x: Tensor, gx: Optional[Tensor], x_strides, gx_strides, flat: bool
                     for v, s in tensors))
 
 
+def compact_labels(t: Tensor, C: int, ignore_index: int) -> Tensor:
+    """What the pre-pass writes for the fused pass (``COMPACT_LABELS``), in PyTorch: the
+    label where it is a class, else 255, one byte each, contiguous."""
+    valid = (t != ignore_index) & (t >= 0) & (t < C)
+    return torch.where(valid, t, 255).to(torch.uint8).contiguous()
+
+
 def tile_grid(B: int, HW: int, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
     """(programs, tiles per program, tiles per image, tiles) for tiles of block_p pixels.
 
@@ -104,6 +112,10 @@ class Problem:
         self.flags = dict(HAS_SEM=x is not None, HAS_WEIGHT=cw is not None,
                           HAS_INST=o is not None, HAS_DEP=d is not None)
         self.ignore_index = ignore_index
+        # Labels wider than a byte are read once, by the pre-pass, which leaves them as
+        # bytes for the fused pass: 7 of the 8 bytes per pixel of int64 labels saved.
+        self.compact = (COMPACT_LABELS and x is not None and self.C <= 255
+                        and t.element_size() > 1)
         self.acc_fp64 = any(p is not None and p.dtype == torch.float64 for p in (x, o, d))
         # Launch configuration of the fused pass (a tuning sweep may set these on an instance).
         self.vector = vector(first if x is None else x)
@@ -130,7 +142,8 @@ class Problem:
         bhw = [list(bhw_strides(v)) for v in (t, m, d, gd, z)]
         present = [s for s, v in zip(bchw + bhw, (x, gx, o, go, g, t, m, d, gd, z))
                    if v is not None and v.numel() > 0]
-        self.flat = merge_pixels(present, self.H, self.W)
+        self.compact_strides = [self.HW, self.W, 1]
+        self.flat = merge_pixels(present + [self.compact_strides], self.H, self.W)
         self.bchw, self.bhw = bchw, bhw
         self.pairs_fit = (x is not None and not self.acc_fp64
                           and pairs_fit(x, gx, bchw[0], bchw[1], self.flat, self.HW))
@@ -154,27 +167,41 @@ class Problem:
     def fused_grid(self) -> tuple[int, int, int, int]:
         return self.grid(self.block_p, self.max_programs)
 
-    def launch_normalisers(self, launch, tensors, norm_part, bad_part, dummy):
+    def compact_buffer(self, device) -> Optional[Tensor]:
+        """The one-byte labels the pre-pass writes, or None."""
+        if not self.compact:
+            return None
+        return torch.empty((self.B, self.H, self.W), dtype=torch.uint8, device=device)
+
+    def launch_normalisers(self, launch, tensors, norm_part, bad_part, dummy, compact=None):
         x, t, cw, o, g, m, d, z = tensors
         nprog, _, tiles_per_image, n_tiles = self.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)
         t_s, m_s, _, _, z_s = self.bhw
         launch(K.normaliser_kernel)[(nprog,)](
             t if t is not None else dummy, cw if cw is not None else dummy,
             m if m is not None else dummy, z if z is not None else dummy,
+            compact if self.compact else dummy,
             *t_s, *m_s, *z_s, self.C, self.ignore_index,
             norm_part, bad_part, self.HW, self.W, tiles_per_image, n_tiles,
             FLAT=self.flat, V=PREPASS_VECTOR, BLOCK_P=ELEMENTWISE_BLOCK, ACC_FP64=self.acc_fp64,
-            **self.flags)
+            COMPACT=self.compact, **self.flags)
 
-    def launch_fused(self, launch, tensors, gx, go, gd, state, part, write_grad, dummy):
+    def launch_fused(self, launch, tensors, gx, go, gd, state, part, write_grad, dummy,
+                     compact=None):
+        """``compact``: the pre-pass's one-byte labels, read in place of t when
+        ``self.compact``."""
         x, t, cw, o, g, m, d, z = tensors
         nprog, per_program, tiles_per_image, n_tiles = self.fused_grid()
         classes, chunk, num_chunks = self.classes
         x_s, gx_s, o_s, go_s, g_s = self.bchw
         t_s, m_s, d_s, gd_s, z_s = self.bhw
+        ignore_index = self.ignore_index
+        if self.compact:
+            assert compact is not None, "the fused pass reads the pre-pass's one-byte labels"
+            t, t_s, ignore_index = compact, self.compact_strides, 255
         pick = lambda v: v if v is not None and v.numel() > 0 else dummy  # noqa: E731
         launch(K.fused_loss_kernel)[(nprog,)](
-            pick(x), pick(gx), pick(t), pick(cw), *x_s, *gx_s, *t_s, self.C, self.ignore_index,
+            pick(x), pick(gx), pick(t), pick(cw), *x_s, *gx_s, *t_s, self.C, ignore_index,
             pick(o), pick(go), pick(g), pick(m), *o_s, *go_s, *g_s, *m_s,
             pick(d), pick(gd), pick(z), *d_s, *gd_s, *z_s,
             state, part, self.HW, self.W, tiles_per_image, n_tiles,

@@ -62,8 +62,11 @@ def test_aot_compile_every_specialisation_for_sm80_and_sm90():
 
 
 # Planned resident programs (of 4 warps) per SM, from the registers of each benchmark
-# specialisation: 65536 registers / (registers rounded up to 8 x 128 threads).
-PLANNED_PROGRAMS_PER_SM = {"C19-fp32": 7, "C19-bf16": 4, "C150-fp32": 2, "C150-bf16": 6}
+# specialisation: 65536 registers / (registers rounded up to 8 x 128 threads). C = 19 fp32
+# went from 7 (72 registers) to 6 (77) with the one-byte labels: 6 x 256 pixels x 197 bytes
+# in flight per SM are still 15x what covers DRAM latency, and the tuning sweep measured
+# 2 programs per SM of V = 4 within 1% of 7 (docs/kernel.md).
+PLANNED_PROGRAMS_PER_SM = {"C19-fp32": 6, "C19-bf16": 4, "C150-fp32": 2, "C150-bf16": 6}
 
 
 def test_benchmark_specialisations_keep_the_designs_facts():

@@ -340,7 +340,9 @@ def static_report(cases=None, classes=150) -> list:
 
             state = torch.empty((K.STATE_ROWS, K.SLOTS), dtype=torch.float64)
             part = torch.empty((3, problem.fused_grid()[0]))
-            problem.launch_fused(launch, args[:8], *grads, state, part, True, state)
+            labels = (layout.compact_labels(args[1], case.classes, args[13]) if problem.compact
+                      else None)
+            problem.launch_fused(launch, args[:8], *grads, state, part, True, state, labels)
             ((kernel, a, kw),) = calls
             assert kw["TILES_PER_PROGRAM"] == real[1]
             compiled = compile_for(kernel, a, kw, 90)
