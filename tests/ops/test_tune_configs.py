@@ -62,7 +62,8 @@ def test_help_and_config_list_build_on_cpu():
             assert (config.chunk is not None) == c150, config
             assert config.max_programs in (*tune.PERSISTENT, tune.DEFAULT_PROGRAMS), config
     args = tune.parse_args(["--out", "x", "--quick"])
-    assert [(c.tag, len(cs)) for c, cs in tune.plan(args)] == [("C150-fp32", 3), ("C150-bf16", 3)]
+    assert [(c.tag, len(cs)) for c, cs in tune.plan(args)] == [
+        ("C150-fp32", 3), ("C150-bf16", 3), ("C19-fp32", 1), ("C19-bf16", 1)]
 
 
 def test_run_case_checks_every_config_and_writes_the_table(tmp_path):
