@@ -128,3 +128,28 @@ def distinct_specialisations(tagged_launches):
         if key not in seen:
             seen.add(key)
             yield tag, kernel, args, kwargs, constexprs
+
+
+def map_in_processes(work, n: int) -> list:
+    """[work(0), ..., work(n - 1)] on up to os.cpu_count() forked processes (the compiles
+    of a specialisation are independent and each takes one core). ``work`` and what it
+    reads are inherited by the fork, not pickled; its results must pickle."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(n, os.cpu_count() or 1, 8)
+    if workers <= 1:
+        return [work(i) for i in range(n)]
+    _FORKED_WORK[0] = work
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_forked_call, range(n)))
+    finally:
+        _FORKED_WORK[0] = None
+
+
+_FORKED_WORK = [None]
+
+
+def _forked_call(i):
+    return _FORKED_WORK[0](i)

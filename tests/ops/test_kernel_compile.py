@@ -19,8 +19,8 @@ import re
 import sys
 from pathlib import Path
 
-from compiled import (compile_for, distinct_specialisations, loop_facts, loops, programs_per_sm,
-                      ptxas_usage, sass)
+from compiled import (compile_for, distinct_specialisations, loop_facts, loops, map_in_processes,
+                      programs_per_sm, ptxas_usage, sass)
 from helpers import run_compiled
 from tracing import kernels_of, trace_graphs
 
@@ -209,12 +209,14 @@ F32_APPROXIMATION = re.compile(r"\b(?:(?:ex2|lg2|rcp|rsqrt|sqrt|sin|cos|tanh)\.a
 
 
 def _aot_main():
-    variants, failures = [], []
     launches = ((tag, launch) for tag, cfg in _configs() for launch in _record_launches(cfg))
-    for tag, kernel, args, kwargs, constexprs in distinct_specialisations(launches):
+    found = list(distinct_specialisations(launches))
+
+    def compile_one(i):
+        tag, kernel, args, kwargs, constexprs = found[i]
         plain = lambda v: v if isinstance(v, (int, float, bool)) else str(v)  # noqa: E731
         names = {kernel.arg_names[k[0]]: plain(v) for k, v in constexprs.items()}
-        entry = dict(kernel=kernel.__name__, tag=tag, archs=[], constexprs=names)
+        entry, failures = dict(kernel=kernel.__name__, tag=tag, archs=[], constexprs=names), []
         for arch in (80, 90):
             try:
                 compiled = compile_for(kernel, args, kwargs, arch)
@@ -228,8 +230,11 @@ def _aot_main():
                 entry["ptx_global_loads"] = len(re.findall(r"ld\.global", ptx))
                 entry["registers"], entry["spill_bytes"] = ptxas_usage(ptx)
                 entry["f32_approximations"] = sorted(set(F32_APPROXIMATION.findall(ptx)))
-        variants.append(entry)
-    print(json.dumps(dict(variants=variants, failures=failures, design=_design_report())))
+        return entry, failures
+
+    done = map_in_processes(compile_one, len(found))
+    print(json.dumps(dict(variants=[entry for entry, _ in done],
+                          failures=[f for _, fs in done for f in fs], design=_design_report())))
 
 
 # The specialisations ``python -m benchmarks`` times: all three tasks, NCHW, int64 labels.

@@ -308,16 +308,16 @@ def _local_loads_between_exps(code) -> int:
 
 
 def static_report(cases=None, classes=150) -> list:
-    """Per candidate of ``benchmarks.tune`` at ``classes`` (C = 150; 19 by hand): registers, spills, shared memory,
-    programs per SM, asynchronous copies, as compiled for sm_90a with the benchmark's
-    tiles per program (a probe of PROBE pixels stands in for the tensors)."""
-    from compiled import compile_for, loops, programs_per_sm, ptxas_usage, sass, within
+    """Per candidate of ``benchmarks.tune`` at ``classes`` (C = 150; 19 by hand): registers,
+    spills, shared memory, programs per SM, asynchronous copies, as compiled for sm_90a with
+    the benchmark's tiles per program (a probe of PROBE pixels stands in for the tensors)."""
+    from compiled import map_in_processes
 
     from benchmarks.problem import SIZES, Problem, make_inputs
     from fastmtl.ops import fused_layout as layout
     import fastmtl.kernels as K
 
-    out = []
+    launches = []  # (case, config, tile grid of the benchmark, kernel, args, kwargs)
     for case in tune.CASES:
         if case.classes != classes or (cases and case.tag not in cases):
             continue
@@ -346,34 +346,40 @@ def static_report(cases=None, classes=150) -> list:
             problem.launch_fused(launch, args[:8], *grads, state, part, True, state, labels)
             ((kernel, a, kw),) = calls
             assert kw["TILES_PER_PROGRAM"] == real[1]
-            compiled = compile_for(kernel, a, kw, 90)
-            registers, spills = ptxas_usage(compiled.asm["ptx"])
-            code = sass(compiled.asm["cubin"])
-            shared = compiled.metadata.shared
-            per_sm = programs_per_sm(registers, config.warps, shared)
-            out.append(dict(
-                case=case.tag, config=config.name, vector=config.vector, warps=config.warps,
-                stages=config.stages, chunk=config.chunk, max_programs=config.max_programs,
-                programs=real[0], tiles_per_program=real[1], registers=registers, spills=spills,
-                shared=shared, programs_per_sm=per_sm,
-                waves_h100=round(real[0] / (tune.SM_COUNT_H100 * per_sm), 2),
-                resident_px_per_sm=min(per_sm, -(-real[0] // tune.SM_COUNT_H100))
-                * config.block_p,
-                cp_async=compiled.asm["ptx"].count("cp.async.c"),
-                wide_loads=sum(1 for _, i in code if "LDG.E.64" in i or "LDG.E.128" in i),
-                narrow_loads=sum(1 for _, i in code if i.startswith("LDG.E ")
-                                 or " LDG.E " in i or "LDG.E.U16" in i),
-                loads=sum(1 for _, i in code if "LDG." in i),
-                stores=sum(1 for _, i in code if "STG." in i),
-                loads_before_exp=_loads_before_first_exp(code),
-                loop_barriers=sum(1 for span in loops(code) for i in within(code, span)
-                                  if "BAR." in i),
-                local_stores=sum(1 for _, i in code if "STL" in i),
-                local_loads_in_softmax=_local_loads_between_exps(code),
-                packed_max=sum(1 for _, i in code if "HMNMX2" in i or "VHMNMX" in i),
-                instructions=len(code)))
-            print(json.dumps(out[-1]), file=sys.stderr, flush=True)
+            launches.append((case, config, real, kernel, a, kw))
+    out = map_in_processes(lambda i: _static_facts(*launches[i]), len(launches))
+    for row in out:
+        print(json.dumps(row), file=sys.stderr, flush=True)
     return out
+
+
+def _static_facts(case, config, real, kernel, args, kwargs) -> dict:
+    from compiled import compile_for, loops, programs_per_sm, ptxas_usage, sass, within
+
+    compiled = compile_for(kernel, args, kwargs, 90)
+    registers, spills = ptxas_usage(compiled.asm["ptx"])
+    code = sass(compiled.asm["cubin"])
+    shared = compiled.metadata.shared
+    per_sm = programs_per_sm(registers, config.warps, shared)
+    return dict(
+        case=case.tag, config=config.name, vector=config.vector, warps=config.warps,
+        stages=config.stages, chunk=config.chunk, max_programs=config.max_programs,
+        programs=real[0], tiles_per_program=real[1], registers=registers, spills=spills,
+        shared=shared, programs_per_sm=per_sm,
+        waves_h100=round(real[0] / (tune.SM_COUNT_H100 * per_sm), 2),
+        resident_px_per_sm=min(per_sm, -(-real[0] // tune.SM_COUNT_H100)) * config.block_p,
+        cp_async=compiled.asm["ptx"].count("cp.async.c"),
+        wide_loads=sum(1 for _, i in code if "LDG.E.64" in i or "LDG.E.128" in i),
+        narrow_loads=sum(1 for _, i in code if i.startswith("LDG.E ")
+                         or " LDG.E " in i or "LDG.E.U16" in i),
+        loads=sum(1 for _, i in code if "LDG." in i),
+        stores=sum(1 for _, i in code if "STG." in i),
+        loads_before_exp=_loads_before_first_exp(code),
+        loop_barriers=sum(1 for span in loops(code) for i in within(code, span) if "BAR." in i),
+        local_stores=sum(1 for _, i in code if "STL" in i),
+        local_loads_in_softmax=_local_loads_between_exps(code),
+        packed_max=sum(1 for _, i in code if "HMNMX2" in i or "VHMNMX" in i),
+        instructions=len(code))
 
 
 if __name__ == "__main__":

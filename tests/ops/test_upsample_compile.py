@@ -36,8 +36,8 @@ import sys
 import time
 from collections import Counter
 
-from compiled import (compile_for, distinct_specialisations, loops, programs_per_sm, ptxas_usage,
-                      sass, within)
+from compiled import (compile_for, distinct_specialisations, loops, map_in_processes,
+                      programs_per_sm, ptxas_usage, sass, within)
 from helpers import run_compiled
 
 ALL = ("semantic", "instance", "depth")
@@ -301,10 +301,12 @@ def _wide_strides(ttir: str) -> bool:
 
 
 def _aot_main():
-    variants, failures = [], []
     launches = ((tag, launch) for tag, cfg in _configs() for launch in _record(**cfg))
-    for tag, kernel, args, kwargs, _ in distinct_specialisations(launches):
-        entry = dict(kernel=kernel.__name__, tag=tag, ptxas={})
+    found = list(distinct_specialisations(launches))
+
+    def compile_one(i):
+        tag, kernel, args, kwargs, _ = found[i]
+        entry, failures = dict(kernel=kernel.__name__, tag=tag, ptxas={}), []
         for arch, gpu in ((80, "sm_80"), (90, "sm_90a")):
             try:
                 started = time.monotonic()
@@ -318,8 +320,11 @@ def _aot_main():
             if arch == 90:
                 entry["wide_strides"] = _wide_strides(compiled.asm["ttir"])
                 entry.update(_design(kernel.__name__, compiled, kwargs))
-        variants.append(entry)
-    print(json.dumps(dict(variants=variants, failures=failures)))
+        return entry, failures
+
+    done = map_in_processes(compile_one, len(found))
+    print(json.dumps(dict(variants=[entry for entry, _ in done],
+                          failures=[f for _, fs in done for f in fs])))
 
 
 def _compile_main(classes=5):
