@@ -10,7 +10,7 @@ time-out of one never loses the others' files):
     loss         python -m benchmarks --suite targets --quick --modes fwd+bwd
     train        python -m benchmarks train-step --models resnet50 --sizes 512x1024 --batch 8
     plots        python -m benchmarks.plot loss.json train-step.json
-    tune         python -m benchmarks.tune            (only when named in --parts)
+    tune         python -m benchmarks.tune --quick    (only when named in --parts)
     tune-upsample  python -m benchmarks.tune_upsample (only when named in --parts)
 
 The parts share a time budget (default 450 s): each gets its share plus what
@@ -99,7 +99,7 @@ def commands(args, out: Path, limit: float) -> dict[str, list[str]]:
     return {"tests": [py, "-m", "pytest", "-m", "cuda", *args.tests, "-v", "-rfEs",
                       "--continue-on-collection-errors", "-p", "no:cacheprovider"],
             "loss": loss, "train": train, "plots": plots,
-            "tune": [py, "-m", "benchmarks.tune", *sweep],
+            "tune": [py, "-m", "benchmarks.tune", "--quick", *sweep],
             "tune-upsample": [py, "-m", "benchmarks.tune_upsample", *sweep]}
 
 
