@@ -62,22 +62,21 @@ def _exp(v):
 
 
 @triton.jit
-def _asm_load(ptr, mask):
-    # One element per thread through inline PTX: ld.global of 4 or 2 bytes, 0 where masked.
-    # The compiler's coalescing pass costs time quadratic in the loads and stores of a
-    # kernel whose values all depend on each other (minutes at 150 class planes); an asm
-    # access is not one of its memory operations. Lanes still read consecutive addresses.
+def _asm_load(ptr):
+    # One element per thread through inline PTX: ld.global of 4 or 2 bytes, unconditional
+    # (the caller points lanes off the image at a valid element: no predicate and no
+    # zeroing per load; their values are never used). The compiler's coalescing pass costs
+    # time quadratic in the loads and stores of a kernel whose values all depend on each
+    # other (minutes at 150 class planes); an asm access is not one of its memory
+    # operations. Lanes still read consecutive addresses.
     addr = tl.cast(ptr, tl.int64)
-    on = mask.to(tl.int32)
     ty = ptr.dtype.element_ty
     if ty.primitive_bitwidth == 32:
-        v = tl.inline_asm_elementwise(
-            "{ .reg .pred p; setp.ne.b32 p, $2, 0; mov.b32 $0, 0; @p ld.global.b32 $0, [$1]; }",
-            "=r,l,r", [addr, on], dtype=tl.int32, is_pure=True, pack=1)
+        v = tl.inline_asm_elementwise("ld.global.b32 $0, [$1];", "=r,l", [addr], dtype=tl.int32,
+                                      is_pure=True, pack=1)
     else:
-        v = tl.inline_asm_elementwise(
-            "{ .reg .pred p; setp.ne.b32 p, $2, 0; mov.b16 $0, 0; @p ld.global.b16 $0, [$1]; }",
-            "=h,l,r", [addr, on], dtype=tl.int16, is_pure=True, pack=1)
+        v = tl.inline_asm_elementwise("ld.global.b16 $0, [$1];", "=h,l", [addr], dtype=tl.int16,
+                                      is_pure=True, pack=1)
     return v.to(ty, bitcast=True)
 
 
@@ -102,13 +101,16 @@ def _asm_store(ptr, value, mask):
 def planes_load(x_ptr, x_off, x_sc, in_image, CLASSES: tl.constexpr, ASM: tl.constexpr = False):
     """The tile's logits as a tuple of CLASSES class planes of BLOCK_P pixels: no
     padding of the class axis, every load a V-element access along the pixels.
-    ASM (compiled, one pixel per thread): the loads go through inline PTX."""
+    ASM (compiled, one pixel per thread): the loads go through inline PTX, lanes off the
+    image reading the tensor's first elements instead."""
     xs = ()
+    if ASM:
+        x_off = tl.where(in_image, x_off, 0)
     # tl.cast, not .to(): a stride of 1 arrives as a Python int (Triton specialises it).
     for c in tl.static_range(CLASSES):
         p = x_ptr + x_off + c * tl.cast(x_sc, tl.int64)
         if ASM:
-            xs = xs + (_asm_load(p, in_image),)
+            xs = xs + (_asm_load(p),)
         else:
             xs = xs + (tl.load(p, mask=in_image, other=0.0),)
     return xs
@@ -174,13 +176,6 @@ def _words(ptr):
 
 
 @triton.jit
-def _asm_load_word(ptr):
-    # ld.global of 4 bytes, unconditional: the caller points masked lanes at a valid word.
-    return tl.inline_asm_elementwise("ld.global.b32 $0, [$1];", "=r,l", [tl.cast(ptr, tl.int64)],
-                                     dtype=tl.int32, is_pure=True, pack=1)
-
-
-@triton.jit
 def pairs_load(x_ptr, x_off, x_sc, in_pair, CLASSES: tl.constexpr, ASM: tl.constexpr = False):
     """16-bit logits, two pixels per thread in one 32-bit word: the tile's CLASSES class
     planes as a tuple of words, each a 4-byte access (x_off and x_sc are even, pixels
@@ -194,7 +189,7 @@ def pairs_load(x_ptr, x_off, x_sc, in_pair, CLASSES: tl.constexpr, ASM: tl.const
     for c in tl.static_range(CLASSES):
         p = base + c * (tl.cast(x_sc, tl.int64) >> 1)
         if ASM:
-            words = words + (_asm_load_word(p),)
+            words = words + (_asm_load(p),)
         else:
             words = words + (tl.load(p, mask=in_pair, other=0),)
     return words
