@@ -5,7 +5,8 @@ and every gradient in one pass over the predictions:
 
 1. ``normaliser_kernel`` reads the targets once and leaves per-program partial
    sums of the normalisers N_k (summed class weights over valid pixels, |m|,
-   N_depth) and of out-of-range labels on the device; ``prepare_kernel`` adds
+   N_depth) and of out-of-range labels on the device, and the labels as one
+   byte each for the fused pass (C <= 255); ``prepare_kernel`` adds
    them in a fixed order and sets each task's gradient scale coef_k / N_k,
    coef_k = c_k exp(-s_k) (log-variances) or w_k (fixed weights).
 2. ``fused_loss_kernel`` reads every prediction and target element once,
@@ -31,10 +32,10 @@ nobody differentiates get no materialised zero gradients: backward allocates
 nothing gradient-sized (except for a retained graph, as said).
 
 Memory traffic per pixel (fp32, C classes, int64 labels, all three tasks):
-pre-pass 8 (t) + 1 (m) + 4 (z) bytes; fused pass 4C (x) + 4C (dx) + 8 (t) +
-25 (o, g, do, m) + 12 (d, z, dd); 13 + 8C + 45 bytes in all, about 210 B at
-C = 19 against the 197 B minimum (the normalisers cost the 13 B re-read of the
-targets). The finalize kernel touches O(programs) bytes, backward nothing more
+pre-pass 8 (t) + 1 (m) + 4 (z) bytes read, 1 (t as a byte) written; fused pass
+4C (x) + 4C (dx) + 1 (t as a byte) + 25 (o, g, do, m) + 12 (d, z, dd); 14 + 8C
++ 38 bytes in all, about 204 B at C = 19 against the 197 B minimum (which counts
+the 8-byte labels once). The finalize kernel touches O(programs) bytes, backward nothing more
 unless the incoming gradient differs from d total (a pass over the buffers).
 
 Eager calls on CUDA launch the compiled kernels directly after the first call
