@@ -251,7 +251,7 @@ def _design_report() -> list:
     from fastmtl.ops import fused as ops
     from fastmtl.ops import fused_layout as layout
 
-    report, budget = [], layout.FUSED_PROGRAMS
+    found, budget = [], layout.FUSED_PROGRAMS
     for tag, C, dtype, (B, H, W) in BENCHMARK:
         dtype = getattr(torch, dtype)
         V = layout.vector(torch.empty(0, dtype=dtype))
@@ -268,29 +268,33 @@ def _design_report() -> list:
             c for c in _record_launches(cfg, PROBE)
             if c[0].__name__ == "fused_loss_kernel"]
         assert kwargs["TILES_PER_PROGRAM"] == per_program
-        compiled = compile_for(kernel, args, kwargs, 90)
-        registers, spills = ptxas_usage(compiled.asm["ptx"])
-        code = sass(compiled.asm["cubin"])
-        entry = dict(tag=tag, C=C, registers=registers, spills=spills, block_p=block_p,
-                     warps=kwargs["num_warps"], vector=kwargs["V"], classes=kwargs["CLASSES"],
-                     chunk=kwargs["CHUNK"], num_chunks=kwargs["NUM_CHUNKS"],
-                     asm_planes=kwargs["ASM_PLANES"], tiles_per_program=per_program,
-                     programs_per_sm=programs_per_sm(registers, kwargs["num_warps"],
-                                                     compiled.metadata.shared),
-                     instructions=len(code))
-        entry["loops"] = [loop_facts(code, span, loops(code)) for span in loops(code)]
-        first_exp = next((n for n, (_, i) in enumerate(code) if "MUFU.EX2" in i), len(code))
-        entry["loads_before_exp"] = sum(1 for _, i in code[:first_exp] if "LDG." in i)
-        # Issue cost per pixel: the tile's instructions (the tile loop's body, or the whole
-        # kernel with one tile per program), the sweeps counted once per chunk.
-        sweeps = [lp for lp in entry["loops"] if lp["innermost"]] if not kwargs["CLASSES"] else []
-        tile = [lp for lp in entry["loops"] if lp["outermost"] and lp not in sweeps]
-        per_tile = (tile[0]["instructions"] if tile else len(code)) + sum(
-            lp["instructions"] for lp in sweeps) * (kwargs["NUM_CHUNKS"] - 1)
-        entry["warp_instructions_per_pixel"] = round(per_tile * entry["warps"] / block_p, 1)
-        report.append(entry)
+        found.append((tag, C, block_p, per_program, kernel, args, kwargs))
         layout.FUSED_PROGRAMS = budget
-    return report
+    return map_in_processes(lambda i: _design_facts(*found[i]), len(found))
+
+
+def _design_facts(tag, C, block_p, per_program, kernel, args, kwargs) -> dict:
+    compiled = compile_for(kernel, args, kwargs, 90)
+    registers, spills = ptxas_usage(compiled.asm["ptx"])
+    code = sass(compiled.asm["cubin"])
+    entry = dict(tag=tag, C=C, registers=registers, spills=spills, block_p=block_p,
+                 warps=kwargs["num_warps"], vector=kwargs["V"], classes=kwargs["CLASSES"],
+                 chunk=kwargs["CHUNK"], num_chunks=kwargs["NUM_CHUNKS"],
+                 asm_planes=kwargs["ASM_PLANES"], tiles_per_program=per_program,
+                 programs_per_sm=programs_per_sm(registers, kwargs["num_warps"],
+                                                 compiled.metadata.shared),
+                 instructions=len(code))
+    entry["loops"] = [loop_facts(code, span, loops(code)) for span in loops(code)]
+    first_exp = next((n for n, (_, i) in enumerate(code) if "MUFU.EX2" in i), len(code))
+    entry["loads_before_exp"] = sum(1 for _, i in code[:first_exp] if "LDG." in i)
+    # Issue cost per pixel: the tile's instructions (the tile loop's body, or the whole
+    # kernel with one tile per program), the sweeps counted once per chunk.
+    sweeps = [lp for lp in entry["loops"] if lp["innermost"]] if not kwargs["CLASSES"] else []
+    tile = [lp for lp in entry["loops"] if lp["outermost"] and lp not in sweeps]
+    per_tile = (tile[0]["instructions"] if tile else len(code)) + sum(
+        lp["instructions"] for lp in sweeps) * (kwargs["NUM_CHUNKS"] - 1)
+    entry["warp_instructions_per_pixel"] = round(per_tile * entry["warps"] / block_p, 1)
+    return entry
 
 
 def _compile_main():
