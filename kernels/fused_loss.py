@@ -18,7 +18,7 @@ import triton.language as tl
 
 from .normalisers import (ROW_CARRIED, ROW_COEF, ROW_N, ROW_SCALE, SLOT_DEPTH, SLOT_INSTANCE,
                           SLOT_SEMANTIC, SLOTS, slot_vector, tile_pixels)
-from .semantic import (labels_and_weights, pairs_load, pairs_step, planes_load, planes_step,
+from .semantic import (labels_and_weights, pairs_step, pairs_words, planes_load, planes_step,
                        sweeps_step, target_logit, tile_pairs)
 
 __all__ = ["fused_loss_kernel", "partial_sums_kernel", "finalize_kernel", "output_grad_kernel"]
@@ -131,7 +131,7 @@ def fused_loss_kernel(
                 in_pair = in_pair & (tile < n_tiles)
                 t_lo = tl.load(t_ptr + b * t_sb + q * t_sw, mask=in_pair, other=0)
                 t_hi = tl.load(t_ptr + b * t_sb + (q + 1) * t_sw, mask=in_pair, other=0)
-                xs = pairs_load(x_ptr, b * x_sb + q, x_sc, in_pair, CLASSES, ASM_PLANES)
+                xs = pairs_words(x_ptr, b * x_sb + q, x_sc, in_pair, CLASSES, ASM_PLANES)
             elif HAS_SEM:
                 x_off = b * x_sb + h * x_sh + w * x_sw
                 t_raw = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0)

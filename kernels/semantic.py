@@ -176,23 +176,11 @@ def _words(ptr):
 
 
 @triton.jit
-def pairs_load(x_ptr, x_off, x_sc, in_pair, CLASSES: tl.constexpr, ASM: tl.constexpr = False):
-    """16-bit logits, two pixels per thread in one 32-bit word: the tile's CLASSES class
-    planes as a tuple of words, each a 4-byte access (x_off and x_sc are even, pixels
-    adjacent). Twice the bytes in flight per register of ``planes_load`` at one pixel.
-    ASM: lanes off the image read the tensor's first words instead (no predicate and no
-    zeroing per load); their values are never used."""
-    if ASM:
-        x_off = tl.where(in_pair, x_off, 0)
-    base = _words(x_ptr) + (x_off >> 1)
-    words = ()
-    for c in tl.static_range(CLASSES):
-        p = base + c * (tl.cast(x_sc, tl.int64) >> 1)
-        if ASM:
-            words = words + (_asm_load(p),)
-        else:
-            words = words + (tl.load(p, mask=in_pair, other=0),)
-    return words
+def pairs_words(x_ptr, x_off, x_sc, in_pair, CLASSES: tl.constexpr, ASM: tl.constexpr = False):
+    """16-bit logits, two pixels per thread in one 32-bit word: ``planes_load`` on the
+    logits seen as int32 (x_off and x_sc are even, pixels adjacent), each plane a 4-byte
+    access. Twice the bytes in flight per register of one pixel per thread."""
+    return planes_load(_words(x_ptr), x_off >> 1, x_sc >> 1, in_pair, CLASSES, ASM)
 
 
 @triton.jit
@@ -275,7 +263,7 @@ def _pair_grad(f, c, t, lse2, ws):
 def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, gx_ptr, g_off, gx_sc, in_pair,
                CLASSES: tl.constexpr, WRITE_GRAD: tl.constexpr, TY: tl.constexpr,
                ASM: tl.constexpr = False):
-    """``planes_step`` for the pixel pairs of ``pairs_load`` (float32 arithmetic): per
+    """``planes_step`` for the pixel pairs of ``pairs_words`` (float32 arithmetic): per
     pair, the sum of its two pixels' w_p * loss_p; stores dx two pixels to a 32-bit word.
     The low and high pixels' sums over classes are independent chains: a thread has twice
     the work to interleave. ASM (compiled): the max on packed values, the gradient's
