@@ -64,12 +64,12 @@ def candidates(classes: int, quick: bool = False) -> list:
     if classes <= 32:
         changes = [
             {},
+            dict(semantic_shift=False),                        # the per-pixel maximum always
             dict(semantic_registers=None),                     # ptxas's choice: 2 programs/SM
             dict(band_rows=(4,)),                              # shorter bands, more programs
             dict(band_rows=(16,)),                             # longer bands, fewer programs
             dict(regression_columns=1, regression_registers=128),  # 4 programs/SM
             dict(semantic_warps=2, semantic_registers=None),   # narrower strips
-            dict(semantic_warps=8, semantic_registers=None),   # wider strips, 1 program/SM
             dict(regression_columns=1),
             dict(regression_rows=4),                           # chunks of 4 rows
             dict(regression_warps=2),

@@ -28,10 +28,16 @@ columns) with its classes in registers, and walks the rows:
     depth:    loss = |v - z|, dv = sign(v - z)                  (z finite and > 0)
     A += dv, Bc += wy1 dv                                       (registers, per X)
 
-with the targets loaded two rows ahead. At the end of low-resolution row a,
-T = A - Bc = sum_Y wy0 dv (plus row a - 1's carried bottom part) is row a's gradient
-per column; ``_reduce_runs`` sums it over the runs into the cells,
-gradient(a, j) = sum_{X in run j} wx0 T + sum_{X in run j-1} wx1 T, stored times
+with the targets loaded two rows ahead. Where every column of the program has top and
+bot finite and no class moving by more than SHIFT_LIMIT / log2 e between them (a check
+once per low-resolution row), the semantic rows take a shifted form with no per-pixel
+maximum: exp(v - M) = 2^(Ts + wy1 Ds), M the column's maximum over top and bot,
+Ts = (top - M) log2 e and Ds = (bot - top) log2 e formed once per low-resolution row
+(``_shift_bound``, ``_shifted_operands``); elsewhere (and for fp64) the per-pixel maximum.
+
+At the end of low-resolution row a, T = A - Bc = sum_Y wy0 dv (plus row a - 1's carried
+bottom part) is row a's gradient per column; ``_reduce_runs`` sums it over the runs into
+the cells, gradient(a, j) = sum_{X in run j} wx0 T + sum_{X in run j-1} wx1 T, stored times
 ``grad_scale``; then A = Bc, Bc = 0. On the last row and column both taps are the
 same cell (with PyTorch's weights), so the bottom and second parts stay there.
 A strip wider than one window (heads much narrower than the targets) is walked in
@@ -51,6 +57,13 @@ from .upsample_reduce import NO_PIXEL, ROW_NORM
 __all__ = ["upsample_loss_kernel"]
 
 NO_ROW = tl.constexpr(2147483647)  # no bad label in this column yet
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+# A low-resolution row takes the shifted form (no per-pixel maximum) when, in every column
+# of the program, no class's logit moves by more than SHIFT_LIMIT / log2 e (about 62) from
+# its top row to its bottom row: then the largest term of each row's sum is at least
+# 2^-SHIFT_LIMIT, a normal float32, and terms that flush to 0 are below 2^-36 of it.
+SHIFT_LIMIT = tl.constexpr(90.0)
 
 
 @triton.jit
@@ -84,6 +97,39 @@ def _log(x, FAST_MATH: tl.constexpr):
                                          dtype=tl.float32, is_pure=True, pack=1)
         return log2 * 0.6931471805599453
     return tl.log(x)
+
+
+@triton.jit
+def _exp2(x, FAST_MATH: tl.constexpr):
+    if FAST_MATH:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    return tl.exp2(x)
+
+
+@triton.jit
+def _max_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _shift_bound(top, bot, class_ok):
+    """Per column, the shift M = max over classes of top and bot, and D = max over classes
+    of |bot - top| log2 e (NaN or inf where top or bot is not finite). Every v_c of a row
+    between top and bot lies within D ln 2 of its column's M, so the largest
+    exp(v_c - M) of the row is at least 2^-D."""
+    m = tl.max(tl.where(class_ok[None, :], tl.maximum(top, bot), float("-inf")), 1)
+    dist = tl.reduce(tl.where(class_ok[None, :], tl.abs(bot - top), 0.0), 1, _max_nan)
+    return m, dist * LOG2E
+
+
+@triton.jit
+def _shifted_operands(top, bot, m):
+    """Ts = (top - M) log2 e and Ds = (bot - top) log2 e: for a row with weights wy0, wy1,
+    v - M = (Ts + wy1 Ds) ln 2, with no per-pixel maximum."""
+    ms = m[:, None] * LOG2E
+    a = top * LOG2E - ms
+    return a, (bot * LOG2E - ms) - a
 
 
 @triton.jit
@@ -196,6 +242,87 @@ def _store_cells(acc_a, acc_b, last_row, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, a, 
 
 
 @triton.jit
+def _semantic_row(Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, in_window,
+                  ignore_index, C, cw_ptr, classes, class_ok, x_col0, x_col1, x_sc, x_sh, a, a1,
+                  wx0, wx1, xa, xb, m_col, n_bad, lane_first_row, sem_loss, sem_norm, dx_a, dx_b,
+                  HAS_WEIGHT: tl.constexpr, WRITE_GRAD: tl.constexpr, FAST_MATH: tl.constexpr,
+                  ACC: tl.constexpr, SHIFT: tl.constexpr):
+    """Target row Y of the semantic task: its label check, loss and gradient (added to
+    dx_a, and times wy1 to dx_b). The row's logits are v = wy0 xa + wy1 xb (xa, xb: top
+    and bot), or with SHIFT v - m_col = (xa + wy1 xb) ln 2 (``_shifted_operands``)."""
+    t = _label(t_next)
+    t_next = t_after
+    t_after = tl.load(t_row + Yn * t_sh, mask=later, other=0)
+    labelled = in_window & (t != ignore_index)
+    valid = labelled & (t >= 0) & (t < C)
+    bad = owned & labelled & (valid == 0)
+    n_bad += bad.to(tl.int32)
+    # Rows come in order, so a column's first bad label stays its first.
+    lane_first_row = tl.where(bad & (lane_first_row == NO_ROW), Y, lane_first_row)
+    label = tl.where(valid, t.to(tl.int32), -1)
+    if HAS_WEIGHT:
+        wt = tl.load(cw_ptr + label, mask=valid, other=0.0).to(ACC)
+    else:
+        wt = valid.to(ACC)
+    if SHIFT:
+        e = tl.where(class_ok[None, :], _exp2(xa + wy1 * xb, FAST_MATH), 0.0)
+        denom = tl.sum(e, 1)
+        lse = _log(denom, FAST_MATH) + m_col
+    else:
+        v = wy0 * xa + wy1 * xb
+        v = tl.where(class_ok[None, :], v, float("-inf"))
+        v_max = tl.max(v, 1)
+        e = tl.where(class_ok[None, :], _exp_shifted(v, v_max, FAST_MATH), 0.0)
+        denom = tl.sum(e, 1)
+        lse = _log(denom, FAST_MATH) + v_max
+    # Padding classes (C < BLOCK_C) are constants here, so they cost nothing.
+    is_target = (label[:, None] == classes[None, :]) & class_ok[None, :]
+    # v[target], recomputed from its four taps (cached loads) as v is.
+    v_target = _tap_value(x_col0, x_col1, label.to(tl.int64) * x_sc, a, a1, x_sh, wx0, wx1,
+                          wy0, wy1, valid, ACC)
+    sem_loss += tl.where(valid & owned, wt * (lse - v_target), 0.0)
+    sem_norm += tl.where(owned, wt, 0.0)
+    if WRITE_GRAD:
+        dv = e * (wt / denom)[:, None] - tl.where(is_target, wt[:, None], 0.0)
+        dx_a += tl.where(class_ok[None, :], dv, 0.0)
+        dx_b += tl.where(class_ok[None, :], wy1 * dv, 0.0)
+    return t_next, t_after, n_bad, lane_first_row, sem_loss, sem_norm, dx_a, dx_b
+
+
+@triton.jit
+def _row_weights(lam_y_ptr, Y, owned_x, y_own, in_window, y_stop):
+    """Row Y's weights (wy0, wy1), which of its columns the program owns, and for the
+    targets loaded two rows ahead (their latency overlaps two rows of work) row Y + 2 and
+    whether it is walked."""
+    wy1 = tl.load(lam_y_ptr + Y)
+    owned = owned_x & (Y >= y_own)
+    later = in_window & (Y + 2 < y_stop)
+    return 1.0 - wy1, wy1, owned, later, (Y + 2).to(tl.int64)
+
+
+@triton.jit
+def _semantic_rows(Y, y_end, lam_y_ptr, owned_x, y_own, y_stop, t_row, t_sh, t_next, t_after,
+                   in_window, ignore_index, C, cw_ptr, classes, class_ok, x_col0, x_col1, x_sc,
+                   x_sh, a, a1, wx0, wx1, xa, xb, m_col, n_bad, lane_first_row, sem_loss,
+                   sem_norm, dx_a, dx_b, HAS_WEIGHT: tl.constexpr, WRITE_GRAD: tl.constexpr,
+                   FAST_MATH: tl.constexpr, ACC: tl.constexpr, SHIFT: tl.constexpr):
+    """The semantic task's target rows [Y, y_end) of one low-resolution row (a launch
+    without the regressions: one loop per form of the softmax, so that neither carries the
+    other's registers)."""
+    while Y < y_end:
+        wy0, wy1, owned, later, Yn = _row_weights(lam_y_ptr, Y, owned_x, y_own, in_window,
+                                                  y_stop)
+        (t_next, t_after, n_bad, lane_first_row, sem_loss, sem_norm, dx_a,
+         dx_b) = _semantic_row(
+            Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, in_window,
+            ignore_index, C, cw_ptr, classes, class_ok, x_col0, x_col1, x_sc, x_sh, a, a1, wx0,
+            wx1, xa, xb, m_col, n_bad, lane_first_row, sem_loss, sem_norm, dx_a, dx_b,
+            HAS_WEIGHT, WRITE_GRAD, FAST_MATH, ACC, SHIFT)
+        Y += 1
+    return Y, t_next, t_after, n_bad, lane_first_row, sem_loss, sem_norm, dx_a, dx_b
+
+
+@triton.jit
 def program_region(pid, n_strips, n_bands, band_rows, strip_cells, h, w, start_ptr):
     """The part of the problem program ``pid`` owns: image b, low-resolution rows
     [a_lo, a_hi) (it also walks a_first = a_lo - 1), cells [j_lo, j_hi), and the
@@ -249,9 +376,10 @@ def upsample_loss_kernel(
     C: tl.constexpr, HAS_SEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_INST: tl.constexpr,
     HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK_C: tl.constexpr,
     BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr, ACC_FP64: tl.constexpr,
-    FAST_MATH: tl.constexpr, COMPILED: tl.constexpr,
+    FAST_MATH: tl.constexpr, COMPILED: tl.constexpr, SHIFTED: tl.constexpr = False,
 ):
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
+    tl.static_assert(not SHIFTED or (HAS_SEM and not HAS_INST and not HAS_DEP and not ACC_FP64))
     pid = tl.program_id(0)
     b, a_lo, a_hi, a_first, j_lo, j_hi, xs, x_own, xe = program_region(
         pid, n_strips, n_bands, band_rows, strip_cells, h, w, start_ptr)
@@ -335,79 +463,72 @@ def upsample_loss_kernel(
             if HAS_SEM:
                 x_bot = _along_x(x_col0, x_col1, classes, class_ok, x_sc, a1, x_sh, wx0, wx1,
                                  in_window, ACC)
+                if SHIFTED:
+                    m_col, dist = _shift_bound(x_top, x_bot, class_ok)
             if HAS_INST:
                 o_bot = _along_x(o_col0, o_col1, offset_ch, offset_ch < 2, o_sc, a1, o_sh, wx0,
                                  wx1, in_window, ACC)
             if HAS_DEP:
                 d_bot = _along_x(d_col0, d_col1, depth_ch, depth_ch < 1, 0, a1, d_sh, wx0, wx1,
                                  in_window, ACC)
-            while Y < y_end:
-                wy1 = tl.load(lam_y_ptr + Y)
-                wy0 = 1.0 - wy1
-                owned = owned_x & (Y >= y_own)
-                # Targets are loaded two rows ahead, so their latency overlaps two rows of work.
-                later = in_window & (Y + 2 < y_stop)
-                Yn = (Y + 2).to(tl.int64)
-                if HAS_SEM:
-                    t = _label(t_next)
-                    t_next = t_after
-                    t_after = tl.load(t_row + Yn * t_sh, mask=later, other=0)
-                    labelled = in_window & (t != ignore_index)
-                    valid = labelled & (t >= 0) & (t < C)
-                    bad = owned & labelled & (valid == 0)
-                    n_bad += bad.to(tl.int32)
-                    # Rows come in order, so a column's first bad label stays its first.
-                    lane_first_row = tl.where(bad & (lane_first_row == NO_ROW), Y,
-                                              lane_first_row)
-                    label = tl.where(valid, t.to(tl.int32), -1)
-                    if HAS_WEIGHT:
-                        wt = tl.load(cw_ptr + label, mask=valid, other=0.0).to(ACC)
-                    else:
-                        wt = valid.to(ACC)
-                    v = wy0 * x_top + wy1 * x_bot
-                    v = tl.where(class_ok[None, :], v, float("-inf"))
-                    v_max = tl.max(v, 1)
-                    e = tl.where(class_ok[None, :], _exp_shifted(v, v_max, FAST_MATH), 0.0)
-                    denom = tl.sum(e, 1)
-                    # Padding classes (C < BLOCK_C) are constants here, so they cost nothing.
-                    is_target = (label[:, None] == classes[None, :]) & class_ok[None, :]
-                    # v[target], recomputed from its four taps (cached loads) as v is.
-                    v_target = _tap_value(x_col0, x_col1, label.to(tl.int64) * x_sc, a, a1,
-                                          x_sh, wx0, wx1, wy0, wy1, valid, ACC)
-                    lse = _log(denom, FAST_MATH) + v_max
-                    sem_loss += tl.where(valid & owned, wt * (lse - v_target), 0.0)
-                    sem_norm += tl.where(owned, wt, 0.0)
-                    if WRITE_GRAD:
-                        dv = e * (wt / denom)[:, None] - tl.where(is_target, wt[:, None], 0.0)
-                        dx_a += tl.where(class_ok[None, :], dv, 0.0)
-                        dx_b += tl.where(class_ok[None, :], wy1 * dv, 0.0)
-                if HAS_INST:
-                    in_mask = in_window & (m_next != 0)
-                    target = g_next.to(ACC)
-                    m_next = m_after
-                    g_next = g_after
-                    m_after = tl.load(m_row + Yn * m_sh, mask=later, other=0)
-                    g_after = tl.load(g_row + Yn * g_sh, mask=later[:, None], other=0.0)
-                    diff = wy0 * o_top + wy1 * o_bot - target
-                    inst_loss += tl.where(in_mask & owned, tl.sum(tl.abs(diff), 1), 0.0)
-                    inst_norm += (in_mask & owned).to(ACC)
-                    if WRITE_GRAD:
-                        dv = tl.where(in_mask[:, None], _sign(diff), 0.0)
-                        do_a += dv
-                        do_b += wy1 * dv
-                if HAS_DEP:
-                    z = z_next.to(ACC)
-                    z_next = z_after
-                    z_after = tl.load(z_row + Yn * z_sh, mask=later, other=0.0)
-                    measured = in_window & (z > 0) & (z < float("inf"))
-                    diff = wy0 * d_top + wy1 * d_bot - tl.where(measured, z, 0.0)[:, None]
-                    dep_loss += tl.where(measured & owned, tl.sum(tl.abs(diff), 1), 0.0)
-                    dep_norm += (measured & owned).to(ACC)
-                    if WRITE_GRAD:
-                        dv = tl.where(measured[:, None], _sign(diff), 0.0)
-                        dd_a += dv
-                        dd_b += wy1 * dv
-                Y += 1
+            if SHIFTED:  # the semantic task alone: one loop per form of the softmax
+                if tl.reduce(dist, 0, _max_nan) <= SHIFT_LIMIT:  # (False for NaN)
+                    sa, sb = _shifted_operands(x_top, x_bot, m_col)
+                    (Y, t_next, t_after, n_bad, lane_first_row, sem_loss, sem_norm, dx_a,
+                     dx_b) = _semantic_rows(
+                        Y, y_end, lam_y_ptr, owned_x, y_own, y_stop, t_row, t_sh, t_next,
+                        t_after, in_window, ignore_index, C, cw_ptr, classes, class_ok, x_col0,
+                        x_col1, x_sc, x_sh, a, a1, wx0, wx1, sa, sb, m_col, n_bad,
+                        lane_first_row, sem_loss, sem_norm, dx_a, dx_b, HAS_WEIGHT, WRITE_GRAD,
+                        FAST_MATH, ACC, True)
+                    x_top = (sa + sb) * LN2 + m_col[:, None]  # the next row's top: this bot
+                else:
+                    (Y, t_next, t_after, n_bad, lane_first_row, sem_loss, sem_norm, dx_a,
+                     dx_b) = _semantic_rows(
+                        Y, y_end, lam_y_ptr, owned_x, y_own, y_stop, t_row, t_sh, t_next,
+                        t_after, in_window, ignore_index, C, cw_ptr, classes, class_ok, x_col0,
+                        x_col1, x_sc, x_sh, a, a1, wx0, wx1, x_top, x_bot, m_col, n_bad,
+                        lane_first_row, sem_loss, sem_norm, dx_a, dx_b, HAS_WEIGHT, WRITE_GRAD,
+                        FAST_MATH, ACC, False)
+                    x_top = x_bot
+            else:  # every task of the launch in one loop
+                while Y < y_end:
+                    wy0, wy1, owned, later, Yn = _row_weights(lam_y_ptr, Y, owned_x, y_own,
+                                                              in_window, y_stop)
+                    if HAS_SEM:
+                        (t_next, t_after, n_bad, lane_first_row, sem_loss, sem_norm, dx_a,
+                         dx_b) = _semantic_row(
+                            Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, in_window,
+                            ignore_index, C, cw_ptr, classes, class_ok, x_col0, x_col1, x_sc, x_sh,
+                            a, a1, wx0, wx1, x_top, x_bot, wy0, n_bad, lane_first_row, sem_loss,
+                            sem_norm, dx_a, dx_b, HAS_WEIGHT, WRITE_GRAD, FAST_MATH, ACC, False)
+                    if HAS_INST:
+                        in_mask = in_window & (m_next != 0)
+                        target = g_next.to(ACC)
+                        m_next = m_after
+                        g_next = g_after
+                        m_after = tl.load(m_row + Yn * m_sh, mask=later, other=0)
+                        g_after = tl.load(g_row + Yn * g_sh, mask=later[:, None], other=0.0)
+                        diff = wy0 * o_top + wy1 * o_bot - target
+                        inst_loss += tl.where(in_mask & owned, tl.sum(tl.abs(diff), 1), 0.0)
+                        inst_norm += (in_mask & owned).to(ACC)
+                        if WRITE_GRAD:
+                            dv = tl.where(in_mask[:, None], _sign(diff), 0.0)
+                            do_a += dv
+                            do_b += wy1 * dv
+                    if HAS_DEP:
+                        z = z_next.to(ACC)
+                        z_next = z_after
+                        z_after = tl.load(z_row + Yn * z_sh, mask=later, other=0.0)
+                        measured = in_window & (z > 0) & (z < float("inf"))
+                        diff = wy0 * d_top + wy1 * d_bot - tl.where(measured, z, 0.0)[:, None]
+                        dep_loss += tl.where(measured & owned, tl.sum(tl.abs(diff), 1), 0.0)
+                        dep_norm += (measured & owned).to(ACC)
+                        if WRITE_GRAD:
+                            dv = tl.where(measured[:, None], _sign(diff), 0.0)
+                            dd_a += dv
+                            dd_b += wy1 * dv
+                    Y += 1
             # Owner row a is done: its gradient row (rows of a - 1 before a_lo are only
             # walked for their bottom part) goes to the cells, its bottom part carries on.
             if WRITE_GRAD:
@@ -436,7 +557,7 @@ def upsample_loss_kernel(
                 if HAS_DEP:
                     dd_a = dd_b
                     dd_b = tl.zeros([BLOCK_X, 1], ACC)
-            if HAS_SEM:
+            if HAS_SEM and not SHIFTED:
                 x_top = x_bot
             if HAS_INST:
                 o_top = o_bot

@@ -64,6 +64,10 @@ class Config:
     # the registers (a factor of 2 spills 764 bytes under the cap, in the row loop too),
     # and so does the walk over several windows of heads much narrower than the targets.
     capped_runs: int = 16
+    # Softmax of a low-resolution row's target rows shifted by a per-column bound, without a
+    # per-pixel maximum, wherever the row's logits allow it (``SHIFT_LIMIT`` in
+    # kernels/upsample_loss.py); False: the per-pixel maximum everywhere.
+    semantic_shift: bool = True
     large_c_registers: Optional[int] = None  # C > MAX_CLASSES_PER_THREAD (warps share classes)
     # C > MAX_CLASSES_PER_THREAD: classes in chunks of this many inside each thread, one
     # column per thread (``kernels/upsample_chunks.py``); None: the warps share the classes.
@@ -167,6 +171,7 @@ class Tiles:
     rows: int = 1       # full-resolution rows per chunk: the regressions' launch, and the
                         # large-C semantic launch in class chunks (rows per pass over them)
     class_chunks: bool = False  # semantic launch: upsample_chunks_kernel (block_c per chunk)
+    shifted: bool = False  # all-classes semantic launch: the shifted softmax where it is safe
 
 
 def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
@@ -216,4 +221,5 @@ def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
                  strip_cells=cells, n_strips=n_strips, band_rows=band_rows,
                  n_bands=cdiv(h, band_rows), nrun=nrun, kc=max(1, block_x // nrun),
                  windows=windows, max_registers=registers, rows=rows,
-                 class_chunks=class_chunks)
+                 class_chunks=class_chunks,
+                 shifted=semantic and not class_chunks and cfg.semantic_shift)

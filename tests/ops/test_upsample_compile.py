@@ -6,8 +6,11 @@ design of ``kernels/upsample_loss.py`` (semantic launch) and of
 ``kernels/upsample_regressions.py`` (regressions' launch) is asserted for the
 configurations the benchmarks measure (C = 19 at a factor of 8, fp32 and bf16):
 
-- semantic launch: no register spills, and registers that let three programs of 4 warps
-  share an SM (its 168-register cap), channels-last predictions included;
+- semantic launch: registers that let three programs of 4 warps share an SM (its
+  168-register cap), channels-last predictions included, at most SEMANTIC_SPILLS bytes of
+  spills and none in a row loop; two row loops, one per form of the softmax: the per-pixel
+  maximum, and the shifted form (``_shifted_operands``) with no maximum (no FMNMX) and at
+  most SHIFTED_BUDGET instructions per target pixel;
 - regressions' launch: two programs of 4 warps per SM (two columns per thread, 255
   registers), at most REGRESSION_SPILLS bytes of spills and none in the row loop;
 - the row loop (the innermost loop issuing the exponentials, or the most global loads)
@@ -56,6 +59,11 @@ CHUNK_COMPILE_S = 60  # seconds for one specialisation (paid at the first launch
 ROW_BUDGET = {("C19-fp32", True): 330, ("C19-bf16", True): 330, ("C19-strided", True): 330,
               ("C19-fp32", False): 95, ("C19-bf16", False): 95, ("C19-strided", False): 95}
 REGRESSION_SPILLS = 128  # bytes, outside the row loop (measured: 72)
+# Semantic launch: loop-invariant indices of the run reduction, reloaded once per
+# low-resolution row (measured: 84 bytes, fp32 and bf16, at the 168-register cap).
+SEMANTIC_SPILLS = 128
+# The shifted row loop (measured: 253 fp32, 258 bf16; the per-pixel maximum's: 310, 315).
+SHIFTED_BUDGET = 270
 
 
 def _report(mode: str) -> dict:
@@ -69,21 +77,22 @@ def test_aot_compile_every_specialisation_and_the_design_on_sm90():
     for v in report["variants"]:
         assert sorted(v["ptxas"]) == ["sm_80", "sm_90a"], v
         assert v["wide_strides"], v  # no stride argument used in 32-bit arithmetic
-        if "row_loop" in v:  # whatever else spills, the row loop never touches local memory
-            assert not v["row_loop"]["ops"].keys() & {"LDL", "STL"}, v
+        for row in v.get("row_loops", [v["row_loop"]] if "row_loop" in v else []):
+            # whatever else spills, a row loop never touches local memory
+            assert not row["ops"].keys() & {"LDL", "STL"}, v
     by_tag = {(v["tag"], v["semantic"]): v for v in report["variants"]
               if v["kernel"] in LOSS_KERNELS}
     chunked = {v["tag"]: v for v in report["variants"] if v["kernel"] == "upsample_chunks_kernel"}
     for tag, budget in ROW_BUDGET.items():
         v = by_tag[tag]
         registers, spills = v["ptxas"]["sm_90a"]
-        assert spills <= (0 if tag[1] else REGRESSION_SPILLS), (tag, v["ptxas"])
+        assert spills <= (SEMANTIC_SPILLS if tag[1] else REGRESSION_SPILLS), (tag, v["ptxas"])
         # Semantic: the register cap (three programs); regressions: two programs.
         assert programs_per_sm(registers, v["num_warps"]) >= (3 if tag[1] else 2), (tag, registers)
-        row = v["row_loop"]
-        assert not row["ops"].keys() & {"BAR", "SHFL", "LDS", "STS", "LDL", "STL"}, (tag, row)
         pixels = v["columns_per_thread"] * v["rows_per_iteration"]
-        assert row["instructions"] / pixels <= budget, (tag, row)
+        for row in v.get("row_loops", [v["row_loop"]]):
+            assert not row["ops"].keys() & {"BAR", "SHFL", "LDS", "STS", "LDL", "STL"}, (tag, row)
+            assert row["instructions"] / pixels <= budget, (tag, row)
         reduction = v["reduction_loop"]
         assert reduction["ops"].get("STS", 0) > 0 and "LDL" not in reduction["ops"], reduction
     for tag in ("C19-fp32", "C19-bf16", "C19-strided"):
@@ -97,7 +106,11 @@ def test_aot_compile_every_specialisation_and_the_design_on_sm90():
         assert v["ptxas"]["sm_90a"][1] <= REGRESSION_SPILLS, (tag, v["ptxas"])
     for tag in ("C19-fp32", "C19-bf16", "C19-strided"):
         v = by_tag[tag, True]
-        assert v["row_loop"]["ops"]["MUFU.EX2"] == 19, v["row_loop"]
+        assert len(v["row_loops"]) == 2, v["row_loops"]  # the two forms of the softmax
+        for row in v["row_loops"]:
+            assert row["ops"]["MUFU.EX2"] == 19, row
+        shifted = [row for row in v["row_loops"] if "FMNMX" not in row["ops"]]
+        assert len(shifted) == 1 and shifted[0]["instructions"] <= SHIFTED_BUDGET, v["row_loops"]
         assert v["reduction_loop"]["ops"].get("STS.128", 0) > 0
         assert v["row_loop"]["ops"]["LDG.E.64"] >= 1  # the int64 label, one access
     assert by_tag["C19-u8", True]["row_loop"]["ops"]["LDG.E.U8"] >= 1
@@ -277,8 +290,10 @@ def _design(kernel_name, compiled, kwargs) -> dict:
     semantic = kwargs.get("HAS_SEM", False)
     row = max(found, key=lambda lp: (lp["ops"].get("MUFU", 0) if semantic else 0,
                                      -lp["ops"].get("BAR", 0), lp["ops"].get("LDG", 0)))
+    # semantic: every loop issuing the exponentials without a barrier (one per softmax form)
+    rows = [lp for lp in found if lp["ops"].get("MUFU.EX2", 0) and not lp["ops"].get("BAR")]
     reduction = [lp for lp in found if lp["ops"].get("STS", 0) and lp["ops"].get("LDS", 0)]
-    return dict(semantic=semantic, row_loop=row,
+    return dict(semantic=semantic, row_loop=row, row_loops=rows if semantic else [row],
                 reduction_loop=max(reduction, key=lambda lp: lp["instructions"],
                                    default={"ops": {}}),
                 num_warps=kwargs["num_warps"],

@@ -2,8 +2,8 @@
 
 - Every configuration it would try, at its cases' shapes (batch 1: the batch changes
   no compiled specialisation) and in fp32 and bf16, compiles for sm_90a within its
-  register cap, with no register spills in the semantic launch and at most
-  REGRESSION_SPILLS bytes in the regressions' (outside its row loop, which
+  register cap, with at most SEMANTIC_SPILLS bytes of register spills in the semantic
+  launch and REGRESSION_SPILLS bytes in the regressions' (outside their row loops, which
   test_upsample_compile.py checks for the default) (no GPU: Triton's ptxas, as in
   test_upsample_compile.py). Compiled in subprocesses without TRITON_INTERPRET; this file
   is their script.
@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 LOG_VARS = torch.tensor([0.3, -0.4, 0.8])
 WORKERS = 2
 REGRESSION_SPILLS = 128  # bytes (the default: 72)
+SEMANTIC_SPILLS = 128  # bytes (the default: 84, at its 168-register cap)
 
 
 def _tune_module():
@@ -57,7 +58,7 @@ def test_tune_smoke_run_on_cpu_writes_both_reports(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "tune_upsample.json").read_text())
     rows = result["cases"][0]["rows"]
-    assert [r["config"] for r in rows] == ["default", "semantic_registers=None"]
+    assert [r["config"] for r in rows] == ["default", "semantic_shift=False"]
     for r in rows:
         assert r["mismatch"] == [] and "error" not in r, r
         assert r["semantic"]["median_ms"] > 0 and r["regressions"]["median_ms"] > 0
@@ -102,14 +103,14 @@ def test_every_tuned_configuration_compiles_for_sm90_without_spills():
         assert len(r["launches"]) == 2, r  # the semantic launch and the regressions'
         for launch in r["launches"]:
             registers, spills = launch["ptxas"]
-            assert spills <= (0 if launch["semantic"] else REGRESSION_SPILLS), r
+            assert spills <= (SEMANTIC_SPILLS if launch["semantic"] else REGRESSION_SPILLS), r
             assert launch["maxnreg"] is None or registers <= launch["maxnreg"], r
     print(json.dumps([[r["config"], [lc["ptxas"] for lc in r["launches"]]] for r in jobs]))
 
 
 @pytest.mark.parametrize("config", [
     Config(semantic_warps=2, semantic_registers=None, regression_columns=4),
-    Config(band_rows=(4,), regression_columns=2, regression_warps=2),
+    Config(band_rows=(4,), regression_columns=2, regression_warps=2, semantic_shift=False),
     Config(semantic_warps=8, regression_warps=8, target_warps=16384, band_rows=(8, 4, 2)),
 ], ids=lambda c: c.name())
 @pytest.mark.parametrize("align_corners", [False, True])
