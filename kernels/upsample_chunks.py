@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 
 from .upsample_loss import (NO_ROW, _exp_shifted, _in_loop, _label, _log,
-                            _reduce_runs, _tap_value, program_region,
+                            _reduce_runs, _tap_value, _window_runs, program_region,
                             store_semantic_partials)
 from .upsample_reduce import NO_PIXEL
 
@@ -121,16 +121,8 @@ def _store_shares(g0, g1, a, a1, a_lo, a_hi, group, g_ptr, ch, ch_ok, g_sc, g_sh
     # the window's runs (both in one exchange), times grad_scale, stored, or added to what
     # is there: where an earlier window stored the cell, and where this program stored a
     # share of it before (row a's from row a - 1, any row's from an earlier group).
-    r = _in_loop(tl.arange(0, NRUN), it, COMPILED)
-    cell = j_lo - 1 + r
-    run_exists = (cell >= 0) & (cell < j_hi)
-    run_start = tl.load(start_x_ptr + cell, mask=run_exists, other=0)
-    run_end = tl.load(start_x_ptr + cell + 1, mask=run_exists, other=0)
-    reach_start = tl.load(start_x_ptr + tl.maximum(cell - 1, 0), mask=run_exists, other=0)
-    lo = tl.maximum(run_start, xw)
-    hi = tl.minimum(run_end, tl.minimum(xw + BLOCK_X, xe))
-    k_max = tl.max(hi - lo, 0)
-    cell_ok = run_exists & (cell >= j_lo) & (reach_start < xw + BLOCK_X) & (run_end > xw)
+    cell, lo, hi, k_max, cell_ok, reach_start = _window_runs(j_lo, j_hi, start_x_ptr, xw, xe, it,
+                                                             BLOCK_X, NRUN, COMPILED)
     later = (reach_start < xw) & (xw != xs)  # an earlier window stored the cell
     both = tl.reshape(tl.join(g0, g1), [BLOCK_X, 2 * CHW])  # channel 2c: g0, 2c + 1: g1
     cells = _reduce_runs(both, lam_x_ptr, lo, hi, cell == w - 1, xw, k_max, it, 2 * CHW,

@@ -207,17 +207,14 @@ def _reduce_runs(T, lam_x_ptr, run_lo, run_hi, last, xw, k_max, a, BLOCK_CH: tl.
 
 
 @triton.jit
-def _store_cells(acc_a, acc_b, last_row, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, a, lam_x_ptr,
-                 start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, BLOCK_CH: tl.constexpr,
-                 BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr,
-                 ACC: tl.constexpr, COMPILED: tl.constexpr):
-    # Gradient of low-resolution row a, cells [j_lo, j_hi): per column, T = acc_a - acc_b
-    # (its bottom part acc_b belongs to row a + 1, or to row a itself on the image's last
-    # row), reduced over the runs of this window [xw, min(xw + BLOCK_X, xe)) and stored times
-    # grad_scale, or added to what an earlier window of this program stored. Runs
-    # r = 0 .. NRUN-1 are the columns of cells j_lo - 1 + r (read from the start table here,
-    # so that nothing run-shaped stays live across the row loop).
-    r = _in_loop(tl.arange(0, NRUN), a, COMPILED)
+def _window_runs(j_lo, j_hi, start_x_ptr, xw, xe, it, BLOCK_X: tl.constexpr,
+                 NRUN: tl.constexpr, COMPILED: tl.constexpr):
+    # The runs r = 0 .. NRUN-1 of cells j_lo - 1 + r in window [xw, min(xw + BLOCK_X, xe)):
+    # (cell, its columns [lo, hi) in the window, the most columns of any run, whether the
+    # window writes the cell, the first column of the run before it). Read from the start
+    # table here (``it``: the row-loop counter), so that nothing run-shaped stays live
+    # across the row loop.
+    r = _in_loop(tl.arange(0, NRUN), it, COMPILED)
     cell = j_lo - 1 + r
     run_exists = (cell >= 0) & (cell < j_hi)
     run_start = tl.load(start_x_ptr + cell, mask=run_exists, other=0)
@@ -225,20 +222,53 @@ def _store_cells(acc_a, acc_b, last_row, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, a, 
     reach_start = tl.load(start_x_ptr + tl.maximum(cell - 1, 0), mask=run_exists, other=0)
     lo = tl.maximum(run_start, xw)
     hi = tl.minimum(run_end, tl.minimum(xw + BLOCK_X, xe))
-    k_max = tl.max(hi - lo, 0)
-    # Cells this window reaches; the first window that reaches a cell stores it.
     cell_ok = run_exists & (cell >= j_lo) & (reach_start < xw + BLOCK_X) & (run_end > xw)
+    return cell, lo, hi, tl.max(hi - lo, 0), cell_ok, reach_start
+
+
+@triton.jit
+def _run_cells(acc_a, acc_b, last_row, a, lam_x_ptr, start_x_ptr, j_lo, j_hi, w, xs, xw, xe,
+               grad_scale, BLOCK_CH: tl.constexpr, BLOCK_X: tl.constexpr, NRUN: tl.constexpr,
+               KC: tl.constexpr, ACC: tl.constexpr, COMPILED: tl.constexpr):
+    # Gradient of low-resolution row a, cells [j_lo, j_hi): per column, T = acc_a - acc_b
+    # (its bottom part acc_b belongs to row a + 1, or to row a itself on the image's last
+    # row), reduced over the runs of this window [xw, min(xw + BLOCK_X, xe)), times
+    # grad_scale: (value[r, ch], cell[r], whether this window writes cell r, whether it is
+    # the first to: the first window that reaches a cell stores it).
+    cell, lo, hi, k_max, cell_ok, reach_start = _window_runs(j_lo, j_hi, start_x_ptr, xw, xe, a,
+                                                             BLOCK_X, NRUN, COMPILED)
     first = (reach_start >= xw) | (xw == xs)
 
     T = acc_a - tl.where(last_row, 0.0, acc_b)
     value = _reduce_runs(T, lam_x_ptr, lo, hi, cell == w - 1, xw, k_max, a, BLOCK_CH, BLOCK_X,
                          NRUN, KC, ACC, COMPILED) * grad_scale
+    return value, cell, cell_ok, first
+
+
+@triton.jit
+def _write_cells(value, cell, cell_ok, first, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, a,
+                 ACC: tl.constexpr, COMPILED: tl.constexpr):
+    # ``_run_cells``' value[r, ch] stored to row a's cells, or added to what an earlier
+    # window of this program stored there.
     ch = _in_loop(ch, a, COMPILED)
     p = (g_ptr + a.to(tl.int64) * g_sh + cell.to(tl.int64)[:, None] * g_sw
          + ch.to(tl.int64)[None, :] * g_sc)
     ok = cell_ok[:, None] & ch_ok[None, :]
     earlier = tl.load(p, mask=ok & (first == 0)[:, None], other=0.0).to(ACC)
     tl.store(p, (earlier + value).to(g_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _store_cells(acc_a, acc_b, last_row, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, a, lam_x_ptr,
+                 start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, BLOCK_CH: tl.constexpr,
+                 BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr,
+                 ACC: tl.constexpr, COMPILED: tl.constexpr):
+    # Row a's gradient cells of one task (``_run_cells``, ``_write_cells``).
+    value, cell, cell_ok, first = _run_cells(acc_a, acc_b, last_row, a, lam_x_ptr, start_x_ptr,
+                                             j_lo, j_hi, w, xs, xw, xe, grad_scale, BLOCK_CH,
+                                             BLOCK_X, NRUN, KC, ACC, COMPILED)
+    _write_cells(value, cell, cell_ok, first, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, a, ACC,
+                 COMPILED)
 
 
 @triton.jit

@@ -25,16 +25,20 @@ and during the run reduction (``_store_cells``) of each low-resolution row:
 
 A chunk never spans two runs (its rows are masked at the run's end, and the next chunk
 starts at the next run). A run's rows are all owned by the program or none (the rows of
-a_lo - 1 give only their bottom part), and a full chunk needs no row mask. Prefetched rows are those of the next chunk exactly, except
-where a low-resolution row owns no full-resolution row (factors below 2): there the
-prefetch reads on to the band's end and the chunk that uses it masks what is not its own.
+a_lo - 1 give only their bottom part), and a full chunk needs no row mask. Prefetched
+rows are those of the next chunk exactly, except where a low-resolution row owns no
+full-resolution row (factors below 2): there the prefetch reads on to the band's end and
+the chunk that uses it masks what is not its own.
+
+With both tasks, each low-resolution row's instance and depth cells come out of one run
+reduction of a four-channel tile (``_four_channels``: o0, depth, o1 and a zero channel).
 Height strides are not specialised: with transposed targets (height stride 1) Triton
 would otherwise lay the rows along the lanes.
 """
 import triton
 import triton.language as tl
 
-from .upsample_loss import _along_x, _sign, _store_cells, program_region
+from .upsample_loss import _along_x, _run_cells, _sign, _store_cells, _write_cells, program_region
 from .upsample_reduce import ROW_NORM
 
 __all__ = ["upsample_regressions_kernel"]
@@ -66,6 +70,23 @@ def _split_channels(u):
     # [BLOCK_X, 2] -> two [BLOCK_X] (the channels are in the thread).
     c0, c1 = tl.split(u)
     return c0, c1
+
+
+@triton.jit
+def _four_channels(o0, o1, dd):
+    # [BLOCK_X, 4]: channels (o0, dd, o1, 0), so that one run reduction serves both tasks
+    # and ``_two_tasks`` takes them apart again.
+    return tl.reshape(tl.join(tl.join(o0, o1), tl.join(dd, tl.zeros_like(dd))),
+                      [o0.shape[0], 4])
+
+
+@triton.jit
+def _two_tasks(value):
+    # [NRUN, 4] cells of ``_four_channels`` -> the instance cells [NRUN, 2] and the depth
+    # cells [NRUN, 1].
+    inst, rest = tl.split(tl.reshape(value, [value.shape[0], 2, 2]))
+    dep, _ = tl.split(rest)
+    return inst, dep[:, None]
 
 
 @triton.jit
@@ -264,16 +285,29 @@ def upsample_regressions_kernel(
             # bottom part): its gradient row goes to the cells, its bottom part carries on.
             if WRITE_GRAD:
                 if a >= a_lo:
-                    if HAS_INST:
-                        _store_cells(tl.join(do_a0, do_a1), tl.join(do_b0, do_b1), a1 == a,
-                                     go_ptr + b * go_sb, offset_ch, offset_ch < 2, go_sc, go_sh,
-                                     go_sw, a, lam_x_ptr, start_x_ptr, j_lo, j_hi, w, xs, xw, xe,
-                                     grad_scale, 2, BLOCK_X, NRUN, KC, ACC, COMPILED)
-                    if HAS_DEP:
-                        _store_cells(dd_a[:, None], dd_b[:, None], a1 == a, gd_ptr + b * gd_sb,
-                                     depth_ch, depth_ch < 1, 0, gd_sh, gd_sw, a, lam_x_ptr,
-                                     start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, 1,
-                                     BLOCK_X, NRUN, KC, ACC, COMPILED)
+                    if HAS_INST and HAS_DEP:  # one run reduction for both tasks
+                        value, cell, cell_ok, first = _run_cells(
+                            _four_channels(do_a0, do_a1, dd_a),
+                            _four_channels(do_b0, do_b1, dd_b), a1 == a, a, lam_x_ptr,
+                            start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, 4, BLOCK_X,
+                            NRUN, KC, ACC, COMPILED)
+                        v_inst, v_dep = _two_tasks(value)
+                        _write_cells(v_inst, cell, cell_ok, first, go_ptr + b * go_sb, offset_ch,
+                                     offset_ch < 2, go_sc, go_sh, go_sw, a, ACC, COMPILED)
+                        _write_cells(v_dep, cell, cell_ok, first, gd_ptr + b * gd_sb, depth_ch,
+                                     depth_ch < 1, 0, gd_sh, gd_sw, a, ACC, COMPILED)
+                    else:
+                        if HAS_INST:
+                            _store_cells(tl.join(do_a0, do_a1), tl.join(do_b0, do_b1),
+                                         a1 == a, go_ptr + b * go_sb, offset_ch, offset_ch < 2,
+                                         go_sc, go_sh, go_sw, a, lam_x_ptr, start_x_ptr, j_lo,
+                                         j_hi, w, xs, xw, xe, grad_scale, 2, BLOCK_X, NRUN, KC,
+                                         ACC, COMPILED)
+                        if HAS_DEP:
+                            _store_cells(dd_a[:, None], dd_b[:, None], a1 == a, gd_ptr + b * gd_sb,
+                                         depth_ch, depth_ch < 1, 0, gd_sh, gd_sw, a, lam_x_ptr,
+                                         start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, 1,
+                                         BLOCK_X, NRUN, KC, ACC, COMPILED)
                 if HAS_INST:
                     do_a0 = do_b0
                     do_a1 = do_b1

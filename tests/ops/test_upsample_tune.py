@@ -27,7 +27,7 @@ from oracle import check_upsampled
 REPO = Path(__file__).resolve().parents[2]
 LOG_VARS = torch.tensor([0.3, -0.4, 0.8])
 WORKERS = 2
-REGRESSION_SPILLS = 128  # bytes (the default: 72)
+REGRESSION_SPILLS = 160  # bytes (the default: 72; one column capped at 128 registers: 140)
 SEMANTIC_SPILLS = 128  # bytes (the default: 84, at its 168-register cap)
 
 
