@@ -127,7 +127,7 @@ register(Implementation(
     lambda check_labels=False: _fastmtl("triton", check_labels), _triton_unavailable))
 register(Implementation(
     "triton-check-labels", "the fused Triton kernel with the default label check "
-    "(check_labels=True, one device sync)",
+    "(check_labels=True: counted on the device, read back by a later call)",
     lambda check_labels=True: _fastmtl("triton", True), _triton_unavailable))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import shlex
 import sys
@@ -33,8 +34,8 @@ from benchmarks.implementations import IMPLEMENTATIONS, step
 from benchmarks.problem import DTYPES, SIZES, TARGET_DTYPES, Problem, parse_size
 from benchmarks.targets import TARGET_SUITE
 from benchmarks.timing import (copy_bandwidth, graph_times, kernel_times, measure,
-                               peak_memory_above_inputs, release, summarize, timer_name,
-                               wall_and_host)
+                               paired_overhead, peak_memory_above_inputs, release, summarize,
+                               timer_name, wall_and_host)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MODES = ("fwd+bwd", "fwd")
@@ -204,6 +205,7 @@ def run_problem(problem: Problem, impls, s: dict, device, skipped: list) -> list
     case = f"{problem.size} {problem.shape}, C={problem.classes}, {problem.dtype}"
     for mode in s["modes"]:
         backward = mode == "fwd+bwd"
+        calls = {}  # impl -> its call, for the label check's paired timing
         for impl in impls:
             error = None
             try:
@@ -211,7 +213,7 @@ def run_problem(problem: Problem, impls, s: dict, device, skipped: list) -> list
                     inputs[impl.inputs] = impl.inputs(problem, device)
                 args = inputs[impl.inputs]
                 loss = impl.build(check_labels=s["check_labels"])
-                call = lambda: step(loss, *args, backward)  # noqa: E731
+                call = functools.partial(step, loss, *args, backward)
                 times = measure(call, device, s["warmup"], s["repeats"])
                 overhead = wall_and_host(call, device, s["repeats"])
                 peak = peak_memory_above_inputs(call, device)
@@ -227,6 +229,9 @@ def run_problem(problem: Problem, impls, s: dict, device, skipped: list) -> list
             rows.append(result_row(problem, impl.name, mode, summarize(times), overhead, peak,
                                    grads if backward else None))
             r = rows[-1]
+            calls[impl.name] = call
+            if impl.name == "triton-check-labels" and "triton" in calls:
+                r["label_check_overhead"] = paired_overhead(calls["triton"], call, device)
             try:  # a profiler or capture failure loses only that figure, never the timing
                 r["kernels"] = kernel_times(call, device)
             except Exception as exc:

@@ -60,6 +60,16 @@ def _missing(result: dict, impls: tuple[str, ...]) -> str:
     return "; ".join(said) if said else "not in this run"
 
 
+def _label_check(t: dict | None, c: dict | None) -> float | None:
+    # The paired timing of both calls (benchmarks.timing.paired_overhead) where the run has
+    # it; results written before it existed: the ratio of the two medians.
+    if not (t and c):
+        return None
+    if c.get("label_check_overhead") is not None:
+        return c["label_check_overhead"]
+    return c["median_s"] / t["median_s"] - 1
+
+
 def evaluate(result: dict) -> list[dict]:
     """One entry per target: name, goal, value, kind ('pct', 'x', 'ratio' or 'overhead'), met,
     case (the shape and dtype it was read at) and, when not measured, why."""
@@ -103,9 +113,8 @@ def evaluate(result: dict) -> list[dict]:
             t and t["peak_over_gradients"], lambda v: v <= 1.05, t, ("triton",))
     for dtype in DTYPES:
         t, c = _pick(rows, "triton", 19, dtype), _pick(rows, "triton-check-labels", 19, dtype)
-        add(f"C=19 {dtype}: label check overhead", "<= 3%", "overhead",
-            c["median_s"] / t["median_s"] - 1 if t and c else None, lambda v: v <= 0.03,
-            c, ("triton", "triton-check-labels"))
+        add(f"C=19 {dtype}: label check overhead", "<= 3%", "overhead", _label_check(t, c),
+            lambda v: v <= 0.03, c, ("triton", "triton-check-labels"))
     for classes in (19, 150):
         for dtype in DTYPES:
             u = _pick(rows, "upsample-fused", classes, dtype)

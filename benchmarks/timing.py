@@ -108,6 +108,27 @@ def wall_and_host(fn, device: torch.device, repeats: int) -> dict:
     return {"wall_s": (time.perf_counter() - start) / repeats, "host_s": statistics.median(host)}
 
 
+def paired_overhead(fn_a, fn_b, device: torch.device, rounds: int = 16,
+                    calls: int = 8) -> float:
+    """How much longer ``fn_b`` takes than ``fn_a`` when each is called back to back, as in
+    a training loop: rounds of ``calls`` calls of one then of the other (in alternating
+    order), each round timed from a synchronised start to a synchronised end; the median
+    over rounds of time_b / time_a, minus 1. The two share every drift of the machine, which
+    separate medians taken minutes apart do not."""
+    ratios = []
+    for r in range(rounds):
+        seconds = {}
+        for name, fn in ((("a", fn_a), ("b", fn_b)) if r % 2 == 0 else (("b", fn_b), ("a", fn_a))):
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            _sync(device)
+            seconds[name] = time.perf_counter() - start
+        ratios.append(seconds["b"] / seconds["a"])
+    return statistics.median(ratios) - 1
+
+
 def graph_times(fn, device: torch.device, repeats: int) -> list[float] | None:
     """Seconds per replay of ``fn()`` captured in a CUDA graph (CUDA only), timed as ``measure``."""
     if device.type != "cuda":

@@ -221,6 +221,64 @@ def test_targets_read_the_largest_case_and_compare_with_the_goals():
     assert got["C=19 bf16: x torch.compile"]["why"] == "compile: slow"
     assert got["C=150 fp32: x torch.compile"]["met"] is None
     assert "| C=19 fp32: label check overhead | <= 3% | +4.0% | no |" in targets.table(list(got.values()))
+    # A run with the paired timing of the two calls reads that instead of the two medians.
+    rows[1]["label_check_overhead"] = 0.01
+    paired = {e["target"]: e for e in targets.evaluate(result)}["C=19 fp32: label check overhead"]
+    assert paired["value"] == 0.01 and paired["met"] is True
+
+
+def test_paired_overhead_times_both_calls_in_alternating_rounds(monkeypatch):
+    """A clock that only the two calls move (1 s per call of a, 1.25 s per call of b): the
+    overhead is exactly 0.25, whichever call a round starts with."""
+    now = [0.0]
+    order = []
+
+    def call(name, seconds):
+        def run():
+            order.append(name)
+            now[0] += seconds
+        return run
+
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+    got = timing.paired_overhead(call("a", 1.0), call("b", 1.25), torch.device("cpu"), rounds=4,
+                                 calls=3)
+    assert got == pytest.approx(0.25)
+    assert "".join(order) == "aaabbb" "bbbaaa" "aaabbb" "bbbaaa"
+
+
+def test_run_problem_pairs_the_label_check_with_the_plain_call(monkeypatch):
+    """With both fused rows in one problem, the check-labels row carries the paired timing
+    of the two calls, each call bound to its own loss (CPU stand-ins that count calls)."""
+    from benchmarks import run
+    from benchmarks.implementations import Implementation
+
+    counts = {"triton": 0, "triton-check-labels": 0}
+
+    def counting(name):
+        def build(check_labels=False):
+            def loss(predictions, targets, log_vars):
+                counts[name] += 1
+                return sum(p.float().mean() for p in predictions.values()) + log_vars.sum()
+            return loss
+        return Implementation(name, name, build)
+
+    paired = []
+
+    def fake_paired(fn_a, fn_b, device):
+        before = dict(counts)
+        fn_a()
+        fn_b()
+        paired.append({k: counts[k] - before[k] for k in counts})
+        return 0.02
+
+    monkeypatch.setattr(run, "paired_overhead", fake_paired)
+    settings = {"modes": ["fwd+bwd"], "check_labels": False, "warmup": 0, "repeats": 2}
+    problem = Problem("tiny", 1, 8, 16, 3, "fp32", "int64")
+    rows = run.run_problem(problem, [counting("triton"), counting("triton-check-labels")],
+                           settings, torch.device("cpu"), [])
+    assert [r["impl"] for r in rows] == ["triton", "triton-check-labels"]
+    assert "label_check_overhead" not in rows[0] and rows[1]["label_check_overhead"] == 0.02
+    assert paired == [{"triton": 1, "triton-check-labels": 1}]
 
 
 def test_targets_of_the_committed_baseline_are_its_own_rows():
