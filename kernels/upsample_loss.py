@@ -108,19 +108,17 @@ def _exp2(x, FAST_MATH: tl.constexpr):
 
 
 @triton.jit
-def _max_nan(a, b):
-    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
-
-
-@triton.jit
 def _shift_bound(top, bot, class_ok):
     """Per column, the shift M = max over classes of top and bot, and D = max over classes
-    of |bot - top| log2 e (NaN or inf where top or bot is not finite). Every v_c of a row
-    between top and bot lies within D ln 2 of its column's M, so the largest
-    exp(v_c - M) of the row is at least 2^-D."""
+    of |bot - top| log2 e (inf where top or bot is not finite: their differences' sum is
+    then NaN or inf, which tl.max, like FMNMX, would not see). Every v_c of a row between
+    top and bot lies within D ln 2 of its column's M, so the largest exp(v_c - M) of the
+    row is at least 2^-D."""
     m = tl.max(tl.where(class_ok[None, :], tl.maximum(top, bot), float("-inf")), 1)
-    dist = tl.reduce(tl.where(class_ok[None, :], tl.abs(bot - top), 0.0), 1, _max_nan)
-    return m, dist * LOG2E
+    diff = tl.where(class_ok[None, :], bot - top, 0.0)
+    total = tl.sum(diff, 1)
+    dist = tl.where(total - total == 0.0, tl.max(tl.abs(diff), 1) * LOG2E, float("inf"))
+    return m, dist
 
 
 @triton.jit
@@ -502,7 +500,7 @@ def upsample_loss_kernel(
                 d_bot = _along_x(d_col0, d_col1, depth_ch, depth_ch < 1, 0, a1, d_sh, wx0, wx1,
                                  in_window, ACC)
             if SHIFTED:  # the semantic task alone: one loop per form of the softmax
-                if tl.reduce(dist, 0, _max_nan) <= SHIFT_LIMIT:  # (False for NaN)
+                if tl.max(dist, 0) <= SHIFT_LIMIT:
                     sa, sb = _shifted_operands(x_top, x_bot, m_col)
                     (Y, t_next, t_after, n_bad, lane_first_row, sem_loss, sem_norm, dx_a,
                      dx_b) = _semantic_rows(
