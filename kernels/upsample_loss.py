@@ -80,13 +80,20 @@ def _label(t):
 
 
 @triton.jit
-def _exp_shifted(v, v_max, FAST_MATH: tl.constexpr):
-    # exp(v - v_max) per row of v. FAST_MATH (float32, compiled): ex2.approx.ftz, one
-    # instruction; values below 2**-126 (probabilities that add nothing) flush to 0.
+def _exp2(x, FAST_MATH: tl.constexpr):
+    # 2^x. FAST_MATH (float32, compiled): ex2.approx.ftz, one instruction; values below
+    # 2**-126 (probabilities that add nothing) flush to 0.
     if FAST_MATH:
-        x = v * 1.4426950408889634 - (v_max * 1.4426950408889634)[:, None]
         return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x],
                                          dtype=tl.float32, is_pure=True, pack=1)
+    return tl.exp2(x)
+
+
+@triton.jit
+def _exp_shifted(v, v_max, FAST_MATH: tl.constexpr):
+    # exp(v - v_max) per row of v (FAST_MATH: through ``_exp2``).
+    if FAST_MATH:
+        return _exp2(v * LOG2E - (v_max * LOG2E)[:, None], FAST_MATH)
     return tl.exp(v - v_max[:, None])
 
 
@@ -97,14 +104,6 @@ def _log(x, FAST_MATH: tl.constexpr):
                                          dtype=tl.float32, is_pure=True, pack=1)
         return log2 * 0.6931471805599453
     return tl.log(x)
-
-
-@triton.jit
-def _exp2(x, FAST_MATH: tl.constexpr):
-    if FAST_MATH:
-        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x],
-                                         dtype=tl.float32, is_pure=True, pack=1)
-    return tl.exp2(x)
 
 
 @triton.jit
@@ -528,7 +527,7 @@ def upsample_loss_kernel(
                          dx_b) = _semantic_row(
                             Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, in_window,
                             ignore_index, C, cw_ptr, classes, class_ok, x_col0, x_col1, x_sc, x_sh,
-                            a, a1, wx0, wx1, x_top, x_bot, wy0, n_bad, lane_first_row, sem_loss,
+                            a, a1, wx0, wx1, x_top, x_bot, 0.0, n_bad, lane_first_row, sem_loss,
                             sem_norm, dx_a, dx_b, HAS_WEIGHT, WRITE_GRAD, FAST_MATH, ACC, False)
                     if HAS_INST:
                         in_mask = in_window & (m_next != 0)
