@@ -114,8 +114,9 @@ CANDIDATES = {
         _c(1, 4, 1, DEFAULT_PROGRAMS, 16),
     ],
     "C150-bf16": [
-        _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the library's default: 6 x 256 px per SM
-        _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS),  # one read, two pixels per 32-bit word
+        _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS),  # the library's default: one read, two pixels
+                                               # per 32-bit word (H100, 2026-11-26)
+        _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the sweeps: 6 x 256 px per SM
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # one read: 150 planes in registers, 2 per SM
         _c(4, 4, 1, DEFAULT_PROGRAMS, 8),      # its default until measured (H200, 2026-11-26)
         _c(4, 2, 1, 264, 32),                  # 256 programs of 256 px: 512 px per SM

@@ -64,7 +64,7 @@ def candidates(classes: int, quick: bool = False) -> list:
     if classes <= 32:
         changes = [
             {},
-            dict(semantic_shift=False),                        # the per-pixel maximum always
+            dict(semantic_shift=True),                         # no per-pixel maximum where safe
             dict(semantic_registers=None),                     # ptxas's choice: 2 programs/SM
             dict(band_rows=(4,)),                              # shorter bands, more programs
             dict(band_rows=(16,)),                             # longer bands, fewer programs
@@ -78,7 +78,7 @@ def candidates(classes: int, quick: bool = False) -> list:
         ]
         keep = 5
     else:
-        changes = [{}, dict(class_chunk=16),  # the classes in chunks inside each thread
+        changes = [{}, dict(class_chunk=None),  # the warps share the classes
                    dict(band_rows=(4,)), dict(band_rows=(32, 16, 8)),
                    dict(regression_columns=1), dict(target_warps=16384)]
         keep = 3

@@ -20,7 +20,7 @@ MAX_BLOCK_C = 256       # most classes held in registers per pixel; more take tw
 REGISTER_LOGITS = 80    # most registers of logits per thread (C x V, fp64 counts twice)
 RESIDENT_CLASSES = 150  # most classes of the one-read layout (fp32, one pixel per thread)
 COMPACT_LABELS = True   # the pre-pass leaves one-byte labels for the fused pass (C <= 255)
-RESIDENT_PAIRS = False  # 16-bit logits read once too, as words of two pixels: not yet timed
+RESIDENT_PAIRS = True   # 16-bit logits read once too, as words of two pixels (C > 80)
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
 SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte accesses)
 ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size

@@ -66,14 +66,16 @@ class Config:
     capped_runs: int = 16
     # Softmax of a low-resolution row's target rows shifted by a per-column bound, without a
     # per-pixel maximum, wherever the row's logits allow it (``SHIFT_LIMIT`` in
-    # kernels/upsample_loss.py); False: the per-pixel maximum everywhere.
-    semantic_shift: bool = True
+    # kernels/upsample_loss.py); False: the per-pixel maximum everywhere. 55 fewer
+    # instructions per pixel in the row loop, but measured slower on an H100 (semantic launch
+    # at C = 19: 0.495 against 0.454 ms fp32, 0.504 against 0.471 bf16), so not the default.
+    semantic_shift: bool = False
     large_c_registers: Optional[int] = None  # C > MAX_CLASSES_PER_THREAD (warps share classes)
     # C > MAX_CLASSES_PER_THREAD: classes in chunks of this many inside each thread, one
     # column per thread (``kernels/upsample_chunks.py``); None: the warps share the classes.
-    # Not yet timed on a GPU against the warps' layout (measured: 2.37 ms at C = 150, fp32),
-    # so not the default; python -m benchmarks.tune_upsample times both.
-    class_chunk: Optional[int] = None
+    # Measured on an H100 at C = 150 (8x512x1024 targets, heads at 1/8), semantic launch:
+    # 1.99 against 2.25 ms fp32, 2.10 against 2.37 ms bf16.
+    class_chunk: Optional[int] = 16
     chunk_warps: int = 4
     chunk_rows: int = 8       # most target rows of a run per pass over the classes
     chunk_registers: Optional[int] = None

@@ -5,7 +5,7 @@ import pytest
 @pytest.fixture(params=[None, 16], ids=["warps-share-classes", "class-chunks"])
 def class_chunks(request):
     """Both layouts of the upsample loss's semantic launch at C > 32: the warps share out the
-    classes (the default) or each thread takes them in chunks of 16 (``class_chunk=16``)."""
+    classes, or each thread takes them in chunks of 16 (``class_chunk=16``, the default)."""
     from fastmtl.ops.upsample_tiles import use
 
     with use(class_chunk=request.param):

@@ -103,10 +103,12 @@ def test_pairs_only_where_every_word_is_aligned(monkeypatch):
     assert p.acc_fp64 and not p.pairs
 
 
-def test_pairs_are_off_by_default():
+def test_pairs_are_the_default_where_the_sweeps_were():
     x = torch.randn(2, 150, 4, 6).to(torch.bfloat16)
     p = _problem(x)
-    assert p.pairs_fit and not p.pairs and p.classes[0] == 0  # the sweeps, as measured
+    assert p.pairs_fit and p.pairs and p.classes == (150, 1, 0) and p.vector == 2
+    p = _problem(x[:, :, :3, :5])  # an odd number of pixels per image: the sweeps
+    assert not p.pairs_fit and not p.pairs and p.classes[0] == 0
 
 
 @pytest.mark.cuda

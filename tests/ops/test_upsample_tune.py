@@ -58,7 +58,7 @@ def test_tune_smoke_run_on_cpu_writes_both_reports(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "tune_upsample.json").read_text())
     rows = result["cases"][0]["rows"]
-    assert [r["config"] for r in rows] == ["default", "semantic_shift=False"]
+    assert [r["config"] for r in rows] == ["default", "semantic_shift=True"]
     for r in rows:
         assert r["mismatch"] == [] and "error" not in r, r
         assert r["semantic"]["median_ms"] > 0 and r["regressions"]["median_ms"] > 0
@@ -110,7 +110,8 @@ def test_every_tuned_configuration_compiles_for_sm90_without_spills():
 
 @pytest.mark.parametrize("config", [
     Config(semantic_warps=2, semantic_registers=None, regression_columns=4),
-    Config(band_rows=(4,), regression_columns=2, regression_warps=2, semantic_shift=False),
+    Config(band_rows=(4,), regression_columns=2, regression_warps=2, semantic_shift=True,
+           class_chunk=None),
     Config(semantic_warps=8, regression_warps=8, target_warps=16384, band_rows=(8, 4, 2)),
 ], ids=lambda c: c.name())
 @pytest.mark.parametrize("align_corners", [False, True])
