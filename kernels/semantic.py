@@ -20,7 +20,7 @@ Three shapes of the class axis, chosen on the host (``fastmtl.ops``):
   class planes of the tile are loaded once, as a tuple of C vectors (no padding
   of the class axis), and stay in registers; exp is evaluated twice (for the sum,
   then for the gradient) so that only the logits are held.
-- ``pairs_*`` (16-bit logits, C up to 150, when switched on): the class planes in
+- ``pairs_*`` (16-bit logits, C up to 150, where the words align): the class planes in
   registers as 32-bit words of two adjacent pixels, twice the bytes in flight per
   register of one pixel per thread (docs/kernel.md, "Two pixels per word").
 - ``sweeps_*`` (larger C, ADE20k's 150): chunks of CHUNK classes; a first sweep

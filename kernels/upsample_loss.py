@@ -28,10 +28,11 @@ columns) with its classes in registers, and walks the rows:
     depth:    loss = |v - z|, dv = sign(v - z)                  (z finite and > 0)
     A += dv, Bc += wy1 dv                                       (registers, per X)
 
-with the targets loaded two rows ahead. Where every column of the program has top and
-bot finite and no class moving by more than SHIFT_LIMIT / log2 e between them (a check
-once per low-resolution row), the semantic rows take a shifted form with no per-pixel
-maximum: exp(v - M) = 2^(Ts + wy1 Ds), M the column's maximum over top and bot,
+with the targets loaded two rows ahead. With SHIFTED (``Config.semantic_shift``, off by
+default: measured slower on an H100, docs/upsample.md), where every column of the program
+has top and bot finite and no class moving by more than SHIFT_LIMIT / log2 e between them
+(a check once per low-resolution row), the semantic rows take a shifted form with no
+per-pixel maximum: exp(v - M) = 2^(Ts + wy1 Ds), M the column's maximum over top and bot,
 Ts = (top - M) log2 e and Ds = (bot - top) log2 e formed once per low-resolution row
 (``_shift_bound``, ``_shifted_operands``); elsewhere (and for fp64) the per-pixel maximum.
 

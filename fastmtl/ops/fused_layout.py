@@ -66,7 +66,8 @@ def resident(C: int, dtype: torch.dtype, max_block_c: int) -> bool:
     one pixel per thread (238 registers at C = 150), loads and stores through inline PTX when
     compiled. Measured at C = 150 (python -m benchmarks.tune, H200): 81% of copy against 66%
     for the two sweeps in fp32; slower in bf16 (54% against 60%: half the bytes in flight per
-    register), so 16-bit logits keep the sweeps."""
+    register), so 16-bit logits take the pixel pairs instead (``RESIDENT_PAIRS``), or the
+    sweeps where the pairs do not fit."""
     return dtype == torch.float32 and C <= min(max_block_c, RESIDENT_CLASSES)
 
 
