@@ -411,3 +411,25 @@ def test_host_time_with_stubbed_launches_profiles_the_python_side(capsys):
     assert out.count("per fwd+bwd call (Python side, launches stubbed)") == 2, out
     assert out.count("function calls") == 4  # each profiled, by cumulative and own time
     assert fused.launch_for is launch_for  # the stubs are gone afterwards
+
+
+def test_host_time_profile_drops_each_calls_outputs_before_the_next():
+    """Kept alive, every call's gradients would need fresh device memory, and the profile
+    would charge the allocator's work to the op (as it once did, under torch.empty_like)."""
+    import weakref
+
+    from benchmarks import host_time
+
+    class Output:
+        pass
+
+    last = []
+
+    def call():
+        assert not last or last[-1]() is None, "the previous call's output is still alive"
+        out = Output()
+        last.append(weakref.ref(out))
+        return out
+
+    host_time._repeat(call, 5)
+    assert len(last) == 5
