@@ -6,7 +6,7 @@ Parts, in order, each a subprocess with its own time limit (a failure or a
 time-out of one never loses the others' files):
 
     environment  GPU, driver, versions, commit, date (standard library, in this process)
-    tests        TRITON_INTERPRET=0 pytest -m cuda tests/   (past collection errors)
+    tests        TRITON_INTERPRET=0 pytest -m cuda tests/   (past collection errors; -n 6 with pytest-xdist)
     loss         python -m benchmarks --suite targets --quick --modes fwd+bwd
     train        python -m benchmarks train-step --models resnet50 --sizes 512x1024 --batch 8
     plots        python -m benchmarks.plot loss.json train-step.json
@@ -39,6 +39,10 @@ REPO = environment.REPO
 SHARES = {"tests": 140, "loss": 190, "train": 90, "plots": 20, "tune": 150, "tune-upsample": 120}
 DEFAULT_PARTS = ["tests", "loss", "train", "plots"]  # the tuning sweeps run when named
 RESERVE = 5  # seconds kept for the summary after the last part
+# pytest-xdist workers for the CUDA tests where it is installed: on a fresh machine most of
+# their time is Triton compiling each test's kernels, one CPU core at a time (24 of 33
+# tests in 135 s on an H100 machine with 16 cores); the workers share the GPU.
+TEST_WORKERS = 6
 OPTIONAL = {  # module: what its absence means here
     "liger_kernel": "liger-kernel not installed: the liger peer of the loss benchmark is skipped",
     "cityscapesscripts": "cityscapesscripts not installed: test files that import fastmtl.data "
@@ -96,7 +100,9 @@ def commands(args, out: Path, limit: float) -> dict[str, list[str]]:
     plots = [py, "-m", "benchmarks.plot", *[str(out / f) for f in ("loss.json", "train-step.json")
                                             if (out / f).exists()]]
     sweep = ["--out", str(out), "--budget", f"{max(limit - 15, 5):.0f}"]
-    return {"tests": [py, "-m", "pytest", "-m", "cuda", *args.tests, "-v", "-rfEs",
+    workers = (["-n", str(min(TEST_WORKERS, max(1, (os.cpu_count() or 2) // 2)))]
+               if not args.dry and importlib.util.find_spec("xdist") else [])
+    return {"tests": [py, "-m", "pytest", "-m", "cuda", *args.tests, "-v", "-rfEs", *workers,
                       "--continue-on-collection-errors", "-p", "no:cacheprovider"],
             "loss": loss, "train": train, "plots": plots,
             "tune": [py, "-m", "benchmarks.tune", "--quick", *sweep],
@@ -135,7 +141,9 @@ def parse_pytest(text: str) -> dict:
             counts["error" if what.startswith("error") else what] = int(n)
     else:
         for line in lines:
-            match = re.search(r"::\S+ (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)", line)
+            # "path::test PASSED [ 3%]", or with pytest-xdist "[gw0] [ 3%] PASSED path::test"
+            match = re.search(r"::\S+ (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)\b", line) or \
+                re.match(r"\[gw\d+\] \[ *\d+%\] (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS) \S+::", line)
             if match:
                 key = {"XFAIL": "xfailed", "XPASS": "xpassed"}.get(match.group(1), match.group(1).lower())
                 counts[key] = counts.get(key, 0) + 1

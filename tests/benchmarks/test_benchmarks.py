@@ -433,3 +433,22 @@ def test_host_time_profile_drops_each_calls_outputs_before_the_next():
 
     host_time._repeat(call, 5)
     assert len(last) == 5
+
+
+def test_parse_pytest_of_xdist_workers_without_a_final_line():
+    stopped = ("tests/a.py::test_one \n[gw0] [ 33%] PASSED tests/a.py::test_one \n"
+               "tests/a.py::test_two \n[gw1] [ 66%] FAILED tests/a.py::test_two \n"
+               "[gw0] [100%] SKIPPED tests/a.py::test_three \ntests/a.py::test_four \n")
+    assert device_check.parse_pytest(stopped)["counts"] == {"passed": 1, "failed": 1, "skipped": 1}
+
+
+def test_cuda_tests_use_xdist_workers_where_installed(monkeypatch, tmp_path):
+    args = device_check.parse_args([str(tmp_path)])
+    for found in (True, False):
+        monkeypatch.setattr(device_check.importlib.util, "find_spec",
+                            lambda name, found=found: object() if found and name == "xdist" else None)
+        tests = device_check.commands(args, tmp_path, 60)["tests"]
+        assert ("-n" in tests) == found, tests
+    dry = device_check.parse_args([str(tmp_path), "--dry"])
+    monkeypatch.setattr(device_check.importlib.util, "find_spec", lambda name: object())
+    assert "-n" not in device_check.commands(dry, tmp_path, 60)["tests"]  # the CPU rehearsal
