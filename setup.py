@@ -25,7 +25,7 @@ setup(
     extras_require={
         "optics": ["scikit-learn>=1.2"],
         "bench": ["pytest-benchmark>=4", "liger-kernel>=0.5"],
-        "test": ["pytest>=7", "pytest-benchmark>=4", "scikit-learn>=1.2"],
+        "test": ["pytest>=7", "pytest-benchmark>=4", "pytest-xdist>=3", "scikit-learn>=1.2"],
     },
     entry_points={"console_scripts": ["fastmtl=fastmtl.commands.cli:main"]},
     classifiers=[
