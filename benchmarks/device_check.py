@@ -12,6 +12,8 @@ time-out of one never loses the others' files):
     plots        python -m benchmarks.plot loss.json train-step.json
     tune         python -m benchmarks.tune --quick    (only when named in --parts)
     tune-upsample  python -m benchmarks.tune_upsample (only when named in --parts)
+    profile      python -m benchmarks.kernel_profile: Nsight Compute's counters of the
+                 kernels whose targets are not met (only when named in --parts)
 
 The parts share a time budget (default 450 s): each gets its share plus what
 the earlier parts left unused. OUT_DIR receives at most 8 files: summary.md
@@ -36,7 +38,8 @@ from pathlib import Path
 from benchmarks import environment, targets
 
 REPO = environment.REPO
-SHARES = {"tests": 140, "loss": 190, "train": 90, "plots": 20, "tune": 150, "tune-upsample": 120}
+SHARES = {"tests": 140, "loss": 190, "train": 90, "plots": 20, "tune": 150, "tune-upsample": 120,
+          "profile": 240}
 DEFAULT_PARTS = ["tests", "loss", "train", "plots"]  # the tuning sweeps run when named
 RESERVE = 5  # seconds kept for the summary after the last part
 # pytest-xdist workers for the CUDA tests where it is installed: on a fresh machine most of
@@ -49,7 +52,8 @@ OPTIONAL = {  # module: what its absence means here
                          "cannot be collected; pytest carries on past them",
 }
 REQUIRED = {
-    "torch": ("tests", "loss", "train", "tune", "tune-upsample"), "triton": (), "pytest": ("tests",), "matplotlib": ("plots",),
+    "torch": ("tests", "loss", "train", "tune", "tune-upsample", "profile"), "triton": (),
+    "pytest": ("tests",), "matplotlib": ("plots",),
 }
 
 
@@ -106,7 +110,9 @@ def commands(args, out: Path, limit: float) -> dict[str, list[str]]:
                       "--continue-on-collection-errors", "-p", "no:cacheprovider"],
             "loss": loss, "train": train, "plots": plots,
             "tune": [py, "-m", "benchmarks.tune", "--quick", *sweep],
-            "tune-upsample": [py, "-m", "benchmarks.tune_upsample", *sweep]}
+            "tune-upsample": [py, "-m", "benchmarks.tune_upsample", *sweep],
+            "profile": [py, "-m", "benchmarks.kernel_profile", "--out", str(out),
+                        "--budget", f"{max(limit - 10, 5):.0f}"]}
 
 
 def run_part(cmd: list[str], timeout: float, log, env: dict) -> tuple[str, int | None]:
@@ -225,6 +231,8 @@ def main(argv=None) -> int:
             part.update(status="skipped", note="no results to plot")
         elif name.startswith("tune") and args.dry:
             part.update(status="skipped", note="a tuning sweep needs CUDA")
+        elif name == "profile" and args.dry:
+            part.update(status="skipped", note="Nsight Compute needs CUDA")
         elif limit < 5:
             part.update(status="skipped", note="no time left in the budget")
         else:
@@ -293,6 +301,8 @@ def summary(state: dict, out: Path) -> str:
     train = _read(out / "train-step.json")
     if train and train["results"]:
         lines += ["## Training step", "", train_report.results_table(train["results"]), ""]
+    if (out / "profile.md").exists():
+        lines += ["## Kernel profiles (Nsight Compute)", "", (out / "profile.md").read_text().rstrip(), ""]
     for sweep in ("tune.md", "tune_upsample.md"):  # the tuning sweeps' own reports
         if (out / sweep).exists():
             lines += [(out / sweep).read_text().rstrip(), ""]

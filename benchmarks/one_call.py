@@ -2,8 +2,8 @@
 program to put under a profiler.
 
     python -m benchmarks.one_call upsample-fused --size full --set semantic_shift=True
-    ncu --kernel-name regex:upsample_loss_kernel --launch-skip 1 --launch-count 1 \\
-        --section WarpStateStats --section SchedulerStats --section Occupancy \\
+    ncu --clock-control none --kernel-name regex:upsample_loss_kernel --launch-skip 1 \\
+        --launch-count 1 --section WarpStateStats --section SchedulerStats --section Occupancy \\
         python -m benchmarks.one_call upsample-fused --size full --set semantic_shift=True
 
 ``--set NAME=VALUE`` (repeatable) changes a field of the upsample loss's configuration
