@@ -170,9 +170,9 @@ def fused_loss_kernel(
                                                 HAS_WEIGHT, ACC)
                 t_hi, w_hi = labels_and_weights(t_hi, cw_ptr, in_pair, C, ignore_index,
                                                 HAS_WEIGHT, ACC)
-                acc_sem += pairs_step(xs, t_lo, w_lo, t_hi, w_hi, scale_sem, gx_ptr,
-                                      b * gx_sb + q, gx_sc, in_pair, CLASSES, WRITE_GRAD,
-                                      x_ptr.dtype.element_ty, ASM_PLANES)
+                acc_sem += pairs_step(xs, t_lo, w_lo, t_hi, w_hi, scale_sem, x_ptr,
+                                      b * x_sb + q, x_sc, gx_ptr, b * gx_sb + q, gx_sc, in_pair,
+                                      CLASSES, WRITE_GRAD, x_ptr.dtype.element_ty, ASM_PLANES)
             elif HAS_SEM and CLASSES > 0:
                 acc_sem += planes_step(xs, t, wt, scale_sem, gx_ptr, g_off, gx_sc, in_image,
                                        CLASSES, WRITE_GRAD, ACC, ASM_PLANES)

@@ -239,36 +239,74 @@ def _half_again(x, HALF: tl.constexpr, TY: tl.constexpr):
 
 
 @triton.jit
-def _pair_lse(words, t, m, HALF: tl.constexpr, TY: tl.constexpr, CLASSES: tl.constexpr):
-    """(lse_p / ln 2, x_p,t_p) of one pixel of each pair, in base 2: a logit's exponent is
-    one FMA, x log2(e) - m log2(e). m log2(e) is rounded once, the same shift for every
-    class, and comes back in the lse: the gradient's softmax does not see the rounding."""
+def _pair_lse(words, m, HALF: tl.constexpr, TY: tl.constexpr, CLASSES: tl.constexpr):
+    """lse_p / ln 2 of one pixel of each pair, in base 2: a logit's exponent is one FMA,
+    x log2(e) - m log2(e). m log2(e) is rounded once, the same shift for every class, and
+    comes back in the lse: the gradient's softmax does not see the rounding."""
     m2 = m * 1.4426950408889634
-    x_t = tl.zeros_like(m)
     s = tl.zeros_like(m)
     for c in tl.static_range(CLASSES):
-        f = _half(words[c], HALF, TY)
-        x_t += tl.where(t == c, f, 0.0)
-        s += tl.exp2(f * 1.4426950408889634 - m2)
-    return tl.log2(s) + m2, x_t
+        s += tl.exp2(_half(words[c], HALF, TY) * 1.4426950408889634 - m2)
+    return tl.log2(s) + m2
 
 
 @triton.jit
-def _pair_grad(f, c, t, lse2, ws):
-    # ws * (softmax - [c == t]) as one FMA after the exponential's
-    return tl.exp2(f * 1.4426950408889634 - lse2) * ws - tl.where(t == c, ws, 0.0)
+def _pair_grad(f, lse2, ws):
+    # ws * softmax, the gradient of every class but the target (``_pair_target``)
+    return tl.exp2(f * 1.4426950408889634 - lse2) * ws
 
 
 @triton.jit
-def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, gx_ptr, g_off, gx_sc, in_pair,
-               CLASSES: tl.constexpr, WRITE_GRAD: tl.constexpr, TY: tl.constexpr,
+def _target_half(words, stride, t, valid, HALF: tl.constexpr, TY: tl.constexpr):
+    # The 16-bit element of plane t in the pair's words (words: its plane-0 word), as a
+    # pointer; plane 0 where not ``valid``. From the same base as the planes' words, so that
+    # their addresses stay one multiply-add each.
+    word = words + tl.where(valid, t, 0).to(tl.int64) * stride
+    return word.to(tl.pointer_type(TY), bitcast=True) + (HALF - 1)
+
+
+@triton.jit
+def _pair_target(words, stride, t, in_pair, HALF: tl.constexpr, TY: tl.constexpr,
+                 ASM: tl.constexpr):
+    """x_p,t_p of one pixel of each pair, by one 2-byte load where the label is a class: the
+    plane was just read, so it comes from cache. With the target found this way no class
+    of the loops compares its index with the label (two compares and two selects per class
+    and pixel fewer)."""
+    valid = in_pair & (t >= 0)
+    ptr = _target_half(words, stride, t, valid, HALF, TY)
+    if ASM:  # unconditional: where not valid it reads plane 0 (of the tensor's first pair
+        # for a pair off the image, as ``planes_load``)
+        return tl.where(valid, _asm_load(ptr).to(tl.float32), 0.0)
+    return tl.load(ptr, mask=valid, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store_target_grad(words, stride, t, x_t, lse2, ws, in_pair, HALF: tl.constexpr,
+                       TY: tl.constexpr, ASM: tl.constexpr):
+    # ws * (softmax - 1) at the target class, over the ws * softmax the plane's word store
+    # wrote there before (same thread, same address: program order), as one 2-byte store;
+    # the other classes' arithmetic, then one FMA.
+    valid = in_pair & (t >= 0)
+    g = tl.exp2(x_t * 1.4426950408889634 - lse2) * ws - ws
+    ptr = _target_half(words, stride, t, valid, HALF, TY)
+    if ASM:
+        _asm_store(ptr, g, valid)
+    else:
+        tl.store(ptr, g.to(TY), mask=valid)
+
+
+@triton.jit
+def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr, g_off, gx_sc,
+               in_pair, CLASSES: tl.constexpr, WRITE_GRAD: tl.constexpr, TY: tl.constexpr,
                ASM: tl.constexpr = False):
     """``planes_step`` for the pixel pairs of ``pairs_words`` (float32 arithmetic): per
     pair, the sum of its two pixels' w_p * loss_p; stores dx two pixels to a 32-bit word.
     The low and high pixels' sums over classes are independent chains: a thread has twice
     the work to interleave. ASM (compiled): the max on packed values, the gradient's
     unpacking and packing through inline PTX, so that registers hold the CLASSES words and
-    little else."""
+    little else. The target class is not picked out inside the class loops: its logit is
+    loaded again (``_pair_target``) and its gradient stored again after them
+    (``_store_target_grad``)."""
     if ASM:
         m2 = words[0]
         for c in tl.static_range(1, CLASSES):
@@ -281,12 +319,17 @@ def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, gx_ptr, g_off, gx_sc, in_pa
         for c in tl.static_range(1, CLASSES):
             m_lo = tl.maximum(m_lo, _half(words[c], 1, TY))
             m_hi = tl.maximum(m_hi, _half(words[c], 2, TY))
-    lse_lo, x_t_lo = _pair_lse(words, t_lo, m_lo, 1, TY, CLASSES)
-    lse_hi, x_t_hi = _pair_lse(words, t_hi, m_hi, 2, TY, CLASSES)
+    lse_lo = _pair_lse(words, m_lo, 1, TY, CLASSES)
+    lse_hi = _pair_lse(words, m_hi, 2, TY, CLASSES)
+    x_words = _words(x_ptr) + (tl.where(in_pair, x_off >> 1, 0) if ASM else x_off >> 1)
+    x_stride = tl.cast(x_sc, tl.int64) >> 1
+    x_t_lo = _pair_target(x_words, x_stride, t_lo, in_pair, 1, TY, ASM)
+    x_t_hi = _pair_target(x_words, x_stride, t_hi, in_pair, 2, TY, ASM)
     if WRITE_GRAD:
         ws_lo = w_lo * scale
         ws_hi = w_hi * scale
         base = _words(gx_ptr) + (g_off >> 1)
+        stride = tl.cast(gx_sc, tl.int64) >> 1
         for c in tl.static_range(CLASSES):
             if ASM:
                 f_lo = _half_again(words[c], 1, TY)
@@ -294,13 +337,15 @@ def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, gx_ptr, g_off, gx_sc, in_pa
             else:
                 f_lo = _half(words[c], 1, TY)
                 f_hi = _half(words[c], 2, TY)
-            word = _pack(_pair_grad(f_lo, c, t_lo, lse_lo, ws_lo),
-                         _pair_grad(f_hi, c, t_hi, lse_hi, ws_hi), TY, ASM)
-            dst = base + c * (tl.cast(gx_sc, tl.int64) >> 1)
+            word = _pack(_pair_grad(f_lo, lse_lo, ws_lo), _pair_grad(f_hi, lse_hi, ws_hi),
+                         TY, ASM)
+            dst = base + c * stride
             if ASM:
                 _asm_store(dst, word, in_pair)
             else:
                 tl.store(dst, word, mask=in_pair)
+        _store_target_grad(base, stride, t_lo, x_t_lo, lse_lo, ws_lo, in_pair, 1, TY, ASM)
+        _store_target_grad(base, stride, t_hi, x_t_hi, lse_hi, ws_hi, in_pair, 2, TY, ASM)
     ln2 = 0.6931471805599453
     return (tl.where(t_lo >= 0, w_lo * (lse_lo * ln2 - x_t_lo), 0.0)
             + tl.where(t_hi >= 0, w_hi * (lse_hi * ln2 - x_t_hi), 0.0))

@@ -18,6 +18,7 @@ WIDE_STORE = re.compile(r"\bSTG\.E\.(?:64|128)\b")
 LOAD = re.compile(r"\bLDG\.")
 STORE = re.compile(r"\bSTG\.")
 CROSS_THREAD = re.compile(r"\b(?:BAR\.|SHFL\.|LDS|STS)")
+COMPARE = re.compile(r"\bISETP\.")
 _LINE = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
 _BRANCH = re.compile(r"\bBRA(?:\.\S+)?\s+(?:0x)?([0-9a-f]+)\b")
 
@@ -79,7 +80,8 @@ def programs_per_sm(registers: int, warps: int, shared_bytes: int = 0,
 
 def loop_facts(code, span, spans) -> dict:
     """What a loop of the SASS moves and how: its size, its global loads and stores (all,
-    and 64/128-bit), cross-thread instructions, whether every load precedes every store."""
+    and 64/128-bit), cross-thread instructions, integer compares, whether every load
+    precedes every store."""
     body = within(code, span)
     stores = [i for i, ins in enumerate(body) if STORE.search(ins)]
     return dict(span=span, instructions=len(body),
@@ -87,7 +89,7 @@ def loop_facts(code, span, spans) -> dict:
                 innermost=not any(span[0] < o[0] and o[1] < span[1] for o in spans),
                 loads=count(body, LOAD), wide_loads=count(body, WIDE_LOAD),
                 stores=len(stores), wide_stores=count(body, WIDE_STORE),
-                cross_thread=count(body, CROSS_THREAD),
+                cross_thread=count(body, CROSS_THREAD), compares=count(body, COMPARE),
                 loads_before_stores=not any(LOAD.search(ins) for ins in body[stores[0]:])
                 if stores else True)
 
