@@ -18,8 +18,8 @@ import triton.language as tl
 
 from .normalisers import (ROW_CARRIED, ROW_COEF, ROW_N, ROW_SCALE, SLOT_DEPTH, SLOT_INSTANCE,
                           SLOT_SEMANTIC, SLOTS, slot_vector, tile_pixels)
-from .semantic import (labels_and_weights, pairs_step, pairs_words, planes_load, planes_step,
-                       sweeps_step, target_logit, tile_pairs)
+from .semantic import (TARGET_LAST, labels_and_weights, pairs_step, pairs_words, planes_load,
+                       planes_step, resident_step, sweeps_step, target_logit, tile_pairs)
 
 __all__ = ["fused_loss_kernel", "partial_sums_kernel", "finalize_kernel", "output_grad_kernel"]
 
@@ -173,6 +173,9 @@ def fused_loss_kernel(
                 acc_sem += pairs_step(xs, t_lo, w_lo, t_hi, w_hi, scale_sem, x_ptr,
                                       b * x_sb + q, x_sc, gx_ptr, b * gx_sb + q, gx_sc, in_pair,
                                       CLASSES, WRITE_GRAD, x_ptr.dtype.element_ty, ASM_PLANES)
+            elif HAS_SEM and CLASSES > TARGET_LAST:
+                acc_sem += resident_step(xs, t, wt, scale_sem, x_ptr, x_off, x_sc, gx_ptr, g_off,
+                                         gx_sc, in_image, CLASSES, WRITE_GRAD, ACC, ASM_PLANES)
             elif HAS_SEM and CLASSES > 0:
                 acc_sem += planes_step(xs, t, wt, scale_sem, gx_ptr, g_off, gx_sc, in_image,
                                        CLASSES, WRITE_GRAD, ACC, ASM_PLANES)

@@ -161,6 +161,52 @@ def planes_step(xs, t, w, scale, gx_ptr, g_off, gx_sc, in_image, CLASSES: tl.con
     return tl.where(t >= 0, w * (lse - x_t), 0.0)
 
 
+# More classes than this held in registers (the one-read layout of large C): the target
+# class is picked out after the class loops (``resident_step``), not inside them.
+TARGET_LAST = tl.constexpr(64)
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+
+
+@triton.jit
+def resident_step(xs, t, w, scale, x_ptr, x_off, x_sc, gx_ptr, g_off, gx_sc, in_image,
+                  CLASSES: tl.constexpr, WRITE_GRAD: tl.constexpr, ACC: tl.constexpr,
+                  ASM: tl.constexpr = False):
+    """``planes_step`` for CLASSES > TARGET_LAST (one pixel per thread at C = 150): no class
+    compares its index with the label. The exponents are one FMA in base 2, as the pixel
+    pairs' (``_pair_lse``); the target's logit is loaded again after the sum (from cache:
+    the plane was just read) and its gradient ws * (softmax - 1) stored after the class
+    loop, over the ws * softmax that loop wrote there (same thread, same address)."""
+    m2 = _max(xs, CLASSES, ACC) * LOG2E
+    s = tl.zeros_like(m2)
+    for c in tl.static_range(CLASSES):
+        s += tl.exp2(xs[c].to(ACC) * LOG2E - m2)
+    lse2 = tl.log2(s) + m2
+    valid = in_image & (t >= 0)
+    target = tl.where(valid, t, 0).to(tl.int64)
+    if ASM:  # unconditional load: where not valid, plane 0 (clamped as ``planes_load``)
+        x_t = _asm_load(x_ptr + tl.where(in_image, x_off, 0) + target * tl.cast(x_sc, tl.int64))
+    else:
+        x_t = tl.load(x_ptr + x_off + target * tl.cast(x_sc, tl.int64), mask=valid, other=0.0)
+    x_t = tl.where(valid, x_t.to(ACC), 0.0)
+    if WRITE_GRAD:
+        ws = w * scale
+        for c in tl.static_range(CLASSES):
+            g = tl.exp2(xs[c].to(ACC) * LOG2E - lse2) * ws
+            dst = gx_ptr + g_off + c * tl.cast(gx_sc, tl.int64)
+            if ASM:
+                _asm_store(dst, g, in_image)
+            else:
+                tl.store(dst, g.to(gx_ptr.dtype.element_ty), mask=in_image)
+        g = (tl.exp2(x_t * LOG2E - lse2) - 1.0) * ws
+        dst = gx_ptr + g_off + target * tl.cast(gx_sc, tl.int64)
+        if ASM:
+            _asm_store(dst, g, valid)
+        else:
+            tl.store(dst, g.to(gx_ptr.dtype.element_ty), mask=valid)
+    return tl.where(t >= 0, w * (lse2 * LN2 - x_t), 0.0)
+
+
 @triton.jit
 def tile_pairs(tile, tiles_per_image, HW, BLOCK_P: tl.constexpr):
     """The first pixels q (even) of the BLOCK_P // 2 pixel pairs (q, q + 1) of a tile, one

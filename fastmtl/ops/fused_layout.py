@@ -63,7 +63,7 @@ def class_layout(C: int, has_semantic: bool, V: int, words: int,
 
 def resident(C: int, dtype: torch.dtype, max_block_c: int) -> bool:
     """True for the one-read layout of large C: every class plane of the tile in registers at
-    one pixel per thread (238 registers at C = 150), loads and stores through inline PTX when
+    one pixel per thread (255 registers at C = 150), loads and stores through inline PTX when
     compiled. Measured at C = 150 (python -m benchmarks.tune, H200): 81% of copy against 66%
     for the two sweeps in fp32; slower in bf16 (54% against 60%: half the bytes in flight per
     register), so 16-bit logits take the pixel pairs instead (``RESIDENT_PAIRS``), or the

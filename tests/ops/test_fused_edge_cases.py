@@ -21,10 +21,28 @@ def _grads(backend, pred, tgt, **kwargs):
     return out, {k: v.grad for k, v in p.items()}
 
 
-def test_ignored_pixels_with_non_finite_logits_get_pytorchs_gradient():
+@pytest.fixture
+def problems(monkeypatch):
+    """The fused op's problems built during a test (which class layout each call took)."""
+    from fastmtl.ops import fused
+
+    built = []
+
+    class Recorded(fused.Problem):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            built.append(self)
+
+    monkeypatch.setattr(fused, "Problem", Recorded)
+    return built
+
+
+# C = 5: the planes in registers; C = 150: one pixel per thread, the target class last
+@pytest.mark.parametrize("C", [5, 150])
+def test_ignored_pixels_with_non_finite_logits_get_pytorchs_gradient(C, problems):
     # F.cross_entropy's log-softmax backward gives 0 - exp(log_softmax) * 0 at an
     # ignored pixel: NaN for a row holding NaN or +inf, 0 for a row with a -inf.
-    pred, tgt = make_inputs(B=2, C=5, H=3, W=4, ignore_frac=0.0, seed=30)
+    pred, tgt = make_inputs(B=2, C=C, H=3, W=4, ignore_frac=0.0, seed=30)
     x, t = pred["semantic"], tgt["semantic"]
     t[0, 1, 1] = t[0, 2, 3] = t[1, 0, 0] = 255
     x[0, 3, 1, 1] = float("nan")
@@ -35,12 +53,65 @@ def test_ignored_pixels_with_non_finite_logits_get_pytorchs_gradient():
     total.backward()
     expected = p["semantic"].grad
     assert expected[0, :, 1, 1].isnan().all() and expected[0, :, 2, 3].isnan().all()
-    assert torch.equal(expected[1, :, 0, 0], torch.zeros(5))
+    assert torch.equal(expected[1, :, 0, 0], torch.zeros(C))
     for backend in BACKENDS:
         out, grads = _grads(backend, pred, tgt)
         assert torch.isfinite(out.total), backend
         torch.testing.assert_close(grads["semantic"], expected, rtol=2e-5, atol=1e-6,
                                    equal_nan=True, msg=backend)
+    assert problems and all(p.classes[0] == C and p.vector == (1 if C == 150 else 2)
+                            for p in problems)
+
+
+@pytest.mark.parametrize("C", [5, 150])
+def test_valid_pixels_with_non_finite_logits_get_pytorchs_loss_and_gradient(C, problems):
+    # A labelled pixel whose row holds NaN or +inf: NaN loss and NaN gradients in its row
+    # (whatever its target), as F.cross_entropy; a -inf at a class that is not the target
+    # adds nothing.
+    pred, tgt = make_inputs(B=1, C=C, H=2, W=4, ignore_frac=0.0, seed=32)
+    x, t = pred["semantic"], tgt["semantic"]
+    t[0, 0, 0], t[0, 0, 1], t[0, 1, 2] = 1, 2, 3
+    x[0, 1, 0, 0] = float("nan")  # at the target
+    x[0, 0, 0, 1] = float("inf")  # elsewhere
+    x[0, 0, 1, 2] = float("-inf")
+    p = leaf_copies(pred)
+    total, losses = oracle(p, tgt)
+    total.backward()
+    for backend in BACKENDS:
+        out, grads = _grads(backend, pred, tgt)
+        assert out.losses["semantic"].isnan() and losses["semantic"].isnan(), backend
+        for (h, w) in ((0, 0), (0, 1)):
+            assert grads["semantic"][0, :, h, w].isnan().all(), backend
+        torch.testing.assert_close(grads["semantic"][0, :, 1, 2], p["semantic"].grad[0, :, 1, 2],
+                                   rtol=2e-5, atol=1e-6, msg=backend)
+    assert problems and all(p.classes[0] == C for p in problems)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_labels_outside_the_classes_get_no_target_gradient(dtype, problems):
+    """At C = 150 the target class is stored after the class loops (one pixel per thread in
+    fp32, pixel pairs in bf16): a label that is not a class (check off) is ignored there
+    too, as by the reference with ignore_index."""
+    C, H, W = 150, 4, 6
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(2, C, H, W, generator=g) * 3).to(dtype)
+    t = torch.randint(0, C, (2, H, W), generator=g)
+    flat = t.view(-1)
+    flat[::5] = torch.tensor([C, 300, -5, 255, C + 1]).repeat(flat[::5].numel())[: flat[::5].numel()]
+    ignored = torch.where((t >= 0) & (t < C), t, 255)
+    grads = []
+    for labels in (t, ignored):
+        leaf = x.clone().requires_grad_(True)
+        fastmtl.multitask_loss({"semantic": leaf}, {"semantic": labels}, backend="triton",
+                               check_labels=False).total.backward()
+        grads.append(leaf.grad)
+    assert torch.equal(grads[0], grads[1])
+    ref_x = x.float().requires_grad_(True)
+    torch.nn.functional.cross_entropy(ref_x, ignored, ignore_index=255).backward()
+    tol = dict(rtol=1e-2, atol=1e-4) if dtype == torch.bfloat16 else dict(rtol=2e-5, atol=1e-7)
+    torch.testing.assert_close(grads[0].float(), ref_x.grad, **tol)
+    assert problems and all(p.classes[0] == C and p.pairs == (dtype == torch.bfloat16)
+                            for p in problems)
 
 
 @pytest.mark.parametrize("predictions_require_grad", [True, False])

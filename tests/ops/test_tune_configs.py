@@ -148,12 +148,9 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
         if r["chunk"] == tune.PAIRS:
             # The max of both pixels on the packed words (3-input, 2 x 16-bit), no unpacking.
             assert r["packed_max"] >= 150 // 2, r
-            # No class compares its index with the label (the target is loaded and stored
-            # again after the class loops): 611 ISETP before, one per class, pixel and loop.
-            assert r["compares"] <= 40, r
-            # Fewer instructions per pixel than one pixel per thread (1852 against 3560).
+            # Fewer instructions per pixel than one pixel per thread (1852 against 2672).
             resident = by_name[(r["case"], "V1 w4 s1 resident p16384")]
-            assert r["instructions"] / 2 < 0.6 * resident["instructions"], (r, resident)
+            assert r["instructions"] / 2 < 0.75 * resident["instructions"], (r, resident)
         assert r["spills"] == 0, r
         assert r["registers"] <= 255, r
         assert r["programs_per_sm"] >= 1, r
@@ -163,12 +160,16 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
             assert r["cp_async"] > 0 and r["shared"] > 0, r
         if r["chunk"] in (tune.RESIDENT, tune.PAIRS):
             # One read: the 150 class planes of the tile loaded before the first exponential
-            # and held in registers (238 registers at fp32, 255 at bf16: two programs of 4
+            # and held in registers (255 registers at fp32 and bf16: two programs of 4
             # warps per SM, 256 pixels x 150 planes in flight), no barrier in the tile loop;
-            # each logit and gradient element moved once (one access per plane and thread).
+            # each logit and gradient element moved once (one access per plane and thread;
+            # the target class's again, from cache, after the class loops).
             assert r["programs_per_sm"] >= 2 and r["loop_barriers"] == 0, r
-            # (the pairs: each pixel's target logit loaded and its gradient stored again)
-            extra = 2 if r["chunk"] == tune.PAIRS else 0
+            # No class compares its index with the label: each pixel's target logit is
+            # loaded and its gradient stored again after the class loops (before: 611 ISETP
+            # in the pairs, 166 with one pixel per thread).
+            assert r["compares"] <= 40, r
+            extra = 2 if r["chunk"] == tune.PAIRS else 1
             assert r["loads_before_exp"] >= 150 and r["loads"] <= 150 + 12 + extra, r
             assert 150 + 3 <= r["stores"] <= 150 + 6 + extra, r
         print(json.dumps(r))
