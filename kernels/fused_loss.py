@@ -272,16 +272,26 @@ def _rescale_buffer(src_ptr, dst_ptr, n, ratio, pid, nprog, COPY: tl.constexpr,
 @triton.jit
 def output_grad_kernel(gx_ptr, gx_out, n_x, go_ptr, go_out, n_o, gd_ptr, gd_out, n_d, state_ptr,
                        g_total_ptr, g_losses_ptr, pos_sem, pos_inst, pos_dep,
+                       dcoef_ptr, grad_coef_ptr, n_coef,
                        HAS_SEM: tl.constexpr, HAS_INST: tl.constexpr, HAS_DEP: tl.constexpr,
                        HAS_G_TOTAL: tl.constexpr, HAS_G_LOSSES: tl.constexpr,
-                       COPY: tl.constexpr, BLOCK: tl.constexpr, ACC_FP64: tl.constexpr):
+                       COPY: tl.constexpr, BLOCK: tl.constexpr, ACC_FP64: tl.constexpr,
+                       HAS_GRAD_COEF: tl.constexpr = False):
     # Backward in one launch: every program works out the ratios (a few scalars) and
     # rescales its share of each task's buffer, in place (COPY: into a new buffer, leaving
     # the saved one for another backward of a retained graph). With total.backward()
     # every ratio is exactly 1 and a program reads a few scalars and touches no gradient.
+    # HAS_GRAD_COEF: program 0 also writes d/dcoef = g_total * dtotal/dcoef (n_coef values,
+    # in dcoef's dtype, stored in the log-variances' or weights' own).
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
+    if HAS_GRAD_COEF:
+        if pid == 0:
+            k = tl.arange(0, SLOTS)
+            dcoef = tl.load(dcoef_ptr + k, mask=k < n_coef, other=0.0)
+            tl.store(grad_coef_ptr + k, tl.load(g_total_ptr).to(dcoef.dtype) * dcoef,
+                     mask=k < n_coef)
     if HAS_SEM:
         ratio = _ratio(state_ptr, g_total_ptr, g_losses_ptr, pos_sem, SLOT_SEMANTIC, HAS_G_TOTAL,
                        HAS_G_LOSSES)

@@ -147,22 +147,36 @@ def _scale_buffer(src_ptr, dst_ptr, n, factor, pid, nprog, BLOCK: tl.constexpr, 
 @triton.jit
 def upsample_grad_scale_kernel(sx_ptr, gx_ptr, n_x, so_ptr, go_ptr, n_o, sd_ptr, gd_ptr, n_d,
                                state_ptr, g_total_ptr, g_losses_ptr, pos_sem, pos_inst, pos_dep,
-                               provisional, BLOCK: tl.constexpr, ACC_FP64: tl.constexpr):
+                               provisional, dcoef_ptr, grad_coef_ptr, n_coef,
+                               BLOCK: tl.constexpr, ACC_FP64: tl.constexpr,
+                               HAS_G_TOTAL: tl.constexpr = True,
+                               HAS_G_LOSSES: tl.constexpr = True,
+                               HAS_GRAD_COEF: tl.constexpr = False):
     # Per task k: g = s * factor_k (s: the stored gradient, flat; g may be s itself), with
     #     factor_k = present_k (g_total coef_k + g_L_k) / (N_k provisional)
-    # in float64, applied in the accumulation dtype. Programs stride over the elements.
+    # in float64, applied in the accumulation dtype (a gradient that does not arrive is 0,
+    # not 0 * coef_k). Programs stride over the elements. HAS_GRAD_COEF: program 0 also
+    # writes g_total * dtotal/dcoef (n_coef values) in the log-variances' or weights' dtype.
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
+    if HAS_GRAD_COEF:
+        if pid == 0:
+            k = tl.arange(0, SLOTS)
+            dcoef = tl.load(dcoef_ptr + k, mask=k < n_coef, other=0.0)
+            tl.store(grad_coef_ptr + k, tl.load(g_total_ptr).to(dcoef.dtype) * dcoef,
+                     mask=k < n_coef)
     lane = tl.arange(0, SLOTS)
     pos = _slot_vector(lane, pos_sem, pos_inst, pos_dep, -1)
     n = tl.load(state_ptr + STATE_N * SLOTS + lane)
     coef = tl.load(state_ptr + STATE_COEF * SLOTS + lane)
     present = (pos >= 0) & (n > 0)
-    g_total = tl.load(g_total_ptr).to(tl.float64)
-    g_loss = tl.load(g_losses_ptr + pos, mask=pos >= 0, other=0.0).to(tl.float64)
-    factor = tl.where(present, (g_total * coef + g_loss) / (tl.where(present, n, 1.0)
-                                                            * provisional), 0.0)
+    f = tl.zeros([SLOTS], tl.float64)
+    if HAS_G_TOTAL:
+        f += tl.load(g_total_ptr).to(tl.float64) * coef
+    if HAS_G_LOSSES:
+        f += tl.load(g_losses_ptr + pos, mask=pos >= 0, other=0.0).to(tl.float64)
+    factor = tl.where(present, f / (tl.where(present, n, 1.0) * provisional), 0.0)
     _scale_buffer(sx_ptr, gx_ptr, n_x, tl.sum(tl.where(lane == 0, factor, 0.0), 0), pid, nprog,
                   BLOCK, ACC)
     _scale_buffer(so_ptr, go_ptr, n_o, tl.sum(tl.where(lane == 1, factor, 0.0), 0), pid, nprog,

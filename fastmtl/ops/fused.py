@@ -18,8 +18,8 @@ and every gradient in one pass over the predictions:
    L_k, the total and d total / d s_k (or d total / d w_k); past 1024
    programs ``partial_sums_kernel`` first adds them by blocks of 1024.
 
-Backward multiplies the saved gradients by the incoming gradient, in one
-launch of ``output_grad_kernel``. The scale task k needs is
+Backward multiplies the saved gradients by the incoming gradient and forms the
+log-variances' (or weights') gradient, in one launch of ``output_grad_kernel``. The scale task k needs is
 f_k = g_total coef_k + g_L_k (gradient can also flow in through
 ``losses[k]``); the buffers carry carried_k = coef_k (or 1 where coef_k is 0,
 not finite or beyond 2^+-64, so that a factor can always be divided out), and
@@ -171,23 +171,28 @@ def _setup_context(ctx, inputs, output):
     ctx.targets = [(v.shape, v.dtype) if v is not None else None for v in (g, z)]
 
 
-def _apply_output_grad(launch, g_total, g_losses, saved, positions, copy):
-    """The gradients the incoming gradient asks for, from the saved buffers (see the module
-    docstring): in place, or into new buffers when ``copy`` (a retained graph)."""
-    gx, go, gd, state = saved[2:6]
-    outs = [torch.empty_like(v) if copy else v for v in (gx, go, gd)]
-    sizes = [v.numel() for v in (gx, go, gd)]
+def _apply_output_grad(launch, g_total, g_losses, saved, positions, copy, write_grad,
+                       coef_grad):
+    """The gradients the incoming gradient asks for (see the module docstring): of the
+    predictions from the saved buffers when ``write_grad``, in place, or into new buffers
+    when ``copy`` (a retained graph); and of the log-variances or weights when
+    ``coef_grad`` (g_total * dtotal/dcoef, in the same launch). One launch in all."""
+    coef, dcoef, gx, go, gd, state = saved
+    outs = [torch.empty_like(v) if copy and write_grad else v for v in (gx, go, gd)]
+    sizes = [v.numel() if write_grad else 0 for v in (gx, go, gd)]
+    grad_coef = torch.empty_like(coef) if coef_grad else None
     acc_fp64 = state.dtype == torch.float64 and any(
-        v.dtype == torch.float64 for v in (gx, go, gd) if v.numel() > 0)
+        v.dtype == torch.float64 for v, n in zip((gx, go, gd), sizes) if n > 0)
     with device_guard(state):
         launch(K.output_grad_kernel)[(max(1, min(cdiv(max(sizes), RESCALE_BLOCK),
                                                  K.MAX_PROGRAMS)),)](
             gx, outs[0], sizes[0], go, outs[1], sizes[1], gd, outs[2], sizes[2], state,
             g_total if g_total is not None else state, g_losses if g_losses is not None else state,
-            *positions, HAS_SEM=sizes[0] > 0, HAS_INST=sizes[1] > 0, HAS_DEP=sizes[2] > 0,
+            *positions, dcoef, grad_coef if coef_grad else state, dcoef.numel(),
+            HAS_SEM=sizes[0] > 0, HAS_INST=sizes[1] > 0, HAS_DEP=sizes[2] > 0,
             HAS_G_TOTAL=g_total is not None, HAS_G_LOSSES=g_losses is not None, COPY=copy,
-            BLOCK=RESCALE_BLOCK, ACC_FP64=acc_fp64)
-    return outs
+            BLOCK=RESCALE_BLOCK, ACC_FP64=acc_fp64, HAS_GRAD_COEF=coef_grad)
+    return outs, grad_coef
 
 
 def _backward(ctx, g_total, g_losses, *_unused):
@@ -199,14 +204,17 @@ def _backward(ctx, g_total, g_losses, *_unused):
     positions, write_grad = ctx.config
     if g_losses is not None:
         g_losses = g_losses.contiguous()  # a summed loss hands in an expanded gradient
-    if write_grad:
-        # A retained graph keeps the buffers for its next backward: leave them as they are.
-        copy = not is_real(dcoef) or torch._C._autograd._get_current_graph_task_keep_graph()
-        launch = launch_for(state, (gx, go, gd, state, g_total, g_losses, positions, copy))[0]
-        gx, go, gd = _apply_output_grad(launch, g_total, g_losses, saved, positions, copy)
     need = ctx.needs_input_grad
-    grad_coef = ((g_total * dcoef).to(coef.dtype)
-                 if coef is not None and need[8] and g_total is not None else None)
+    coef_grad = coef is not None and need[8] and g_total is not None
+    grad_coef = None
+    if write_grad or coef_grad:
+        # A retained graph keeps the buffers for its next backward: leave them as they are.
+        copy = write_grad and (not is_real(dcoef)
+                               or torch._C._autograd._get_current_graph_task_keep_graph())
+        launch = launch_for(state, (coef, dcoef, gx, go, gd, state, g_total, g_losses,
+                                    positions, copy, write_grad, coef_grad))[0]
+        (gx, go, gd), grad_coef = _apply_output_grad(launch, g_total, g_losses, saved,
+                                                     positions, copy, write_grad, coef_grad)
     # L1 against a target that requires grad (as F.l1_loss): d/dtarget = -d/dprediction.
     (g_shape, g_dtype), (z_shape, z_dtype) = (v or (None, None) for v in ctx.targets)
     grad_g = (-go).reshape(g_shape).to(g_dtype) if write_grad and need[4] else None

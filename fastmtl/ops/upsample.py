@@ -25,7 +25,8 @@ holding the (B, C, H, W) upsampled logits or their gradient:
 
 Backward: ``upsample_grad_scale_kernel`` multiplies the stored gradients by
 (g_total coef_k + g_L_k) / (N_k provisional), in place (a copy when the graph is
-retained, so a second backward starts again from the stored values).
+retained, so a second backward starts again from the stored values), and forms
+g_total d total / d coef in the same launch.
 
 Memory: the low-resolution gradients in the prediction dtype, partial sums of
 9 values per program and tables of O(H + W). A strip walked in several windows
@@ -204,9 +205,11 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
 
 
 def _gradients(launch, g_total, g_losses, predictions, stored, state, positions, scale,
-               wanted, in_place):
+               wanted, in_place, coef, dcoef, coef_grad):
     """Gradients of x, o, d from the stored ones, each times (g_total coef_k + g_L_k) /
-    (N_k scale); None where not wanted."""
+    (N_k scale), None where not wanted; and with ``coef_grad`` the log-variances' (or
+    weights') gradient g_total * dtotal/dcoef, in the same launch (else None). g_total
+    and g_losses may be None: a gradient that did not arrive."""
     grads, args = [], []
     for p, s, want in zip(predictions, stored, wanted):
         if p is None or not want:
@@ -217,13 +220,17 @@ def _gradients(launch, g_total, g_losses, predictions, stored, state, positions,
         grads.append(out)  # zero-size for an empty batch, as autograd gives
         args += [s, out, s.numel()] if s.numel() > 0 else [state, state, 0]
     n = max(args[2::3])
-    if n > 0:
+    grad_coef = torch.empty_like(coef) if coef_grad else None
+    if n > 0 or coef_grad:
         with device_guard(state):
-            launch(R.upsample_grad_scale_kernel)[(min(cdiv(n, SCALE_BLOCK),
-                                                       MAX_SCALE_PROGRAMS),)](
-                *args, state, g_total, g_losses, *positions, scale, BLOCK=SCALE_BLOCK,
-                ACC_FP64=g_total.dtype == torch.float64)
-    return grads
+            launch(R.upsample_grad_scale_kernel)[(max(1, min(cdiv(n, SCALE_BLOCK),
+                                                              MAX_SCALE_PROGRAMS)),)](
+                *args, state, g_total if g_total is not None else state,
+                g_losses if g_losses is not None else state, *positions, scale, dcoef,
+                grad_coef if coef_grad else state, dcoef.numel(), BLOCK=SCALE_BLOCK,
+                ACC_FP64=dcoef.dtype == torch.float64, HAS_G_TOTAL=g_total is not None,
+                HAS_G_LOSSES=g_losses is not None, HAS_GRAD_COEF=coef_grad)
+    return grads, grad_coef
 
 
 def _upsampled_impl(x: Optional[Tensor], t: Optional[Tensor], class_weight: Optional[Tensor],
@@ -262,21 +269,21 @@ def _backward(ctx, g_total, g_losses, *_unused):
     x, o, d, coef, dcoef, gx, go, gd, state = ctx.saved_tensors
     positions, write_grad, scale = ctx.config
     need = ctx.needs_input_grad
-    if g_total is None:
-        g_total = torch.zeros((), dtype=dcoef.dtype, device=dcoef.device)
-    if g_losses is None:
-        g_losses = torch.zeros_like(dcoef)
-    gx_out = go_out = gd_out = None
-    if write_grad:
+    if g_losses is not None:
+        g_losses = g_losses.contiguous()  # a summed loss hands in an expanded gradient
+    # Only total depends on the coefficients (as in the fused op and the reference).
+    coef_grad = coef is not None and need[8] and g_total is not None
+    gx_out = go_out = gd_out = grad_coef = None
+    if write_grad or coef_grad:
         # Scaled in place, unless the graph is kept for another backward.
         in_place = not (is_real(state)
                         and torch._C._autograd._get_current_graph_task_keep_graph())
-        wanted = (need[0], need[3], need[6])
-        launch = launch_for(state, (x, o, d, gx, go, gd, state, g_total, g_losses, positions,
-                                    scale, wanted, in_place))[0]
-        gx_out, go_out, gd_out = _gradients(launch, g_total, g_losses, (x, o, d), (gx, go, gd),
-                                            state, positions, scale, wanted, in_place)
-    grad_coef = (g_total * dcoef).to(coef.dtype) if coef is not None and need[8] else None
+        wanted = (need[0], need[3], need[6]) if write_grad else (False, False, False)
+        launch = launch_for(state, (x, o, d, coef, dcoef, gx, go, gd, state, g_total, g_losses,
+                                    positions, scale, wanted, in_place, coef_grad))[0]
+        (gx_out, go_out, gd_out), grad_coef = _gradients(
+            launch, g_total, g_losses, (x, o, d), (gx, go, gd), state, positions, scale, wanted,
+            in_place, coef, dcoef, coef_grad)
     return (gx_out, None, None, go_out, None, None, gd_out, None, grad_coef,
             None, None, None, None, None, None, None)
 

@@ -59,3 +59,38 @@ def test_backward_creates_nothing_gradient_sized(step, upsample):
     if upsample:  # its backward writes each gradient once, into a fresh buffer
         large = [(op, n) for op, n in large if op != "aten.empty_like.default"]
     assert large == [], large
+
+
+class _AllOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+# What the interpreter does with kernel arguments (copies to and from its own tensors).
+INTERPRETER_COPIES = {"empty", "new_empty", "set_", "copy_"}
+
+
+@pytest.mark.parametrize("upsample", [False, True], ids=["fused", "upsampled"])
+def test_total_backward_is_one_launch_and_no_pytorch_op(upsample):
+    """``total.backward()`` runs the op's one kernel launch and no ATen computation: the
+    log-variances' gradient is written by that launch (it was a multiplication, and for
+    the upsampled op a zero-fill of the task losses' gradient that did not arrive, each a
+    dispatch and a CUDA launch per step)."""
+    pred, tgt = make_inputs(B=2, C=3, H=8 if upsample else 4, W=16 if upsample else 8, seed=41)
+    if upsample:
+        pred = {k: v[..., ::2, ::2].contiguous() for k, v in pred.items()}
+    p = leaf_copies(pred)
+    log_vars = torch.zeros(3, requires_grad=True)
+    out = fastmtl.multitask_loss(p, tgt, log_vars=log_vars, backend="triton",
+                                 upsample="bilinear" if upsample else None)
+    with _AllOps() as rec:
+        out.total.backward()
+    # the engine's root gradient and leaf accumulation; the log-variances' new gradient
+    assert set(rec.ops) - INTERPRETER_COPIES <= {"ones_like", "detach", "empty_like"}, rec.ops
+    assert rec.ops.count("empty_like") == 1
+    assert log_vars.grad is not None and all(v.grad is not None for v in p.values())

@@ -53,9 +53,14 @@ def test_aot_compile_every_specialisation_for_sm80_and_sm90():
         assert main["registers"] <= 255, main
     # float64 stays float64: no float32 approximation (ex2/lg2/rcp.approx.f32, float32
     # division, a narrowing conversion) in any kernel of a float64 problem.
+    # The one narrowing allowed: the gradient of float32 log-variances, rounded to their
+    # dtype when backward writes it (as PyTorch's .to(coef.dtype)).
     fp64 = [v for v in report["variants"] if v["constexprs"].get("ACC_FP64")]
     assert {v["kernel"] for v in fp64} >= {"fused_loss_kernel", "normaliser_kernel"}
-    assert all(v["f32_approximations"] == [] for v in fp64), fp64
+    for v in fp64:
+        allowed = (["cvt.rn.f32.f64"] if v["constexprs"].get("HAS_GRAD_COEF")
+                   and "grad_coef_ptr" in v["float32_args"] else [])
+        assert v["f32_approximations"] in ([], allowed), v
     print(json.dumps({v["tag"] + ":" + v["kernel"]: (v["registers"], v["spill_bytes"])
                       for v in report["variants"] if v["kernel"] == "fused_loss_kernel"}))
 
@@ -213,7 +218,9 @@ def _record_launches(cfg, shape=None):
     if cfg["requires_grad"]:
         saved = (coef, dcoef, gx, go, gd, state)
         for copy in (False, True):  # in place, and into new buffers (a retained graph)
-            ops._apply_output_grad(rec, total, losses, saved, pos, copy)
+            ops._apply_output_grad(rec, total, losses, saved, pos, copy, True, coef is not None)
+        if coef is not None:  # the coefficients' gradient alone (no prediction needs one)
+            ops._apply_output_grad(rec, total, None, saved, pos, False, False, True)
     return rec.calls
 
 
@@ -230,7 +237,10 @@ def _aot_main():
         tag, kernel, args, kwargs, constexprs = found[i]
         plain = lambda v: v if isinstance(v, (int, float, bool)) else str(v)  # noqa: E731
         names = {kernel.arg_names[k[0]]: plain(v) for k, v in constexprs.items()}
-        entry, failures = dict(kernel=kernel.__name__, tag=tag, archs=[], constexprs=names), []
+        float32_args = [n for n, a in zip(kernel.arg_names, args)
+                        if hasattr(a, "dtype") and str(a.dtype) == "torch.float32"]
+        entry, failures = dict(kernel=kernel.__name__, tag=tag, archs=[], constexprs=names,
+                               float32_args=float32_args), []
         for arch in (80, 90):
             try:
                 compiled = compile_for(kernel, args, kwargs, arch)

@@ -179,7 +179,10 @@ def test_gradient_through_task_losses():
     lv = torch.tensor([0.3, -0.2, 0.1])
     for step in (lambda out: out[1]["depth"].backward(),
                  lambda out: (2 * out[0] + 3 * out[1]["semantic"] - out[1]["instance"]).backward()):
-        assert_match(*run_both(pred, tgt, log_vars=lv, backward=step))
+        kernel, expected = run_both(pred, tgt, log_vars=lv, backward=step)
+        assert_match(kernel, expected)
+        # only the total depends on the log-variances: no gradient without it, as the oracle
+        assert (kernel[2]["log_vars"] is None) == (expected[2]["log_vars"] is None)
 
 
 def test_zero_fixed_weight_still_gives_task_gradient():

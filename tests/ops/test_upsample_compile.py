@@ -242,9 +242,14 @@ def _record_launches(B, C, h, w, H, W, dtype, tasks, write_grad, class_weighted,
                              [1.0, 0.5, 0.5], [0.5, 0.5, 0.5], True, 255, align_corners,
                              write_grad)
     if write_grad:
-        total, losses, _, gx, go, gd, state, _ = outs
+        total, losses, dcoef, gx, go, gd, state, _ = outs
+        coef = torch.zeros(len(tasks))
         upsample._gradients(record, total, losses, (args[0], args[3], args[6]), (gx, go, gd),
-                            state, positions, 1.0, (True, True, True), True)
+                            state, positions, 1.0, (True, True, True), True, coef, dcoef, True)
+        # only total reached backward (no task loss), and only the coefficients need one
+        upsample._gradients(record, total, None, (args[0], args[3], args[6]), (gx, go, gd),
+                            state, positions, 1.0, (False, False, False), True, coef, dcoef,
+                            True)
     return calls
 
 

@@ -111,6 +111,17 @@ def test_gradient_through_task_losses_and_zero_weight():
     check_upsampled(pred, tgt, weights=[0.0, 1.0, 0.5], backward=step)
 
 
+def test_gradient_through_task_losses_alone():
+    # No gradient reaches total: the log-variances get none (as from the oracle), and the
+    # predictions get each task loss's own, not 0 * coef_k of an absent one.
+    pred, tgt = low_res_inputs(B=1, C=5, h=3, w=3, H=8, W=9, seed=10)
+    step = lambda out: (out[1]["semantic"] - 2 * out[1]["depth"]).backward()  # noqa: E731
+    kernel = check_upsampled(pred, tgt, log_vars=torch.tensor([0.3, -0.4, -200.0]),
+                             backward=step)
+    assert kernel[2]["log_vars"] is None
+    assert not kernel[2]["instance"].any() and kernel[2]["semantic"].abs().sum() > 0
+
+
 def test_empty_tasks_add_nothing():
     pred, tgt = low_res_inputs(B=1, C=3, h=2, w=2, H=5, W=6, seed=9)
     tgt["semantic"].fill_(255)
