@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from .normalisers import (ROW_CARRIED, ROW_COEF, ROW_N, ROW_SCALE, SLOT_DEPTH, SLOT_INSTANCE,
-                          SLOT_SEMANTIC, SLOTS, slot_vector, tile_pixels)
+                          SLOT_SEMANTIC, SLOTS, slot_vector, store_coef_grad, tile_pixels)
 from .semantic import (TARGET_LAST, labels_and_weights, pairs_step, pairs_words, planes_load,
                        planes_step, resident_step, sweeps_step, target_logit, tile_pairs)
 
@@ -288,10 +288,7 @@ def output_grad_kernel(gx_ptr, gx_out, n_x, go_ptr, go_out, n_o, gd_ptr, gd_out,
     nprog = tl.num_programs(0)
     if HAS_GRAD_COEF:
         if pid == 0:
-            k = tl.arange(0, SLOTS)
-            dcoef = tl.load(dcoef_ptr + k, mask=k < n_coef, other=0.0)
-            tl.store(grad_coef_ptr + k, tl.load(g_total_ptr).to(dcoef.dtype) * dcoef,
-                     mask=k < n_coef)
+            store_coef_grad(g_total_ptr, dcoef_ptr, grad_coef_ptr, n_coef)
     if HAS_SEM:
         ratio = _ratio(state_ptr, g_total_ptr, g_losses_ptr, pos_sem, SLOT_SEMANTIC, HAS_G_TOTAL,
                        HAS_G_LOSSES)

@@ -44,6 +44,16 @@ def slot_vector(lane, v_sem, v_inst, v_dep, v_spare):
 
 
 @triton.jit
+def store_coef_grad(g_total_ptr, dcoef_ptr, grad_coef_ptr, n_coef):
+    # Backward's gradient of the log-variances (or weights): g_total * dtotal/dcoef, n_coef
+    # values, multiplied in dcoef's dtype and stored in the coefficients' own (as PyTorch's
+    # (g_total * dcoef).to(coef.dtype)).
+    k = tl.arange(0, SLOTS)
+    dcoef = tl.load(dcoef_ptr + k, mask=k < n_coef, other=0.0)
+    tl.store(grad_coef_ptr + k, tl.load(g_total_ptr).to(dcoef.dtype) * dcoef, mask=k < n_coef)
+
+
+@triton.jit
 def tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P: tl.constexpr, V: tl.constexpr,
                 FLAT: tl.constexpr):
     # Tile `tile` covers pixels q = h * W + w of image b, BLOCK_P of them from

@@ -21,6 +21,8 @@ the gradient: times f_k / (N_k provisional) with f_k = g_total coef_k + g_L_k.
 import triton
 import triton.language as tl
 
+from .normalisers import slot_vector, store_coef_grad
+
 __all__ = ["reduce_partials_kernel", "upsample_finalize_kernel", "upsample_grad_scale_kernel",
            "PART_ROWS", "STATE_ROWS", "SLOTS"]
 
@@ -66,12 +68,6 @@ def reduce_partials_kernel(part_ptr, bad_ptr, n_parts, n_sem, n_reg, sums_ptr, b
 
 
 @triton.jit
-def _slot_vector(lane, v_sem, v_inst, v_dep, v_spare):
-    return tl.where(lane == 0, v_sem, tl.where(lane == 1, v_inst, tl.where(lane == 2, v_dep,
-                                                                              v_spare)))
-
-
-@triton.jit
 def upsample_finalize_kernel(sums_ptr, bad_sums_ptr, n_sums, coef_ptr, pos_sem, pos_inst, pos_dep,
                              f_sem, f_inst, f_dep, r_sem, r_inst, r_dep, total_ptr, losses_ptr,
                              dcoef_ptr, state_ptr, bad_ptr, HAS_COEF: tl.constexpr,
@@ -84,7 +80,7 @@ def upsample_finalize_kernel(sums_ptr, bad_sums_ptr, n_sums, coef_ptr, pos_sem, 
     # fixed weights:  total = sum_k coef_k L_k,  dcoef_k = d total / d w_k = L_k
     # losses and dcoef go to the task's position in the caller's order; bad: see below.
     lane = tl.arange(0, SLOTS)
-    pos = _slot_vector(lane, pos_sem, pos_inst, pos_dep, -1)
+    pos = slot_vector(lane, pos_sem, pos_inst, pos_dep, -1)
     given = pos >= 0
     rows = tl.arange(0, BLOCK)
     loss_acc = tl.zeros([BLOCK, SLOTS], tl.float64)
@@ -110,13 +106,13 @@ def upsample_finalize_kernel(sums_ptr, bad_sums_ptr, n_sums, coef_ptr, pos_sem, 
     if HAS_COEF:
         c = tl.load(coef_ptr + pos, mask=given, other=0.0).to(tl.float64)
         if USE_LOG_VARS:
-            coef = _slot_vector(lane, f_sem, f_inst, f_dep, 0.0).to(tl.float64) * tl.exp(-c)
+            coef = slot_vector(lane, f_sem, f_inst, f_dep, 0.0).to(tl.float64) * tl.exp(-c)
         else:
             coef = c
     else:
         coef = tl.where(given, 1.0, 0.0).to(tl.float64)
     if USE_LOG_VARS:
-        reg = _slot_vector(lane, r_sem, r_inst, r_dep, 0.0).to(tl.float64)
+        reg = slot_vector(lane, r_sem, r_inst, r_dep, 0.0).to(tl.float64)
         terms = tl.where(present, coef * loss + reg * c, 0.0)
         dcoef = tl.where(present, reg - coef * loss, 0.0)
     else:
@@ -162,12 +158,9 @@ def upsample_grad_scale_kernel(sx_ptr, gx_ptr, n_x, so_ptr, go_ptr, n_o, sd_ptr,
     nprog = tl.num_programs(0)
     if HAS_GRAD_COEF:
         if pid == 0:
-            k = tl.arange(0, SLOTS)
-            dcoef = tl.load(dcoef_ptr + k, mask=k < n_coef, other=0.0)
-            tl.store(grad_coef_ptr + k, tl.load(g_total_ptr).to(dcoef.dtype) * dcoef,
-                     mask=k < n_coef)
+            store_coef_grad(g_total_ptr, dcoef_ptr, grad_coef_ptr, n_coef)
     lane = tl.arange(0, SLOTS)
-    pos = _slot_vector(lane, pos_sem, pos_inst, pos_dep, -1)
+    pos = slot_vector(lane, pos_sem, pos_inst, pos_dep, -1)
     n = tl.load(state_ptr + STATE_N * SLOTS + lane)
     coef = tl.load(state_ptr + STATE_COEF * SLOTS + lane)
     present = (pos >= 0) & (n > 0)

@@ -10,3 +10,19 @@ def class_chunks(request):
 
     with use(class_chunk=request.param):
         yield request.param
+
+
+@pytest.fixture
+def problems(monkeypatch):
+    """The fused op's problems built during a test: which layout each call took."""
+    from fastmtl.ops import fused
+
+    built = []
+
+    class Recorded(fused.Problem):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            built.append(self)
+
+    monkeypatch.setattr(fused, "Problem", Recorded)
+    return built

@@ -21,22 +21,6 @@ def _grads(backend, pred, tgt, **kwargs):
     return out, {k: v.grad for k, v in p.items()}
 
 
-@pytest.fixture
-def problems(monkeypatch):
-    """The fused op's problems built during a test (which class layout each call took)."""
-    from fastmtl.ops import fused
-
-    built = []
-
-    class Recorded(fused.Problem):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            built.append(self)
-
-    monkeypatch.setattr(fused, "Problem", Recorded)
-    return built
-
-
 # C = 5: the planes in registers; C = 150: one pixel per thread, the target class last
 @pytest.mark.parametrize("C", [5, 150])
 def test_ignored_pixels_with_non_finite_logits_get_pytorchs_gradient(C, problems):

@@ -20,18 +20,10 @@ from fastmtl.ops import fused_layout
 
 
 @pytest.fixture
-def pairs_on(monkeypatch):
+def pairs_on(monkeypatch, problems):
     """The library's own choice with the pixel pairs switched on; yields the problems built."""
-    built = []
-
-    class Recorded(ops.Problem):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            built.append(self)
-
     monkeypatch.setattr(fused_layout, "RESIDENT_PAIRS", True)
-    monkeypatch.setattr(ops, "Problem", Recorded)
-    return built
+    return problems
 
 
 # B x H x W with an even H * W: tiles of 256 pixels end inside an image and the last
