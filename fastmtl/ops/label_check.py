@@ -9,8 +9,9 @@ So on CUDA they go to pinned host memory behind an event, and the ValueError
 is raised by whichever comes first:
 
 - a later call of the loss in the process, before it launches anything: each
-  call reads the checks whose copies the GPU has finished (``Event.query``)
-  and leaves the others for a later call, so it never waits. In a training
+  call reads the checks whose copies the GPU has finished (``Event.query``, in
+  the order they were issued, up to the first unfinished one) and leaves the
+  others for a later call, so it never waits. In a training
   loop that is the next step's call, unless the host runs more than a step
   ahead of the GPU;
 - ``raise_pending_label_errors()`` (call it after the last step), which waits
@@ -95,10 +96,14 @@ def raise_pending_label_errors(wait: bool = True) -> None:
         return
     if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
         return
-    ready, later = [], []
-    for entry in _pending:  # one stream: copies complete in the order they were issued
-        (ready if wait or entry[1] is None or entry[1].query() else later).append(entry)
-    _pending[:] = later
+    # Copies on one stream complete in the order they were issued: the first one not yet
+    # done ends the reading (one event query per call in a training loop).
+    n_ready = len(_pending)
+    if not wait:
+        n_ready = next((i for i, entry in enumerate(_pending)
+                        if entry[1] is not None and not entry[1].query()), n_ready)
+    ready = _pending[:n_ready]
+    del _pending[:n_ready]
     for host, event, num_classes, ignore_index, shape, *free in ready:
         if event is not None:
             event.synchronize()

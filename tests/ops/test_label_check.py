@@ -65,9 +65,10 @@ class _Event:
     """Stands in for a CUDA event: complete or not, and whether anyone waited on it unfinished."""
 
     def __init__(self, done):
-        self.done, self.blocked = done, False
+        self.done, self.blocked, self.queries = done, False, 0
 
     def query(self):
+        self.queries += 1
         return self.done
 
     def synchronize(self):
@@ -85,6 +86,20 @@ def test_a_call_reads_only_finished_checks_and_never_waits(read_late):
     with pytest.raises(ValueError, match=r"label 9 .* at targets\['semantic'\]\[1, 0, 1\]"):
         fastmtl.multitask_loss(*_inputs(), backend="triton")
     assert not unfinished.blocked
+
+
+def test_reading_stops_at_the_first_unfinished_check(read_late):
+    # Copies complete in the order they were issued: one query per call while the oldest
+    # is unfinished; then it and the ones after it are read.
+    first, second = _Event(done=False), _Event(done=True)
+    label_check._pending.append((torch.tensor([0, 0, 0]), first, 6, 255, (2, 3, 4)))
+    label_check._pending.append((torch.tensor([1, 5, 8]), second, 6, 255, (2, 3, 4)))
+    label_check.raise_pending_label_errors(wait=False)
+    assert first.queries == 1 and second.queries == 0 and len(label_check._pending) == 2
+    first.done = True
+    with pytest.raises(ValueError, match=r"label 8 .* at targets\['semantic'\]\[0, 1, 1\]"):
+        label_check.raise_pending_label_errors(wait=False)
+    assert not label_check._pending and not first.blocked and not second.blocked
 
 
 def test_on_request_every_check_is_read_waiting_for_its_copy(read_late):
