@@ -196,3 +196,34 @@ def test_class_planes_through_inline_ptx_match_pytorch(dtype, layout, monkeypatc
                                 class_weight=cw)
     assert_match(kernel, expected, dtype)
     ops._problems.clear()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_target_class_last_on_gpu(dtype):
+    """C = 150 (one pixel per thread in fp32, pixel pairs in bf16): the target's gradient is
+    stored over its plane's after the class loops (inline PTX stores of 4 and 2 bytes).
+    Labels outside the classes (check off) and ignored ones get no target term, and rows
+    with NaN or +inf are NaN, as F.cross_entropy gives."""
+    C, H, W = 150, 32, 48  # an even H * W: the pairs apply
+    g = torch.Generator().manual_seed(11)
+    x = (torch.randn(2, C, H, W, generator=g) * 3).to(dtype)
+    t = torch.randint(0, C, (2, H, W), generator=g)
+    flat = t.view(-1)
+    flat[::7] = torch.tensor([C, 300, -5, 255]).repeat(flat[::7].numel())[: flat[::7].numel()]
+    x[0, 3, 1, 1] = float("nan")
+    x[1, 0, 2, 5] = float("inf")
+    ignored = torch.where((t >= 0) & (t < C), t, 255)
+    leaf = x.cuda().requires_grad_(True)
+    out = fastmtl.multitask_loss({"semantic": leaf}, {"semantic": t.cuda()}, backend="triton",
+                                 check_labels=False)
+    out.losses["semantic"].backward()
+    ref_x = x.float().cuda().requires_grad_(True)
+    ref = torch.nn.functional.cross_entropy(ref_x, ignored.cuda(), ignore_index=255,
+                                            reduction="none")
+    valid = ignored.cuda() != 255
+    (ref.sum() / valid.sum()).backward()
+    nan_rows = ref_x.grad.isnan().any(1, keepdim=True).expand_as(ref_x.grad)
+    assert torch.equal(leaf.grad.isnan(), ref_x.grad.isnan())
+    tol = dict(rtol=1e-2, atol=1e-4) if dtype == torch.bfloat16 else dict(rtol=2e-5, atol=1e-7)
+    torch.testing.assert_close(leaf.grad.float()[~nan_rows], ref_x.grad[~nan_rows], **tol)
+    assert out.losses["semantic"].isnan()  # a labelled row holds NaN
