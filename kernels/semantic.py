@@ -30,6 +30,9 @@ Three shapes of the class axis, chosen on the host (``fastmtl.ops``):
 import triton
 import triton.language as tl
 
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+
 
 @triton.jit
 def labels_and_weights(t, cw_ptr, in_image, C, ignore_index, HAS_WEIGHT: tl.constexpr,
@@ -98,6 +101,15 @@ def _asm_store(ptr, value, mask):
 
 
 @triton.jit
+def _store(ptr, value, mask, ASM: tl.constexpr):
+    # value at ptr where mask, in ptr's dtype: through inline PTX when ASM
+    if ASM:
+        _asm_store(ptr, value, mask)
+    else:
+        tl.store(ptr, value.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def planes_load(x_ptr, x_off, x_sc, in_image, CLASSES: tl.constexpr, ASM: tl.constexpr = False):
     """The tile's logits as a tuple of CLASSES class planes of BLOCK_P pixels: no
     padding of the class axis, every load a V-element access along the pixels.
@@ -153,19 +165,13 @@ def planes_step(xs, t, w, scale, gx_ptr, g_off, gx_sc, in_image, CLASSES: tl.con
         ws = w * scale
         for c in tl.static_range(CLASSES):
             g = _softmax_grad(xs[c].to(ACC), c, t, lse, ws)
-            dst = gx_ptr + g_off + c * tl.cast(gx_sc, tl.int64)
-            if ASM:
-                _asm_store(dst, g, in_image)
-            else:
-                tl.store(dst, g.to(gx_ptr.dtype.element_ty), mask=in_image)
+            _store(gx_ptr + g_off + c * tl.cast(gx_sc, tl.int64), g, in_image, ASM)
     return tl.where(t >= 0, w * (lse - x_t), 0.0)
 
 
 # More classes than this held in registers (the one-read layout of large C): the target
 # class is picked out after the class loops (``resident_step``), not inside them.
 TARGET_LAST = tl.constexpr(64)
-LOG2E = tl.constexpr(1.4426950408889634)
-LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
@@ -193,17 +199,9 @@ def resident_step(xs, t, w, scale, x_ptr, x_off, x_sc, gx_ptr, g_off, gx_sc, in_
         ws = w * scale
         for c in tl.static_range(CLASSES):
             g = tl.exp2(xs[c].to(ACC) * LOG2E - lse2) * ws
-            dst = gx_ptr + g_off + c * tl.cast(gx_sc, tl.int64)
-            if ASM:
-                _asm_store(dst, g, in_image)
-            else:
-                tl.store(dst, g.to(gx_ptr.dtype.element_ty), mask=in_image)
+            _store(gx_ptr + g_off + c * tl.cast(gx_sc, tl.int64), g, in_image, ASM)
         g = (tl.exp2(x_t * LOG2E - lse2) - 1.0) * ws
-        dst = gx_ptr + g_off + target * tl.cast(gx_sc, tl.int64)
-        if ASM:
-            _asm_store(dst, g, valid)
-        else:
-            tl.store(dst, g.to(gx_ptr.dtype.element_ty), mask=valid)
+        _store(gx_ptr + g_off + target * tl.cast(gx_sc, tl.int64), g, valid, ASM)
     return tl.where(t >= 0, w * (lse2 * LN2 - x_t), 0.0)
 
 
@@ -289,17 +287,17 @@ def _pair_lse(words, m, HALF: tl.constexpr, TY: tl.constexpr, CLASSES: tl.conste
     """lse_p / ln 2 of one pixel of each pair, in base 2: a logit's exponent is one FMA,
     x log2(e) - m log2(e). m log2(e) is rounded once, the same shift for every class, and
     comes back in the lse: the gradient's softmax does not see the rounding."""
-    m2 = m * 1.4426950408889634
+    m2 = m * LOG2E
     s = tl.zeros_like(m)
     for c in tl.static_range(CLASSES):
-        s += tl.exp2(_half(words[c], HALF, TY) * 1.4426950408889634 - m2)
+        s += tl.exp2(_half(words[c], HALF, TY) * LOG2E - m2)
     return tl.log2(s) + m2
 
 
 @triton.jit
 def _pair_grad(f, lse2, ws):
     # ws * softmax, the gradient of every class but the target (``_pair_target``)
-    return tl.exp2(f * 1.4426950408889634 - lse2) * ws
+    return tl.exp2(f * LOG2E - lse2) * ws
 
 
 @triton.jit
@@ -333,12 +331,8 @@ def _store_target_grad(words, stride, t, x_t, lse2, ws, in_pair, HALF: tl.conste
     # wrote there before (same thread, same address: program order), as one 2-byte store;
     # the other classes' arithmetic, then one FMA.
     valid = in_pair & (t >= 0)
-    g = tl.exp2(x_t * 1.4426950408889634 - lse2) * ws - ws
-    ptr = _target_half(words, stride, t, valid, HALF, TY)
-    if ASM:
-        _asm_store(ptr, g, valid)
-    else:
-        tl.store(ptr, g.to(TY), mask=valid)
+    g = tl.exp2(x_t * LOG2E - lse2) * ws - ws
+    _store(_target_half(words, stride, t, valid, HALF, TY), g, valid, ASM)
 
 
 @triton.jit
@@ -385,16 +379,11 @@ def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr,
                 f_hi = _half(words[c], 2, TY)
             word = _pack(_pair_grad(f_lo, lse_lo, ws_lo), _pair_grad(f_hi, lse_hi, ws_hi),
                          TY, ASM)
-            dst = base + c * stride
-            if ASM:
-                _asm_store(dst, word, in_pair)
-            else:
-                tl.store(dst, word, mask=in_pair)
+            _store(base + c * stride, word, in_pair, ASM)
         _store_target_grad(base, stride, t_lo, x_t_lo, lse_lo, ws_lo, in_pair, 1, TY, ASM)
         _store_target_grad(base, stride, t_hi, x_t_hi, lse_hi, ws_hi, in_pair, 2, TY, ASM)
-    ln2 = 0.6931471805599453
-    return (tl.where(t_lo >= 0, w_lo * (lse_lo * ln2 - x_t_lo), 0.0)
-            + tl.where(t_hi >= 0, w_hi * (lse_hi * ln2 - x_t_hi), 0.0))
+    return (tl.where(t_lo >= 0, w_lo * (lse_lo * LN2 - x_t_lo), 0.0)
+            + tl.where(t_hi >= 0, w_hi * (lse_hi * LN2 - x_t_hi), 0.0))
 
 
 @triton.jit

@@ -19,8 +19,8 @@ and every gradient in one pass over the predictions:
    programs ``partial_sums_kernel`` first adds them by blocks of 1024.
 
 Backward multiplies the saved gradients by the incoming gradient and forms the
-log-variances' (or weights') gradient, in one launch of ``output_grad_kernel``. The scale task k needs is
-f_k = g_total coef_k + g_L_k (gradient can also flow in through
+log-variances' (or weights') gradient, in one launch of ``output_grad_kernel``. The
+scale task k needs is f_k = g_total coef_k + g_L_k (gradient can also flow in through
 ``losses[k]``); the buffers carry carried_k = coef_k (or 1 where coef_k is 0,
 not finite or beyond 2^+-64, so that a factor can always be divided out), and
 each program multiplies its share by f_k / carried_k. With
