@@ -2,6 +2,9 @@
 
     python -m benchmarks.host_time [--size 2x128x256] [--calls 200] [--impls triton upsample-fused]
     python -m benchmarks.host_time --stub-launches      # on a CPU: the Python side alone
+    python -m benchmarks.host_time --size full --dtype bf16 --cuda-api   # where the host waits
+    valgrind --tool=callgrind --collect-atstart=no --toggle-collect=functools_reduce \
+        python -m benchmarks.host_time --stub-launches --bare --calls 200 --impls triton
 
 At a small size the device finishes long before the host has issued the next
 call, so the wall clock per call is the host's cost: Python checks, autograd
@@ -11,13 +14,21 @@ time under it (cumulative and own time). ``--stub-launches`` replaces the fastmt
 ops' kernel launches by no-ops on CPU tensors (nothing is computed): what remains
 is the Python side of a call (checks, autograd, allocations, the ops' own
 bookkeeping), measurable without a GPU; Triton's launcher and the driver are not
-in it.
+in it. ``--cuda-api`` (CUDA) times the calls under ``torch.profiler`` instead and
+lists the CUDA runtime and driver functions the host spent its time in, per call
+(launches, copies, events, and any allocation or synchronisation that makes the
+host wait for the GPU), with the busiest operators by their own host time.
+``--bare`` makes the calls with neither profiler nor timer, after 30 warm-up calls,
+inside ``functools.reduce``: Valgrind's callgrind then counts the instructions of
+those calls alone (as above; divide by ``--calls``), a measure of the host's work
+that a shared, noisy CPU does not blur.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import cProfile
+import functools
 import io
 import pstats
 import time
@@ -31,31 +42,40 @@ from benchmarks.problem import Problem, parse_size
 STUBBABLE = ("triton", "upsample-fused")  # the fastmtl ops whose launches can be stubbed
 
 
-class _NoLaunch:
-    def __init__(self, kernel):
+class _NoRun:
+    """Stands in for a compiled kernel whose launches do nothing."""
+
+    function = packed_metadata = None
+
+    def run(self, *args):
         pass
 
-    def __getitem__(self, grid):
-        return lambda *args, **kwargs: None
+    def launch_metadata(self, *args):
+        return None
 
 
 @contextlib.contextmanager
 def stubbed_launches():
-    """The fastmtl ops on CPU tensors with every kernel launch a no-op (see the module doc)."""
-    from fastmtl.ops import fused, upsample
-    from fastmtl.ops.common import launch_key
+    """The fastmtl ops on CPU tensors taken for eager CUDA calls, with every kernel launch
+    a no-op (see the module doc): their direct-launch path runs, Triton never does."""
+    from fastmtl.ops import common, fused, upsample
 
-    stubs = {"launch_for": lambda t, key_args: (_NoLaunch, launch_key(key_args)),
-             "check_device": lambda t: None}
-    saved = [(m, name, getattr(m, name)) for m in (fused, upsample) for name in stubs
-             if hasattr(m, name)]
-    for m, name, _ in saved:
-        setattr(m, name, stubs[name])
+    no_run = _NoRun()
+    stubs = [(common, "eager_cuda", lambda t: common.is_real(t)),
+             (common, "_through_triton", lambda kernel, grid, args, kwargs: no_run),
+             (torch._C, "_cuda_getCurrentRawStream", lambda index: 0),
+             (fused, "check_device", lambda t: None), (upsample, "check_device", lambda t: None)]
+    saved = [(m, name, getattr(m, name, None)) for m, name, _ in stubs]
+    for m, name, value in stubs:
+        setattr(m, name, value)
     try:
         yield
     finally:
         for m, name, value in saved:
-            setattr(m, name, value)
+            if value is None:
+                delattr(m, name)
+            else:
+                setattr(m, name, value)
 
 
 def wall_per_call(call, device, calls: int) -> float:
@@ -98,6 +118,54 @@ def profile(impl_name: str, problem: Problem, device: torch.device, calls: int, 
             f"{wall * 1e6:.0f} us per fwd+bwd call ({what})\n\n{out.getvalue()}")
 
 
+def api_rows(averages, calls: int) -> list[tuple[str, float, float]]:
+    """(name, calls per loss call, host us per loss call) of the CUDA runtime and driver
+    functions among ``torch.profiler``'s ``key_averages()``, most time first."""
+    rows = [(a.key, a.count / calls, a.cpu_time_total / calls) for a in averages
+            if a.key.startswith(("cuda", "cu")) and not a.key.startswith("cudnn")]
+    return sorted(rows, key=lambda r: -r[2])
+
+
+def cuda_api(impl_name: str, problem: Problem, device: torch.device, calls: int,
+             top: int) -> str:
+    impl = IMPLEMENTATIONS[impl_name]
+    why = impl.unavailable(device) or (None if device.type == "cuda" else "needs CUDA")
+    if why:
+        return f"## {impl_name}: skipped ({why})\n"
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    predictions, targets, log_vars = impl.inputs(problem, device)
+    loss = impl.build(check_labels=False)
+    call = lambda: step(loss, predictions, targets, log_vars, True)  # noqa: E731
+    for _ in range(10):
+        call()
+    wall = wall_per_call(call, device, calls)
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        _repeat(call, calls)
+        torch.cuda.synchronize(device)
+    averages = prof.key_averages()
+    lines = [f"## {impl_name}, {problem.shape}, C={problem.classes}, {problem.dtype}: "
+             f"{wall * 1e6:.0f} us per fwd+bwd call (wall, no profiler)", "",
+             "| CUDA API function | per call | host us per call |", "| --- | --- | --- |"]
+    rows = api_rows(averages, calls)
+    lines += [f"| {name} | {n:.2f} | {us:.1f} |" for name, n, us in rows]
+    lines += [f"| (all of them) | {sum(r[1] for r in rows):.2f} | {sum(r[2] for r in rows):.1f} |",
+              "", "Operators by own host time (torch.profiler, all calls):", "",
+              averages.table(sort_by="self_cpu_time_total", row_limit=top), ""]
+    return "\n".join(lines)
+
+
+def bare(impl_name: str, problem: Problem, device: torch.device, calls: int) -> str:
+    impl = IMPLEMENTATIONS[impl_name]
+    predictions, targets, log_vars = impl.inputs(problem, device)
+    loss = impl.build(check_labels=False)
+    call = lambda: step(loss, predictions, targets, log_vars, True)  # noqa: E731
+    for _ in range(30):
+        call()
+    functools.reduce(lambda acc, _: (call(), acc)[1], range(calls), 0)
+    return f"## {impl_name}: {calls} calls inside functools.reduce"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.host_time", description=__doc__.splitlines()[0])
     p.add_argument("--size", default="2x128x256")
@@ -109,12 +177,24 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--stub-launches", action="store_true",
                    help="CPU tensors, every fastmtl kernel launch a no-op: the Python side alone")
+    p.add_argument("--cuda-api", action="store_true",
+                   help="torch.profiler instead of cProfile: the host's time in CUDA API calls")
+    p.add_argument("--bare", action="store_true",
+                   help="the calls alone, inside functools.reduce: for Valgrind's counts")
     args = p.parse_args(argv)
+    if args.cuda_api and args.stub_launches:
+        p.error("--cuda-api times real launches: not with --stub-launches")
     label, (b, h, w) = parse_size(args.size)
     problem = Problem(label, b, h, w, args.classes, args.dtype)
     device = torch.device("cpu" if args.stub_launches else args.device)
     with stubbed_launches() if args.stub_launches else contextlib.nullcontext():
         for name in args.impls:
+            if args.bare:
+                print(bare(name, problem, device, args.calls), flush=True)
+                continue
+            if args.cuda_api:
+                print(cuda_api(name, problem, device, args.calls, args.top), flush=True)
+                continue
             print(profile(name, problem, device, args.calls, args.top, args.stub_launches),
                   flush=True)
     return 0

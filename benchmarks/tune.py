@@ -368,6 +368,7 @@ def whole_call(config: Config, predictions, targets, log_vars, device, repeats: 
     from benchmarks.timing import graph_times, measure, summarize
     from fastmtl.ops import fused
     from fastmtl.ops import fused_layout
+    from fastmtl.ops.common import clear_call_caches
 
     library = fused.Problem
 
@@ -379,14 +380,14 @@ def whole_call(config: Config, predictions, targets, log_vars, device, repeats: 
     loss = IMPLEMENTATIONS["triton"].build()
     fn = lambda: step(loss, predictions, targets, log_vars, True)  # noqa: E731
     fused.Problem = Configured
-    fused._problems.clear()  # problems kept from earlier calls carry the library's config
+    clear_call_caches()  # problems kept from earlier calls carry the library's config
     compact, fused_layout.COMPACT_LABELS = fused_layout.COMPACT_LABELS, compact_labels
     try:
         eager = summarize(measure(fn, device, 2, repeats))["median_s"]
         graph = graph_times(fn, device, repeats)
     finally:
         fused.Problem = library
-        fused._problems.clear()
+        clear_call_caches()
         fused_layout.COMPACT_LABELS = compact
     graph_s = summarize(graph)["median_s"] if graph else None
     return {"eager_ms": 1e3 * eager, "graph_ms": 1e3 * graph_s if graph_s else None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Optional
 
 import torch
@@ -48,10 +49,15 @@ def check_device(t: Tensor) -> None:
             "use backend='reference' for CPU tensors")
 
 
+_NO_GUARD = contextlib.nullcontext()
+
+
 def device_guard(t: Tensor):
-    if is_real(t) and t.device.type == "cuda":
+    """Make ``t``'s CUDA device the current one for the launches in the block (a no-op
+    where it already is, as in the usual single-GPU loop)."""
+    if is_real(t) and t.is_cuda and t.get_device() != torch._C._cuda_getDevice():
         return torch.cuda.device(t.device)
-    return contextlib.nullcontext()
+    return _NO_GUARD
 
 
 def bchw_strides(t: Optional[Tensor]) -> tuple[int, int, int, int]:
@@ -77,7 +83,9 @@ def eager_or_op(op, impl, setup_context, backward):
     class Eager(torch.autograd.Function):
         @staticmethod
         def forward(ctx, *args):
+            _forward_calls.cache = None
             output = impl(*args)
+            ctx.call_cache = forward_call_cache()  # for the backward's launches (launch_for)
             setup_context(ctx, args, output)
             return output
 
@@ -101,57 +109,111 @@ def launcher(traced: bool):
     return wrap_triton if traced else (lambda kernel: kernel)
 
 
-def _metadata(t: Tensor):
-    return (t.dtype, t.get_device(), t.shape, t.stride(), t.data_ptr() & 15 == 0)
-
-
 def launch_key(args) -> tuple:
     """What decides how Triton specialises every launch of one op call: the dtypes, shapes,
-    strides, devices and 16-byte alignment of its tensor arguments and the values of the
-    others. The launches' integer arguments are functions of these; the op's own
-    buffers are fresh allocations, aligned by the caching allocator."""
-    return tuple(_metadata(a) if isinstance(a, Tensor) else
-                 tuple(a) if isinstance(a, list) else a for a in args)
+    strides and 16-byte alignment of its tensor arguments (all on the device of the call,
+    which ``call_cache`` adds) and the values of the others. The launches' integer
+    arguments are functions of these; the op's own buffers are fresh allocations, aligned
+    by the caching allocator."""
+    key = []
+    for a in args:
+        if isinstance(a, Tensor):
+            key.append((a.dtype, a.shape, a.stride(), a.data_ptr() & 15 == 0))
+        else:
+            key.append(tuple(a) if type(a) is list else a)
+    return tuple(key)
 
 
-_compiled: dict = {}  # (kernel, op key, constexprs) -> (CompiledKernel, names of the rest)
-_MAX_COMPILED = 4096
+# (launch key, device index) -> the cache of the calls with that key: the compiled launches
+# under (id(kernel), constexprs), what the op keeps under names of its own (a str), and
+# the caches of their backward calls under ("backward", key of what else those depend on).
+_calls: dict = {}
+_MAX_CALLS = 1024
+_forward_calls = threading.local()  # .cache: the cache of this thread's latest eager call
+
+
+def call_cache(key: tuple, device_index) -> dict:
+    """The cache of the eager calls with launch key ``key`` on a device (see ``_calls``)."""
+    cache = _calls.get((key, device_index))
+    if cache is None:
+        if len(_calls) >= _MAX_CALLS:
+            _calls.clear()
+        cache = _calls[(key, device_index)] = {}
+    return cache
+
+
+def clear_call_caches() -> None:
+    """Forget every kept call: compiled launches and what the ops keep (e.g. after changing
+    how they configure a problem)."""
+    _calls.clear()
+
+
+def compiled_launches() -> int:
+    """How many compiled launches are kept for direct launching, over all calls."""
+    def count(cache):
+        return sum(count(v) if isinstance(k, tuple) and k[0] == "backward" else 1
+                   for k, v in cache.items() if not isinstance(k, str))
+    return sum(count(cache) for cache in _calls.values())
 
 
 def _hooked(hook) -> bool:
     return hook is not None and getattr(hook, "calls", True) != []
 
 
-class _DirectLaunch:
-    __slots__ = ("kernel", "key", "stream")
+def _through_triton(kernel, grid, args, kwargs):
+    """Launch through Triton's launcher (compiling on first use); the compiled kernel."""
+    compiled = kernel[grid](*args, **kwargs)
+    return compiled.result() if hasattr(compiled, "result") else compiled
 
-    def __init__(self, kernel, key, stream):
-        self.kernel, self.key, self.stream = kernel, key, stream
+
+def _raw_launch(launcher):
+    """(launch, cooperative, pdl): the C function behind Triton's ``CudaLauncher`` and the
+    two arguments its Python ``__call__`` adds, where it adds nothing else (no global or
+    profile scratch memory to allocate per launch); None otherwise."""
+    try:
+        if launcher.global_scratch_size or launcher.profile_scratch_size:
+            return None
+        return launcher.launch, launcher.launch_cooperative_grid, launcher.launch_pdl
+    except AttributeError:
+        return None
+
+
+class _DirectLaunch:
+    __slots__ = ("kernel", "table", "stream", "grid")
+
+    def __init__(self, kernel, table, stream):
+        self.kernel, self.table, self.stream = kernel, table, stream
 
     def __getitem__(self, grid):
-        def run(*args, **kwargs):
-            key = (self.kernel, self.key, tuple(kwargs.items()))
-            entry = _compiled.get(key)
-            if entry is None:
-                compiled = self.kernel[grid](*args, **kwargs)
-                compiled = compiled.result() if hasattr(compiled, "result") else compiled
-                names = [p.name for p in self.kernel.params[len(args):]]
-                if compiled is not None and all(n in kwargs for n in names):
-                    if len(_compiled) >= _MAX_COMPILED:
-                        _compiled.clear()
-                    _compiled[key] = (compiled, names)
-                return
-            compiled, names = entry
-            rest = [kwargs[n] for n in names]
-            enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
-            if _hooked(enter) or _hooked(leave):  # a profiler listens: as Triton's launcher
-                meta = compiled.launch_metadata(grid, self.stream, *args, *rest)
-            else:
-                meta = enter = leave = None
-            compiled.run(grid[0], grid[1] if len(grid) > 1 else 1,
-                         grid[2] if len(grid) > 2 else 1, self.stream, compiled.function,
-                         compiled.packed_metadata, meta, enter, leave, *args, *rest)
-        return run
+        self.grid = grid
+        return self.run
+
+    def run(self, *args, **kwargs):
+        key = (id(self.kernel), tuple(kwargs.items()))  # a JITFunction hashes in Python
+        entry = self.table.get(key)
+        grid = self.grid
+        if entry is None:
+            compiled = _through_triton(self.kernel, grid, args, kwargs)
+            names = self.kernel.arg_names[len(args):]
+            if compiled is not None and all(n in kwargs for n in names):
+                launcher = compiled.run
+                self.table[key] = (compiled, launcher, _raw_launch(launcher),
+                                   tuple(kwargs[n] for n in names))
+            return
+        compiled, launcher, raw, rest = entry
+        x, y, z = grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1
+        enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
+        if _hooked(enter) or _hooked(leave):  # a profiler listens: as Triton's launcher
+            meta = compiled.launch_metadata(grid, self.stream, *args, *rest)
+            launcher(x, y, z, self.stream, compiled.function, compiled.packed_metadata, meta,
+                     enter, leave, *args, *rest)
+        elif raw is not None:  # what CudaLauncher.__call__ passes on, without its frame
+            launch, cooperative, pdl = raw
+            launch(x, y, z, self.stream, compiled.function, cooperative, pdl, None, None,
+                   compiled.packed_metadata, None, None, None, *args, *rest)
+        else:
+            launcher(x, y, z, self.stream, compiled.function, compiled.packed_metadata, None,
+                     None, None, *args, *rest)
 
 
 def eager_cuda(t: Tensor) -> bool:
@@ -159,14 +221,37 @@ def eager_cuda(t: Tensor) -> bool:
     return is_real(t) and t.is_cuda and not torch.compiler.is_compiling()
 
 
-def launch_for(t: Tensor, key_args: tuple):
-    """(launch, key) for an op call on ``t``'s device: direct launches under
-    ``launch_key(key_args)`` for an eager CUDA call, otherwise Triton's launcher, or a
-    ``wrap_triton`` node when traced (key None)."""
+def launch_for(t: Tensor, key_args: tuple, parent: Optional[dict] = None):
+    """(launch, cache) for an op call on ``t``'s device: for an eager CUDA call, direct
+    launches through ``call_cache(launch_key(key_args))``, and that cache; otherwise
+    Triton's launcher, or a ``wrap_triton`` node when traced, and None. ``parent``: the
+    cache of the forward call whose backward this is (``Eager`` keeps it as
+    ``ctx.call_cache``); its key decides the metadata of every tensor the forward saved,
+    so ``key_args`` then need to hold only what else the backward's launches depend on."""
     if eager_cuda(t):
-        key = launch_key(key_args)
-        return direct_launcher(key, t.device), key
+        if parent is None:
+            cache = call_cache(launch_key(key_args), t.device.index)
+        else:
+            own = ("backward", launch_key(key_args))
+            cache = parent.get(own)
+            if cache is None:
+                cache = parent[own] = {}
+        _forward_calls.cache = cache
+        return _launcher(cache, t.device), cache
     return launcher(not is_real(t)), None
+
+
+def forward_call_cache() -> Optional[dict]:
+    """The cache of this thread's latest ``launch_for`` (None after reading it, or when
+    that was not an eager CUDA call): taken right after an op's forward, for its backward."""
+    cache = getattr(_forward_calls, "cache", None)
+    _forward_calls.cache = None
+    return cache
+
+
+def _launcher(cache: dict, device: torch.device):
+    stream = torch._C._cuda_getCurrentRawStream(device.index)
+    return lambda kernel: _DirectLaunch(kernel, cache, stream)
 
 
 def direct_launcher(key: tuple, device: torch.device):
@@ -176,6 +261,5 @@ def direct_launcher(key: tuple, device: torch.device):
     constexprs goes through Triton's launcher (compilation, specialisation of every
     argument); later ones with the same key launch the compiled kernel directly, which
     skips the per-argument specialisation and cache-key hashing that dominate a small
-    launch's host time."""
-    stream = torch._C._cuda_getCurrentRawStream(device.index)
-    return lambda kernel: _DirectLaunch(kernel, key, stream)
+    launch's host time. The key is looked up once per call, not once per launch."""
+    return _launcher(call_cache(key, device.index), device)

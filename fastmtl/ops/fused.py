@@ -85,28 +85,22 @@ def _grad_buffer(p: Optional[Tensor], write_grad: bool, like: Tensor) -> Tensor:
     return torch.empty(0, dtype=dtype, device=like.device)
 
 
-_problems: dict = {}  # launch_key -> Problem
-_MAX_PROBLEMS = 1024
-
-
 def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors, regulariser,
-             use_log_vars, ignore_index, write_grad, max_block_c, key=None):
+             use_log_vars, ignore_index, write_grad, max_block_c, cache=None):
     """Allocates the outputs and launches the four forward kernels through ``launch``;
-    ``key`` (``launch_key`` of the call) reuses the problem of an earlier call."""
-    first = next(p for p in (x, o, d) if p is not None)
+    ``cache`` (``common.call_cache`` of the call) keeps its problem for the next."""
+    first = x if x is not None else o if o is not None else d
     device = first.device
-    out_dtype = torch.float64 if any(
-        p is not None and p.dtype == torch.float64 for p in (x, o, d)) else torch.float32
-    n_tasks = sum(1 for p in positions if p >= 0)
-    gx, go, gd = (_grad_buffer(p, write_grad, first) for p in (x, o, d))
-    problem = _problems.get(key) if key is not None else None
+    gx, go, gd = (_grad_buffer(x, write_grad, first), _grad_buffer(o, write_grad, first),
+                  _grad_buffer(d, write_grad, first))
+    problem = cache.get("problem") if cache is not None else None
     if problem is None:
         problem = Problem(x, t, class_weight, o, g, m, d, z, gx, go, gd, ignore_index,
                           max_block_c)
-        if key is not None:
-            if len(_problems) >= _MAX_PROBLEMS:
-                _problems.clear()
-            _problems[key] = problem
+        if cache is not None:
+            cache["problem"] = problem
+    out_dtype = torch.float64 if problem.acc_fp64 else torch.float32
+    n_tasks = len(positions) - positions.count(-1)
     tensors = (x, t, class_weight, o, g, m, d, z)
 
     state = torch.empty((K.STATE_ROWS, K.SLOTS), dtype=torch.float64, device=device)
@@ -149,13 +143,13 @@ def _fused_impl(x: Optional[Tensor], t: Optional[Tensor], class_weight: Optional
                 use_log_vars: bool, ignore_index: int, write_grad: bool, max_block_c: int
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Returns (total, losses (K,), dtotal/dcoef (K,), dx, do, dd, state, bad labels)."""
-    first = next(p for p in (x, o, d) if p is not None)
+    first = x if x is not None else o if o is not None else d
     check_device(first)
-    launch, key = launch_for(first, (x, t, class_weight, o, g, m, d, z, coef, positions, factors,
-                                     regulariser, use_log_vars, ignore_index, write_grad,
-                                     max_block_c))
+    launch, cache = launch_for(first, (x, t, class_weight, o, g, m, d, z, coef, positions,
+                                       factors, regulariser, use_log_vars, ignore_index,
+                                       write_grad, max_block_c))
     return _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors,
-                    regulariser, use_log_vars, ignore_index, write_grad, max_block_c, key)
+                    regulariser, use_log_vars, ignore_index, write_grad, max_block_c, cache)
 
 
 def _setup_context(ctx, inputs, output):
@@ -211,8 +205,11 @@ def _backward(ctx, g_total, g_losses, *_unused):
         # A retained graph keeps the buffers for its next backward: leave them as they are.
         copy = write_grad and (not is_real(dcoef)
                                or torch._C._autograd._get_current_graph_task_keep_graph())
-        launch = launch_for(state, (coef, dcoef, gx, go, gd, state, g_total, g_losses,
-                                    positions, copy, write_grad, coef_grad))[0]
+        own = (g_total, g_losses, copy, coef_grad)
+        parent = getattr(ctx, "call_cache", None)  # decides the saved tensors (launch_for)
+        launch = launch_for(state, own if parent is not None else
+                            (coef, dcoef, gx, go, gd, state, positions, write_grad, *own),
+                            parent)[0]
         (gx, go, gd), grad_coef = _apply_output_grad(launch, g_total, g_losses, saved,
                                                      positions, copy, write_grad, coef_grad)
     # L1 against a target that requires grad (as F.l1_loss): d/dtarget = -d/dprediction.

@@ -279,8 +279,11 @@ def _backward(ctx, g_total, g_losses, *_unused):
         in_place = not (is_real(state)
                         and torch._C._autograd._get_current_graph_task_keep_graph())
         wanted = (need[0], need[3], need[6]) if write_grad else (False, False, False)
-        launch = launch_for(state, (x, o, d, coef, dcoef, gx, go, gd, state, g_total, g_losses,
-                                    positions, scale, wanted, in_place, coef_grad))[0]
+        own = (g_total, g_losses, wanted, in_place, coef_grad)
+        parent = getattr(ctx, "call_cache", None)  # decides the saved tensors (launch_for)
+        launch = launch_for(state, own if parent is not None else
+                            (x, o, d, coef, dcoef, gx, go, gd, state, positions, scale, *own),
+                            parent)[0]
         (gx_out, go_out, gd_out), grad_coef = _gradients(
             launch, g_total, g_losses, (x, o, d), (gx, go, gd), state, positions, scale, wanted,
             in_place, coef, dcoef, coef_grad)

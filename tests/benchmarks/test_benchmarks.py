@@ -480,3 +480,24 @@ def test_one_call_runs_the_upsample_loss_under_the_interpreter(capsys):
     assert one_call.main(["upsample-fused", "--size", "1x16x24", "--device", "cpu", "--calls", "1",
                           "--set", "semantic_shift=True"]) == 0
     assert "1 forward + backward calls of upsample-fused, 1x16x24" in capsys.readouterr().out
+
+
+def test_host_time_cuda_api_rows_are_the_cuda_functions_per_loss_call():
+    from types import SimpleNamespace as Avg
+
+    from benchmarks import host_time
+
+    averages = [Avg(key="cudaLaunchKernel", count=40, cpu_time_total=200.0),
+                Avg(key="cuLaunchKernelEx", count=60, cpu_time_total=420.0),
+                Avg(key="aten::empty", count=90, cpu_time_total=300.0),
+                Avg(key="cudnnConvolution", count=10, cpu_time_total=99.0),
+                Avg(key="cudaFree", count=1, cpu_time_total=950.0)]
+    assert host_time.api_rows(averages, calls=10) == [
+        ("cudaFree", 0.1, 95.0), ("cuLaunchKernelEx", 6.0, 42.0), ("cudaLaunchKernel", 4.0, 20.0)]
+
+
+def test_host_time_cuda_api_needs_cuda(capsys):
+    from benchmarks import host_time
+
+    assert host_time.main(["--cuda-api", "--device", "cpu", "--impls", "triton"]) == 0
+    assert "## triton: skipped (needs CUDA" in capsys.readouterr().out

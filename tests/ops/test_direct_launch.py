@@ -9,6 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import fastmtl
+
 from fastmtl.ops import common
 
 
@@ -25,7 +27,7 @@ class _Compiled:
 class _Kernel:
     """Stands in for a JITFunction with parameters (a, b, n, BLOCK, FLAG)."""
 
-    params = [SimpleNamespace(name=n) for n in ("a", "b", "n", "BLOCK", "FLAG")]
+    arg_names = ["a", "b", "n", "BLOCK", "FLAG"]
 
     def __init__(self):
         self.compiled, self.launches = _Compiled(), []
@@ -40,7 +42,7 @@ class _Kernel:
 @pytest.fixture
 def launch(monkeypatch):
     monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda index: 1234, raising=False)
-    monkeypatch.setattr(common, "_compiled", {})
+    monkeypatch.setattr(common, "_calls", {})
     return lambda key: common.direct_launcher(key, torch.device("cuda", 0))
 
 
@@ -84,3 +86,100 @@ def test_the_key_sees_what_triton_specialises_on():
     assert key((x, [0, 1], 255, 1.0)) != key((x, [0, 1], 1, 1.0))
     assert key((x, [0, 1], 255, 1.0)) != key((x, [1, 0], 255, 1.0))
     assert key((x, None)) != key((None, x))
+
+
+def test_the_raw_launch_passes_what_tritons_launcher_passes(launch):
+    """Hits call the C launch function behind Triton's CudaLauncher directly; its
+    ``__call__`` (run here as Triton ships it, on a launcher that records instead of
+    launching) must hand that function the same arguments."""
+    from triton.backends.nvidia.driver import CudaLauncher
+
+    def recording_launcher(calls):
+        launcher = object.__new__(CudaLauncher)
+        launcher.launch = lambda *args: calls.append(args)
+        launcher.num_ctas, launcher.launch_cooperative_grid, launcher.launch_pdl = 1, False, True
+        launcher.global_scratch_size = launcher.profile_scratch_size = 0
+        launcher.global_scratch_align = launcher.profile_scratch_align = 1
+        return launcher
+
+    direct, through_triton = [], []
+    kernel = _Kernel()
+    kernel.compiled.run = recording_launcher(direct)
+    a, b = torch.zeros(4), torch.ones(4)
+    for _ in range(2):
+        launch(("k",))(kernel)[(6,)](a, b, 7, BLOCK=64, FLAG=True)
+    recording_launcher(through_triton)(6, 1, 1, 1234, "fn", "meta", None, None, None,
+                                       a, b, 7, 64, True)
+    assert len(direct) == 1 and direct == through_triton
+
+
+def test_a_launcher_with_scratch_memory_is_called_as_triton_calls_it(launch):
+    from triton.backends.nvidia.driver import CudaLauncher
+
+    calls = []
+    launcher = object.__new__(CudaLauncher)
+    launcher.global_scratch_size = 128  # needs an allocation per launch: not bypassed
+    launcher.__class__ = type("Recording", (CudaLauncher,), {
+        "__call__": lambda self, *args: calls.append(args)})
+    kernel = _Kernel()
+    kernel.compiled.run = launcher
+    for _ in range(2):
+        launch(("k",))(kernel)[(2,)](1, 2, 3, BLOCK=4, FLAG=5)
+    assert calls == [(2, 1, 1, 1234, "fn", "meta", None, None, None, 1, 2, 3, 4, 5)]
+
+
+@pytest.fixture
+def recorded_launches(monkeypatch):
+    """The ops' eager CUDA path on CPU tensors, each launch recorded, none run: a list of
+    (kernel name, through Triton's launcher)."""
+    from fastmtl.ops import fused
+
+    launches = []
+
+    class NoRun:
+        function = packed_metadata = None
+
+        def run(self, *args):
+            launches.append((None, False))
+
+    def through_triton(kernel, grid, args, kwargs):
+        launches.append((kernel.fn.__name__, True))
+        return NoRun()
+
+    monkeypatch.setattr(common, "_calls", {})
+    monkeypatch.setattr(common, "eager_cuda", common.is_real)
+    monkeypatch.setattr(common, "_through_triton", through_triton)
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda index: 0, raising=False)
+    monkeypatch.setattr(fused, "check_device", lambda t: None)
+    return launches
+
+
+def test_backward_launches_are_cached_under_the_forwards_call(recorded_launches):
+    from helpers import make_inputs
+
+    pred, tgt = make_inputs(B=1, C=5, H=4, W=8, seed=0)
+    pred = {k: v.requires_grad_() for k, v in pred.items()}
+    log_vars = torch.zeros(3, requires_grad=True)
+
+    def step(retain=False, gradient=None):
+        recorded_launches.clear()
+        out = fastmtl.multitask_loss(pred, tgt, log_vars, backend="triton", check_labels=False)
+        n_forward = len(recorded_launches)
+        out.total.backward(gradient, retain_graph=retain)
+        return recorded_launches[:n_forward], recorded_launches[n_forward:]
+
+    forward, backward = step()
+    assert all(through for _, through in forward + backward)
+    assert [name for name, _ in backward] == ["output_grad_kernel"]
+    forward, backward = step()  # same metadata: every launch direct
+    assert not any(through for _, through in forward + backward)
+    forward, backward = step(retain=True)  # the backward copies: another specialisation
+    assert not any(through for _, through in forward)
+    assert backward == [("output_grad_kernel", True)]
+    # An incoming gradient off 16-byte alignment: Triton specialises on that, so must we.
+    forward, backward = step(gradient=torch.ones(5)[1])
+    assert not any(through for _, through in forward)
+    assert backward == [("output_grad_kernel", True)]
+    assert common.compiled_launches() == len(forward) + 3
+    common.clear_call_caches()
+    assert common.compiled_launches() == 0

@@ -137,12 +137,12 @@ def test_direct_launches_match_tritons_launcher():
     # kernels; the next launches them directly (common.direct_launcher). Same bits.
     pred, tgt = _device(*make_inputs(B=2, C=19, H=64, W=96, seed=9))
     lv = torch.tensor([0.3, -0.4, 0.8], device="cuda")
-    common._compiled.clear()
+    common.clear_call_caches()
     first = run_both(pred, tgt, log_vars=lv)[0]
-    kept = len(common._compiled)
+    kept = common.compiled_launches()
     assert kept >= 5  # normaliser, prepare, fused, finalize, output grad
     second = run_both(pred, tgt, log_vars=lv)[0]
-    assert len(common._compiled) == kept
+    assert common.compiled_launches() == kept
     assert torch.equal(first[0], second[0])
     assert all(torch.equal(first[2][k], second[2][k]) for k in first[2])
     # Targets 4 bytes off 16-byte alignment are another specialisation: a new key.
@@ -151,7 +151,7 @@ def test_direct_launches_match_tritons_launcher():
     for k in shifted:
         shifted[k].copy_(tgt[k])
     third = run_both(pred, dict(tgt, **shifted), log_vars=lv)
-    assert len(common._compiled) > kept
+    assert common.compiled_launches() > kept
     assert_match(*third)
     torch.testing.assert_close(third[0][0], first[0], rtol=1e-6, atol=0)
 
@@ -187,7 +187,7 @@ def test_class_planes_through_inline_ptx_match_pytorch(dtype, layout, monkeypatc
             assert self.asm_planes
 
     monkeypatch.setattr(ops, "Problem", Configured)
-    ops._problems.clear()
+    common.clear_call_caches()
     pred, tgt = _device(*make_inputs(B=3, C=150, H=67, W=131, dtype=dtype, seed=5))
     if layout == "channels_last":
         pred = {k: v.contiguous(memory_format=torch.channels_last) for k, v in pred.items()}
@@ -195,7 +195,7 @@ def test_class_planes_through_inline_ptx_match_pytorch(dtype, layout, monkeypatc
     kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8], device="cuda"),
                                 class_weight=cw)
     assert_match(kernel, expected, dtype)
-    ops._problems.clear()
+    common.clear_call_caches()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
