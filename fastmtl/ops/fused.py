@@ -111,7 +111,8 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     n_pre = problem.n_pre
     norm_part = torch.empty((3, n_pre), dtype=out_dtype, device=device)
     bad_part = torch.empty((3, n_pre), dtype=torch.int64, device=device)
-    n_fused = problem.fused_grid()[0]
+    grid = problem.fused_grid()
+    n_fused = grid[0]
     part = torch.empty((3, n_fused), dtype=out_dtype, device=device)
     f_sem, f_inst, f_dep = factors
     r_sem, r_inst, r_dep = regulariser
@@ -124,7 +125,8 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
         launch(K.prepare_kernel)[(1,)](
             norm_part, bad_part, n_pre, coef_arg, *positions, f_sem, f_inst, f_dep, state, bad,
             HAS_COEF=coef is not None, USE_LOG_VARS=use_log_vars, BLOCK_R=REDUCE_BLOCK)
-        problem.launch_fused(launch, tensors, gx, go, gd, state, part, write_grad, state, compact)
+        problem.launch_fused(launch, tensors, gx, go, gd, state, part, write_grad, state, compact,
+                             grid)
         if n_fused > REDUCE_BLOCK:  # two fixed-order levels: no program walks them all
             n_sums = cdiv(n_fused, REDUCE_BLOCK)
             sums = torch.empty((3, n_sums), dtype=torch.float64, device=device)
@@ -172,8 +174,10 @@ def _apply_output_grad(launch, g_total, g_losses, saved, positions, copy, write_
     when ``copy`` (a retained graph); and of the log-variances or weights when
     ``coef_grad`` (g_total * dtotal/dcoef, in the same launch). One launch in all."""
     coef, dcoef, gx, go, gd, state = saved
-    outs = [torch.empty_like(v) if copy and write_grad else v for v in (gx, go, gd)]
-    sizes = [v.numel() if write_grad else 0 for v in (gx, go, gd)]
+    outs = [gx, go, gd]
+    sizes = [gx.numel(), go.numel(), gd.numel()] if write_grad else [0, 0, 0]
+    if copy and write_grad:
+        outs = [torch.empty_like(gx), torch.empty_like(go), torch.empty_like(gd)]
     grad_coef = torch.empty_like(coef) if coef_grad else None
     acc_fp64 = state.dtype == torch.float64 and any(
         v.dtype == torch.float64 for v, n in zip((gx, go, gd), sizes) if n > 0)

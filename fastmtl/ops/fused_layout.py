@@ -151,7 +151,8 @@ class Problem:
         if (RESIDENT_PAIRS and self.pairs_fit and self.classes[0] == 0
                 and self.C <= min(max_block_c, RESIDENT_CLASSES)):
             self.use_pairs()
-        self.n_pre = self.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)[0]
+        self.pre_grid = self.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)  # of the pre-pass
+        self.n_pre = self.pre_grid[0]
 
     def use_pairs(self) -> None:
         """Every class plane in registers as words of pixel pairs (needs ``pairs_fit``)."""
@@ -176,7 +177,7 @@ class Problem:
 
     def launch_normalisers(self, launch, tensors, norm_part, bad_part, dummy, compact=None):
         x, t, cw, o, g, m, d, z = tensors
-        nprog, _, tiles_per_image, n_tiles = self.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)
+        nprog, _, tiles_per_image, n_tiles = self.pre_grid
         t_s, m_s, _, _, z_s = self.bhw
         launch(K.normaliser_kernel)[(nprog,)](
             t if t is not None else dummy, cw if cw is not None else dummy,
@@ -188,11 +189,11 @@ class Problem:
             COMPACT=self.compact, **self.flags)
 
     def launch_fused(self, launch, tensors, gx, go, gd, state, part, write_grad, dummy,
-                     compact=None):
+                     compact=None, grid=None):
         """``compact``: the pre-pass's one-byte labels, read in place of t when
-        ``self.compact``."""
+        ``self.compact``; ``grid``: ``fused_grid()``, where the caller has it."""
         x, t, cw, o, g, m, d, z = tensors
-        nprog, per_program, tiles_per_image, n_tiles = self.fused_grid()
+        nprog, per_program, tiles_per_image, n_tiles = grid or self.fused_grid()
         classes, chunk, num_chunks = self.classes
         x_s, gx_s, o_s, go_s, g_s = self.bchw
         t_s, m_s, d_s, gd_s, z_s = self.bhw
