@@ -95,17 +95,25 @@ def _repeat(call, calls: int) -> None:
         call()
 
 
+def warm_call(impl_name: str, problem: Problem, device: torch.device, warmup: int = 10):
+    """One fwd+bwd call of an implementation on fresh inputs, as a function, after
+    ``warmup`` calls of it."""
+    impl = IMPLEMENTATIONS[impl_name]
+    predictions, targets, log_vars = impl.inputs(problem, device)
+    loss = impl.build(check_labels=False)
+    call = lambda: step(loss, predictions, targets, log_vars, True)  # noqa: E731
+    for _ in range(warmup):
+        call()
+    return call
+
+
 def profile(impl_name: str, problem: Problem, device: torch.device, calls: int, top: int,
             stubbed: bool = False) -> str:
     impl = IMPLEMENTATIONS[impl_name]
     why = None if stubbed and impl_name in STUBBABLE else impl.unavailable(device)
     if why:
         return f"## {impl_name}: skipped ({why})\n"
-    predictions, targets, log_vars = impl.inputs(problem, device)
-    loss = impl.build(check_labels=False)
-    call = lambda: step(loss, predictions, targets, log_vars, True)  # noqa: E731
-    for _ in range(10):
-        call()
+    call = warm_call(impl_name, problem, device)
     wall = wall_per_call(call, device, calls)
     profiler = cProfile.Profile()
     profiler.runcall(_repeat, call, calls)
@@ -134,11 +142,7 @@ def cuda_api(impl_name: str, problem: Problem, device: torch.device, calls: int,
         return f"## {impl_name}: skipped ({why})\n"
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
-    predictions, targets, log_vars = impl.inputs(problem, device)
-    loss = impl.build(check_labels=False)
-    call = lambda: step(loss, predictions, targets, log_vars, True)  # noqa: E731
-    for _ in range(10):
-        call()
+    call = warm_call(impl_name, problem, device)
     wall = wall_per_call(call, device, calls)
     with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         _repeat(call, calls)
@@ -156,12 +160,7 @@ def cuda_api(impl_name: str, problem: Problem, device: torch.device, calls: int,
 
 
 def bare(impl_name: str, problem: Problem, device: torch.device, calls: int) -> str:
-    impl = IMPLEMENTATIONS[impl_name]
-    predictions, targets, log_vars = impl.inputs(problem, device)
-    loss = impl.build(check_labels=False)
-    call = lambda: step(loss, predictions, targets, log_vars, True)  # noqa: E731
-    for _ in range(30):
-        call()
+    call = warm_call(impl_name, problem, device, warmup=30)
     functools.reduce(lambda acc, _: (call(), acc)[1], range(calls), 0)
     return f"## {impl_name}: {calls} calls inside functools.reduce"
 
