@@ -14,6 +14,9 @@ time-out of one never loses the others' files):
     tune-upsample  python -m benchmarks.tune_upsample (only when named in --parts)
     profile      python -m benchmarks.kernel_profile: Nsight Compute's counters of the
                  kernels whose targets are not met (only when named in --parts)
+    host         python -m benchmarks.host_time --cuda-api at 8x1024x2048 bf16: the host's
+                 time per fused call and its CUDA API calls, in a process of its own
+                 (only when named in --parts)
 
 The parts share a time budget (default 450 s): each gets its share plus what
 the earlier parts left unused. OUT_DIR receives at most 8 files: summary.md
@@ -39,7 +42,7 @@ from benchmarks import environment, targets
 
 REPO = environment.REPO
 SHARES = {"tests": 140, "loss": 190, "train": 90, "plots": 20, "tune": 150, "tune-upsample": 120,
-          "profile": 240}
+          "profile": 240, "host": 40}
 DEFAULT_PARTS = ["tests", "loss", "train", "plots"]  # the tuning sweeps run when named
 RESERVE = 5  # seconds kept for the summary after the last part
 # pytest-xdist workers for the CUDA tests where it is installed: on a fresh machine most of
@@ -52,7 +55,8 @@ OPTIONAL = {  # module: what its absence means here
                          "cannot be collected; pytest carries on past them",
 }
 REQUIRED = {
-    "torch": ("tests", "loss", "train", "tune", "tune-upsample", "profile"), "triton": (),
+    "torch": ("tests", "loss", "train", "tune", "tune-upsample", "profile", "host"),
+    "triton": (),
     "pytest": ("tests",), "matplotlib": ("plots",),
 }
 
@@ -112,7 +116,10 @@ def commands(args, out: Path, limit: float) -> dict[str, list[str]]:
             "tune": [py, "-m", "benchmarks.tune", "--quick", *sweep],
             "tune-upsample": [py, "-m", "benchmarks.tune_upsample", *sweep],
             "profile": [py, "-m", "benchmarks.kernel_profile", "--out", str(out),
-                        "--budget", f"{max(limit - 10, 5):.0f}"]}
+                        "--budget", f"{max(limit - 10, 5):.0f}"],
+            "host": [py, "-m", "benchmarks.host_time", "--cuda-api", "--size", "full",
+                     "--dtype", "bf16", "--calls", "100", "--top", "15",
+                     "--impls", "triton", "triton-check-labels", "upsample-fused"]}
 
 
 def run_part(cmd: list[str], timeout: float, log, env: dict) -> tuple[str, int | None]:
@@ -233,6 +240,8 @@ def main(argv=None) -> int:
             part.update(status="skipped", note="a tuning sweep needs CUDA")
         elif name == "profile" and args.dry:
             part.update(status="skipped", note="Nsight Compute needs CUDA")
+        elif name == "host" and args.dry:
+            part.update(status="skipped", note="the CUDA API profile needs CUDA")
         elif limit < 5:
             part.update(status="skipped", note="no time left in the budget")
         else:

@@ -111,16 +111,19 @@ def test_without_ncu_it_says_so(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_device_check_profile_part_needs_cuda(tmp_path):
+@pytest.mark.parametrize("part, note, command", [
+    ("profile", "Nsight Compute needs CUDA", "benchmarks.kernel_profile --out"),
+    ("host", "the CUDA API profile needs CUDA", "benchmarks.host_time --cuda-api --size full"),
+])
+def test_device_check_gpu_only_parts_are_skipped_in_a_dry_run(tmp_path, part, note, command):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHON"] = sys.executable
     proc = subprocess.run(["bash", "benchmarks/device_check.sh", str(tmp_path), "--dry",
-                           "--parts", "profile"], cwd=REPO, env=env, capture_output=True,
+                           "--parts", part], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=120)
     text = (tmp_path / "summary.md").read_text()
     state = json.loads(text.split("```json", 1)[1].split("```", 1)[0])
-    assert state["parts"] == [{"part": "profile", "status": "skipped",
-                               "note": "Nsight Compute needs CUDA", "seconds": 0.0,
+    assert state["parts"] == [{"part": part, "status": "skipped", "note": note, "seconds": 0.0,
                                "command": state["parts"][0]["command"],
                                "timeout_s": state["parts"][0]["timeout_s"]}], proc.stdout
-    assert "benchmarks.kernel_profile --out" in state["parts"][0]["command"]
+    assert command in state["parts"][0]["command"]
