@@ -27,13 +27,20 @@ def next_power_of_2(n: int) -> int:
     return 0 if n <= 0 else 1 << (n - 1).bit_length()
 
 
+_interpreted: list = []  # the answer, once known: the kernels are made once, at import
+
+
 def interpreted() -> bool:
-    """True when the kernels run under the Triton interpreter (TRITON_INTERPRET=1)."""
-    try:
-        from triton.runtime.interpreter import InterpretedFunction
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(K.fused_loss_kernel, InterpretedFunction)
+    """True when the kernels run under the Triton interpreter (TRITON_INTERPRET=1 when
+    fastmtl was imported)."""
+    if not _interpreted:
+        try:
+            from triton.runtime.interpreter import InterpretedFunction
+        except ImportError:  # pragma: no cover
+            _interpreted.append(False)
+        else:
+            _interpreted.append(isinstance(K.fused_loss_kernel, InterpretedFunction))
+    return _interpreted[0]
 
 
 def is_real(t: Tensor) -> bool:
@@ -58,6 +65,17 @@ def device_guard(t: Tensor):
     if is_real(t) and t.is_cuda and t.get_device() != torch._C._cuda_getDevice():
         return torch.cuda.device(t.device)
     return _NO_GUARD
+
+
+def per_task_losses(tasks, losses: Tensor, predictions) -> dict:
+    """{task: L_k} from the ops' (K,) losses, each in its prediction's accumulation dtype as
+    the reference gives it: float64 exactly for a float64 prediction (the losses are then
+    float64), float32 otherwise."""
+    per_task = dict(zip(tasks, losses.unbind()))
+    if losses.dtype == torch.float64:
+        per_task = {name: v if predictions[name].dtype == torch.float64 else v.float()
+                    for name, v in per_task.items()}
+    return per_task
 
 
 def bchw_strides(t: Optional[Tensor]) -> tuple[int, int, int, int]:
@@ -217,7 +235,7 @@ class _DirectLaunch:
 
 
 def eager_cuda(t: Tensor) -> bool:
-    """An eager call on real CUDA tensors: the case ``direct_launcher`` serves."""
+    """An eager call on real CUDA tensors: the case ``launch_for`` launches directly."""
     return is_real(t) and t.is_cuda and not torch.compiler.is_compiling()
 
 

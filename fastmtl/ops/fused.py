@@ -39,8 +39,8 @@ the 8-byte labels once). The finalize kernel touches O(programs) bytes, backward
 unless the incoming gradient differs from d total (a pass over the buffers).
 
 Eager calls on CUDA launch the compiled kernels directly after the first call
-with the same shapes, strides, dtypes and alignment
-(``fastmtl.ops.common.direct_launcher``).
+with the same shapes, strides, dtypes and alignment, and keep the problem and the
+backward's launches with them (``fastmtl.ops.common.launch_for``).
 
 Guarantees: bitwise deterministic (per-program partial sums, fixed-order
 reductions, no atomics; the grid depends only on the shapes, not the GPU);
@@ -68,7 +68,7 @@ from torch.library import triton_op
 
 import fastmtl.kernels as K
 from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, cdiv, check_device, device_guard,
-                                eager_or_op, is_real, launch_for)
+                                eager_or_op, is_real, launch_for, per_task_losses)
 from fastmtl.ops.fused_layout import MAX_BLOCK_C, Problem
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
@@ -296,11 +296,4 @@ def fused_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping[str
     if check_labels and x is not None and is_real(bad):
         record_label_check(bad, x.shape[1], int(ignore_index),
                            (x.shape[0], x.shape[-2], x.shape[-1]))
-    # The tasks' losses in the losses' own dtype: float64 exactly when a prediction is
-    # float64, as the reference gives each task's loss in its prediction's accumulation
-    # dtype; a mix of float64 and other predictions gets float32 for the others.
-    per_task = dict(zip(tasks, losses.unbind()))
-    if losses.dtype == torch.float64:
-        per_task = {name: v if predictions[name].dtype == torch.float64 else v.float()
-                    for name, v in per_task.items()}
-    return total, per_task
+    return total, per_task_losses(tasks, losses, predictions)

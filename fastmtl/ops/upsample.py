@@ -51,7 +51,7 @@ from fastmtl.kernels import upsample_reduce as R
 from fastmtl.kernels import upsample_regressions as V
 from fastmtl.ops.common import (TASK_SLOTS, bchw_strides, bhw_strides, cdiv, check_device,
                                 device_guard, eager_or_op, interpreted, is_real, launch_for,
-                                next_power_of_2)
+                                next_power_of_2, per_task_losses)
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
 from fastmtl.ops.upsample_tiles import current, tiles
@@ -109,32 +109,52 @@ def _launch_regressions(launch, grid, plan, flags, o, g, m, go, d, z, gd, index,
         **register_cap(plan, acc_fp64, launch))
 
 
+class _Layout:
+    """The forward's launch geometry, from shapes and dtypes alone (no tensor is kept): the
+    launches' splits and grids, the partial sums, the provisional scale. An eager call keeps
+    it in its call cache (``common.call_cache``) for the next call with the same key."""
+
+    def __init__(self, x, t, o, m, d, z, align_corners):
+        first = x if x is not None else o if o is not None else d
+        B, h, w = self.B, self.h, self.w = first.shape[0], first.shape[2], first.shape[3]
+        H, W = self.H, self.W = (t if t is not None else m if m is not None else z).shape[-2:]
+        self.acc_fp64 = any(p is not None and p.dtype == torch.float64 for p in (x, o, d))
+        self.acc = torch.float64 if self.acc_fp64 else torch.float32
+        C = self.C = x.shape[1] if x is not None else 1
+        # The semantic task and the regressions share no data, so they are two launches:
+        # fewer values live per thread, no extra traffic. Each has its own split.
+        launches = []
+        if x is not None:
+            launches.append((tiles(B, C, h, w, H, W, align_corners, True),
+                             dict(HAS_SEM=True, HAS_INST=False, HAS_DEP=False)))
+        if o is not None or d is not None:
+            launches.append((tiles(B, 1, h, w, H, W, align_corners, False),
+                             dict(HAS_SEM=False, HAS_INST=o is not None, HAS_DEP=d is not None)))
+        self.launches = launches
+        self.grids = [B * plan.n_bands * plan.n_strips for plan, _ in launches]
+        self.n_sem = self.grids[0] if x is not None else 0
+        self.n_reg = self.grids[-1] if o is not None or d is not None else 0
+        self.n_parts = max(self.grids)
+        self.n_sums = cdiv(self.n_parts, REDUCE_BLOCK)
+        self.scale = provisional_scale(h, w, H, W)
+        self.windows = max(plan.windows for plan, _ in launches)
+
+
 def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors, regulariser,
-             use_log_vars, ignore_index, align_corners, write_grad):
-    """Allocates the outputs and launches the forward kernels through ``launch``."""
-    first = next(p for p in (x, o, d) if p is not None)
+             use_log_vars, ignore_index, align_corners, write_grad, cache=None):
+    """Allocates the outputs and launches the forward kernels through ``launch``;
+    ``cache`` (``common.call_cache`` of the call) keeps its layout for the next."""
+    first = x if x is not None else o if o is not None else d
     device = first.device
-    B, h, w = first.shape[0], first.shape[2], first.shape[3]
-    H, W = next(v for v in (t, m, z) if v is not None).shape[-2:]
-    acc_fp64 = any(p is not None and p.dtype == torch.float64 for p in (x, o, d))
-    acc = torch.float64 if acc_fp64 else torch.float32
-    C = x.shape[1] if x is not None else 1
-    # The semantic task and the regressions share no data, so they are two launches: fewer
-    # values live per thread, no extra traffic. Each has its own split.
-    launches = []
-    if x is not None:
-        launches.append((tiles(B, C, h, w, H, W, align_corners, True),
-                         dict(HAS_SEM=True, HAS_INST=False, HAS_DEP=False)))
-    if o is not None or d is not None:
-        launches.append((tiles(B, 1, h, w, H, W, align_corners, False),
-                         dict(HAS_SEM=False, HAS_INST=o is not None, HAS_DEP=d is not None)))
-    grids = [B * plan.n_bands * plan.n_strips for plan, _ in launches]
-    n_sem = grids[0] if x is not None else 0
-    n_reg = grids[-1] if o is not None or d is not None else 0
-    n_parts = max(grids)
-    n_sums = cdiv(n_parts, REDUCE_BLOCK)
-    scale = provisional_scale(h, w, H, W)
-    windows = max(plan.windows for plan, _ in launches)
+    layout = cache.get("layout") if cache is not None else None
+    if layout is None:
+        layout = _Layout(x, t, o, m, d, z, align_corners)
+        if cache is not None:
+            cache["layout"] = layout
+    B, h, w, H, W, C = layout.B, layout.h, layout.w, layout.H, layout.W, layout.C
+    acc_fp64, acc, launches, grids = layout.acc_fp64, layout.acc, layout.launches, layout.grids
+    n_sem, n_reg, n_parts, n_sums = layout.n_sem, layout.n_reg, layout.n_parts, layout.n_sums
+    scale, windows = layout.scale, layout.windows
 
     gx, go, gd = (_grad_buffer(p, write_grad, acc, windows, first) for p in (x, o, d))
     index = torch.empty(H + W, dtype=torch.int32, device=device)
@@ -146,7 +166,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     bad_sums = torch.empty((3, n_sums), dtype=torch.int64, device=device)
     state = torch.empty((R.STATE_ROWS, R.SLOTS), dtype=torch.float64, device=device)
     bad = torch.empty(3, dtype=torch.int64, device=device)
-    n_tasks = sum(1 for p in positions if p >= 0)
+    n_tasks = len(positions) - positions.count(-1)
     total = torch.empty((), dtype=acc, device=device)
     losses = torch.empty(n_tasks, dtype=acc, device=device)
     dcoef = torch.empty(n_tasks, dtype=acc, device=device)
@@ -240,14 +260,14 @@ def _upsampled_impl(x: Optional[Tensor], t: Optional[Tensor], class_weight: Opti
                     use_log_vars: bool, ignore_index: int, align_corners: bool, write_grad: bool
                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(total, losses (K,), dtotal/dcoef (K,), stored gradients of x, o, d, state, bad labels)."""
-    first = next(p for p in (x, o, d) if p is not None)
+    first = x if x is not None else o if o is not None else d
     check_device(first)
     # The tiling configuration decides launch arguments too: part of the key.
-    launch = launch_for(first, (x, t, class_weight, o, g, m, d, z, coef, positions, factors,
-                                regulariser, use_log_vars, ignore_index, align_corners,
-                                write_grad, current()))[0]
+    launch, cache = launch_for(first, (x, t, class_weight, o, g, m, d, z, coef, positions,
+                                       factors, regulariser, use_log_vars, ignore_index,
+                                       align_corners, write_grad, current()))
     return _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors,
-                    regulariser, use_log_vars, ignore_index, align_corners, write_grad)
+                    regulariser, use_log_vars, ignore_index, align_corners, write_grad, cache)
 
 
 def _setup_context(ctx, inputs, output):
@@ -336,6 +356,4 @@ def upsampled_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping
     total, losses, bad = outs[0], outs[1], outs[7]
     if check_labels and x is not None and is_real(bad):
         record_label_check(bad, x.shape[1], int(ignore_index), (t.shape[0], *t.shape[-2:]))
-    # Each task's loss in its prediction's accumulation dtype, as the reference gives it.
-    return total, {name: losses[i].to(torch.float64 if p.dtype == torch.float64 else torch.float32)
-                   for i, (name, p) in enumerate((n, predictions[n]) for n in tasks)}
+    return total, per_task_losses(tasks, losses, predictions)
