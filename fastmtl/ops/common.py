@@ -255,7 +255,7 @@ def launch_for(t: Tensor, key_args: tuple, parent: Optional[dict] = None):
             if cache is None:
                 cache = parent[own] = {}
         _forward_calls.cache = cache
-        return _launcher(cache, t.device), cache
+        return direct_launcher(cache, t.device), cache
     return launcher(not is_real(t)), None
 
 
@@ -267,17 +267,12 @@ def forward_call_cache() -> Optional[dict]:
     return cache
 
 
-def _launcher(cache: dict, device: torch.device):
+def direct_launcher(cache: dict, device: torch.device):
+    """kernel -> launchable for an eager call on CUDA tensors of ``device`` (the current
+    device: launch under ``device_guard``) whose launches are all decided by the key of
+    ``cache`` (``call_cache``). The first launch of a kernel with given constexprs goes
+    through Triton's launcher (compilation, specialisation of every argument); later ones
+    launch the compiled kernel directly, which skips the per-argument specialisation and
+    cache-key hashing that dominate a small launch's host time."""
     stream = torch._C._cuda_getCurrentRawStream(device.index)
     return lambda kernel: _DirectLaunch(kernel, cache, stream)
-
-
-def direct_launcher(key: tuple, device: torch.device):
-    """kernel -> launchable for an eager call on CUDA tensors of ``device`` (the current
-    device: launch under ``device_guard``) whose launches are all decided by ``key``
-    (``launch_key`` of the op's arguments). The first launch of a kernel with given
-    constexprs goes through Triton's launcher (compilation, specialisation of every
-    argument); later ones with the same key launch the compiled kernel directly, which
-    skips the per-argument specialisation and cache-key hashing that dominate a small
-    launch's host time. The key is looked up once per call, not once per launch."""
-    return _launcher(call_cache(key, device.index), device)

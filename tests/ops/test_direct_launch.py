@@ -1,4 +1,4 @@
-"""Direct launches of compiled kernels (``fastmtl.ops.common.direct_launcher``).
+"""Direct launches of compiled kernels (``fastmtl.ops.common.launch_for``, ``direct_launcher``).
 
 On a GPU, tests/ops/test_kernel_cuda.py checks that they give the bits of Triton's
 own launcher. Here, with a stand-in kernel: what decides a cache hit, and that a
@@ -43,7 +43,7 @@ class _Kernel:
 def launch(monkeypatch):
     monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda index: 1234, raising=False)
     monkeypatch.setattr(common, "_calls", {})
-    return lambda key: common.direct_launcher(key, torch.device("cuda", 0))
+    return lambda key: common.direct_launcher(common.call_cache(key, 0), torch.device("cuda", 0))
 
 
 def test_first_launch_through_triton_then_direct_in_the_kernels_order(launch):
