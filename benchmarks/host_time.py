@@ -134,29 +134,37 @@ def api_rows(averages, calls: int) -> list[tuple[str, float, float]]:
     return sorted(rows, key=lambda r: -r[2])
 
 
+def api_report(call, calls: int, device: torch.device, top: int) -> str:
+    """``calls`` calls of ``call`` under ``torch.profiler`` (CPU activity, and CUDA's on a
+    CUDA device): the CUDA API table of ``api_rows`` and the operators by own host time."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
+                                           else [])
+    with torch_profile(activities=activities) as prof:
+        _repeat(call, calls)
+        torch.cuda.synchronize(device) if device.type == "cuda" else None
+    averages = prof.key_averages()
+    rows = api_rows(averages, calls)
+    lines = ["| CUDA API function | per call | host us per call |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {n:.2f} | {us:.1f} |" for name, n, us in rows]
+    lines += [f"| (all of them) | {sum(r[1] for r in rows):.2f} | {sum(r[2] for r in rows):.1f} |",
+              "", "Operators by own host time (torch.profiler, all calls):", "",
+              averages.table(sort_by="self_cpu_time_total", row_limit=top), ""]
+    return "\n".join(lines)
+
+
 def cuda_api(impl_name: str, problem: Problem, device: torch.device, calls: int,
              top: int) -> str:
     impl = IMPLEMENTATIONS[impl_name]
     why = impl.unavailable(device) or (None if device.type == "cuda" else "needs CUDA")
     if why:
         return f"## {impl_name}: skipped ({why})\n"
-    from torch.profiler import ProfilerActivity, profile as torch_profile
-
     call = warm_call(impl_name, problem, device)
     wall = wall_per_call(call, device, calls)
-    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        _repeat(call, calls)
-        torch.cuda.synchronize(device)
-    averages = prof.key_averages()
-    lines = [f"## {impl_name}, {problem.shape}, C={problem.classes}, {problem.dtype}: "
-             f"{wall * 1e6:.0f} us per fwd+bwd call (wall, no profiler)", "",
-             "| CUDA API function | per call | host us per call |", "| --- | --- | --- |"]
-    rows = api_rows(averages, calls)
-    lines += [f"| {name} | {n:.2f} | {us:.1f} |" for name, n, us in rows]
-    lines += [f"| (all of them) | {sum(r[1] for r in rows):.2f} | {sum(r[2] for r in rows):.1f} |",
-              "", "Operators by own host time (torch.profiler, all calls):", "",
-              averages.table(sort_by="self_cpu_time_total", row_limit=top), ""]
-    return "\n".join(lines)
+    return (f"## {impl_name}, {problem.shape}, C={problem.classes}, {problem.dtype}: "
+            f"{wall * 1e6:.0f} us per fwd+bwd call (wall, no profiler)\n\n"
+            + api_report(call, calls, device, top))
 
 
 def bare(impl_name: str, problem: Problem, device: torch.device, calls: int) -> str:

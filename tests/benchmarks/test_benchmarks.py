@@ -501,3 +501,14 @@ def test_host_time_cuda_api_needs_cuda(capsys):
 
     assert host_time.main(["--cuda-api", "--device", "cpu", "--impls", "triton"]) == 0
     assert "## triton: skipped (needs CUDA" in capsys.readouterr().out
+
+
+def test_host_time_api_report_renders_a_real_profile():
+    """The report's profiler calls and fields, on a CPU call (no CUDA rows there)."""
+    from benchmarks import host_time
+
+    x = torch.ones(64)
+    report = host_time.api_report(lambda: (x * 2).sum(), calls=5, device=torch.device("cpu"),
+                                  top=5)
+    assert "| (all of them) | 0.00 | 0.0 |" in report
+    assert "aten::mul" in report and "aten::sum" in report
