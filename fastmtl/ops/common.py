@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 from torch.library import wrap_triton
+import triton
 from triton import knobs
 
 import fastmtl.kernels as K
@@ -184,10 +185,17 @@ def _through_triton(kernel, grid, args, kwargs):
     return compiled.result() if hasattr(compiled, "result") else compiled
 
 
+# The launcher protocol _raw_launch follows is Triton 3.6's (checked against its
+# CudaLauncher.__call__ by tests/ops/test_direct_launch.py); other versions take __call__.
+_RAW_LAUNCH_TRITON = triton.__version__.split(".")[:2] == ["3", "6"]
+
+
 def _raw_launch(launcher):
     """(launch, cooperative, pdl): the C function behind Triton's ``CudaLauncher`` and the
     two arguments its Python ``__call__`` adds, where it adds nothing else (no global or
     profile scratch memory to allocate per launch); None otherwise."""
+    if not _RAW_LAUNCH_TRITON:
+        return None
     try:
         if launcher.global_scratch_size or launcher.profile_scratch_size:
             return None

@@ -183,3 +183,24 @@ def test_backward_launches_are_cached_under_the_forwards_call(recorded_launches)
     assert common.compiled_launches() == len(forward) + 3
     common.clear_call_caches()
     assert common.compiled_launches() == 0
+
+
+def test_other_tritons_launch_through_the_launchers_own_call(launch, monkeypatch):
+    calls = []
+
+    class Launcher:
+        global_scratch_size = profile_scratch_size = 0
+        launch_cooperative_grid = launch_pdl = False
+
+        def launch(self, *args):
+            calls.append(("raw", args))
+
+        def __call__(self, *args):
+            calls.append(("call", args))
+
+    kernel = _Kernel()
+    kernel.compiled.run = Launcher()
+    monkeypatch.setattr(common, "_RAW_LAUNCH_TRITON", False)
+    for _ in range(2):
+        launch(("k",))(kernel)[(2,)](1, 2, 3, BLOCK=4, FLAG=5)
+    assert [how for how, _ in calls] == ["call"]
