@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from typing import Optional
 
@@ -28,20 +29,15 @@ def next_power_of_2(n: int) -> int:
     return 0 if n <= 0 else 1 << (n - 1).bit_length()
 
 
-_interpreted: list = []  # the answer, once known: the kernels are made once, at import
-
-
+@functools.cache
 def interpreted() -> bool:
     """True when the kernels run under the Triton interpreter (TRITON_INTERPRET=1 when
-    fastmtl was imported)."""
-    if not _interpreted:
-        try:
-            from triton.runtime.interpreter import InterpretedFunction
-        except ImportError:  # pragma: no cover
-            _interpreted.append(False)
-        else:
-            _interpreted.append(isinstance(K.fused_loss_kernel, InterpretedFunction))
-    return _interpreted[0]
+    fastmtl was imported: the kernels are made once, at import)."""
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(K.fused_loss_kernel, InterpretedFunction)
 
 
 def is_real(t: Tensor) -> bool:
@@ -104,7 +100,7 @@ def eager_or_op(op, impl, setup_context, backward):
         def forward(ctx, *args):
             _forward_calls.cache = None
             output = impl(*args)
-            ctx.call_cache = forward_call_cache()  # for the backward's launches (launch_for)
+            ctx.call_cache = forward_call_cache()  # for backward_launch
             setup_context(ctx, args, output)
             return output
 
@@ -247,29 +243,36 @@ def eager_cuda(t: Tensor) -> bool:
     return is_real(t) and t.is_cuda and not torch.compiler.is_compiling()
 
 
-def launch_for(t: Tensor, key_args: tuple, parent: Optional[dict] = None):
+def launch_for(t: Tensor, key_args: tuple):
     """(launch, cache) for an op call on ``t``'s device: for an eager CUDA call, direct
     launches through ``call_cache(launch_key(key_args))``, and that cache; otherwise
-    Triton's launcher, or a ``wrap_triton`` node when traced, and None. ``parent``: the
-    cache of the forward call whose backward this is (``Eager`` keeps it as
-    ``ctx.call_cache``); its key decides the metadata of every tensor the forward saved,
-    so ``key_args`` then need to hold only what else the backward's launches depend on."""
+    Triton's launcher, or a ``wrap_triton`` node when traced, and None."""
     if eager_cuda(t):
-        if parent is None:
-            cache = call_cache(launch_key(key_args), t.device.index)
-        else:
-            own = ("backward", launch_key(key_args))
-            cache = parent.get(own)
-            if cache is None:
-                cache = parent[own] = {}
+        cache = call_cache(launch_key(key_args), t.device.index)
         _forward_calls.cache = cache
         return direct_launcher(cache, t.device), cache
     return launcher(not is_real(t)), None
 
 
+def backward_launch(ctx, t: Tensor, saved_args: tuple, own_args: tuple):
+    """The launch of an op's backward on ``t``'s device. After an eager CUDA forward its
+    launches are cached under that call's cache (``Eager`` keeps it as ``ctx.call_cache``),
+    whose key decides the metadata of every tensor the forward saved (``saved_args``), and
+    under ``launch_key(own_args)``, what else they depend on; otherwise as ``launch_for``
+    over both."""
+    parent = getattr(ctx, "call_cache", None)
+    if parent is None or not eager_cuda(t):
+        return launch_for(t, (*saved_args, *own_args))[0]
+    own = ("backward", launch_key(own_args))
+    cache = parent.get(own)
+    if cache is None:
+        cache = parent[own] = {}
+    return direct_launcher(cache, t.device)
+
+
 def forward_call_cache() -> Optional[dict]:
-    """The cache of this thread's latest ``launch_for`` (None after reading it, or when
-    that was not an eager CUDA call): taken right after an op's forward, for its backward."""
+    """The cache of this thread's latest eager CUDA ``launch_for`` (None after reading it):
+    taken right after an op's forward, for its backward (``backward_launch``)."""
     cache = getattr(_forward_calls, "cache", None)
     _forward_calls.cache = None
     return cache

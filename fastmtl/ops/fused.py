@@ -67,8 +67,9 @@ from torch import Tensor
 from torch.library import triton_op
 
 import fastmtl.kernels as K
-from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, cdiv, check_device, device_guard,
-                                eager_or_op, is_real, launch_for, per_task_losses)
+from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, backward_launch, cdiv, check_device,
+                                device_guard, eager_or_op, is_real, launch_for,
+                                per_task_losses)
 from fastmtl.ops.fused_layout import MAX_BLOCK_C, Problem
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
@@ -209,11 +210,8 @@ def _backward(ctx, g_total, g_losses, *_unused):
         # A retained graph keeps the buffers for its next backward: leave them as they are.
         copy = write_grad and (not is_real(dcoef)
                                or torch._C._autograd._get_current_graph_task_keep_graph())
-        own = (g_total, g_losses, copy, coef_grad)
-        parent = getattr(ctx, "call_cache", None)  # decides the saved tensors (launch_for)
-        launch = launch_for(state, own if parent is not None else
-                            (coef, dcoef, gx, go, gd, state, positions, write_grad, *own),
-                            parent)[0]
+        launch = backward_launch(ctx, state, (coef, dcoef, gx, go, gd, state, positions,
+                                              write_grad), (g_total, g_losses, copy, coef_grad))
         (gx, go, gd), grad_coef = _apply_output_grad(launch, g_total, g_losses, saved,
                                                      positions, copy, write_grad, coef_grad)
     # L1 against a target that requires grad (as F.l1_loss): d/dtarget = -d/dprediction.

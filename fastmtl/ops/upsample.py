@@ -49,9 +49,9 @@ from fastmtl.kernels import upsample_chunks as UC
 from fastmtl.kernels import upsample_loss as U
 from fastmtl.kernels import upsample_reduce as R
 from fastmtl.kernels import upsample_regressions as V
-from fastmtl.ops.common import (TASK_SLOTS, bchw_strides, bhw_strides, cdiv, check_device,
-                                device_guard, eager_or_op, interpreted, is_real, launch_for,
-                                next_power_of_2, per_task_losses)
+from fastmtl.ops.common import (TASK_SLOTS, backward_launch, bchw_strides, bhw_strides, cdiv,
+                                check_device, device_guard, eager_or_op, interpreted, is_real,
+                                launch_for, next_power_of_2, per_task_losses)
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
 from fastmtl.ops.upsample_tiles import current, tiles
@@ -299,11 +299,9 @@ def _backward(ctx, g_total, g_losses, *_unused):
         in_place = not (is_real(state)
                         and torch._C._autograd._get_current_graph_task_keep_graph())
         wanted = (need[0], need[3], need[6]) if write_grad else (False, False, False)
-        own = (g_total, g_losses, wanted, in_place, coef_grad)
-        parent = getattr(ctx, "call_cache", None)  # decides the saved tensors (launch_for)
-        launch = launch_for(state, own if parent is not None else
-                            (x, o, d, coef, dcoef, gx, go, gd, state, positions, scale, *own),
-                            parent)[0]
+        launch = backward_launch(ctx, state, (x, o, d, coef, dcoef, gx, go, gd, state,
+                                              positions, scale),
+                                 (g_total, g_losses, wanted, in_place, coef_grad))
         (gx_out, go_out, gd_out), grad_coef = _gradients(
             launch, g_total, g_losses, (x, o, d), (gx, go, gd), state, positions, scale, wanted,
             in_place, coef, dcoef, coef_grad)
