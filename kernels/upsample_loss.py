@@ -108,6 +108,18 @@ def _log(x, FAST_MATH: tl.constexpr):
 
 
 @triton.jit
+def _ratio(num, den, FAST_MATH: tl.constexpr):
+    # num / den for a softmax sum den (at least 2^-SHIFT_LIMIT, or NaN). FAST_MATH
+    # (float32, compiled): rcp.approx.ftz and a multiply, where `/` wraps its reciprocal
+    # in range fix-ups (6 instructions less per target pixel).
+    if FAST_MATH:
+        rcp = tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [den],
+                                        dtype=tl.float32, is_pure=True, pack=1)
+        return num * rcp
+    return num / den
+
+
+@triton.jit
 def _shift_bound(top, bot, class_ok):
     """Per column, the shift M = max over classes of top and bot, and D = max over classes
     of |bot - top| log2 e (inf where top or bot is not finite: their differences' sum is
@@ -311,7 +323,7 @@ def _semantic_row(Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, i
     sem_loss += tl.where(valid & owned, wt * (lse - v_target), 0.0)
     sem_norm += tl.where(owned, wt, 0.0)
     if WRITE_GRAD:
-        dv = e * (wt / denom)[:, None] - tl.where(is_target, wt[:, None], 0.0)
+        dv = e * _ratio(wt, denom, FAST_MATH)[:, None] - tl.where(is_target, wt[:, None], 0.0)
         dx_a += tl.where(class_ok[None, :], dv, 0.0)
         dx_b += tl.where(class_ok[None, :], wy1 * dv, 0.0)
     return t_next, t_after, n_bad, lane_first_row, sem_loss, sem_norm, dx_a, dx_b
