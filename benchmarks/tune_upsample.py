@@ -65,6 +65,7 @@ def candidates(classes: int, quick: bool = False) -> list:
         changes = [
             {},
             dict(semantic_shift=True),                         # no per-pixel maximum where safe
+            dict(prefetch_taps=True),                          # next row's taps loaded early
             dict(semantic_registers=None),                     # ptxas's choice: 2 programs/SM
             dict(band_rows=(4,)),                              # shorter bands, more programs
             dict(band_rows=(16,)),                             # longer bands, fewer programs
@@ -74,9 +75,8 @@ def candidates(classes: int, quick: bool = False) -> list:
             dict(regression_rows=4),                           # chunks of 4 rows
             dict(regression_warps=2),
             dict(regression_warps=8),
-            dict(target_warps=16384, band_rows=(8, 4, 2)),
         ]
-        keep = 5
+        keep = 6
     else:
         changes = [{}, dict(class_chunk=None),  # the warps share the classes
                    dict(band_rows=(4,)), dict(band_rows=(32, 16, 8)),

@@ -35,6 +35,9 @@ has top and bot finite and no class moving by more than SHIFT_LIMIT / log2 e bet
 per-pixel maximum: exp(v - M) = 2^(Ts + wy1 Ds), M the column's maximum over top and bot,
 Ts = (top - M) log2 e and Ds = (bot - top) log2 e formed once per low-resolution row
 (``_shift_bound``, ``_shifted_operands``); elsewhere (and for fp64) the per-pixel maximum.
+With PREFETCH (``Config.prefetch_taps``, off by default: not yet timed), the first taps
+u[c, a + 1, i0(X)] of the next low-resolution row are loaded before row a's run reduction
+rather than when row a + 1 starts, so that their memory latency passes during it.
 
 At the end of low-resolution row a, T = A - Bc = sum_Y wy0 dv (plus row a - 1's carried
 bottom part) is row a's gradient per column; ``_reduce_runs`` sums it over the runs into
@@ -108,7 +111,7 @@ def _log(x, FAST_MATH: tl.constexpr):
 
 
 @triton.jit
-def _ratio(num, den, FAST_MATH: tl.constexpr):
+def _divide(num, den, FAST_MATH: tl.constexpr):
     # num / den for a softmax sum den (at least 2^-SHIFT_LIMIT, or NaN). FAST_MATH
     # (float32, compiled): rcp.approx.ftz and a multiply, where `/` wraps its reciprocal
     # in range fix-ups (6 instructions less per target pixel).
@@ -143,16 +146,25 @@ def _shifted_operands(top, bot, m):
 
 
 @triton.jit
-def _along_x(col0, col1, ch, ch_ok, ch_stride, row, s_h, wx0, wx1, in_window, ACC: tl.constexpr):
-    # out[X, c] = wx0(X) u[c, row, i0(X)] + wx1(X) u[c, row, i1(X)] for the window's columns
-    # (col0/col1: pointers to the image's tap columns i0(X), i1(X)).
-    # Tiles are (columns, channels): with gathered columns, this order is the one for which
-    # Triton keeps a column's channels in one thread and spreads the columns over lanes.
+def _tap(col, ch, ch_ok, ch_stride, row, s_h, in_window):
+    # u[c, row, i(X)] for the window's columns (col: pointers to the image's tap column i(X)),
+    # as loaded. Tiles are (columns, channels): with gathered columns, this order is the one
+    # for which Triton keeps a column's channels in one thread and spreads the columns over
+    # lanes.
     r = row.to(tl.int64) * s_h + ch.to(tl.int64)[None, :] * ch_stride
-    ok = in_window[:, None] & ch_ok[None, :]
-    u0 = tl.load(col0[:, None] + r, mask=ok, other=0.0).to(ACC)
-    u1 = tl.load(col1[:, None] + r, mask=ok, other=0.0).to(ACC)
-    return wx0[:, None] * u0 + wx1[:, None] * u1
+    return tl.load(col[:, None] + r, mask=in_window[:, None] & ch_ok[None, :], other=0.0)
+
+
+@triton.jit
+def _along_x(col0, col1, ch, ch_ok, ch_stride, row, s_h, wx0, wx1, in_window, ACC: tl.constexpr,
+             u0=None):
+    # out[X, c] = wx0(X) u[c, row, i0(X)] + wx1(X) u[c, row, i1(X)] for the window's columns
+    # (col0/col1: pointers to the image's tap columns i0(X), i1(X); u0: the first taps where
+    # the caller has loaded them already).
+    if u0 is None:
+        u0 = _tap(col0, ch, ch_ok, ch_stride, row, s_h, in_window)
+    u1 = _tap(col1, ch, ch_ok, ch_stride, row, s_h, in_window)
+    return wx0[:, None] * u0.to(ACC) + wx1[:, None] * u1.to(ACC)
 
 
 @triton.jit
@@ -323,7 +335,7 @@ def _semantic_row(Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, i
     sem_loss += tl.where(valid & owned, wt * (lse - v_target), 0.0)
     sem_norm += tl.where(owned, wt, 0.0)
     if WRITE_GRAD:
-        dv = e * _ratio(wt, denom, FAST_MATH)[:, None] - tl.where(is_target, wt[:, None], 0.0)
+        dv = e * _divide(wt, denom, FAST_MATH)[:, None] - tl.where(is_target, wt[:, None], 0.0)
         dx_a += tl.where(class_ok[None, :], dv, 0.0)
         dx_b += tl.where(class_ok[None, :], wy1 * dv, 0.0)
     return t_next, t_after, n_bad, lane_first_row, sem_loss, sem_norm, dx_a, dx_b
@@ -417,9 +429,11 @@ def upsample_loss_kernel(
     HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK_C: tl.constexpr,
     BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr, ACC_FP64: tl.constexpr,
     FAST_MATH: tl.constexpr, COMPILED: tl.constexpr, SHIFTED: tl.constexpr = False,
+    PREFETCH: tl.constexpr = False,
 ):
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     tl.static_assert(not SHIFTED or (HAS_SEM and not HAS_INST and not HAS_DEP and not ACC_FP64))
+    tl.static_assert(not PREFETCH or HAS_SEM)
     pid = tl.program_id(0)
     b, a_lo, a_hi, a_first, j_lo, j_hi, xs, x_own, xe = program_region(
         pid, n_strips, n_bands, band_rows, strip_cells, h, w, start_ptr)
@@ -461,6 +475,9 @@ def upsample_loss_kernel(
             x_col1 = x_ptr + b * x_sb + i1x.to(tl.int64) * x_sw
             x_top = _along_x(x_col0, x_col1, classes, class_ok, x_sc, a_first, x_sh, wx0, wx1,
                              in_window, ACC)
+            if PREFETCH:  # the first taps of each bottom row, one low-resolution row ahead
+                x_next = _tap(x_col0, classes, class_ok, x_sc, tl.minimum(a_first + 1, h - 1),
+                              x_sh, in_window)
             dx_a = tl.zeros([BLOCK_X, BLOCK_C], ACC)
             dx_b = tl.zeros([BLOCK_X, BLOCK_C], ACC)
             t_row = t_ptr + b * t_sb + Xl * t_sw
@@ -501,8 +518,12 @@ def upsample_loss_kernel(
             a1 = tl.minimum(a + 1, h - 1)
             y_end = tl.load(start_ptr + a + 1)
             if HAS_SEM:
-                x_bot = _along_x(x_col0, x_col1, classes, class_ok, x_sc, a1, x_sh, wx0, wx1,
-                                 in_window, ACC)
+                if PREFETCH:
+                    x_bot = _along_x(x_col0, x_col1, classes, class_ok, x_sc, a1, x_sh, wx0, wx1,
+                                     in_window, ACC, x_next)
+                else:
+                    x_bot = _along_x(x_col0, x_col1, classes, class_ok, x_sc, a1, x_sh, wx0, wx1,
+                                     in_window, ACC)
                 if SHIFTED:
                     m_col, dist = _shift_bound(x_top, x_bot, class_ok)
             if HAS_INST:
@@ -569,6 +590,11 @@ def upsample_loss_kernel(
                             dd_a += dv
                             dd_b += wy1 * dv
                     Y += 1
+            if PREFETCH:
+                # The next bottom row's first taps, issued before this row's run reduction:
+                # their latency passes during it, and their cache lines hold the second taps.
+                x_next = _tap(x_col0, classes, class_ok, x_sc, tl.minimum(a + 2, h - 1), x_sh,
+                              in_window & (a + 1 < a_hi))
             # Owner row a is done: its gradient row (rows of a - 1 before a_lo are only
             # walked for their bottom part) goes to the cells, its bottom part carries on.
             if WRITE_GRAD:

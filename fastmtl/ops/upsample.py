@@ -212,6 +212,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
                 NRUN=plan.nrun, KC=plan.kc, ACC_FP64=acc_fp64,
                 FAST_MATH=not acc_fp64 and not interpreted(), COMPILED=not interpreted(),
                 SHIFTED=plan.shifted and not acc_fp64,
+                PREFETCH=plan.prefetch,
                 num_warps=plan.num_warps, **flags, **register_cap(plan, acc_fp64, launch))
         if n_sums > 0:
             launch(R.reduce_partials_kernel)[(n_sums,)](

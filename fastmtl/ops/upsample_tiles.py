@@ -70,6 +70,11 @@ class Config:
     # instructions per pixel in the row loop, but measured slower on an H100 (semantic launch
     # at C = 19: 0.495 against 0.454 ms fp32, 0.504 against 0.471 bf16), so not the default.
     semantic_shift: bool = False
+    # Load the first taps of the next low-resolution row's logits before the run reduction
+    # of the current one (their latency then passes during it; the second taps share their
+    # cache lines) instead of when the row starts. Not yet timed; at the 168-register cap
+    # ptxas spills 104 bytes (fp32) outside the row loops for it (docs/upsample.md).
+    prefetch_taps: bool = False
     large_c_registers: Optional[int] = None  # C > MAX_CLASSES_PER_THREAD (warps share classes)
     # C > MAX_CLASSES_PER_THREAD: classes in chunks of this many inside each thread, one
     # column per thread (``kernels/upsample_chunks.py``); None: the warps share the classes.
@@ -174,6 +179,7 @@ class Tiles:
                         # large-C semantic launch in class chunks (rows per pass over them)
     class_chunks: bool = False  # semantic launch: upsample_chunks_kernel (block_c per chunk)
     shifted: bool = False  # all-classes semantic launch: the shifted softmax where it is safe
+    prefetch: bool = False  # all-classes semantic launch: next row's first taps loaded early
 
 
 def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
@@ -224,4 +230,5 @@ def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
                  n_bands=cdiv(h, band_rows), nrun=nrun, kc=max(1, block_x // nrun),
                  windows=windows, max_registers=registers, rows=rows,
                  class_chunks=class_chunks,
-                 shifted=semantic and not class_chunks and cfg.semantic_shift)
+                 shifted=semantic and not class_chunks and cfg.semantic_shift,
+                 prefetch=semantic and not class_chunks and cfg.prefetch_taps)

@@ -55,6 +55,19 @@ def test_strip_band_and_window_borders(monkeypatch, strip_cells, band_rows, bloc
 
 @pytest.mark.parametrize("strip_cells,band_rows,block_x,align_corners",
                          [(1, 1, None, True), (3, 2, 4, False)])
+def test_taps_loaded_a_row_ahead_across_borders(monkeypatch, strip_cells, band_rows, block_x,
+                                                align_corners):
+    """``prefetch_taps``: the next low-resolution row's first taps, loaded before the run
+    reduction, are those of the row that follows, in bands of one row and across windows."""
+    forced_split(monkeypatch, strip_cells, band_rows, block_x)
+    pred, tgt = low_res_inputs(B=2, C=5, h=5, w=6, H=13, W=17, seed=40 + strip_cells)
+    with use(prefetch_taps=True):
+        check_upsampled(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS,
+                        class_weight=random_class_weight(5))
+
+
+@pytest.mark.parametrize("strip_cells,band_rows,block_x,align_corners",
+                         [(1, 1, None, True), (3, 2, 4, False)])
 def test_many_classes_strip_band_and_window_borders(class_chunks, monkeypatch, strip_cells,
                                                     band_rows, block_x, align_corners):
     """The layouts of C > 32 across every kind of border, several windows included (each

@@ -112,7 +112,8 @@ def test_every_tuned_configuration_compiles_for_sm90_without_spills():
     Config(semantic_warps=2, semantic_registers=None, regression_columns=4),
     Config(band_rows=(4,), regression_columns=2, regression_warps=2, semantic_shift=True,
            class_chunk=None),
-    Config(semantic_warps=8, regression_warps=8, target_warps=16384, band_rows=(8, 4, 2)),
+    Config(semantic_warps=8, regression_warps=8, target_warps=16384, band_rows=(8, 4, 2),
+           prefetch_taps=True),
 ], ids=lambda c: c.name())
 @pytest.mark.parametrize("align_corners", [False, True])
 def test_other_configurations_match_the_reference(config, align_corners):
