@@ -123,6 +123,35 @@ def _divide(num, den, FAST_MATH: tl.constexpr):
 
 
 @triton.jit
+def _fold(v, MAX: tl.constexpr):
+    # [X, n] -> [X, n / 2]: adjacent classes combined (their maximum, or their sum)
+    a, b = tl.split(tl.reshape(v, [v.shape[0], v.shape[1] // 2, 2]))
+    return tl.maximum(a, b) if MAX else a + b
+
+
+@triton.jit
+def _tree(v, MAX: tl.constexpr, BLOCK_C: tl.constexpr):
+    # The maximum or the sum over the classes of each column. Where a thread holds all of
+    # them (BLOCK_C <= 32), a tree of pairs, log2 BLOCK_C deep, where tl.max and tl.sum
+    # chain the classes one after the other; otherwise (the warps share the classes) those.
+    if BLOCK_C > 32:
+        out = tl.max(v, 1) if MAX else tl.sum(v, 1)
+    else:
+        if BLOCK_C >= 32:
+            v = _fold(v, MAX)
+        if BLOCK_C >= 16:
+            v = _fold(v, MAX)
+        if BLOCK_C >= 8:
+            v = _fold(v, MAX)
+        if BLOCK_C >= 4:
+            v = _fold(v, MAX)
+        if BLOCK_C >= 2:
+            v = _fold(v, MAX)
+        out = tl.reshape(v, [v.shape[0]])
+    return out
+
+
+@triton.jit
 def _shift_bound(top, bot, class_ok):
     """Per column, the shift M = max over classes of top and bot, and D = max over classes
     of |bot - top| log2 e (inf where top or bot is not finite: their differences' sum is
@@ -318,14 +347,14 @@ def _semantic_row(Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, i
         wt = valid.to(ACC)
     if SHIFT:
         e = tl.where(class_ok[None, :], _exp2(xa + wy1 * xb, FAST_MATH), 0.0)
-        denom = tl.sum(e, 1)
+        denom = _tree(e, False, e.shape[1])
         lse = _log(denom, FAST_MATH) + m_col
     else:
         v = wy0 * xa + wy1 * xb
         v = tl.where(class_ok[None, :], v, float("-inf"))
-        v_max = tl.max(v, 1)
+        v_max = _tree(v, True, v.shape[1])
         e = tl.where(class_ok[None, :], _exp_shifted(v, v_max, FAST_MATH), 0.0)
-        denom = tl.sum(e, 1)
+        denom = _tree(e, False, v.shape[1])
         lse = _log(denom, FAST_MATH) + v_max
     # Padding classes (C < BLOCK_C) are constants here, so they cost nothing.
     is_target = (label[:, None] == classes[None, :]) & class_ok[None, :]

@@ -65,6 +65,25 @@ def within(code, span) -> list[str]:
     return [ins for address, ins in code if span[0] <= address <= span[1]]
 
 
+def chain_depth(instructions, opcode: str) -> int:
+    """The longest chain of ``opcode`` instructions (e.g. FMNMX) in a straight-line listing
+    where each takes its operand from the one before: the dependent latency of a reduction
+    written as a chain, or as a tree."""
+    depth, longest = {}, 0
+    for ins in instructions:
+        ins = re.sub(r"^@!?U?P\w+\s+", "", ins)
+        op = ins.split()[0]
+        registers = re.findall(r"\bR(\d+)\b", ins[len(op):])
+        if not registers:
+            continue
+        d = 0
+        if op.split(".")[0] == opcode:
+            d = 1 + max((depth.get(r, 0) for r in registers[1:]), default=0)
+            longest = max(longest, d)
+        depth[registers[0]] = d
+    return longest
+
+
 def count(instructions, pattern) -> int:
     return sum(1 for ins in instructions if pattern.search(ins))
 
