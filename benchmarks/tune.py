@@ -37,7 +37,7 @@ from typing import Optional
 import torch
 
 SM_COUNT_H100 = 132  # the caps below are fixed numbers: the library's grid depends on shapes only
-PERSISTENT = (SM_COUNT_H100 * 2, SM_COUNT_H100 * 4, SM_COUNT_H100 * 8)
+PERSISTENT = (SM_COUNT_H100, SM_COUNT_H100 * 2, SM_COUNT_H100 * 4, SM_COUNT_H100 * 8)
 DEFAULT_PROGRAMS = 16384
 
 
@@ -116,6 +116,8 @@ CANDIDATES = {
     "C150-bf16": [
         _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS),  # the library's default: one read, two pixels
                                                # per 32-bit word (H100, 2026-11-26)
+        _c(2, 4, 3, SM_COUNT_H100, PAIRS),     # the same, the next two tiles staged through
+                                               # shared memory: one program per SM, 128 tiles
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the sweeps: 6 x 256 px per SM
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # one read: 150 planes in registers, 2 per SM
         _c(4, 4, 1, DEFAULT_PROGRAMS, 8),      # its default until measured (H200, 2026-11-26)
@@ -170,6 +172,7 @@ def configure(problem, config: Config):
     problem.asm_planes = problem.pairs = False
     if config.chunk == PAIRS:
         problem.use_pairs()
+        problem.stages, problem.max_programs = config.stages, config.max_programs
     elif config.chunk == RESIDENT:
         problem.classes = (problem.C, 1, 0)
         problem.asm_planes = not interpreted()

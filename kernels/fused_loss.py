@@ -18,7 +18,8 @@ import triton.language as tl
 
 from .normalisers import (ROW_CARRIED, ROW_COEF, ROW_N, ROW_SCALE, SLOT_DEPTH, SLOT_INSTANCE,
                           SLOT_SEMANTIC, SLOTS, slot_vector, store_coef_grad, tile_pixels)
-from .semantic import (TARGET_LAST, labels_and_weights, pairs_step, pairs_words, planes_load,
+from .semantic import (TARGET_LAST, labels_and_weights, pairs_step, pairs_words,
+                       pairs_words_staged, planes_load,
                        planes_step, resident_step, sweeps_step, target_logit, tile_pairs)
 
 __all__ = ["fused_loss_kernel", "partial_sums_kernel", "finalize_kernel", "output_grad_kernel"]
@@ -93,7 +94,7 @@ def fused_loss_kernel(
     FLAT: tl.constexpr, CLASSES: tl.constexpr, CHUNK: tl.constexpr, NUM_CHUNKS: tl.constexpr,
     V: tl.constexpr, BLOCK_P: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr,
     ACC_FP64: tl.constexpr, SWEEP_STAGES: tl.constexpr, ASM_PLANES: tl.constexpr = False,
-    PAIRS: tl.constexpr = False,
+    PAIRS: tl.constexpr = False, TILE_STAGES: tl.constexpr = 1,
 ):
     # One pass over the predictions. Program pid takes tiles pid, pid + programs,
     # ... (TILES_PER_PROGRAM of them, the last ones masked past n_tiles), each
@@ -121,7 +122,7 @@ def fused_loss_kernel(
     acc_inst = tl.zeros([BLOCK_P], ACC)
     acc_dep = tl.zeros([BLOCK_P], ACC)
     if pid < n_tiles:
-        for i in range(TILES_PER_PROGRAM):
+        for i in tl.range(TILES_PER_PROGRAM, num_stages=TILE_STAGES):
             tile = pid + i * nprog
             b, _, h, w, in_image = tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P, V, FLAT)
             in_image = in_image & (tile < n_tiles)
@@ -131,7 +132,11 @@ def fused_loss_kernel(
                 in_pair = in_pair & (tile < n_tiles)
                 t_lo = tl.load(t_ptr + b * t_sb + q * t_sw, mask=in_pair, other=0)
                 t_hi = tl.load(t_ptr + b * t_sb + (q + 1) * t_sw, mask=in_pair, other=0)
-                xs = pairs_words(x_ptr, b * x_sb + q, x_sc, in_pair, CLASSES, ASM_PLANES)
+                if TILE_STAGES > 1:
+                    first = b * (x_sb >> 1) + (tile - b * tiles_per_image) * (BLOCK_P // 2)
+                    xs = pairs_words_staged(x_ptr, first, x_sc, in_pair, CLASSES)
+                else:
+                    xs = pairs_words(x_ptr, b * x_sb + q, x_sc, in_pair, CLASSES, ASM_PLANES)
             elif HAS_SEM:
                 x_off = b * x_sb + h * x_sh + w * x_sw
                 t_raw = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0)

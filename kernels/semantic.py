@@ -227,6 +227,54 @@ def pairs_words(x_ptr, x_off, x_sc, in_pair, CLASSES: tl.constexpr, ASM: tl.cons
     return planes_load(_words(x_ptr), x_off >> 1, x_sc >> 1, in_pair, CLASSES, ASM)
 
 
+STAGED_CHUNK = tl.constexpr(16)  # classes per load of ``pairs_words_staged``
+
+
+@triton.jit
+def _columns16(blk):
+    """The 16 columns of a [P, 16] tensor as a tuple of 16 [P] vectors, in column order.
+    Each ``tl.split`` peels off the lowest bit of the column index; where a thread holds
+    its row's 16 values no data moves."""
+    P: tl.constexpr = blk.shape[0]
+    even, odd = tl.split(tl.reshape(blk, [P, 8, 2]))  # columns 2i, 2i + 1
+    quarters = ()  # columns 4k, 4k + 2, 4k + 1, 4k + 3
+    for half in tl.static_range(2):
+        quarters = quarters + tl.split(tl.reshape(even if half == 0 else odd, [P, 4, 2]))
+    eighths = ()  # columns 8m + r for r = 0, 4, 2, 6, 1, 5, 3, 7
+    for q in tl.static_range(4):
+        eighths = eighths + tl.split(tl.reshape(quarters[q], [P, 2, 2]))
+    singles = ()  # columns r and r + 8, for each r in that order
+    for e in tl.static_range(8):
+        singles = singles + tl.split(eighths[e])
+    out = ()
+    for c in tl.static_range(16):
+        out = out + (singles[2 * (0, 4, 2, 6, 1, 5, 3, 7)[c % 8] + c // 8],)
+    return out
+
+
+@triton.jit
+def pairs_words_staged(x_ptr, first_word, x_sc, in_pair, CLASSES: tl.constexpr):
+    """``pairs_words`` as ceil(CLASSES / 16) loads of [pairs, 16] words, so that Triton's
+    pipeliner can stage the next tiles through shared memory: it makes one asynchronous
+    copy group per load, and the hardware counts at most 63 outstanding groups, so the
+    150 one-plane loads of ``pairs_words`` would make every tile wait for most of the next
+    one. ``first_word``: the tile's first word (pair), the pairs are consecutive words."""
+    words = _words(x_ptr) + first_word
+    stride = tl.cast(x_sc, tl.int64) >> 1
+    pair = tl.arange(0, in_pair.shape[0])
+    cls = tl.arange(0, STAGED_CHUNK)
+    out = ()
+    for j in tl.static_range((CLASSES + STAGED_CHUNK - 1) // STAGED_CHUNK):
+        c = j * STAGED_CHUNK + cls
+        blk = tl.load(words + pair[:, None] + c[None, :].to(tl.int64) * stride,
+                      mask=in_pair[:, None] & (c < CLASSES)[None, :], other=0)
+        columns = _columns16(blk)
+        for k in tl.static_range(STAGED_CHUNK):
+            if j * STAGED_CHUNK + k < CLASSES:
+                out = out + (columns[k],)
+    return out
+
+
 @triton.jit
 def _half(x, HALF: tl.constexpr, TY: tl.constexpr):
     """The float32 value of the low (HALF 1) or high (HALF 2) 16 bits, of type TY, of the

@@ -21,6 +21,8 @@ REGISTER_LOGITS = 80    # most registers of logits per thread (C x V, fp64 count
 RESIDENT_CLASSES = 150  # most classes of the one-read layout (fp32, one pixel per thread)
 COMPACT_LABELS = True   # the pre-pass leaves one-byte labels for the fused pass (C <= 255)
 RESIDENT_PAIRS = True   # 16-bit logits read once too, as words of two pixels (C > 80)
+STAGED_PAIRS = False    # the pairs' next two tiles staged through shared memory (not timed)
+STAGED_PROGRAMS = 132   # their program cap: one per SM of an H100 or H200, one wave
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
 SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte accesses)
 ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
@@ -155,13 +157,17 @@ class Problem:
         self.n_pre = self.pre_grid[0]
 
     def use_pairs(self) -> None:
-        """Every class plane in registers as words of pixel pairs (needs ``pairs_fit``)."""
+        """Every class plane in registers as words of pixel pairs (needs ``pairs_fit``);
+        with ``STAGED_PAIRS`` the tile loop stages the next two tiles' words through shared
+        memory (three stages: docs/kernel.md, "The next tiles staged through shared memory")."""
         assert self.pairs_fit, "the logits cannot move as pixel pairs"
         self.classes = (self.C, 1, 0)
         self.vector = 2
         self.block_p = self.vector * 32 * self.warps
         self.asm_planes = not interpreted()
         self.pairs = True
+        if STAGED_PAIRS:
+            self.stages, self.max_programs = 3, STAGED_PROGRAMS
 
     def grid(self, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
         return tile_grid(self.B, self.HW, block_p, max_programs)
@@ -211,7 +217,7 @@ class Problem:
             CHUNK=chunk, NUM_CHUNKS=num_chunks, V=self.vector, BLOCK_P=self.block_p,
             TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64,
             SWEEP_STAGES=self.stages if classes == 0 else 1, ASM_PLANES=self.asm_planes,
-            PAIRS=self.pairs,
+            PAIRS=self.pairs, TILE_STAGES=self.stages,
             **self.flags,
             num_warps=self.warps, num_stages=self.stages)
         return nprog

@@ -42,6 +42,33 @@ def test_pixel_pairs_match_pytorch(pairs_on, dtype, shape):
     assert pairs_on and all(p.pairs and p.vector == 2 for p in pairs_on)
 
 
+# The tile loop staged through shared memory (``stages`` > 1: the planes as loads of 16
+# classes, ``semantic.pairs_words_staged``), with so few programs that each takes several
+# tiles: a class count that leaves the last load of 16 part empty, and one that fills it.
+@pytest.mark.parametrize("C", [150, 48])
+@pytest.mark.parametrize("stages", [2, 3])
+def test_staged_pairs_match_pytorch(monkeypatch, pairs_on, stages, C):
+    monkeypatch.setattr(fused_layout, "STAGED_PAIRS", True)
+    monkeypatch.setattr(fused_layout, "STAGED_PROGRAMS", 2)
+    use_pairs = fused_layout.Problem.use_pairs
+
+    def staged(problem):  # the switch's three stages, or two
+        use_pairs(problem)
+        problem.stages = stages
+
+    monkeypatch.setattr(fused_layout.Problem, "use_pairs", staged)
+    pred, tgt = make_inputs(B=3, C=C, H=14, W=21, dtype=torch.bfloat16, seed=C + stages)
+    pred["semantic"] = pred["semantic"] * 4
+    cw = torch.rand(C, generator=torch.Generator().manual_seed(2)) + 0.5
+    kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8]),
+                                class_weight=cw)
+    assert_match(kernel, expected, torch.bfloat16)
+    grids = [p.fused_grid() for p in pairs_on]
+    assert grids and all(p.pairs and p.stages == stages and p.max_programs == 2
+                         for p in pairs_on)
+    assert all(per_program > 1 for _, per_program, _, _ in grids), grids
+
+
 def test_gradients_of_each_pixel_land_in_its_own_half(pairs_on):
     """One valid pixel per pair (the other ignored): its gradient, and only its, is nonzero."""
     C, H, W = 40, 4, 8
