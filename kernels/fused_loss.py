@@ -133,8 +133,10 @@ def fused_loss_kernel(
                 t_lo = tl.load(t_ptr + b * t_sb + q * t_sw, mask=in_pair, other=0)
                 t_hi = tl.load(t_ptr + b * t_sb + (q + 1) * t_sw, mask=in_pair, other=0)
                 if TILE_STAGES > 1:
+                    # whole tiles (HW % BLOCK_P == 0): only the grid's tail is masked
                     first = b * (x_sb >> 1) + (tile - b * tiles_per_image) * (BLOCK_P // 2)
-                    xs = pairs_words_staged(x_ptr, first, x_sc, in_pair, CLASSES)
+                    xs = pairs_words_staged(x_ptr, first, x_sc, tile < n_tiles, BLOCK_P // 2,
+                                            CLASSES)
                 else:
                     xs = pairs_words(x_ptr, b * x_sb + q, x_sc, in_pair, CLASSES, ASM_PLANES)
             elif HAS_SEM:

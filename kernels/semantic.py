@@ -253,21 +253,24 @@ def _columns16(blk):
 
 
 @triton.jit
-def pairs_words_staged(x_ptr, first_word, x_sc, in_pair, CLASSES: tl.constexpr):
-    """``pairs_words`` as ceil(CLASSES / 16) loads of [pairs, 16] words, so that Triton's
-    pipeliner can stage the next tiles through shared memory: it makes one asynchronous
-    copy group per load, and the hardware counts at most 63 outstanding groups, so the
-    150 one-plane loads of ``pairs_words`` would make every tile wait for most of the next
-    one. ``first_word``: the tile's first word (pair), the pairs are consecutive words."""
+def pairs_words_staged(x_ptr, first_word, x_sc, in_tiles, PAIRS_P: tl.constexpr,
+                       CLASSES: tl.constexpr):
+    """``pairs_words`` of a whole tile (PAIRS_P pairs, all in the image) as
+    ceil(CLASSES / 16) loads of [pairs, 16] words, so that Triton's pipeliner can stage the
+    next tiles through shared memory: it makes one asynchronous copy group per load, and
+    the hardware counts at most 63 outstanding groups, so the 150 one-plane loads of
+    ``pairs_words`` would make every tile wait for most of the next one. ``first_word``:
+    the tile's first word (pair); ``in_tiles``: whether the tile exists (a scalar). No mask
+    varies along the pairs, so the copies can be 16-byte ones."""
     words = _words(x_ptr) + first_word
     stride = tl.cast(x_sc, tl.int64) >> 1
-    pair = tl.arange(0, in_pair.shape[0])
+    pair = tl.arange(0, PAIRS_P)
     cls = tl.arange(0, STAGED_CHUNK)
     out = ()
     for j in tl.static_range((CLASSES + STAGED_CHUNK - 1) // STAGED_CHUNK):
         c = j * STAGED_CHUNK + cls
         blk = tl.load(words + pair[:, None] + c[None, :].to(tl.int64) * stride,
-                      mask=in_pair[:, None] & (c < CLASSES)[None, :], other=0)
+                      mask=((c < CLASSES) & in_tiles)[None, :], other=0)
         columns = _columns16(blk)
         for k in tl.static_range(STAGED_CHUNK):
             if j * STAGED_CHUNK + k < CLASSES:

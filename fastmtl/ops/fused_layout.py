@@ -21,7 +21,8 @@ REGISTER_LOGITS = 80    # most registers of logits per thread (C x V, fp64 count
 RESIDENT_CLASSES = 150  # most classes of the one-read layout (fp32, one pixel per thread)
 COMPACT_LABELS = True   # the pre-pass leaves one-byte labels for the fused pass (C <= 255)
 RESIDENT_PAIRS = True   # 16-bit logits read once too, as words of two pixels (C > 80)
-STAGED_PAIRS = False    # the pairs' next two tiles staged through shared memory (not timed)
+STAGED_PAIRS = False    # the pairs' next two tiles staged through shared memory (not
+                        # timed; where H * W is a multiple of the tile)
 STAGED_PROGRAMS = 132   # their program cap: one per SM of an H100 or H200, one wave
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
 SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte accesses)
@@ -166,8 +167,13 @@ class Problem:
         self.block_p = self.vector * 32 * self.warps
         self.asm_planes = not interpreted()
         self.pairs = True
-        if STAGED_PAIRS:
+        if STAGED_PAIRS and self.whole_tiles():
             self.stages, self.max_programs = 3, STAGED_PROGRAMS
+
+    def whole_tiles(self) -> bool:
+        """True when the images end at tile boundaries, as the staged pairs need (their loads
+        are masked by tile, not by pixel)."""
+        return self.HW % self.block_p == 0
 
     def grid(self, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
         return tile_grid(self.B, self.HW, block_p, max_programs)
@@ -199,6 +205,8 @@ class Problem:
         """``compact``: the pre-pass's one-byte labels, read in place of t when
         ``self.compact``; ``grid``: ``fused_grid()``, where the caller has it."""
         x, t, cw, o, g, m, d, z = tensors
+        assert not (self.pairs and self.stages > 1) or self.whole_tiles(), \
+            "the staged pairs read whole tiles: H * W must be a multiple of the tile"
         nprog, per_program, tiles_per_image, n_tiles = grid or self.fused_grid()
         classes, chunk, num_chunks = self.classes
         x_s, gx_s, o_s, go_s, g_s = self.bchw

@@ -44,7 +44,8 @@ def test_pixel_pairs_match_pytorch(pairs_on, dtype, shape):
 
 # The tile loop staged through shared memory (``stages`` > 1: the planes as loads of 16
 # classes, ``semantic.pairs_words_staged``), with so few programs that each takes several
-# tiles: a class count that leaves the last load of 16 part empty, and one that fills it.
+# tiles and the last program's last tiles lie past the batch: a class count that leaves the
+# last load of 16 part empty, and one that fills it. 16 x 32 pixels: two whole tiles.
 @pytest.mark.parametrize("C", [150, 48])
 @pytest.mark.parametrize("stages", [2, 3])
 def test_staged_pairs_match_pytorch(monkeypatch, pairs_on, stages, C):
@@ -57,7 +58,7 @@ def test_staged_pairs_match_pytorch(monkeypatch, pairs_on, stages, C):
         problem.stages = stages
 
     monkeypatch.setattr(fused_layout.Problem, "use_pairs", staged)
-    pred, tgt = make_inputs(B=3, C=C, H=14, W=21, dtype=torch.bfloat16, seed=C + stages)
+    pred, tgt = make_inputs(B=3, C=C, H=16, W=32, dtype=torch.bfloat16, seed=C + stages)
     pred["semantic"] = pred["semantic"] * 4
     cw = torch.rand(C, generator=torch.Generator().manual_seed(2)) + 0.5
     kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8]),
@@ -66,7 +67,23 @@ def test_staged_pairs_match_pytorch(monkeypatch, pairs_on, stages, C):
     grids = [p.fused_grid() for p in pairs_on]
     assert grids and all(p.pairs and p.stages == stages and p.max_programs == 2
                          for p in pairs_on)
-    assert all(per_program > 1 for _, per_program, _, _ in grids), grids
+    assert all(per_program > 1 and programs * per_program > tiles
+               for programs, per_program, _, tiles in grids), grids
+
+
+def test_pairs_stage_only_whole_tiles(monkeypatch):
+    """The staged pairs' loads are masked by tile, not by pixel: where an image ends inside
+    a tile the pairs stay unstaged, and a launch that would stage them refuses."""
+    monkeypatch.setattr(fused_layout, "STAGED_PAIRS", True)
+    x = torch.zeros(2, 150, 16, 32, dtype=torch.bfloat16)
+    whole = _problem(x)
+    assert whole.pairs and whole.stages == 3 and whole.max_programs == 132
+    ragged = _problem(torch.zeros(2, 150, 14, 21, dtype=torch.bfloat16))
+    assert ragged.pairs and ragged.stages == 1
+    ragged.stages = 3
+    with pytest.raises(AssertionError, match="whole tiles"):
+        ragged.launch_fused(lambda kernel: None, (x,) + (None,) * 7, None, None, None, None,
+                            None, True, None)
 
 
 def test_gradients_of_each_pixel_land_in_its_own_half(pairs_on):

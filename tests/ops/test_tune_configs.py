@@ -166,7 +166,10 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
             # one load per plane would be 150 groups and saturate it); two tiles of words
             # in shared memory, so one program per SM; the few values in local memory are
             # reloaded in the loop, never stored there.
-            assert r["cp_async"] >= 150 and 1 <= r["wait_groups"] < 63, r
+            assert 1 <= r["wait_groups"] < 63, r
+            # 16-byte copies (no mask varies along the pairs): 10 loads of 16 classes x 128
+            # pairs x 4 bytes over 128 threads.
+            assert r["loop_wide_copies"] >= 40, r
             assert r["wait_groups"] <= 150 // 16 + 1 + 12, r
             assert 2 * 150 * r["warps"] * 32 * 4 <= r["shared"] <= 227 * 1024, r
             assert r["programs_per_sm"] == 1 and r["loop_local_stores"] == 0, r
@@ -388,6 +391,8 @@ def _static_facts(case, config, real, kernel, args, kwargs) -> dict:
         loop_barriers=sum(1 for span in loops(code) for i in within(code, span) if "BAR." in i),
         loop_local_stores=sum(1 for span in loops(code) for i in within(code, span)
                               if "STL" in i),
+        loop_wide_copies=sum(1 for span in loops(code) for i in within(code, span)
+                             if "LDGSTS" in i and ".128" in i),
         wait_groups=max((int(m.group(1), 16) for span in loops(code) for i in within(code, span)
                          for m in [re.search(r"\bDEPBAR\.LE SB0, 0x([0-9a-f]+)", i)] if m),
                         default=0),
