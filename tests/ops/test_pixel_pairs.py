@@ -161,3 +161,22 @@ def test_compiled_pairs_match_pytorch_on_gpu(pairs_on, dtype):
     assert_match(kernel, expected, dtype)
     assert pairs_on and all(p.pairs and p.asm_planes for p in pairs_on)
 
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("programs", [132, 5])
+def test_compiled_staged_pairs_match_pytorch_on_gpu(monkeypatch, pairs_on, programs):
+    """The pipelined tile loop as compiled (asynchronous copies two tiles ahead, 16-byte,
+    masked by tile): one wave of 132 programs, and 5 programs of many tiles whose last ones
+    lie past the batch."""
+    monkeypatch.setattr(fused_layout, "STAGED_PAIRS", True)
+    monkeypatch.setattr(fused_layout, "STAGED_PROGRAMS", programs)
+    pred, tgt = make_inputs(B=3, C=150, H=32, W=72, dtype=torch.bfloat16, seed=8,
+                            device="cuda")
+    pred["semantic"] = pred["semantic"] * 4
+    cw = torch.rand(150, device="cuda") + 0.5
+    kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8], device="cuda"),
+                                class_weight=cw)
+    assert_match(kernel, expected, torch.bfloat16)
+    assert pairs_on and all(p.pairs and p.stages == 3 for p in pairs_on)
