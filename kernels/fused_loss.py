@@ -106,7 +106,9 @@ def fused_loss_kernel(
     # Semantic: CLASSES > 0 holds the tile's CLASSES class planes in registers;
     # ASM_PLANES (compiled, V = 1, large C): the planes' loads and stores through inline PTX.
     # PAIRS (16-bit logits, V = 2): the planes as 32-bit words of two pixels each, the
-    # semantic values one per pixel pair (SEM_P of them per tile).
+    # semantic values one per pixel pair (SEM_P of them per tile). TILE_STAGES > 1 with
+    # PAIRS (whole tiles only): the tile loop pipelined that deep, the words loaded 16
+    # classes at a time and staged through shared memory (semantic.pairs_words_staged).
     # CLASSES == 0 makes two sweeps over NUM_CHUNKS chunks of CHUNK classes, their chunk
     # loops pipelined SWEEP_STAGES deep (1: not pipelined).
     # FLAT: every tensor has stride_h == W * stride_w, so pixel q sits at q * stride_w.
