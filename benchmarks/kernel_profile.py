@@ -54,7 +54,7 @@ CASES = [
     Case("fused-c150-bf16", "triton", "half", 150, "bf16", "fused_loss_kernel", 1,
          why="C=150 bf16 at 67% of copy bandwidth (pixel pairs)"),
     Case("fused-c150-bf16-staged", "triton", "half", 150, "bf16", "fused_loss_kernel", 1,
-         ("STAGED_PAIRS=True",),
+         ("STAGED_PLANES=True",),
          why="the pairs with the next tiles staged through shared memory (not yet timed)"),
     Case("fused-c19-bf16", "triton", "full", 19, "bf16", "(fused_loss|normaliser)_kernel", 2,
          why="C=19 bf16: the kernels at 86% of copy in graph replay"),

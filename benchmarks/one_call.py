@@ -8,7 +8,7 @@ program to put under a profiler.
 
 ``--set NAME=VALUE`` (repeatable) changes a field of the upsample loss's configuration
 (``fastmtl.ops.upsample_tiles.Config``) or one of the fused pass's layout switches
-(``fastmtl.ops.fused_layout``: COMPACT_LABELS, RESIDENT_PAIRS, STAGED_PAIRS); VALUE is a Python literal.
+(``fastmtl.ops.fused_layout``: COMPACT_LABELS, RESIDENT_PAIRS, STAGED_PLANES); VALUE is a Python literal.
 The first call compiles; name ``--launch-skip`` to profile a later one.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from benchmarks.implementations import IMPLEMENTATIONS, step
 from benchmarks.problem import Problem, parse_size
 
-LAYOUT_SWITCHES = ("COMPACT_LABELS", "RESIDENT_PAIRS", "STAGED_PAIRS")
+LAYOUT_SWITCHES = ("COMPACT_LABELS", "RESIDENT_PAIRS", "STAGED_PLANES")
 
 
 def parse_sets(items: list[str]) -> tuple[dict, dict]:

@@ -98,6 +98,8 @@ def _c(vector, warps, stages, max_programs, chunk=None) -> Config:
 CANDIDATES = {
     "C150-fp32": [
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # the library's default: one read, 2 per SM
+        _c(1, 4, 3, SM_COUNT_H100, RESIDENT),  # the same, the next two tiles staged through
+                                               # shared memory: one program per SM
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the sweeps: 5 x 256 px per SM
         _c(2, 4, 1, DEFAULT_PROGRAMS, 8),      # its default until measured (H200, 2026-11-26)
         _c(1, 4, 1, 264, 32),                  # 256 programs of 128 px: 256 px per SM
@@ -169,13 +171,13 @@ def configure(problem, config: Config):
 
     problem.vector, problem.warps, problem.stages = config.vector, config.warps, config.stages
     problem.max_programs, problem.block_p = config.max_programs, config.block_p
-    problem.asm_planes = problem.pairs = False
+    problem.asm_planes = problem.pairs = problem.one_read = False
     if config.chunk == PAIRS:
         problem.use_pairs()
-        problem.stages, problem.max_programs = config.stages, config.max_programs
     elif config.chunk == RESIDENT:
         problem.classes = (problem.C, 1, 0)
         problem.asm_planes = not interpreted()
+        problem.one_read = True
     elif config.chunk is None:
         problem.classes = layout.class_layout(problem.C, problem.flags["HAS_SEM"], config.vector,
                                               2 if problem.acc_fp64 else 1, ops.MAX_BLOCK_C)

@@ -19,8 +19,8 @@ import triton.language as tl
 from .normalisers import (ROW_CARRIED, ROW_COEF, ROW_N, ROW_SCALE, SLOT_DEPTH, SLOT_INSTANCE,
                           SLOT_SEMANTIC, SLOTS, slot_vector, store_coef_grad, tile_pixels)
 from .semantic import (TARGET_LAST, labels_and_weights, pairs_step, pairs_words,
-                       pairs_words_staged, planes_load,
-                       planes_step, resident_step, sweeps_step, target_logit, tile_pairs)
+                       pairs_words_staged, planes_load, planes_staged, planes_step,
+                       resident_step, sweeps_step, target_logit, tile_pairs)
 
 __all__ = ["fused_loss_kernel", "partial_sums_kernel", "finalize_kernel", "output_grad_kernel"]
 
@@ -107,8 +107,9 @@ def fused_loss_kernel(
     # ASM_PLANES (compiled, V = 1, large C): the planes' loads and stores through inline PTX.
     # PAIRS (16-bit logits, V = 2): the planes as 32-bit words of two pixels each, the
     # semantic values one per pixel pair (SEM_P of them per tile). TILE_STAGES > 1 with
-    # PAIRS (whole tiles only): the tile loop pipelined that deep, the words loaded 16
-    # classes at a time and staged through shared memory (semantic.pairs_words_staged).
+    # CLASSES > 0 (the one-read layouts; whole tiles, unit pixel stride): the tile loop
+    # pipelined that deep, the planes loaded 16 classes at a time and staged through shared
+    # memory (semantic.planes_staged).
     # CLASSES == 0 makes two sweeps over NUM_CHUNKS chunks of CHUNK classes, their chunk
     # loops pipelined SWEEP_STAGES deep (1: not pipelined).
     # FLAT: every tensor has stride_h == W * stride_w, so pixel q sits at q * stride_w.
@@ -144,7 +145,11 @@ def fused_loss_kernel(
             elif HAS_SEM:
                 x_off = b * x_sb + h * x_sh + w * x_sw
                 t_raw = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0)
-                if CLASSES > 0:
+                if CLASSES > 0 and TILE_STAGES > 1:  # whole tiles, unit pixel stride
+                    first = b * x_sb + (tile - b * tiles_per_image) * BLOCK_P
+                    xs = planes_staged(x_ptr, first, tl.cast(x_sc, tl.int64), tile < n_tiles,
+                                       BLOCK_P, CLASSES)
+                elif CLASSES > 0:
                     xs = planes_load(x_ptr, x_off, x_sc, in_image, CLASSES, ASM_PLANES)
             if HAS_INST:
                 in_mask, o0, o1, g0, g1 = _instance_load(

@@ -253,29 +253,36 @@ def _columns16(blk):
 
 
 @triton.jit
-def pairs_words_staged(x_ptr, first_word, x_sc, in_tiles, PAIRS_P: tl.constexpr,
-                       CLASSES: tl.constexpr):
-    """``pairs_words`` of a whole tile (PAIRS_P pairs, all in the image) as
-    ceil(CLASSES / 16) loads of [pairs, 16] words, so that Triton's pipeliner can stage the
-    next tiles through shared memory: it makes one asynchronous copy group per load, and
-    the hardware counts at most 63 outstanding groups, so the 150 one-plane loads of
-    ``pairs_words`` would make every tile wait for most of the next one. ``first_word``:
-    the tile's first word (pair); ``in_tiles``: whether the tile exists (a scalar). No mask
-    varies along the pairs, so the copies can be 16-byte ones."""
-    words = _words(x_ptr) + first_word
-    stride = tl.cast(x_sc, tl.int64) >> 1
-    pair = tl.arange(0, PAIRS_P)
+def planes_staged(ptr, first, stride, in_tiles, P: tl.constexpr, CLASSES: tl.constexpr):
+    """The CLASSES class planes of a whole tile (P consecutive elements from ``first`` in
+    each plane, all in the image; planes ``stride`` apart) as ceil(CLASSES / 16) loads of
+    [P, 16], so that Triton's pipeliner can stage the next tiles through shared memory: it
+    makes one asynchronous copy group per load, and the hardware counts at most 63
+    outstanding groups, so 150 one-plane loads would make every tile wait for most of the
+    next one. ``in_tiles``: whether the tile exists (a scalar); no mask varies along the
+    pixels, so the copies can be 16-byte ones."""
+    base = ptr + first
+    px = tl.arange(0, P)
     cls = tl.arange(0, STAGED_CHUNK)
     out = ()
     for j in tl.static_range((CLASSES + STAGED_CHUNK - 1) // STAGED_CHUNK):
         c = j * STAGED_CHUNK + cls
-        blk = tl.load(words + pair[:, None] + c[None, :].to(tl.int64) * stride,
+        blk = tl.load(base + px[:, None] + c[None, :].to(tl.int64) * stride,
                       mask=((c < CLASSES) & in_tiles)[None, :], other=0)
         columns = _columns16(blk)
         for k in tl.static_range(STAGED_CHUNK):
             if j * STAGED_CHUNK + k < CLASSES:
                 out = out + (columns[k],)
     return out
+
+
+@triton.jit
+def pairs_words_staged(x_ptr, first_word, x_sc, in_tiles, PAIRS_P: tl.constexpr,
+                       CLASSES: tl.constexpr):
+    """``pairs_words`` of a whole tile through ``planes_staged``: ``first_word`` is the
+    tile's first pair."""
+    return planes_staged(_words(x_ptr), first_word, tl.cast(x_sc, tl.int64) >> 1, in_tiles,
+                         PAIRS_P, CLASSES)
 
 
 @triton.jit

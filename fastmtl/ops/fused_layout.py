@@ -21,9 +21,10 @@ REGISTER_LOGITS = 80    # most registers of logits per thread (C x V, fp64 count
 RESIDENT_CLASSES = 150  # most classes of the one-read layout (fp32, one pixel per thread)
 COMPACT_LABELS = True   # the pre-pass leaves one-byte labels for the fused pass (C <= 255)
 RESIDENT_PAIRS = True   # 16-bit logits read once too, as words of two pixels (C > 80)
-STAGED_PAIRS = False    # the pairs' next two tiles staged through shared memory (not
-                        # timed; where H * W is a multiple of the tile)
+STAGED_PLANES = False   # the one-read layouts stage their next two tiles through shared
+                        # memory (not timed; where H * W is a multiple of the tile)
 STAGED_PROGRAMS = 132   # their program cap: one per SM of an H100 or H200, one wave
+STAGED_STAGES = 3       # the tile loop's pipeline depth: two tiles in flight
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
 SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte accesses)
 ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
@@ -128,6 +129,7 @@ class Problem:
         self.max_programs = FUSED_PROGRAMS
         self.asm_planes = False  # class planes moved through inline PTX (compiled, large C)
         self.pairs = False  # 16-bit class planes moved as words of two pixels (V = 2)
+        self.one_read = False  # every class plane of a tile in registers at large C
         self.classes = class_layout(self.C, x is not None, self.vector,
                                    2 if self.acc_fp64 else 1, max_block_c)
         if self.classes[0] == 0 and x is not None:
@@ -135,6 +137,7 @@ class Problem:
                 self.classes = (self.C, 1, 0)
                 self.vector = 1
                 self.asm_planes = not interpreted()
+                self.one_read = True
             else:
                 # Measured at C = 150 (python -m benchmarks.tune, H200): chunks of 16 classes
                 # at two pixels per thread beat 8-byte bf16 accesses (V = 4 with chunks of 16
@@ -154,26 +157,28 @@ class Problem:
         if (RESIDENT_PAIRS and self.pairs_fit and self.classes[0] == 0
                 and self.C <= min(max_block_c, RESIDENT_CLASSES)):
             self.use_pairs()
+        if STAGED_PLANES and self.one_read and self.stageable():
+            self.stages, self.max_programs = STAGED_STAGES, STAGED_PROGRAMS
         self.pre_grid = self.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)  # of the pre-pass
         self.n_pre = self.pre_grid[0]
 
     def use_pairs(self) -> None:
-        """Every class plane in registers as words of pixel pairs (needs ``pairs_fit``);
-        with ``STAGED_PAIRS`` the tile loop stages the next two tiles' words through shared
-        memory (three stages: docs/kernel.md, "The next tiles staged through shared memory")."""
+        """Every class plane in registers as words of pixel pairs (needs ``pairs_fit``)."""
         assert self.pairs_fit, "the logits cannot move as pixel pairs"
         self.classes = (self.C, 1, 0)
         self.vector = 2
         self.block_p = self.vector * 32 * self.warps
         self.asm_planes = not interpreted()
-        self.pairs = True
-        if STAGED_PAIRS and self.whole_tiles():
-            self.stages, self.max_programs = 3, STAGED_PROGRAMS
+        self.pairs = self.one_read = True
 
-    def whole_tiles(self) -> bool:
-        """True when the images end at tile boundaries, as the staged pairs need (their loads
-        are masked by tile, not by pixel)."""
-        return self.HW % self.block_p == 0
+    def stageable(self) -> bool:
+        """True when a one-read layout can stage its next tiles through shared memory
+        (``STAGED_PLANES``, docs/kernel.md "The next tiles staged through shared memory"):
+        its loads are masked by tile and class, never by pixel, so the images must end at
+        tile boundaries, the pixels of a plane be one axis at unit stride, and the values
+        take one register each."""
+        return (self.HW % self.block_p == 0 and self.flat and self.bchw[0][-1] == 1
+                and not self.acc_fp64)
 
     def grid(self, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
         return tile_grid(self.B, self.HW, block_p, max_programs)
@@ -205,8 +210,8 @@ class Problem:
         """``compact``: the pre-pass's one-byte labels, read in place of t when
         ``self.compact``; ``grid``: ``fused_grid()``, where the caller has it."""
         x, t, cw, o, g, m, d, z = tensors
-        assert not (self.pairs and self.stages > 1) or self.whole_tiles(), \
-            "the staged pairs read whole tiles: H * W must be a multiple of the tile"
+        assert not (self.one_read and self.stages > 1) or self.stageable(), \
+            "the staged planes read whole tiles of unit-stride pixels (Problem.stageable)"
         nprog, per_program, tiles_per_image, n_tiles = grid or self.fused_grid()
         classes, chunk, num_chunks = self.classes
         x_s, gx_s, o_s, go_s, g_s = self.bchw

@@ -42,50 +42,6 @@ def test_pixel_pairs_match_pytorch(pairs_on, dtype, shape):
     assert pairs_on and all(p.pairs and p.vector == 2 for p in pairs_on)
 
 
-# The tile loop staged through shared memory (``stages`` > 1: the planes as loads of 16
-# classes, ``semantic.pairs_words_staged``), with so few programs that each takes several
-# tiles and the last program's last tiles lie past the batch: a class count that leaves the
-# last load of 16 part empty, and one that fills it. 16 x 32 pixels: two whole tiles.
-@pytest.mark.parametrize("C", [150, 48])
-@pytest.mark.parametrize("stages", [2, 3])
-def test_staged_pairs_match_pytorch(monkeypatch, pairs_on, stages, C):
-    monkeypatch.setattr(fused_layout, "STAGED_PAIRS", True)
-    monkeypatch.setattr(fused_layout, "STAGED_PROGRAMS", 2)
-    use_pairs = fused_layout.Problem.use_pairs
-
-    def staged(problem):  # the switch's three stages, or two
-        use_pairs(problem)
-        problem.stages = stages
-
-    monkeypatch.setattr(fused_layout.Problem, "use_pairs", staged)
-    pred, tgt = make_inputs(B=3, C=C, H=16, W=32, dtype=torch.bfloat16, seed=C + stages)
-    pred["semantic"] = pred["semantic"] * 4
-    cw = torch.rand(C, generator=torch.Generator().manual_seed(2)) + 0.5
-    kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8]),
-                                class_weight=cw)
-    assert_match(kernel, expected, torch.bfloat16)
-    grids = [p.fused_grid() for p in pairs_on]
-    assert grids and all(p.pairs and p.stages == stages and p.max_programs == 2
-                         for p in pairs_on)
-    assert all(per_program > 1 and programs * per_program > tiles
-               for programs, per_program, _, tiles in grids), grids
-
-
-def test_pairs_stage_only_whole_tiles(monkeypatch):
-    """The staged pairs' loads are masked by tile, not by pixel: where an image ends inside
-    a tile the pairs stay unstaged, and a launch that would stage them refuses."""
-    monkeypatch.setattr(fused_layout, "STAGED_PAIRS", True)
-    x = torch.zeros(2, 150, 16, 32, dtype=torch.bfloat16)
-    whole = _problem(x)
-    assert whole.pairs and whole.stages == 3 and whole.max_programs == 132
-    ragged = _problem(torch.zeros(2, 150, 14, 21, dtype=torch.bfloat16))
-    assert ragged.pairs and ragged.stages == 1
-    ragged.stages = 3
-    with pytest.raises(AssertionError, match="whole tiles"):
-        ragged.launch_fused(lambda kernel: None, (x,) + (None,) * 7, None, None, None, None,
-                            None, True, None)
-
-
 def test_gradients_of_each_pixel_land_in_its_own_half(pairs_on):
     """One valid pixel per pair (the other ignored): its gradient, and only its, is nonzero."""
     C, H, W = 40, 4, 8
@@ -162,21 +118,3 @@ def test_compiled_pairs_match_pytorch_on_gpu(pairs_on, dtype):
     assert pairs_on and all(p.pairs and p.asm_planes for p in pairs_on)
 
 
-
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("programs", [132, 5])
-def test_compiled_staged_pairs_match_pytorch_on_gpu(monkeypatch, pairs_on, programs):
-    """The pipelined tile loop as compiled (asynchronous copies two tiles ahead, 16-byte,
-    masked by tile): one wave of 132 programs, and 5 programs of many tiles whose last ones
-    lie past the batch."""
-    monkeypatch.setattr(fused_layout, "STAGED_PAIRS", True)
-    monkeypatch.setattr(fused_layout, "STAGED_PROGRAMS", programs)
-    pred, tgt = make_inputs(B=3, C=150, H=32, W=72, dtype=torch.bfloat16, seed=8,
-                            device="cuda")
-    pred["semantic"] = pred["semantic"] * 4
-    cw = torch.rand(150, device="cuda") + 0.5
-    kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8], device="cuda"),
-                                class_weight=cw)
-    assert_match(kernel, expected, torch.bfloat16)
-    assert pairs_on and all(p.pairs and p.stages == 3 for p in pairs_on)

@@ -159,16 +159,16 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
             assert r["waves_h100"] <= 1, r
         if r["stages"] > 1:  # the chunk loops are pipelined: asynchronous copies to shared
             assert r["cp_async"] > 0 and r["shared"] > 0, r
-        if r["chunk"] == tune.PAIRS and r["stages"] > 1:
-            # The next tiles staged through shared memory (semantic.pairs_words_staged): the
+        if r["chunk"] in (tune.RESIDENT, tune.PAIRS) and r["stages"] > 1:
+            # The next tiles staged through shared memory (semantic.planes_staged): the
             # planes by asynchronous copies, 16 classes per load, so that the tile loop's
             # wait leaves one tile's copy groups in flight (the hardware counts at most 63;
             # one load per plane would be 150 groups and saturate it); two tiles of words
             # in shared memory, so one program per SM; the few values in local memory are
             # reloaded in the loop, never stored there.
             assert 1 <= r["wait_groups"] < 63, r
-            # 16-byte copies (no mask varies along the pairs): 10 loads of 16 classes x 128
-            # pairs x 4 bytes over 128 threads.
+            # 16-byte copies (no mask varies along the pixels): 10 loads of 16 classes x 128
+            # words (pairs, or fp32 pixels) x 4 bytes over 128 threads.
             assert r["loop_wide_copies"] >= 40, r
             assert r["wait_groups"] <= 150 // 16 + 1 + 12, r
             assert 2 * 150 * r["warps"] * 32 * 4 <= r["shared"] <= 227 * 1024, r
