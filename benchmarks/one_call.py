@@ -8,7 +8,8 @@ program to put under a profiler.
 
 ``--set NAME=VALUE`` (repeatable) changes a field of the upsample loss's configuration
 (``fastmtl.ops.upsample_tiles.Config``) or one of the fused pass's layout switches
-(``fastmtl.ops.fused_layout``: COMPACT_LABELS, RESIDENT_PAIRS, STAGED_PLANES); VALUE is a Python literal.
+(``fastmtl.ops.fused_layout``: COMPACT_LABELS, RESIDENT_PAIRS, STAGED_PLANES); VALUE is a
+Python literal.
 The first call compiles; name ``--launch-skip`` to profile a later one.
 """
 from __future__ import annotations
