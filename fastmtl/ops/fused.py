@@ -89,29 +89,38 @@ def _grad_buffer(p: Optional[Tensor], write_grad: bool, like: Tensor) -> Tensor:
 def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors, regulariser,
              use_log_vars, ignore_index, write_grad, max_block_c, cache=None):
     """Allocates the outputs and launches the four forward kernels through ``launch``;
-    ``cache`` (``common.call_cache`` of the call) keeps its problem for the next."""
+    ``cache`` (``common.call_cache`` of the call) keeps its problem for the next. The
+    pre-pass is launched as soon as its own buffers exist, the others allocated while it
+    runs: an eager call whose host is slower than the device starts the device sooner."""
     first = x if x is not None else o if o is not None else d
     device = first.device
-    gx, go, gd = (_grad_buffer(x, write_grad, first), _grad_buffer(o, write_grad, first),
-                  _grad_buffer(d, write_grad, first))
+    grads = None
     problem = cache.get("problem") if cache is not None else None
-    if problem is None:
-        problem = Problem(x, t, class_weight, o, g, m, d, z, gx, go, gd, ignore_index,
+    if problem is None:  # a new launch key: the problem reads the gradients' strides
+        grads = (_grad_buffer(x, write_grad, first), _grad_buffer(o, write_grad, first),
+                 _grad_buffer(d, write_grad, first))
+        problem = Problem(x, t, class_weight, o, g, m, d, z, *grads, ignore_index,
                           max_block_c)
         if cache is not None:
             cache["problem"] = problem
     out_dtype = torch.float64 if problem.acc_fp64 else torch.float32
-    n_tasks = len(positions) - positions.count(-1)
     tensors = (x, t, class_weight, o, g, m, d, z)
 
     state = torch.empty((K.STATE_ROWS, K.SLOTS), dtype=torch.float64, device=device)
+    n_pre = problem.n_pre
+    norm_part = torch.empty((3, n_pre), dtype=out_dtype, device=device)
+    bad_part = torch.empty((3, n_pre), dtype=torch.int64, device=device)
+    compact = problem.compact_buffer(device)
+    with device_guard(first):
+        problem.launch_normalisers(launch, tensors, norm_part, bad_part, state, compact)
+
+    gx, go, gd = grads or (_grad_buffer(x, write_grad, first), _grad_buffer(o, write_grad, first),
+                           _grad_buffer(d, write_grad, first))
+    n_tasks = len(positions) - positions.count(-1)
     bad = torch.empty(3, dtype=torch.int64, device=device)
     total = torch.empty((), dtype=out_dtype, device=device)
     losses = torch.empty(n_tasks, dtype=out_dtype, device=device)
     dcoef = torch.empty(n_tasks, dtype=out_dtype, device=device)
-    n_pre = problem.n_pre
-    norm_part = torch.empty((3, n_pre), dtype=out_dtype, device=device)
-    bad_part = torch.empty((3, n_pre), dtype=torch.int64, device=device)
     grid = problem.fused_grid()
     n_fused = grid[0]
     part = torch.empty((3, n_fused), dtype=out_dtype, device=device)
@@ -119,10 +128,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     r_sem, r_inst, r_dep = regulariser
     coef_arg = coef if coef is not None else state
 
-    compact = problem.compact_buffer(device)
-
     with device_guard(first):
-        problem.launch_normalisers(launch, tensors, norm_part, bad_part, state, compact)
         launch(K.prepare_kernel)[(1,)](
             norm_part, bad_part, n_pre, coef_arg, *positions, f_sem, f_inst, f_dep, state, bad,
             HAS_COEF=coef is not None, USE_LOG_VARS=use_log_vars, BLOCK_R=REDUCE_BLOCK)

@@ -143,7 +143,9 @@ class _Layout:
 def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors, regulariser,
              use_log_vars, ignore_index, align_corners, write_grad, cache=None):
     """Allocates the outputs and launches the forward kernels through ``launch``;
-    ``cache`` (``common.call_cache`` of the call) keeps its layout for the next."""
+    ``cache`` (``common.call_cache`` of the call) keeps its layout for the next. What only
+    the reductions use is allocated after the loss launches: an eager call whose host is
+    slower than the device starts the device sooner."""
     first = x if x is not None else o if o is not None else d
     device = first.device
     layout = cache.get("layout") if cache is not None else None
@@ -162,14 +164,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     start = torch.empty(h + w + 2, dtype=torch.int32, device=device)
     part = torch.empty((R.PART_ROWS, n_parts), dtype=acc, device=device)
     bad_part = torch.empty((3, n_parts), dtype=torch.int64, device=device)
-    sums = torch.empty((R.PART_ROWS, n_sums), dtype=torch.float64, device=device)
-    bad_sums = torch.empty((3, n_sums), dtype=torch.int64, device=device)
     state = torch.empty((R.STATE_ROWS, R.SLOTS), dtype=torch.float64, device=device)
-    bad = torch.empty(3, dtype=torch.int64, device=device)
-    n_tasks = len(positions) - positions.count(-1)
-    total = torch.empty((), dtype=acc, device=device)
-    losses = torch.empty(n_tasks, dtype=acc, device=device)
-    dcoef = torch.empty(n_tasks, dtype=acc, device=device)
     pick = lambda v: v if v is not None and v.numel() > 0 else state  # noqa: E731
     f_sem, f_inst, f_dep = factors
     r_sem, r_inst, r_dep = regulariser
@@ -214,6 +209,13 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
                 SHIFTED=plan.shifted and not acc_fp64,
                 PREFETCH=plan.prefetch,
                 num_warps=plan.num_warps, **flags, **register_cap(plan, acc_fp64, launch))
+        sums = torch.empty((R.PART_ROWS, n_sums), dtype=torch.float64, device=device)
+        bad_sums = torch.empty((3, n_sums), dtype=torch.int64, device=device)
+        bad = torch.empty(3, dtype=torch.int64, device=device)
+        n_tasks = len(positions) - positions.count(-1)
+        total = torch.empty((), dtype=acc, device=device)
+        losses = torch.empty(n_tasks, dtype=acc, device=device)
+        dcoef = torch.empty(n_tasks, dtype=acc, device=device)
         if n_sums > 0:
             launch(R.reduce_partials_kernel)[(n_sums,)](
                 part, bad_part, n_parts, n_sem, n_reg, sums, bad_sums, n_sums,

@@ -76,7 +76,7 @@ def test_run_case_checks_every_config_and_writes_the_table(tmp_path):
 
     if not interpreted():
         pytest.skip("runs the kernels under TRITON_INTERPRET=1")
-    case = tune.Case("C150-fp32", 150, "fp32", "1x8x24")
+    case = tune.Case("C150-fp32", 150, "fp32", "1x8x32")  # whole tiles: the staged candidate
     configs = tune.candidates(case)[:2] + [tune.Config(1, 2, 1, 528, 32)]
     result = tune.run_case(case, configs, torch.device("cpu"), copy_gbps=1.0, repeats=1,
                            deadline=math.inf, log=lambda s: None)
