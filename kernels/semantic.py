@@ -26,6 +26,11 @@ Three shapes of the class axis, chosen on the host (``fastmtl.ops``):
 - ``sweeps_*`` (larger C, ADE20k's 150): chunks of CHUNK classes; a first sweep
   keeps a running max and sum, a second sweep in reverse chunk order (the
   chunks read last are the likeliest still in cache) writes the gradient.
+
+The layouts that hold every plane at large C (one fp32 pixel per thread, the pairs) can
+take their planes from ``planes_staged`` instead: loads of 16 classes that Triton's
+pipeliner stages through shared memory (docs/kernel.md, "The next tiles staged through
+shared memory").
 """
 import triton
 import triton.language as tl
@@ -227,7 +232,7 @@ def pairs_words(x_ptr, x_off, x_sc, in_pair, CLASSES: tl.constexpr, ASM: tl.cons
     return planes_load(_words(x_ptr), x_off >> 1, x_sc >> 1, in_pair, CLASSES, ASM)
 
 
-STAGED_CHUNK = tl.constexpr(16)  # classes per load of ``pairs_words_staged``
+STAGED_CHUNK = tl.constexpr(16)  # classes per load of ``planes_staged``
 
 
 @triton.jit
