@@ -167,7 +167,6 @@ def configure(problem, config: Config):
     """Set ``config`` on a ``Problem`` instance (returned): launch attributes and class layout."""
     from fastmtl.ops import fused as ops
     from fastmtl.ops import fused_layout as layout
-    from fastmtl.ops.common import interpreted
 
     problem.vector, problem.warps, problem.stages = config.vector, config.warps, config.stages
     problem.max_programs, problem.block_p = config.max_programs, config.block_p
@@ -175,9 +174,7 @@ def configure(problem, config: Config):
     if config.chunk == PAIRS:
         problem.use_pairs()
     elif config.chunk == RESIDENT:
-        problem.classes = (problem.C, 1, 0)
-        problem.asm_planes = not interpreted()
-        problem.one_read = True
+        problem.use_resident()
     elif config.chunk is None:
         problem.classes = layout.class_layout(problem.C, problem.flags["HAS_SEM"], config.vector,
                                               2 if problem.acc_fp64 else 1, ops.MAX_BLOCK_C)

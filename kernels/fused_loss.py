@@ -94,7 +94,7 @@ def fused_loss_kernel(
     FLAT: tl.constexpr, CLASSES: tl.constexpr, CHUNK: tl.constexpr, NUM_CHUNKS: tl.constexpr,
     V: tl.constexpr, BLOCK_P: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr,
     ACC_FP64: tl.constexpr, SWEEP_STAGES: tl.constexpr, ASM_PLANES: tl.constexpr = False,
-    PAIRS: tl.constexpr = False, TILE_STAGES: tl.constexpr = 1,
+    PAIRS: tl.constexpr = False, TILE_STAGES: tl.constexpr = 1, STAGED: tl.constexpr = False,
 ):
     # One pass over the predictions. Program pid takes tiles pid, pid + programs,
     # ... (TILES_PER_PROGRAM of them, the last ones masked past n_tiles), each
@@ -106,10 +106,10 @@ def fused_loss_kernel(
     # Semantic: CLASSES > 0 holds the tile's CLASSES class planes in registers;
     # ASM_PLANES (compiled, V = 1, large C): the planes' loads and stores through inline PTX.
     # PAIRS (16-bit logits, V = 2): the planes as 32-bit words of two pixels each, the
-    # semantic values one per pixel pair (SEM_P of them per tile). TILE_STAGES > 1 with
-    # CLASSES > 0 (the one-read layouts; whole tiles, unit pixel stride): the tile loop
-    # pipelined that deep, the planes loaded 16 classes at a time and staged through shared
-    # memory (semantic.planes_staged).
+    # semantic values one per pixel pair (SEM_P of them per tile). The tile loop is
+    # pipelined TILE_STAGES deep; STAGED (a one-read layout, whole tiles, unit pixel stride,
+    # TILE_STAGES > 1): the planes loaded 16 classes at a time, so that the pipeline stages
+    # them through shared memory (semantic.planes_staged).
     # CLASSES == 0 makes two sweeps over NUM_CHUNKS chunks of CHUNK classes, their chunk
     # loops pipelined SWEEP_STAGES deep (1: not pipelined).
     # FLAT: every tensor has stride_h == W * stride_w, so pixel q sits at q * stride_w.
@@ -135,8 +135,7 @@ def fused_loss_kernel(
                 in_pair = in_pair & (tile < n_tiles)
                 t_lo = tl.load(t_ptr + b * t_sb + q * t_sw, mask=in_pair, other=0)
                 t_hi = tl.load(t_ptr + b * t_sb + (q + 1) * t_sw, mask=in_pair, other=0)
-                if TILE_STAGES > 1:
-                    # whole tiles (HW % BLOCK_P == 0): only the grid's tail is masked
+                if STAGED:  # whole tiles (HW % BLOCK_P == 0): only the grid's tail is masked
                     first = b * (x_sb >> 1) + (tile - b * tiles_per_image) * (BLOCK_P // 2)
                     xs = pairs_words_staged(x_ptr, first, x_sc, tile < n_tiles, BLOCK_P // 2,
                                             CLASSES)
@@ -145,7 +144,7 @@ def fused_loss_kernel(
             elif HAS_SEM:
                 x_off = b * x_sb + h * x_sh + w * x_sw
                 t_raw = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0)
-                if CLASSES > 0 and TILE_STAGES > 1:  # whole tiles, unit pixel stride
+                if CLASSES > 0 and STAGED:  # whole tiles, unit pixel stride
                     first = b * x_sb + (tile - b * tiles_per_image) * BLOCK_P
                     xs = planes_staged(x_ptr, first, tl.cast(x_sc, tl.int64), tile < n_tiles,
                                        BLOCK_P, CLASSES)

@@ -94,11 +94,11 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     runs: an eager call whose host is slower than the device starts the device sooner."""
     first = x if x is not None else o if o is not None else d
     device = first.device
+    gradients = lambda: tuple(_grad_buffer(p, write_grad, first) for p in (x, o, d))  # noqa: E731
     grads = None
     problem = cache.get("problem") if cache is not None else None
     if problem is None:  # a new launch key: the problem reads the gradients' strides
-        grads = (_grad_buffer(x, write_grad, first), _grad_buffer(o, write_grad, first),
-                 _grad_buffer(d, write_grad, first))
+        grads = gradients()
         problem = Problem(x, t, class_weight, o, g, m, d, z, *grads, ignore_index,
                           max_block_c)
         if cache is not None:
@@ -114,8 +114,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     with device_guard(first):
         problem.launch_normalisers(launch, tensors, norm_part, bad_part, state, compact)
 
-    gx, go, gd = grads or (_grad_buffer(x, write_grad, first), _grad_buffer(o, write_grad, first),
-                           _grad_buffer(d, write_grad, first))
+    gx, go, gd = grads or gradients()
     n_tasks = len(positions) - positions.count(-1)
     bad = torch.empty(3, dtype=torch.int64, device=device)
     total = torch.empty((), dtype=out_dtype, device=device)

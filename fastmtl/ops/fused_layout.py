@@ -134,10 +134,8 @@ class Problem:
                                    2 if self.acc_fp64 else 1, max_block_c)
         if self.classes[0] == 0 and x is not None:
             if resident(self.C, x.dtype, max_block_c):
-                self.classes = (self.C, 1, 0)
                 self.vector = 1
-                self.asm_planes = not interpreted()
-                self.one_read = True
+                self.use_resident()
             else:
                 # Measured at C = 150 (python -m benchmarks.tune, H200): chunks of 16 classes
                 # at two pixels per thread beat 8-byte bf16 accesses (V = 4 with chunks of 16
@@ -162,14 +160,25 @@ class Problem:
         self.pre_grid = self.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)  # of the pre-pass
         self.n_pre = self.pre_grid[0]
 
+    def use_resident(self) -> None:
+        """Every class plane of the tile in registers, one read of the logits (large C)."""
+        self.classes = (self.C, 1, 0)
+        self.asm_planes = not interpreted()
+        self.one_read = True
+
     def use_pairs(self) -> None:
         """Every class plane in registers as words of pixel pairs (needs ``pairs_fit``)."""
         assert self.pairs_fit, "the logits cannot move as pixel pairs"
-        self.classes = (self.C, 1, 0)
         self.vector = 2
         self.block_p = self.vector * 32 * self.warps
-        self.asm_planes = not interpreted()
-        self.pairs = self.one_read = True
+        self.use_resident()
+        self.pairs = True
+
+    @property
+    def staged(self) -> bool:
+        """A one-read layout whose tile loop is pipelined: its planes go through shared
+        memory (needs ``stageable``)."""
+        return self.one_read and self.stages > 1
 
     def stageable(self) -> bool:
         """True when a one-read layout can stage its next tiles through shared memory
@@ -210,7 +219,7 @@ class Problem:
         """``compact``: the pre-pass's one-byte labels, read in place of t when
         ``self.compact``; ``grid``: ``fused_grid()``, where the caller has it."""
         x, t, cw, o, g, m, d, z = tensors
-        assert not (self.one_read and self.stages > 1) or self.stageable(), \
+        assert not self.staged or self.stageable(), \
             "the staged planes read whole tiles of unit-stride pixels (Problem.stageable)"
         nprog, per_program, tiles_per_image, n_tiles = grid or self.fused_grid()
         classes, chunk, num_chunks = self.classes
@@ -230,7 +239,7 @@ class Problem:
             CHUNK=chunk, NUM_CHUNKS=num_chunks, V=self.vector, BLOCK_P=self.block_p,
             TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64,
             SWEEP_STAGES=self.stages if classes == 0 else 1, ASM_PLANES=self.asm_planes,
-            PAIRS=self.pairs, TILE_STAGES=self.stages,
+            PAIRS=self.pairs, TILE_STAGES=self.stages, STAGED=self.staged,
             **self.flags,
             num_warps=self.warps, num_stages=self.stages)
         return nprog

@@ -79,10 +79,28 @@ def test_only_whole_tiles_of_unit_stride_pixels_are_staged(staged, dtype):
 
 
 def test_only_the_one_read_layouts_are_staged(staged):
-    """The sweeps (C > 150) and the planes of C = 19 keep their own pipelining."""
+    """The sweeps (C > 150) and the planes of C = 19 keep their own pipelining: given more
+    stages (as a tuning candidate may), their tile loop is pipelined but their loads stay
+    masked by pixel (an image here ends inside a tile)."""
     for C, dtype in ((19, torch.float32), (19, torch.bfloat16), (200, torch.float32)):
-        problem = _problem(torch.zeros(2, C, 16, 32, dtype=dtype))
+        x = torch.zeros(2, C, 14, 22, dtype=dtype)
+        problem = _problem(x)
         assert not problem.one_read and problem.stages == 1, (C, dtype)
+        problem.stages = 2
+        launched = []
+
+        def launch(kernel):
+            class Grid:
+                def __getitem__(self, grid):
+                    return lambda *args, **kwargs: launched.append(kwargs)
+            return Grid()
+
+        t = torch.zeros(2, 14, 22, dtype=torch.int64)
+        problem.launch_fused(launch, (x, t) + (None,) * 6, torch.empty_like(x), None, None,
+                             torch.empty(1), torch.empty(1), True, torch.empty(1),
+                             problem.compact_buffer("cpu"))
+        (kwargs,) = launched
+        assert kwargs["TILE_STAGES"] == 2 and not kwargs["STAGED"], (C, dtype)
 
 
 @pytest.mark.cuda
