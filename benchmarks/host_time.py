@@ -14,7 +14,8 @@ time under it (cumulative and own time). ``--stub-launches`` replaces the fastmt
 ops' kernel launches by no-ops on CPU tensors (nothing is computed): what remains
 is the Python side of a call (checks, autograd, allocations, the ops' own
 bookkeeping), measurable without a GPU; Triton's launcher and the driver are not
-in it. ``--cuda-api`` (CUDA) times the calls under ``torch.profiler`` instead and
+in it. With it the header also gives the median time from a call's start to its first
+launch: where the host is behind, the device idles that long at the start of each call. ``--cuda-api`` (CUDA) times the calls under ``torch.profiler`` instead and
 lists the CUDA runtime and driver functions the host spent its time in, per call
 (launches, copies, events, and any allocation or synchronisation that makes the
 host wait for the GPU), with the busiest operators by their own host time.
@@ -31,6 +32,7 @@ import cProfile
 import functools
 import io
 import pstats
+import statistics
 import time
 
 import torch
@@ -43,12 +45,15 @@ STUBBABLE = ("triton", "upsample-fused")  # the fastmtl ops whose launches can b
 
 
 class _NoRun:
-    """Stands in for a compiled kernel whose launches do nothing."""
+    """Stands in for a compiled kernel whose launches do nothing; notes when the first
+    launch after ``first = None`` came."""
 
     function = packed_metadata = None
+    first = None
 
     def run(self, *args):
-        pass
+        if self.first is None:
+            self.first = time.perf_counter()
 
     def launch_metadata(self, *args):
         return None
@@ -69,7 +74,7 @@ def stubbed_launches():
     for m, name, value in stubs:
         setattr(m, name, value)
     try:
-        yield
+        yield no_run
     finally:
         for m, name, value in saved:
             if value is None:
@@ -107,10 +112,22 @@ def warm_call(impl_name: str, problem: Problem, device: torch.device, warmup: in
     return call
 
 
+def first_launch(call, stub: _NoRun, calls: int) -> float:
+    """Median seconds from the start of a stubbed call to its first kernel launch: where the
+    host is behind, the device idles that long at the start of each call."""
+    waits = []
+    for _ in range(calls):
+        stub.first = None
+        start = time.perf_counter()
+        call()
+        waits.append(stub.first - start)
+    return statistics.median(waits)
+
+
 def profile(impl_name: str, problem: Problem, device: torch.device, calls: int, top: int,
-            stubbed: bool = False) -> str:
+            stub: _NoRun | None = None) -> str:
     impl = IMPLEMENTATIONS[impl_name]
-    why = None if stubbed and impl_name in STUBBABLE else impl.unavailable(device)
+    why = None if stub and impl_name in STUBBABLE else impl.unavailable(device)
     if why:
         return f"## {impl_name}: skipped ({why})\n"
     call = warm_call(impl_name, problem, device)
@@ -121,7 +138,10 @@ def profile(impl_name: str, problem: Problem, device: torch.device, calls: int, 
     stats = pstats.Stats(profiler, stream=out).strip_dirs()
     stats.sort_stats("cumulative").print_stats(top)
     stats.sort_stats("tottime").print_stats(top)
-    what = "Python side, launches stubbed" if stubbed else "wall, no profiler"
+    what = "wall, no profiler"
+    if stub:
+        what = (f"Python side, launches stubbed; the first launch "
+                f"{first_launch(call, stub, calls) * 1e6:.0f} us after the call's start")
     return (f"## {impl_name}, {problem.shape}, C={problem.classes}, {problem.dtype}: "
             f"{wall * 1e6:.0f} us per fwd+bwd call ({what})\n\n{out.getvalue()}")
 
@@ -194,7 +214,7 @@ def main(argv=None) -> int:
     label, (b, h, w) = parse_size(args.size)
     problem = Problem(label, b, h, w, args.classes, args.dtype)
     device = torch.device("cpu" if args.stub_launches else args.device)
-    with stubbed_launches() if args.stub_launches else contextlib.nullcontext():
+    with stubbed_launches() if args.stub_launches else contextlib.nullcontext() as stub:
         for name in args.impls:
             if args.bare:
                 print(bare(name, problem, device, args.calls), flush=True)
@@ -202,8 +222,7 @@ def main(argv=None) -> int:
             if args.cuda_api:
                 print(cuda_api(name, problem, device, args.calls, args.top), flush=True)
                 continue
-            print(profile(name, problem, device, args.calls, args.top, args.stub_launches),
-                  flush=True)
+            print(profile(name, problem, device, args.calls, args.top, stub), flush=True)
     return 0
 
 

@@ -408,7 +408,10 @@ def test_host_time_with_stubbed_launches_profiles_the_python_side(capsys):
     assert host_time.main(["--stub-launches", "--calls", "3", "--top", "2", "--size", "1x8x16",
                            "--impls", "triton", "upsample-fused"]) == 0
     out = capsys.readouterr().out
-    assert out.count("per fwd+bwd call (Python side, launches stubbed)") == 2, out
+    found = re.findall(r"(\d+) us per fwd\+bwd call \(Python side, launches stubbed; the "
+                       r"first launch (\d+) us after the call's start\)", out)
+    assert len(found) == 2, out
+    assert all(0 < int(first) <= int(call) for call, first in found), found
     assert out.count("function calls") == 4  # each profiled, by cumulative and own time
     assert fused.launch_for is launch_for  # the stubs are gone afterwards
 
