@@ -139,7 +139,9 @@ def profile(impl_name: str, problem: Problem, device: torch.device, calls: int, 
     stats.sort_stats("cumulative").print_stats(top)
     stats.sort_stats("tottime").print_stats(top)
     what = "wall, no profiler"
-    if stub:
+    if stub and impl_name not in STUBBABLE:
+        what = f"wall on {device.type}, no fastmtl launch to stub"
+    elif stub:
         what = (f"Python side, launches stubbed; the first launch "
                 f"{first_launch(call, stub, calls) * 1e6:.0f} us after the call's start")
     return (f"## {impl_name}, {problem.shape}, C={problem.classes}, {problem.dtype}: "

@@ -66,3 +66,28 @@ def launch_recorder(calls):
                 return lambda *args, **kwargs: calls.append((kernel, args, kwargs))
         return Grid()
     return launch
+
+
+class LateLabelChecks:
+    """The CUDA path of the label check on CPU tensors: the kernel writes its check into a
+    row of ordinary memory instead of pinned memory, and a later call reads it.
+    ``synchronize`` stands in for the GPU's: it finishes the writes queued in ``later``
+    and counts the waits."""
+
+    def __init__(self, monkeypatch):
+        from fastmtl.ops import label_check
+
+        self.waits, self.later = 0, []
+        monkeypatch.setattr(label_check, "_zero_copy", lambda like: True)
+        monkeypatch.setattr(label_check, "_pinned_rows",
+                            lambda n: torch.empty((n, label_check.ROW), dtype=torch.int64))
+        monkeypatch.setattr(label_check, "_synchronize", self.synchronize)
+        monkeypatch.setattr(label_check, "_free_slots", {})
+        monkeypatch.setattr(label_check, "_taken", {})
+        monkeypatch.setattr(label_check, "_pending", [])
+
+    def synchronize(self, device):
+        self.waits += 1
+        for row, values in self.later:
+            row[:3] = torch.tensor(values)
+        self.later.clear()

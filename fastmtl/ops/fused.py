@@ -71,6 +71,7 @@ from fastmtl.ops.common import (REDUCE_BLOCK, TASK_SLOTS, backward_launch, cdiv,
                                 device_guard, eager_or_op, is_real, launch_for,
                                 per_task_losses)
 from fastmtl.ops.fused_layout import MAX_BLOCK_C, Problem
+from fastmtl.ops.label_check import buffer as label_buffer
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
 
@@ -87,7 +88,8 @@ def _grad_buffer(p: Optional[Tensor], write_grad: bool, like: Tensor) -> Tensor:
 
 
 def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors, regulariser,
-             use_log_vars, ignore_index, write_grad, max_block_c, cache=None):
+             use_log_vars, ignore_index, write_grad, max_block_c, cache=None,
+             check_labels=False):
     """Allocates the outputs and launches the four forward kernels through ``launch``;
     ``cache`` (``common.call_cache`` of the call) keeps its problem for the next. The
     pre-pass is launched as soon as its own buffers exist, the others allocated while it
@@ -116,7 +118,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
 
     gx, go, gd = grads or gradients()
     n_tasks = len(positions) - positions.count(-1)
-    bad = torch.empty(3, dtype=torch.int64, device=device)
+    bad = label_buffer(first, check_labels)
     total = torch.empty((), dtype=out_dtype, device=device)
     losses = torch.empty(n_tasks, dtype=out_dtype, device=device)
     dcoef = torch.empty(n_tasks, dtype=out_dtype, device=device)
@@ -148,8 +150,8 @@ def _fused_impl(x: Optional[Tensor], t: Optional[Tensor], class_weight: Optional
                 o: Optional[Tensor], g: Optional[Tensor], m: Optional[Tensor],
                 d: Optional[Tensor], z: Optional[Tensor], coef: Optional[Tensor],
                 positions: list[int], factors: list[float], regulariser: list[float],
-                use_log_vars: bool, ignore_index: int, write_grad: bool, max_block_c: int
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                use_log_vars: bool, ignore_index: int, write_grad: bool, max_block_c: int,
+                check_labels: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Returns (total, losses (K,), dtotal/dcoef (K,), dx, do, dd, state, bad labels)."""
     first = x if x is not None else o if o is not None else d
     check_device(first)
@@ -157,12 +159,13 @@ def _fused_impl(x: Optional[Tensor], t: Optional[Tensor], class_weight: Optional
                                        factors, regulariser, use_log_vars, ignore_index,
                                        write_grad, max_block_c))
     return _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors,
-                    regulariser, use_log_vars, ignore_index, write_grad, max_block_c, cache)
+                    regulariser, use_log_vars, ignore_index, write_grad, max_block_c, cache,
+                    check_labels)
 
 
 def _setup_context(ctx, inputs, output):
     (x, t, cw, o, g, m, d, z, coef, positions, _f, _r, _u, ignore_index, write_grad,
-     max_block_c) = inputs
+     max_block_c, _check) = inputs
     total, losses, dcoef, gx, go, gd, state, bad = output
     ctx.mark_non_differentiable(dcoef, gx, go, gd, state, bad)
     # Gradients of the outputs nobody differentiates arrive as None, not as
@@ -226,7 +229,7 @@ def _backward(ctx, g_total, g_losses, *_unused):
     return (gx if write_grad and need[0] else None, None, None,
             go if write_grad and need[3] else None, grad_g, None,
             gd if write_grad and need[6] else None, grad_z,
-            grad_coef, None, None, None, None, None, None, None)
+            grad_coef, None, None, None, None, None, None, None, None)
 
 
 _fused_op = triton_op("fastmtl::fused_multitask_loss", mutates_args=())(_fused_impl)
@@ -294,7 +297,7 @@ def fused_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping[str
         o, g, targets["instance_mask"] if o is not None else None, d, z,
         coef, positions, per_slot(factors if use_log_vars else None),
         per_slot(regulariser if use_log_vars else None), use_log_vars, int(ignore_index),
-        write_grad, int(max_block_c))
+        write_grad, int(max_block_c), bool(check_labels and x is not None))
     total, losses, bad = outs[0], outs[1], outs[7]
     if check_labels and x is not None and is_real(bad):
         record_label_check(bad, x.shape[1], int(ignore_index),

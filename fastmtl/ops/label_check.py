@@ -1,45 +1,89 @@
-"""The fused op's label check, read back later so that it never stalls the host.
+"""The ops' label check, written where the host reads it without a CUDA call.
 
 The pre-pass over the targets counts the semantic labels outside [0, C) that
-are not ``ignore_index`` and keeps the first of them (flat index and value) on
-the device, at no extra traffic: it reads the labels anyway. Reading those
-24 bytes back at once would stop the host until the GPU gets there (0.1.0 did,
-after the whole forward: +0.9 ms per fp32 step at 8x19x1024x2048 on an H100).
-So on CUDA they go to pinned host memory behind an event, and the ValueError
-is raised by whichever comes first:
+are not ``ignore_index`` and keeps the first of them (flat index and value), at
+no extra traffic: it reads the labels anyway. Reading those 24 bytes back at
+once would stop the host until the GPU gets there (0.1.0 did, after the whole
+forward: +0.9 ms per fp32 step at 8x19x1024x2048 on an H100). So in an eager
+CUDA call the kernel writes them straight into a row of pinned host memory
+(``buffer``: mapped into the device's address space, as all pinned memory is
+under unified addressing), whose count the host set to ``UNWRITTEN`` before the
+launch. Reading a check is then a load from host memory: no copy, no event, no
+CUDA call at all while the labels are good (an event-timed copy per call, as
+this module first did, cost a host-bound bf16 call 8% on an H100). The
+ValueError is raised by whichever comes first:
 
 - a later call of the loss in the process, before it launches anything: each
-  call reads the checks whose copies the GPU has finished (``Event.query``, in
-  the order they were issued, up to the first unfinished one) and leaves the
-  others for a later call, so it never waits. In a training
-  loop that is the next step's call, unless the host runs more than a step
-  ahead of the GPU;
+  call reads the checks the GPU has written, in the order they were issued, up
+  to the first unwritten one, and leaves the others for a later call, so it
+  never waits. In a training loop that is the next step's call, unless the
+  host runs more than a step ahead of the GPU;
 - ``raise_pending_label_errors()`` (call it after the last step), which waits
-  for the copies still outstanding;
+  for the checks still unwritten;
 - interpreter exit, where the error is reported on stderr.
 
-Waiting at the next call instead (as this module first did) cost back-to-back
-calls their overlap: the copy sits behind the whole forward of its call, so the
-host stopped until the GPU had finished it (+1.0 ms per fp32 call at
-8x19x1024x2048 on an H100, 2026-11-25). CPU
-tensors (the Triton interpreter) are read at once: the call itself raises. Under
-torch.compile and during CUDA-graph capture there is no host to read at, and no
-check is made; the labels are then treated as ignored, as with
-``check_labels=False``.
+A count other than 0 (a bad label, or a row still on its way) is read again after
+``torch.cuda.synchronize``: the index and value are then in place, and the
+error path alone pays for the wait. CPU tensors (the Triton interpreter) are
+read at once: the call itself raises. Under torch.compile and during CUDA-graph
+capture there is no host to read at, and no check is made; the labels are then
+treated as ignored, as with ``check_labels=False``.
 """
 from __future__ import annotations
 
 import atexit
+from typing import Optional
 
 import torch
 from torch import Tensor
 
+from fastmtl.ops.common import is_real
 from fastmtl.validation import bad_label_message
 
-_pending: list = []  # (host copy, event or None, num_classes, ignore_index, (B, H, W)[, free])
-_exit_hook = []
-_free_slots: dict = {}  # device index -> [(pinned host row, event)] ready for another check
+UNWRITTEN = -1  # the count of a row the kernel has not written yet (counts are >= 0)
+ROW = 4  # int64 per row: (count, first flat index, its value) and one that keeps rows 32-byte aligned
 SLOTS_PER_CHUNK = 64
+
+_pending: list = []  # (slot, num_classes, ignore_index, (B, H, W))
+_exit_hook = []
+_free_slots: dict = {}  # device index -> [_Slot] ready for another check
+_taken: dict = {}  # a taken row's address -> its _Slot, until ``record`` takes it in
+
+
+class _Slot:
+    """One row of pinned host memory: ``row`` for the kernel, ``host`` (a NumPy view of the
+    same bytes) for the host's reads and writes, which then make no CUDA call."""
+    __slots__ = ("row", "host", "device", "free")
+
+    def __init__(self, row: Tensor, device: torch.device, free: list):
+        self.row, self.host, self.device, self.free = row, row.numpy(), device, free
+
+    def read(self, wait: bool) -> Optional[list]:
+        """(count, flat index, value), or None while unwritten and not ``wait``."""
+        if self.host[0] != 0:  # unwritten, or a bad label whose index may still be on its way
+            if self.host[0] == UNWRITTEN and not wait:
+                return None
+            _synchronize(self.device)
+            if self.host[0] == UNWRITTEN:  # never launched: nothing was checked
+                return [0, 0, 0]
+        return self.host[:3].tolist()
+
+
+def _synchronize(device: torch.device) -> None:
+    torch.cuda.synchronize(device)
+
+
+def _pinned_rows(n: int) -> Tensor:
+    return torch.empty((n, ROW), dtype=torch.int64, pin_memory=True)
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def _zero_copy(like: Tensor) -> bool:
+    return (is_real(like) and like.is_cuda and not torch.compiler.is_compiling()
+            and not _capturing(like.device))
 
 
 def message(bad: list[int], num_classes: int, ignore_index: int, shape, late: bool) -> str:
@@ -52,37 +96,38 @@ def message(bad: list[int], num_classes: int, ignore_index: int, shape, late: bo
     return bad_label_message(value, num_classes, ignore_index) + where + (note if late else "")
 
 
-def _read_late(bad: Tensor) -> bool:
-    return bad.is_cuda
-
-
-def _copy_behind_event(bad: Tensor):
-    """(host copy, event, free list to hand the slot back to). On CUDA the pinned rows and
-    events are reused: a check costs one 24-byte copy and one event record, no allocation."""
-    if not bad.is_cuda:
-        return bad.clone(), None, None
-    free = _free_slots.setdefault(bad.device.index, [])
+def buffer(like: Tensor, check: bool) -> Tensor:
+    """Where an op's kernel writes its label check (count, first flat index, value): with
+    ``check`` in an eager call on real CUDA tensors like ``like``, a pinned row from the
+    device's pool, its count set to ``UNWRITTEN`` (hand it to ``record``); otherwise three
+    int64 on ``like``'s device."""
+    device = like.device
+    if not (check and _zero_copy(like)):
+        return torch.empty(3, dtype=torch.int64, device=device)
+    free = _free_slots.get(device.index)
+    if free is None:
+        free = _free_slots[device.index] = []
     if not free:
-        rows = torch.empty((SLOTS_PER_CHUNK, bad.numel()), dtype=bad.dtype, pin_memory=True)
-        free.extend((rows[i], torch.cuda.Event()) for i in range(SLOTS_PER_CHUNK))
-    host, event = free.pop()
-    host.copy_(bad, non_blocking=True)
-    event.record(torch.cuda.current_stream(bad.device))
-    return host, event, free
+        rows = _pinned_rows(SLOTS_PER_CHUNK)
+        free.extend(_Slot(rows[i], device, free) for i in range(SLOTS_PER_CHUNK))
+    slot = free.pop()
+    slot.host[0] = UNWRITTEN
+    _taken[slot.row.data_ptr()] = slot
+    return slot.row
 
 
 def record(bad: Tensor, num_classes: int, ignore_index: int, shape) -> None:
-    """Take the check of one call: ``bad`` = (count, first flat index, its value) on the
-    device. Raises at once for CPU tensors; otherwise leaves it for a later read."""
+    """Take the check of one call, written to ``bad`` (from ``buffer``). Raises at once for
+    CPU tensors; a pinned row is left for a later read."""
     if torch.compiler.is_compiling() or (bad.is_cuda and torch.cuda.is_current_stream_capturing()):
         return
-    if not _read_late(bad):
+    slot = _taken.pop(bad.data_ptr(), None) if not bad.is_cuda else None
+    if slot is None:
         values = bad.tolist()
         if values[0]:
             raise ValueError(message(values, num_classes, ignore_index, shape, late=False))
         return
-    host, event, free = _copy_behind_event(bad)
-    _pending.append((host, event, num_classes, ignore_index, tuple(shape), free))
+    _pending.append((slot, num_classes, ignore_index, tuple(shape)))
     if not _exit_hook:
         _exit_hook.append(atexit.register(raise_pending_label_errors))
 
@@ -90,25 +135,18 @@ def record(bad: Tensor, num_classes: int, ignore_index: int, shape) -> None:
 def raise_pending_label_errors(wait: bool = True) -> None:
     """Read the label checks left by earlier calls and raise the ValueError of the first
     bad label among them. ``wait=False`` (what each call of the loss does) reads only the
-    checks whose copies have completed and keeps the others; ``wait=True`` reads them all,
-    waiting for their copies."""
-    if torch.compiler.is_compiling() or not _pending:
+    checks the GPU has written and keeps the others; ``wait=True`` reads them all, waiting
+    for the GPU where one is unwritten."""
+    if not _pending or torch.compiler.is_compiling() or _capturing(_pending[0][0].device):
         return
-    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
-        return
-    # Copies on one stream complete in the order they were issued: the first one not yet
-    # done ends the reading (one event query per call in a training loop).
-    n_ready = len(_pending)
-    if not wait:
-        n_ready = next((i for i, entry in enumerate(_pending)
-                        if entry[1] is not None and not entry[1].query()), n_ready)
-    ready = _pending[:n_ready]
-    del _pending[:n_ready]
-    for host, event, num_classes, ignore_index, shape, *free in ready:
-        if event is not None:
-            event.synchronize()
-        values = host.tolist()
-        if free and free[0] is not None:
-            free[0].append((host, event))
+    # One stream writes the rows in the order they were issued: the first unwritten one
+    # ends the reading (one load from host memory per call in a training loop).
+    while _pending:
+        slot, num_classes, ignore_index, shape = _pending[0]
+        values = slot.read(wait)
+        if values is None:
+            return
+        del _pending[0]
+        slot.free.append(slot)
         if values[0]:
             raise ValueError(message(values, num_classes, ignore_index, shape, late=True))

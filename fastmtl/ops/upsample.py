@@ -52,6 +52,7 @@ from fastmtl.kernels import upsample_regressions as V
 from fastmtl.ops.common import (TASK_SLOTS, backward_launch, bchw_strides, bhw_strides, cdiv,
                                 check_device, device_guard, eager_or_op, interpreted, is_real,
                                 launch_for, next_power_of_2, per_task_losses)
+from fastmtl.ops.label_check import buffer as label_buffer
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
 from fastmtl.ops.upsample_tiles import current, tiles
@@ -141,7 +142,8 @@ class _Layout:
 
 
 def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors, regulariser,
-             use_log_vars, ignore_index, align_corners, write_grad, cache=None):
+             use_log_vars, ignore_index, align_corners, write_grad, cache=None,
+             check_labels=False):
     """Allocates the outputs and launches the forward kernels through ``launch``;
     ``cache`` (``common.call_cache`` of the call) keeps its layout for the next. What only
     the reductions use is allocated after the loss launches: an eager call whose host is
@@ -211,7 +213,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
                 num_warps=plan.num_warps, **flags, **register_cap(plan, acc_fp64, launch))
         sums = torch.empty((R.PART_ROWS, n_sums), dtype=torch.float64, device=device)
         bad_sums = torch.empty((3, n_sums), dtype=torch.int64, device=device)
-        bad = torch.empty(3, dtype=torch.int64, device=device)
+        bad = label_buffer(first, check_labels)
         n_tasks = len(positions) - positions.count(-1)
         total = torch.empty((), dtype=acc, device=device)
         losses = torch.empty(n_tasks, dtype=acc, device=device)
@@ -260,8 +262,8 @@ def _upsampled_impl(x: Optional[Tensor], t: Optional[Tensor], class_weight: Opti
                     o: Optional[Tensor], g: Optional[Tensor], m: Optional[Tensor],
                     d: Optional[Tensor], z: Optional[Tensor], coef: Optional[Tensor],
                     positions: list[int], factors: list[float], regulariser: list[float],
-                    use_log_vars: bool, ignore_index: int, align_corners: bool, write_grad: bool
-                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                    use_log_vars: bool, ignore_index: int, align_corners: bool, write_grad: bool,
+                    check_labels: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(total, losses (K,), dtotal/dcoef (K,), stored gradients of x, o, d, state, bad labels)."""
     first = x if x is not None else o if o is not None else d
     check_device(first)
@@ -270,11 +272,12 @@ def _upsampled_impl(x: Optional[Tensor], t: Optional[Tensor], class_weight: Opti
                                        factors, regulariser, use_log_vars, ignore_index,
                                        align_corners, write_grad, current()))
     return _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors,
-                    regulariser, use_log_vars, ignore_index, align_corners, write_grad, cache)
+                    regulariser, use_log_vars, ignore_index, align_corners, write_grad,
+                    cache, check_labels)
 
 
 def _setup_context(ctx, inputs, output):
-    x, t, _cw, o, _g, m, d, z, coef, positions, *_rest, write_grad = inputs
+    x, t, _cw, o, _g, m, d, z, coef, positions, *_rest, write_grad, _check = inputs
     total, losses, dcoef, gx, go, gd, state, bad = output
     ctx.set_materialize_grads(False)
     ctx.mark_non_differentiable(dcoef, gx, go, gd, state, bad)
@@ -309,7 +312,7 @@ def _backward(ctx, g_total, g_losses, *_unused):
             launch, g_total, g_losses, (x, o, d), (gx, go, gd), state, positions, scale, wanted,
             in_place, coef, dcoef, coef_grad)
     return (gx_out, None, None, go_out, None, None, gd_out, None, grad_coef,
-            None, None, None, None, None, None, None)
+            None, None, None, None, None, None, None, None)
 
 
 _upsampled_op = triton_op("fastmtl::upsampled_multitask_loss", mutates_args=())(_upsampled_impl)
@@ -353,7 +356,8 @@ def upsampled_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping
         targets["instance_mask"] if o is not None else None,
         d, targets["depth"] if d is not None else None,
         log_vars if use_log_vars else weights, positions, per_slot(factors),
-        per_slot(regulariser), use_log_vars, int(ignore_index), bool(align_corners), write_grad)
+        per_slot(regulariser), use_log_vars, int(ignore_index), bool(align_corners), write_grad,
+        bool(check_labels and x is not None))
     total, losses, bad = outs[0], outs[1], outs[7]
     if check_labels and x is not None and is_real(bad):
         record_label_check(bad, x.shape[1], int(ignore_index), (t.shape[0], *t.shape[-2:]))

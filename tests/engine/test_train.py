@@ -11,6 +11,7 @@ from PIL import Image
 
 from fastmtl.engine import checkpoint
 from fastmtl.engine import TrainConfig, Trainer
+from helpers import LateLabelChecks
 
 
 def _config(tree, out, **kw):
@@ -81,14 +82,16 @@ def test_exception_still_checkpoints_last_complete_step(tree, tmp_path, monkeypa
 def test_a_bad_label_left_by_the_last_step_is_raised_by_the_run(tree, tmp_path, monkeypatch):
     from fastmtl.ops import label_check
 
-    monkeypatch.setattr(label_check, "_read_late", lambda bad: True)  # read one call late, as on CUDA
+    LateLabelChecks(monkeypatch)  # read one call late, as on CUDA
     trainer = Trainer(_config(tree, tmp_path, steps=2))
     real_step = trainer.train_step
 
     def step_leaving_a_bad_label(batch):
         out = real_step(batch)
         if trainer.step == 2:  # what the fused loss leaves behind on CUDA: (count, flat index, value)
-            label_check.record(torch.tensor([1, 70, 40]), 19, 255, (2, 32, 64))
+            row = label_check.buffer(torch.empty(0), True)
+            row[:3] = torch.tensor([1, 70, 40])
+            label_check.record(row, 19, 255, (2, 32, 64))
         return out
 
     monkeypatch.setattr(trainer, "train_step", step_leaving_a_bad_label)

@@ -272,7 +272,7 @@ def test_plain_backward_hands_over_the_forward_buffers():
     p = leaf_copies(pred)
     outs = ops._fused_op(p["semantic"], tgt["semantic"], None, p["instance"], tgt["instance"],
                          tgt["instance_mask"], p["depth"], tgt["depth"], None, [0, 1, 2],
-                         [0.0] * 3, [0.0] * 3, False, 255, True, ops.MAX_BLOCK_C)
+                         [0.0] * 3, [0.0] * 3, False, 255, True, ops.MAX_BLOCK_C, True)
     total, state, buffers = outs[0], outs[6], [outs[i].data_ptr() for i in (3, 4, 5)]
     del outs
     total.backward()
@@ -299,7 +299,7 @@ def test_eager_calls_match_the_registered_op(which):
         args = [p["semantic"], tgt["semantic"], None, p["instance"], tgt["instance"],
                 tgt["instance_mask"], p["depth"], tgt["depth"], lv, [0, 1, 2], [1.0, 0.5, 0.5],
                 [0.5, 0.5, 0.5], True, 255]
-        args += [True, ops.MAX_BLOCK_C] if which == "fused" else [False, True]
+        args += [True, ops.MAX_BLOCK_C, True] if which == "fused" else [False, True, True]
         outs = call(*args)
         (outs[0] + 0.7 * outs[1][2]).backward(retain_graph=True)
         outs[0].backward()
@@ -322,7 +322,7 @@ def test_no_gradient_stores_without_grad():
     p = leaf_copies(pred)
     args = (p["semantic"], tgt["semantic"], None, p["instance"], tgt["instance"],
             tgt["instance_mask"], p["depth"], tgt["depth"], None, [0, 1, 2], [0.0] * 3,
-            [0.0] * 3, False, 255, False, ops.MAX_BLOCK_C)
+            [0.0] * 3, False, 255, False, ops.MAX_BLOCK_C, True)
     outs = ops._fused_op(*args)
     assert all(g.numel() == 0 for g in outs[3:6])
     with torch.no_grad():

@@ -1,8 +1,9 @@
-"""The fused op's label check: from the pre-pass, read back by a later call on CUDA.
+"""The ops' label check: from the pre-pass, read back by a later call on CUDA.
 
-On CPU tensors the check is read at once; the CUDA path (a copy to pinned
-memory behind an event) is exercised here with its deferral forced on CPU, and
-on a GPU by tests/ops/test_kernel_cuda.py.
+On CPU tensors the check is read at once. The CUDA path (the kernel writes the
+check into a row of pinned host memory, read by a later call with no CUDA call)
+is exercised here on CPU with its rows in ordinary memory, the interpreted
+kernel writing them as the GPU would, and on a GPU by tests/ops/test_kernel_cuda.py.
 """
 import pytest
 import torch
@@ -10,7 +11,9 @@ import torch
 import fastmtl
 from fastmtl.ops import label_check
 from fastmtl.validation import bad_label_message
-from helpers import make_inputs
+from helpers import LateLabelChecks, make_inputs
+
+CPU = torch.device("cpu")
 
 
 def _inputs(bad=None, seed=50):
@@ -22,9 +25,15 @@ def _inputs(bad=None, seed=50):
 
 @pytest.fixture
 def read_late(monkeypatch):
-    monkeypatch.setattr(label_check, "_read_late", lambda bad: True)
-    yield
-    label_check._pending.clear()
+    return LateLabelChecks(monkeypatch)
+
+
+def _unwritten(num_classes=6, shape=(2, 3, 4)):
+    """A check recorded as a call records it, its row not written yet."""
+    row = label_check.buffer(torch.empty(0), True)
+    assert row[0] == label_check.UNWRITTEN
+    label_check.record(row, num_classes, 255, shape)
+    return row
 
 
 def test_raised_by_the_next_call_naming_the_value_and_where(read_late):
@@ -61,53 +70,52 @@ def test_good_labels_and_unchecked_calls_never_raise(read_late):
     label_check.raise_pending_label_errors()
 
 
-class _Event:
-    """Stands in for a CUDA event: complete or not, and whether anyone waited on it unfinished."""
-
-    def __init__(self, done):
-        self.done, self.blocked, self.queries = done, False, 0
-
-    def query(self):
-        self.queries += 1
-        return self.done
-
-    def synchronize(self):
-        self.blocked = self.blocked or not self.done
-
-
-def test_a_call_reads_only_finished_checks_and_never_waits(read_late):
-    bad = torch.tensor([1, 13, 9])  # (count, flat index, value) as the pre-pass leaves them
-    unfinished = _Event(done=False)
-    label_check._pending.append((bad, unfinished, 6, 255, (2, 3, 4)))
+def test_a_call_reads_only_written_checks_and_never_waits(read_late):
+    row = _unwritten()
     label_check.raise_pending_label_errors(wait=False)  # what every call of the loss does
     fastmtl.multitask_loss(*_inputs(), backend="triton")
-    assert not unfinished.blocked and len(label_check._pending) == 2  # still there, plus this call's
-    unfinished.done = True
+    assert read_late.waits == 0 and len(label_check._pending) == 2  # still there, plus this call's
+    row[:3] = torch.tensor([1, 13, 9])  # (count, flat index, value) as the pre-pass writes them
     with pytest.raises(ValueError, match=r"label 9 .* at targets\['semantic'\]\[1, 0, 1\]"):
         fastmtl.multitask_loss(*_inputs(), backend="triton")
-    assert not unfinished.blocked
+    assert read_late.waits == 1  # the error path alone waits, for the index and value
 
 
-def test_reading_stops_at_the_first_unfinished_check(read_late):
-    # Copies complete in the order they were issued: one query per call while the oldest
-    # is unfinished; then it and the ones after it are read.
-    first, second = _Event(done=False), _Event(done=True)
-    label_check._pending.append((torch.tensor([0, 0, 0]), first, 6, 255, (2, 3, 4)))
-    label_check._pending.append((torch.tensor([1, 5, 8]), second, 6, 255, (2, 3, 4)))
+def test_reading_stops_at_the_first_unwritten_check(read_late):
+    # One stream writes the rows in the order they were issued: while the oldest is
+    # unwritten, the ones after it are not read.
+    first, second = _unwritten(), _unwritten()
+    second[:3] = torch.tensor([1, 5, 8])
     label_check.raise_pending_label_errors(wait=False)
-    assert first.queries == 1 and second.queries == 0 and len(label_check._pending) == 2
-    first.done = True
+    assert len(label_check._pending) == 2 and read_late.waits == 0
+    first[:3] = torch.tensor([0, 0, 0])
     with pytest.raises(ValueError, match=r"label 8 .* at targets\['semantic'\]\[0, 1, 1\]"):
         label_check.raise_pending_label_errors(wait=False)
-    assert not label_check._pending and not first.blocked and not second.blocked
+    assert not label_check._pending
 
 
-def test_on_request_every_check_is_read_waiting_for_its_copy(read_late):
-    unfinished = _Event(done=False)
-    label_check._pending.append((torch.tensor([2, 0, -3]), unfinished, 6, 255, (2, 3, 4)))
+def test_on_request_every_check_is_read_waiting_for_the_gpu(read_late):
+    row = _unwritten()
+    read_late.later.append((row, [2, 0, -3]))
     with pytest.raises(ValueError, match=r"label -3 .* at targets\['semantic'\]\[0, 0, 0\]"):
         label_check.raise_pending_label_errors()
-    assert unfinished.blocked and not label_check._pending
+    assert read_late.waits == 1 and not label_check._pending
+
+
+def test_rows_are_handed_back_once_read_and_stay_aligned(read_late):
+    for _ in range(3):
+        fastmtl.multitask_loss(*_inputs(), backend="triton")
+    label_check.raise_pending_label_errors()
+    free = label_check._free_slots[CPU.index]
+    assert len(free) == label_check.SLOTS_PER_CHUNK and read_late.waits == 0
+    assert all(slot.row.data_ptr() % 16 == 0 for slot in free)  # as Triton specialised them
+
+
+def test_calls_on_cpu_tensors_and_unchecked_calls_take_no_row():
+    for like, check in [(torch.empty(0), True), (torch.empty(0, device="meta"), True),
+                        (torch.empty(0), False)]:
+        assert label_check.buffer(like, check).shape == (3,)
+    assert not label_check._taken
 
 
 def test_cpu_tensors_raise_in_the_call_itself():

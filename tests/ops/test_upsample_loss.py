@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import fastmtl
 from fastmtl.ops import upsample as ops_upsample
 from fastmtl.ops.common import interpreted
-from helpers import launch_recorder, leaf_copies, low_res_inputs, random_class_weight
+from helpers import LateLabelChecks, launch_recorder, leaf_copies, low_res_inputs, random_class_weight
 from oracle import check_upsampled, oracle, run_both_upsampled
 
 ALL = ("semantic", "instance", "depth")
@@ -190,7 +190,7 @@ def test_bad_label_on_cuda_is_raised_by_the_next_call(monkeypatch):
     forced on CPU tensors."""
     from fastmtl.ops import label_check
 
-    monkeypatch.setattr(label_check, "_read_late", lambda bad: True)
+    LateLabelChecks(monkeypatch)
     pred, tgt = low_res_inputs(B=2, C=5, h=2, w=3, H=5, W=7, seed=14)
     tgt["semantic"][0, 4, 2] = 9
     out = fastmtl.multitask_loss(pred, tgt, backend="triton", upsample="bilinear")
@@ -348,3 +348,27 @@ def test_deterministic_and_small_on_gpu():
     # sums, tables); nothing of full-resolution size.
     gradients = sum(g.numel() * g.element_size() for g in ga.values())
     assert peak <= 2 * gradients + gradients // 10
+
+
+@on_gpu
+def test_bad_label_written_to_pinned_memory_and_raised_by_a_later_call_on_gpu():
+    from fastmtl.ops import label_check
+
+    label_check.raise_pending_label_errors()
+    pred, tgt = low_res_inputs(B=2, C=19, h=9, w=17, H=65, W=129, seed=22)
+    pred = {k: v.cuda() for k, v in pred.items()}
+    tgt = {k: v.cuda() for k, v in tgt.items()}
+    bad = dict(tgt, semantic=tgt["semantic"].clone())
+    bad["semantic"][1, 60, 100] = 19
+    fastmtl.multitask_loss(pred, tgt, upsample="bilinear")  # warm-up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:  # good labels then bad ones: neither call nor the first one's read waits
+        fastmtl.multitask_loss(pred, tgt, upsample="bilinear")
+        fastmtl.multitask_loss(pred, bad, upsample="bilinear")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    with pytest.raises(ValueError, match=r"label 19 .* at targets\['semantic'\]\[1, 60, 100\]"):
+        fastmtl.multitask_loss(pred, tgt, upsample="bilinear")
+    label_check.raise_pending_label_errors()
