@@ -45,15 +45,16 @@ STUBBABLE = ("triton", "upsample-fused")  # the fastmtl ops whose launches can b
 
 
 class _NoRun:
-    """Stands in for a compiled kernel whose launches do nothing; notes when the first
-    launch after ``first = None`` came."""
+    """Stands in for a compiled kernel whose launches do nothing; notes when each launch
+    came (``times``, cleared by the caller)."""
 
     function = packed_metadata = None
-    first = None
+
+    def __init__(self):
+        self.times = []
 
     def run(self, *args):
-        if self.first is None:
-            self.first = time.perf_counter()
+        self.times.append(time.perf_counter())
 
     def launch_metadata(self, *args):
         return None
@@ -112,16 +113,18 @@ def warm_call(impl_name: str, problem: Problem, device: torch.device, warmup: in
     return call
 
 
-def first_launch(call, stub: _NoRun, calls: int) -> float:
-    """Median seconds from the start of a stubbed call to its first kernel launch: where the
-    host is behind, the device idles that long at the start of each call."""
+def launch_times(call, stub: _NoRun, calls: int) -> list[float]:
+    """Median seconds from the start of a stubbed call to each of its kernel launches, in
+    order: where the host is behind, the device idles until the first, and a call timed
+    with the L2 flushed before it takes about the time to its longest kernel's launch
+    plus the kernels."""
     waits = []
     for _ in range(calls):
-        stub.first = None
+        stub.times.clear()
         start = time.perf_counter()
         call()
-        waits.append(stub.first - start)
-    return statistics.median(waits)
+        waits.append([t - start for t in stub.times])
+    return [statistics.median(w[i] for w in waits) for i in range(min(map(len, waits)))]
 
 
 def profile(impl_name: str, problem: Problem, device: torch.device, calls: int, top: int,
@@ -142,8 +145,10 @@ def profile(impl_name: str, problem: Problem, device: torch.device, calls: int, 
     if stub and impl_name not in STUBBABLE:
         what = f"wall on {device.type}, no fastmtl launch to stub"
     elif stub:
-        what = (f"Python side, launches stubbed; the first launch "
-                f"{first_launch(call, stub, calls) * 1e6:.0f} us after the call's start")
+        times = launch_times(call, stub, calls)
+        what = (f"Python side, launches stubbed; the first launch {times[0] * 1e6:.0f} us "
+                f"after the call's start; every launch at "
+                f"{', '.join(f'{t * 1e6:.0f}' for t in times)} us")
     return (f"## {impl_name}, {problem.shape}, C={problem.classes}, {problem.dtype}: "
             f"{wall * 1e6:.0f} us per fwd+bwd call ({what})\n\n{out.getvalue()}")
 

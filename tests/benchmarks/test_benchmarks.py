@@ -409,9 +409,14 @@ def test_host_time_with_stubbed_launches_profiles_the_python_side(capsys):
                            "--impls", "triton", "upsample-fused"]) == 0
     out = capsys.readouterr().out
     found = re.findall(r"(\d+) us per fwd\+bwd call \(Python side, launches stubbed; the "
-                       r"first launch (\d+) us after the call's start\)", out)
+                       r"first launch (\d+) us after the call's start; every launch at "
+                       r"([\d, ]+) us\)", out)
     assert len(found) == 2, out
-    assert all(0 < int(first) <= int(call) for call, first in found), found
+    for call, first, every in found:
+        times = [int(t) for t in every.split(", ")]
+        # forward and backward's launches, in the order they came, the first one first
+        assert len(times) >= 5 and times == sorted(times) and times[0] == int(first), found
+        assert 0 < int(first) <= int(call), found
     assert out.count("function calls") == 4  # each profiled, by cumulative and own time
     assert fused.launch_for is launch_for  # the stubs are gone afterwards
 
