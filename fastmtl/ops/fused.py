@@ -93,7 +93,8 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     """Allocates the outputs and launches the four forward kernels through ``launch``;
     ``cache`` (``common.call_cache`` of the call) keeps its problem for the next. The
     pre-pass is launched as soon as its own buffers exist, the others allocated while it
-    runs: an eager call whose host is slower than the device starts the device sooner."""
+    runs, and what only finalize writes after the fused pass's launch: an eager call whose
+    host is slower than the device starts each kernel sooner."""
     first = x if x is not None else o if o is not None else d
     device = first.device
     gradients = lambda: tuple(_grad_buffer(p, write_grad, first) for p in (x, o, d))  # noqa: E731
@@ -119,9 +120,6 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     gx, go, gd = grads or gradients()
     n_tasks = len(positions) - positions.count(-1)
     bad = label_buffer(first, check_labels)
-    total = torch.empty((), dtype=out_dtype, device=device)
-    losses = torch.empty(n_tasks, dtype=out_dtype, device=device)
-    dcoef = torch.empty(n_tasks, dtype=out_dtype, device=device)
     grid = problem.fused_grid()
     n_fused = grid[0]
     part = torch.empty((3, n_fused), dtype=out_dtype, device=device)
@@ -135,6 +133,10 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
             HAS_COEF=coef is not None, USE_LOG_VARS=use_log_vars, BLOCK_R=REDUCE_BLOCK)
         problem.launch_fused(launch, tensors, gx, go, gd, state, part, write_grad, state, compact,
                              grid)
+        # What only finalize writes, allocated while the fused pass runs.
+        total = torch.empty((), dtype=out_dtype, device=device)
+        losses = torch.empty(n_tasks, dtype=out_dtype, device=device)
+        dcoef = torch.empty(n_tasks, dtype=out_dtype, device=device)
         if n_fused > REDUCE_BLOCK:  # two fixed-order levels: no program walks them all
             n_sums = cdiv(n_fused, REDUCE_BLOCK)
             sums = torch.empty((3, n_sums), dtype=torch.float64, device=device)

@@ -145,9 +145,10 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
              use_log_vars, ignore_index, align_corners, write_grad, cache=None,
              check_labels=False):
     """Allocates the outputs and launches the forward kernels through ``launch``;
-    ``cache`` (``common.call_cache`` of the call) keeps its layout for the next. What only
-    the reductions use is allocated after the loss launches: an eager call whose host is
-    slower than the device starts the device sooner."""
+    ``cache`` (``common.call_cache`` of the call) keeps its layout for the next. The axis
+    tables are launched as soon as their buffers exist, and what only the reductions use is
+    allocated after the loss launches: an eager call whose host is slower than the device
+    starts each kernel sooner."""
     first = x if x is not None else o if o is not None else d
     device = first.device
     layout = cache.get("layout") if cache is not None else None
@@ -160,10 +161,14 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     n_sem, n_reg, n_parts, n_sums = layout.n_sem, layout.n_reg, layout.n_parts, layout.n_sums
     scale, windows = layout.scale, layout.windows
 
-    gx, go, gd = (_grad_buffer(p, write_grad, acc, windows, first) for p in (x, o, d))
     index = torch.empty(H + W, dtype=torch.int32, device=device)
     lam = torch.empty(H + W, dtype=acc, device=device)
     start = torch.empty(h + w + 2, dtype=torch.int32, device=device)
+    with device_guard(first):
+        launch(T.axis_table_kernel)[(2,)](
+            index, lam, start, h, H, w, W, H.bit_length() + 1, W.bit_length() + 1,
+            ALIGN_CORNERS=align_corners, ACC_FP64=acc_fp64, BLOCK=TABLE_BLOCK)
+    gx, go, gd = (_grad_buffer(p, write_grad, acc, windows, first) for p in (x, o, d))
     part = torch.empty((R.PART_ROWS, n_parts), dtype=acc, device=device)
     bad_part = torch.empty((3, n_parts), dtype=torch.int64, device=device)
     state = torch.empty((R.STATE_ROWS, R.SLOTS), dtype=torch.float64, device=device)
@@ -172,9 +177,6 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     r_sem, r_inst, r_dep = regulariser
 
     with device_guard(first):
-        launch(T.axis_table_kernel)[(2,)](
-            index, lam, start, h, H, w, W, H.bit_length() + 1, W.bit_length() + 1,
-            ALIGN_CORNERS=align_corners, ACC_FP64=acc_fp64, BLOCK=TABLE_BLOCK)
         for (plan, flags), grid in zip(launches, grids):
             if grid == 0:
                 continue
