@@ -153,7 +153,8 @@ def _fused_impl(x: Optional[Tensor], t: Optional[Tensor], class_weight: Optional
                 d: Optional[Tensor], z: Optional[Tensor], coef: Optional[Tensor],
                 positions: list[int], factors: list[float], regulariser: list[float],
                 use_log_vars: bool, ignore_index: int, write_grad: bool, max_block_c: int,
-                check_labels: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                check_labels: bool
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Returns (total, losses (K,), dtotal/dcoef (K,), dx, do, dd, state, bad labels)."""
     first = x if x is not None else o if o is not None else d
     check_device(first)

@@ -41,7 +41,7 @@ from fastmtl.ops.common import is_real
 from fastmtl.validation import bad_label_message
 
 UNWRITTEN = -1  # the count of a row the kernel has not written yet (counts are >= 0)
-ROW = 4  # int64 per row: (count, first flat index, its value) and one that keeps rows 32-byte aligned
+ROW = 4  # int64 per row: (count, first flat index, its value), and one for 32-byte alignment
 SLOTS_PER_CHUNK = 64
 
 _pending: list = []  # (slot, num_classes, ignore_index, (B, H, W))

@@ -265,7 +265,8 @@ def _upsampled_impl(x: Optional[Tensor], t: Optional[Tensor], class_weight: Opti
                     d: Optional[Tensor], z: Optional[Tensor], coef: Optional[Tensor],
                     positions: list[int], factors: list[float], regulariser: list[float],
                     use_log_vars: bool, ignore_index: int, align_corners: bool, write_grad: bool,
-                    check_labels: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                    check_labels: bool
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(total, losses (K,), dtotal/dcoef (K,), stored gradients of x, o, d, state, bad labels)."""
     first = x if x is not None else o if o is not None else d
     check_device(first)
