@@ -32,6 +32,7 @@ treated as ignored, as with ``check_labels=False``.
 from __future__ import annotations
 
 import atexit
+from collections import deque
 from typing import Optional
 
 import torch
@@ -46,7 +47,11 @@ SLOTS_PER_CHUNK = 64
 
 _pending: list = []  # (slot, num_classes, ignore_index, (B, H, W))
 _exit_hook = []
-_free_slots: dict = {}  # device index -> [_Slot] ready for another check
+# device index -> the _Slots ready for another check, oldest first: a row goes back to the
+# end once its count is read, so it is reused a pool's length of checks later. Its index
+# and value, written after the count, could otherwise still be on their way from a kernel
+# on another stream when the next kernel writes the row.
+_free_slots: dict = {}
 _taken: dict = {}  # a taken row's address -> its _Slot, until ``record`` takes it in
 
 
@@ -55,7 +60,7 @@ class _Slot:
     same bytes) for the host's reads and writes, which then make no CUDA call."""
     __slots__ = ("row", "host", "device", "free")
 
-    def __init__(self, row: Tensor, device: torch.device, free: list):
+    def __init__(self, row: Tensor, device: torch.device, free: deque):
         self.row, self.host, self.device, self.free = row, row.numpy(), device, free
 
     def read(self, wait: bool) -> Optional[list]:
@@ -106,11 +111,11 @@ def buffer(like: Tensor, check: bool) -> Tensor:
         return torch.empty(3, dtype=torch.int64, device=device)
     free = _free_slots.get(device.index)
     if free is None:
-        free = _free_slots[device.index] = []
+        free = _free_slots[device.index] = deque()
     if not free:
         rows = _pinned_rows(SLOTS_PER_CHUNK)
         free.extend(_Slot(rows[i], device, free) for i in range(SLOTS_PER_CHUNK))
-    slot = free.pop()
+    slot = free.popleft()
     slot.host[0] = UNWRITTEN
     _taken[slot.row.data_ptr()] = slot
     return slot.row

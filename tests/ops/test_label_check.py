@@ -111,6 +111,17 @@ def test_rows_are_handed_back_once_read_and_stay_aligned(read_late):
     assert all(slot.row.data_ptr() % 16 == 0 for slot in free)  # as Triton specialised them
 
 
+def test_a_read_row_is_reused_only_after_every_other_row(read_late):
+    # Its index and value may still be on their way (written after the count) when its
+    # count is read: the row goes to the back of the pool.
+    row = _unwritten()
+    row[:3] = torch.tensor([0, 0, 0])
+    label_check.raise_pending_label_errors(wait=False)
+    taken = [label_check.buffer(torch.empty(0), True).data_ptr()
+             for _ in range(label_check.SLOTS_PER_CHUNK)]
+    assert taken.index(row.data_ptr()) == label_check.SLOTS_PER_CHUNK - 1
+
+
 def test_calls_on_cpu_tensors_and_unchecked_calls_take_no_row():
     for like, check in [(torch.empty(0), True), (torch.empty(0, device="meta"), True),
                         (torch.empty(0), False)]:
