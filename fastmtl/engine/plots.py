@@ -69,7 +69,7 @@ def plot_training(log_path: str | os.PathLike, out_dir: str | os.PathLike) -> li
     losses = _series(records, "train", "losses")
     totals = [(r["step"], r["total"]) for r in records if r.get("kind") == "train" and "total" in r]
     if losses or totals:
-        fig, ax = _figure(figsize=(7, 4))
+        fig, ax = _figure(figsize=(8.5, 4))
         for name, (steps, values) in losses.items():
             ax.plot(steps, values, label=name)
         if totals:
@@ -79,7 +79,7 @@ def plot_training(log_path: str | os.PathLike, out_dir: str | os.PathLike) -> li
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         ax.set_title("training losses (per-task losses before weighting)")
-        ax.legend()
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the curves, not on them
         ax.grid(alpha=0.3)
         written.append(_save(fig, out_dir / "losses.png"))
 
