@@ -164,7 +164,9 @@ def test_label_checks_reuse_their_pinned_slots():
     label_check.raise_pending_label_errors()
     free = label_check._free_slots[torch.cuda.current_device()]
     assert len(free) == label_check.SLOTS_PER_CHUNK  # every slot handed back, none added
-    assert all(slot.row.is_pinned() and slot.host[0] == 0 for slot in free)  # written by the GPU
+    assert all(slot.row.is_pinned() for slot in free)
+    # the three rows just read went to the back of the pool, each with the GPU's count of 0
+    assert [slot.host[0] for slot in list(free)[-3:]] == [0, 0, 0]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
