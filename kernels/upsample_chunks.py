@@ -67,14 +67,14 @@ def _put(tile, r, value, ROWS: tl.constexpr):
 
 
 @triton.jit
-def _max_sum(m, s, bot, dif, cls_ok, lam_y_ptr, y, n, ROWS: tl.constexpr, MASKED: tl.constexpr,
+def _max_sum(m, s, top, bot, cls_ok, lam_y_ptr, y, n, ROWS: tl.constexpr, MASKED: tl.constexpr,
              FAST_MATH: tl.constexpr):
     # Pass A for one chunk: the running max m and sum s (of exp(v - m)) of each row.
     for r in tl.static_range(ROWS):
         if r < n:
             wy1 = tl.load(lam_y_ptr + y + r)
             wy0 = 1.0 - wy1
-            v = bot - wy0 * dif  # wy0 top + wy1 bot, to an ulp, in one FFMA per class
+            v = wy0 * top + wy1 * bot
             if MASKED:
                 v = tl.where(cls_ok[None, :], v, float("-inf"))
             m_old = _row(m, r, ROWS)
@@ -90,7 +90,7 @@ def _max_sum(m, s, bot, dif, cls_ok, lam_y_ptr, y, n, ROWS: tl.constexpr, MASKED
 
 
 @triton.jit
-def _chunk_grad(bot, dif, k0, lse, labels, weights, lam_y_ptr, y, n, CHW: tl.constexpr,
+def _chunk_grad(top, bot, k0, lse, labels, weights, lam_y_ptr, y, n, CHW: tl.constexpr,
                 ROWS: tl.constexpr, BLOCK_X: tl.constexpr, ACC: tl.constexpr,
                 FAST_MATH: tl.constexpr):
     # Pass B for one chunk: G0 = sum_r w_t wy0 dv, G1 = sum_r w_t wy1 dv over the group's
@@ -102,7 +102,7 @@ def _chunk_grad(bot, dif, k0, lse, labels, weights, lam_y_ptr, y, n, CHW: tl.con
         if r < n:
             wy1 = tl.load(lam_y_ptr + y + r)
             wy0 = 1.0 - wy1
-            v = bot - wy0 * dif  # wy0 top + wy1 bot, to an ulp, in one FFMA per class
+            v = wy0 * top + wy1 * bot
             p = _exp_shifted(v, _row(lse, r, ROWS), FAST_MATH)
             hit = slot[None, :] == (_row(labels, r, ROWS) - k0)[:, None]
             dv = tl.where(hit, p - 1.0, p)
@@ -171,15 +171,14 @@ def _chunk(k0, it, col0, col1, m, s, lse, labels, weights, a, a1, y, n, a_lo, a_
            + wx1[:, None] * tl.load(col1[:, None] + row_a, mask=ok, other=0.0).to(ACC))
     bot = (wx0[:, None] * tl.load(col0[:, None] + row_a1, mask=ok, other=0.0).to(ACC)
            + wx1[:, None] * tl.load(col1[:, None] + row_a1, mask=ok, other=0.0).to(ACC))
-    dif = bot - top  # once for the chunk's ROWS rows
     if PASS_B:
-        g0, g1 = _chunk_grad(bot, dif, k0, lse, labels, weights, lam_y_ptr, y, n, CHW, ROWS,
+        g0, g1 = _chunk_grad(top, bot, k0, lse, labels, weights, lam_y_ptr, y, n, CHW, ROWS,
                              BLOCK_X, ACC, FAST_MATH)
         _store_shares(g0, g1, a, a1, a_lo, a_hi, group, gx_ptr, ch, ch_ok, g_sc, g_sh, g_sw,
                       it, lam_x_ptr, start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, CHW,
                       BLOCK_X, NRUN, KC, ACC, COMPILED)
     else:
-        m, s = _max_sum(m, s, bot, dif, ch_ok, lam_y_ptr, y, n, ROWS, MASKED, FAST_MATH)
+        m, s = _max_sum(m, s, top, bot, ch_ok, lam_y_ptr, y, n, ROWS, MASKED, FAST_MATH)
     return m, s
 
 

@@ -329,9 +329,8 @@ def _semantic_row(Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, i
                   HAS_WEIGHT: tl.constexpr, WRITE_GRAD: tl.constexpr, FAST_MATH: tl.constexpr,
                   ACC: tl.constexpr, SHIFT: tl.constexpr):
     """Target row Y of the semantic task: its label check, loss and gradient (added to
-    dx_a, and times wy1 to dx_b). The row's logits are v = xa - wy0 xb (xa: bot, xb: bot -
-    top; one FFMA per class where wy0 top + wy1 bot takes two, and top is not held through
-    the rows), or with SHIFT v - m_col = (xa + wy1 xb) ln 2 (``_shifted_operands``)."""
+    dx_a, and times wy1 to dx_b). The row's logits are v = wy0 xa + wy1 xb (xa, xb: top
+    and bot), or with SHIFT v - m_col = (xa + wy1 xb) ln 2 (``_shifted_operands``)."""
     t = _label(t_next)
     t_next = t_after
     t_after = tl.load(t_row + Yn * t_sh, mask=later, other=0)
@@ -351,7 +350,7 @@ def _semantic_row(Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, i
         denom = _tree(e, False, e.shape[1])
         lse = _log(denom, FAST_MATH) + m_col
     else:
-        v = xa - wy0 * xb
+        v = wy0 * xa + wy1 * xb
         v = tl.where(class_ok[None, :], v, float("-inf"))
         v_max = _tree(v, True, v.shape[1])
         e = tl.where(class_ok[None, :], _exp_shifted(v, v_max, FAST_MATH), 0.0)
@@ -578,13 +577,11 @@ def upsample_loss_kernel(
                      dx_b) = _semantic_rows(
                         Y, y_end, lam_y_ptr, owned_x, y_own, y_stop, t_row, t_sh, t_next,
                         t_after, in_window, ignore_index, C, cw_ptr, classes, class_ok, x_col0,
-                        x_col1, x_sc, x_sh, a, a1, wx0, wx1, x_bot, x_bot - x_top, m_col, n_bad,
+                        x_col1, x_sc, x_sh, a, a1, wx0, wx1, x_top, x_bot, m_col, n_bad,
                         lane_first_row, sem_loss, sem_norm, dx_a, dx_b, HAS_WEIGHT, WRITE_GRAD,
                         FAST_MATH, ACC, False)
                     x_top = x_bot
             else:  # every task of the launch in one loop
-                if HAS_SEM:
-                    x_dif = x_bot - x_top
                 while Y < y_end:
                     wy0, wy1, owned, later, Yn = _row_weights(lam_y_ptr, Y, owned_x, y_own,
                                                               in_window, y_stop)
@@ -593,7 +590,7 @@ def upsample_loss_kernel(
                          dx_b) = _semantic_row(
                             Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, in_window,
                             ignore_index, C, cw_ptr, classes, class_ok, x_col0, x_col1, x_sc, x_sh,
-                            a, a1, wx0, wx1, x_bot, x_dif, 0.0, n_bad, lane_first_row, sem_loss,
+                            a, a1, wx0, wx1, x_top, x_bot, 0.0, n_bad, lane_first_row, sem_loss,
                             sem_norm, dx_a, dx_b, HAS_WEIGHT, WRITE_GRAD, FAST_MATH, ACC, False)
                     if HAS_INST:
                         in_mask = in_window & (m_next != 0)

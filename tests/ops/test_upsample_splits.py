@@ -255,6 +255,27 @@ def test_nonfinite_logits_where_labels_are_ignored_follow_the_reference(align_co
     torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-7, equal_nan=True)
 
 
+@pytest.mark.parametrize("C", [4, 40])
+def test_a_minus_inf_logit_spreads_as_in_f_interpolate(C):
+    """A class's -inf logit in an interior cell: the target rows between it and the row
+    above take it as their bottom tap, where wy0 top + wy1 bot is -inf (the class adds
+    nothing) for 0 < wy1 < 1, and NaN only where F.interpolate multiplies it by a zero
+    weight. (A one-FFMA form, bot - wy0 (bot - top), gives -inf + inf = NaN there.)"""
+    pred, tgt = low_res_inputs(B=1, C=C, h=4, w=5, H=16, W=20, tasks=("semantic",), seed=33,
+                               ignore_frac=0.0)
+    pred["semantic"][0, 3, 2, 1] = float("-inf")
+    results = []
+    for backend in ("triton", "reference"):
+        p = leaf_copies(pred)
+        out = fastmtl.multitask_loss(p, tgt, backend=backend, upsample="bilinear",
+                                     check_labels=False)
+        out.total.backward()
+        results.append(p["semantic"].grad)
+    grad, expected = results
+    assert torch.equal(grad.isnan(), expected.isnan()), (grad.isnan().sum(), expected.isnan().sum())
+    torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-7, equal_nan=True)
+
+
 def test_empty_batch_gives_empty_gradients():
     pred, tgt = low_res_inputs(B=0, C=3, h=2, w=3, H=4, W=6)
     for backend in ("triton", "reference"):
