@@ -14,8 +14,10 @@ time under it (cumulative and own time). ``--stub-launches`` replaces the fastmt
 ops' kernel launches by no-ops on CPU tensors (nothing is computed): what remains
 is the Python side of a call (checks, autograd, allocations, the ops' own
 bookkeeping), measurable without a GPU; Triton's launcher and the driver are not
-in it. With it the header also gives the median time from a call's start to its first
-launch: where the host is behind, the device idles that long at the start of each call. ``--cuda-api`` (CUDA) times the calls under ``torch.profiler`` instead and
+in it. With it the header also gives the median time from a call's start to each of its
+launches, in order: where the host is behind, the device idles until the first, and a
+call timed with the L2 flushed costs about the time to its longest kernel's launch plus
+the kernels. ``--cuda-api`` (CUDA) times the calls under ``torch.profiler`` instead and
 lists the CUDA runtime and driver functions the host spent its time in, per call
 (launches, copies, events, and any allocation or synchronisation that makes the
 host wait for the GPU), with the busiest operators by their own host time.

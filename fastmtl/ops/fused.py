@@ -294,15 +294,16 @@ def fused_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping[str
     write_grad = grad_mode and any(v is not None and v.requires_grad for v in (x, o, d, g, z))
     if is_real(next(p for p in preds if p is not None)):
         raise_pending_label_errors(wait=False)  # earlier calls' finished checks (label_check)
+    check = bool(check_labels and x is not None)
     outs = _fused(
         x, targets["semantic"] if x is not None else None,
         class_weight if x is not None else None,
         o, g, targets["instance_mask"] if o is not None else None, d, z,
         coef, positions, per_slot(factors if use_log_vars else None),
         per_slot(regulariser if use_log_vars else None), use_log_vars, int(ignore_index),
-        write_grad, int(max_block_c), bool(check_labels and x is not None))
+        write_grad, int(max_block_c), check)
     total, losses, bad = outs[0], outs[1], outs[7]
-    if check_labels and x is not None and is_real(bad):
+    if check and is_real(bad):
         record_label_check(bad, x.shape[1], int(ignore_index),
                            (x.shape[0], x.shape[-2], x.shape[-1]))
     return total, per_task_losses(tasks, losses, predictions)

@@ -124,7 +124,7 @@ def buffer(like: Tensor, check: bool) -> Tensor:
 def record(bad: Tensor, num_classes: int, ignore_index: int, shape) -> None:
     """Take the check of one call, written to ``bad`` (from ``buffer``). Raises at once for
     CPU tensors; a pinned row is left for a later read."""
-    if torch.compiler.is_compiling() or (bad.is_cuda and torch.cuda.is_current_stream_capturing()):
+    if torch.compiler.is_compiling() or _capturing(bad.device):
         return
     slot = _taken.pop(bad.data_ptr(), None) if not bad.is_cuda else None
     if slot is None:

@@ -353,6 +353,7 @@ def upsampled_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping
     if is_real(next(p for p in (x, o, d) if p is not None)):
         raise_pending_label_errors(wait=False)  # earlier calls' finished checks (label_check)
     t = targets["semantic"] if x is not None else None
+    check = bool(check_labels and x is not None)
     outs = _upsampled(
         x, t, class_weight if x is not None else None,
         o, targets["instance"] if o is not None else None,
@@ -360,8 +361,8 @@ def upsampled_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping
         d, targets["depth"] if d is not None else None,
         log_vars if use_log_vars else weights, positions, per_slot(factors),
         per_slot(regulariser), use_log_vars, int(ignore_index), bool(align_corners), write_grad,
-        bool(check_labels and x is not None))
+        check)
     total, losses, bad = outs[0], outs[1], outs[7]
-    if check_labels and x is not None and is_real(bad):
+    if check and is_real(bad):
         record_label_check(bad, x.shape[1], int(ignore_index), (t.shape[0], *t.shape[-2:]))
     return total, per_task_losses(tasks, losses, predictions)
