@@ -38,7 +38,7 @@ is, and a row of -inf logits gives lse = -inf, hence NaN loss and gradient, as t
 import triton
 import triton.language as tl
 
-from .upsample_loss import (NO_ROW, _exp_shifted, _in_loop, _label, _log,
+from .upsample_loss import (NO_ROW, _exp_shifted, _in_loop, _label, _log, _offset,
                             _reduce_runs, _tap_value, _window_runs, program_region,
                             store_semantic_partials)
 from .upsample_reduce import NO_PIXEL
@@ -152,7 +152,7 @@ def _chunk(k0, it, col0, col1, m, s, lse, labels, weights, a, a1, y, n, a_lo, a_
            start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, C: tl.constexpr,
            CHW: tl.constexpr, MASKED: tl.constexpr, PASS_B: tl.constexpr, ROWS: tl.constexpr,
            BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr, ACC: tl.constexpr,
-           FAST_MATH: tl.constexpr, COMPILED: tl.constexpr):
+           FAST_MATH: tl.constexpr, COMPILED: tl.constexpr, INDEX32: tl.constexpr):
     # One chunk of classes [k0, k0 + CHW): pass A (PASS_B false: returns m, s) or pass B
     # (its gradient shares stored).
     # (through _in_loop: the last chunk's pointers are not hoisted out of the row loop)
@@ -164,9 +164,9 @@ def _chunk(k0, it, col0, col1, m, s, lse, labels, weights, a, a1, y, n, a_lo, a_
         ok = in_window[:, None] & ch_ok[None, :]
     else:
         ok = in_window[:, None]
-    off = ch.to(tl.int64) * x_sc
-    row_a = (off + a.to(tl.int64) * x_sh)[None, :]
-    row_a1 = (off + a1.to(tl.int64) * x_sh)[None, :]
+    off = _offset(ch, INDEX32) * x_sc
+    row_a = (off + _offset(a, INDEX32) * x_sh)[None, :]
+    row_a1 = (off + _offset(a1, INDEX32) * x_sh)[None, :]
     top = (wx0[:, None] * tl.load(col0[:, None] + row_a, mask=ok, other=0.0).to(ACC)
            + wx1[:, None] * tl.load(col1[:, None] + row_a, mask=ok, other=0.0).to(ACC))
     bot = (wx0[:, None] * tl.load(col0[:, None] + row_a1, mask=ok, other=0.0).to(ACC)
@@ -192,7 +192,7 @@ def upsample_chunks_kernel(
     C: tl.constexpr, HAS_WEIGHT: tl.constexpr, WRITE_GRAD: tl.constexpr, CH: tl.constexpr,
     CHT: tl.constexpr, ROWS: tl.constexpr, BLOCK_X: tl.constexpr, NRUN: tl.constexpr,
     KC: tl.constexpr, ACC_FP64: tl.constexpr, FAST_MATH: tl.constexpr,
-    COMPILED: tl.constexpr,
+    COMPILED: tl.constexpr, INDEX32: tl.constexpr = False,
 ):
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     FULL: tl.constexpr = (C // CH) * CH  # classes in full chunks; the rest in one of CHT
@@ -244,7 +244,7 @@ def upsample_chunks_kernel(
                                   lam_y_ptr, gx_img, gx_sc, gx_sh, gx_sw, lam_x_ptr,
                                   start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, C, CH,
                                   False, False, ROWS, BLOCK_X, NRUN, KC, ACC, FAST_MATH,
-                                  COMPILED)
+                                  COMPILED, INDEX32)
                     k0 += CH
                 if FULL < C:
                     m, s = _chunk(FULL, a, col0, col1, m, s, s, s, s, a, a1, y, n,
@@ -252,7 +252,7 @@ def upsample_chunks_kernel(
                                   lam_y_ptr, gx_img, gx_sc, gx_sh, gx_sw, lam_x_ptr,
                                   start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, C, CHT,
                                   True, False, ROWS, BLOCK_X, NRUN, KC, ACC, FAST_MATH,
-                                  COMPILED)
+                                  COMPILED, INDEX32)
                 lse = _log(s, FAST_MATH) + m
 
                 # Per row (not unrolled: per pixel, not per class): the label, its check
@@ -279,8 +279,8 @@ def upsample_chunks_kernel(
                     sem_norm += tl.where(owned, wt, 0.0)
                     wy1 = tl.load(lam_y_ptr + Y)
                     wy0 = 1.0 - wy1
-                    v_target = _tap_value(col0, col1, label.to(tl.int64) * x_sc, a, a1, x_sh,
-                                          wx0, wx1, wy0, wy1, valid, ACC)
+                    v_target = _tap_value(col0, col1, _offset(label, INDEX32) * x_sc, a, a1,
+                                          x_sh, wx0, wx1, wy0, wy1, valid, ACC, INDEX32)
                     sem_loss += tl.where(valid & owned, wt * (_row(lse, r, ROWS) - v_target),
                                          0.0)
                     labels = _put(labels, r, label, ROWS)
@@ -295,14 +295,14 @@ def upsample_chunks_kernel(
                                a_lo, a_hi, group, x_sc, x_sh, wx0, wx1, in_window, lam_y_ptr,
                                gx_img, gx_sc, gx_sh, gx_sw, lam_x_ptr, start_x_ptr, j_lo, j_hi,
                                w, xs, xw, xe, grad_scale, C, CH, False, True, ROWS, BLOCK_X,
-                               NRUN, KC, ACC, FAST_MATH, COMPILED)
+                               NRUN, KC, ACC, FAST_MATH, COMPILED, INDEX32)
                         k0 += CH
                     if FULL < C:
                         _chunk(FULL, a, col0, col1, m, s, lse, labels, weights, a, a1, y, n,
                                a_lo, a_hi, group, x_sc, x_sh, wx0, wx1, in_window, lam_y_ptr,
                                gx_img, gx_sc, gx_sh, gx_sw, lam_x_ptr, start_x_ptr, j_lo, j_hi,
                                w, xs, xw, xe, grad_scale, C, CHT, True, True, ROWS, BLOCK_X,
-                               NRUN, KC, ACC, FAST_MATH, COMPILED)
+                               NRUN, KC, ACC, FAST_MATH, COMPILED, INDEX32)
                 y += ROWS
                 group += 1
             a += 1

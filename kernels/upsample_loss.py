@@ -175,33 +175,48 @@ def _shifted_operands(top, bot, m):
 
 
 @triton.jit
-def _tap(col, ch, ch_ok, ch_stride, row, s_h, in_window):
+def _offset(v, INDEX32: tl.constexpr):
+    # v as an element offset within one image of a prediction tensor (its channel and row
+    # part; the image's own start is in the pointer, in 64 bits): 32-bit where the launch
+    # found every image of the predictions within 2**31 elements (``INDEX32``), so that a
+    # tap's address is one IMAD.WIDE of the offset onto its column's pointer instead of a
+    # 64-bit multiply, shift and add per element; 64-bit otherwise.
+    if INDEX32:
+        return v.to(tl.int32)
+    else:
+        return v.to(tl.int64)
+
+
+@triton.jit
+def _tap(col, ch, ch_ok, ch_stride, row, s_h, in_window, INDEX32: tl.constexpr = False):
     # u[c, row, i(X)] for the window's columns (col: pointers to the image's tap column i(X)),
     # as loaded. Tiles are (columns, channels): with gathered columns, this order is the one
     # for which Triton keeps a column's channels in one thread and spreads the columns over
     # lanes.
-    r = row.to(tl.int64) * s_h + ch.to(tl.int64)[None, :] * ch_stride
+    r = _offset(row, INDEX32) * s_h + _offset(ch, INDEX32)[None, :] * ch_stride
     return tl.load(col[:, None] + r, mask=in_window[:, None] & ch_ok[None, :], other=0.0)
 
 
 @triton.jit
 def _along_x(col0, col1, ch, ch_ok, ch_stride, row, s_h, wx0, wx1, in_window, ACC: tl.constexpr,
-             u0=None):
+             u0=None, INDEX32: tl.constexpr = False):
     # out[X, c] = wx0(X) u[c, row, i0(X)] + wx1(X) u[c, row, i1(X)] for the window's columns
     # (col0/col1: pointers to the image's tap columns i0(X), i1(X); u0: the first taps where
     # the caller has loaded them already).
     if u0 is None:
-        u0 = _tap(col0, ch, ch_ok, ch_stride, row, s_h, in_window)
-    u1 = _tap(col1, ch, ch_ok, ch_stride, row, s_h, in_window)
+        u0 = _tap(col0, ch, ch_ok, ch_stride, row, s_h, in_window, INDEX32)
+    u1 = _tap(col1, ch, ch_ok, ch_stride, row, s_h, in_window, INDEX32)
     return wx0[:, None] * u0.to(ACC) + wx1[:, None] * u1.to(ACC)
 
 
 @triton.jit
-def _tap_value(col0, col1, channel, a, a1, s_h, wx0, wx1, wy0, wy1, ok, ACC: tl.constexpr):
+def _tap_value(col0, col1, channel, a, a1, s_h, wx0, wx1, wy0, wy1, ok, ACC: tl.constexpr,
+               INDEX32: tl.constexpr = False):
     # wy0 (wx0 u[ch, a, i0] + wx1 u[ch, a, i1]) + wy1 (wx0 u[ch, a1, i0] + wx1 u[ch, a1, i1]),
-    # one channel per pixel (col0/col1: the pixel's tap columns, channel: its channel offset).
-    r0 = channel + a.to(tl.int64) * s_h
-    r1 = channel + a1.to(tl.int64) * s_h
+    # one channel per pixel (col0/col1: the pixel's tap columns, channel: its channel offset,
+    # ``_offset(ch, INDEX32) * ch_stride``).
+    r0 = channel + _offset(a, INDEX32) * s_h
+    r1 = channel + _offset(a1, INDEX32) * s_h
     u00 = tl.load(col0 + r0, mask=ok, other=0.0).to(ACC)
     u01 = tl.load(col1 + r0, mask=ok, other=0.0).to(ACC)
     u10 = tl.load(col0 + r1, mask=ok, other=0.0).to(ACC)
@@ -327,7 +342,7 @@ def _semantic_row(Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, i
                   ignore_index, C, cw_ptr, classes, class_ok, x_col0, x_col1, x_sc, x_sh, a, a1,
                   wx0, wx1, xa, xb, m_col, n_bad, lane_first_row, sem_loss, sem_norm, dx_a, dx_b,
                   HAS_WEIGHT: tl.constexpr, WRITE_GRAD: tl.constexpr, FAST_MATH: tl.constexpr,
-                  ACC: tl.constexpr, SHIFT: tl.constexpr):
+                  ACC: tl.constexpr, SHIFT: tl.constexpr, INDEX32: tl.constexpr):
     """Target row Y of the semantic task: its label check, loss and gradient (added to
     dx_a, and times wy1 to dx_b). The row's logits are v = wy0 xa + wy1 xb (xa, xb: top
     and bot), or with SHIFT v - m_col = (xa + wy1 xb) ln 2 (``_shifted_operands``)."""
@@ -359,8 +374,8 @@ def _semantic_row(Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, i
     # Padding classes (C < BLOCK_C) are constants here, so they cost nothing.
     is_target = (label[:, None] == classes[None, :]) & class_ok[None, :]
     # v[target], recomputed from its four taps (cached loads) as v is.
-    v_target = _tap_value(x_col0, x_col1, label.to(tl.int64) * x_sc, a, a1, x_sh, wx0, wx1,
-                          wy0, wy1, valid, ACC)
+    v_target = _tap_value(x_col0, x_col1, _offset(label, INDEX32) * x_sc, a, a1, x_sh, wx0,
+                          wx1, wy0, wy1, valid, ACC, INDEX32)
     sem_loss += tl.where(valid & owned, wt * (lse - v_target), 0.0)
     sem_norm += tl.where(owned, wt, 0.0)
     if WRITE_GRAD:
@@ -386,7 +401,8 @@ def _semantic_rows(Y, y_end, lam_y_ptr, owned_x, y_own, y_stop, t_row, t_sh, t_n
                    in_window, ignore_index, C, cw_ptr, classes, class_ok, x_col0, x_col1, x_sc,
                    x_sh, a, a1, wx0, wx1, xa, xb, m_col, n_bad, lane_first_row, sem_loss,
                    sem_norm, dx_a, dx_b, HAS_WEIGHT: tl.constexpr, WRITE_GRAD: tl.constexpr,
-                   FAST_MATH: tl.constexpr, ACC: tl.constexpr, SHIFT: tl.constexpr):
+                   FAST_MATH: tl.constexpr, ACC: tl.constexpr, SHIFT: tl.constexpr,
+                   INDEX32: tl.constexpr):
     """The semantic task's target rows [Y, y_end) of one low-resolution row (a launch
     without the regressions: one loop per form of the softmax, so that neither carries the
     other's registers)."""
@@ -398,7 +414,7 @@ def _semantic_rows(Y, y_end, lam_y_ptr, owned_x, y_own, y_stop, t_row, t_sh, t_n
             Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, in_window,
             ignore_index, C, cw_ptr, classes, class_ok, x_col0, x_col1, x_sc, x_sh, a, a1, wx0,
             wx1, xa, xb, m_col, n_bad, lane_first_row, sem_loss, sem_norm, dx_a, dx_b,
-            HAS_WEIGHT, WRITE_GRAD, FAST_MATH, ACC, SHIFT)
+            HAS_WEIGHT, WRITE_GRAD, FAST_MATH, ACC, SHIFT, INDEX32)
         Y += 1
     return Y, t_next, t_after, n_bad, lane_first_row, sem_loss, sem_norm, dx_a, dx_b
 
@@ -458,9 +474,12 @@ def upsample_loss_kernel(
     HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK_C: tl.constexpr,
     BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr, ACC_FP64: tl.constexpr,
     FAST_MATH: tl.constexpr, COMPILED: tl.constexpr, SHIFTED: tl.constexpr = False,
-    PREFETCH: tl.constexpr = False,
+    PREFETCH: tl.constexpr = False, INDEX32: tl.constexpr = False,
 ):
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
+    # With 32-bit offsets the logits' per-class tap offsets are recomputed per low-resolution
+    # row (``_in_loop``): hoisted, ptxas keeps them live across the program and spills.
+    OPAQUE: tl.constexpr = COMPILED and INDEX32
     tl.static_assert(not SHIFTED or (HAS_SEM and not HAS_INST and not HAS_DEP and not ACC_FP64))
     tl.static_assert(not PREFETCH or HAS_SEM)
     pid = tl.program_id(0)
@@ -502,11 +521,11 @@ def upsample_loss_kernel(
         if HAS_SEM:
             x_col0 = x_ptr + b * x_sb + i0x.to(tl.int64) * x_sw  # a pixel's two tap columns
             x_col1 = x_ptr + b * x_sb + i1x.to(tl.int64) * x_sw
-            x_top = _along_x(x_col0, x_col1, classes, class_ok, x_sc, a_first, x_sh, wx0, wx1,
-                             in_window, ACC)
+            x_top = _along_x(x_col0, x_col1, _in_loop(classes, xw, OPAQUE), class_ok, x_sc,
+                             a_first, x_sh, wx0, wx1, in_window, ACC, None, INDEX32)
             if PREFETCH:  # the first taps of each bottom row, one low-resolution row ahead
-                x_next = _tap(x_col0, classes, class_ok, x_sc, tl.minimum(a_first + 1, h - 1),
-                              x_sh, in_window)
+                x_next = _tap(x_col0, _in_loop(classes, xw, OPAQUE), class_ok, x_sc,
+                              tl.minimum(a_first + 1, h - 1), x_sh, in_window, INDEX32)
             dx_a = tl.zeros([BLOCK_X, BLOCK_C], ACC)
             dx_b = tl.zeros([BLOCK_X, BLOCK_C], ACC)
             t_row = t_ptr + b * t_sb + Xl * t_sw
@@ -548,11 +567,11 @@ def upsample_loss_kernel(
             y_end = tl.load(start_ptr + a + 1)
             if HAS_SEM:
                 if PREFETCH:
-                    x_bot = _along_x(x_col0, x_col1, classes, class_ok, x_sc, a1, x_sh, wx0, wx1,
-                                     in_window, ACC, x_next)
+                    x_bot = _along_x(x_col0, x_col1, _in_loop(classes, a, OPAQUE), class_ok,
+                                     x_sc, a1, x_sh, wx0, wx1, in_window, ACC, x_next, INDEX32)
                 else:
-                    x_bot = _along_x(x_col0, x_col1, classes, class_ok, x_sc, a1, x_sh, wx0, wx1,
-                                     in_window, ACC)
+                    x_bot = _along_x(x_col0, x_col1, _in_loop(classes, a, OPAQUE), class_ok,
+                                     x_sc, a1, x_sh, wx0, wx1, in_window, ACC, None, INDEX32)
                 if SHIFTED:
                     m_col, dist = _shift_bound(x_top, x_bot, class_ok)
             if HAS_INST:
@@ -570,7 +589,7 @@ def upsample_loss_kernel(
                         t_after, in_window, ignore_index, C, cw_ptr, classes, class_ok, x_col0,
                         x_col1, x_sc, x_sh, a, a1, wx0, wx1, sa, sb, m_col, n_bad,
                         lane_first_row, sem_loss, sem_norm, dx_a, dx_b, HAS_WEIGHT, WRITE_GRAD,
-                        FAST_MATH, ACC, True)
+                        FAST_MATH, ACC, True, INDEX32)
                     x_top = (sa + sb) * LN2 + m_col[:, None]  # the next row's top: this bot
                 else:
                     (Y, t_next, t_after, n_bad, lane_first_row, sem_loss, sem_norm, dx_a,
@@ -579,7 +598,7 @@ def upsample_loss_kernel(
                         t_after, in_window, ignore_index, C, cw_ptr, classes, class_ok, x_col0,
                         x_col1, x_sc, x_sh, a, a1, wx0, wx1, x_top, x_bot, m_col, n_bad,
                         lane_first_row, sem_loss, sem_norm, dx_a, dx_b, HAS_WEIGHT, WRITE_GRAD,
-                        FAST_MATH, ACC, False)
+                        FAST_MATH, ACC, False, INDEX32)
                     x_top = x_bot
             else:  # every task of the launch in one loop
                 while Y < y_end:
@@ -591,7 +610,8 @@ def upsample_loss_kernel(
                             Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, in_window,
                             ignore_index, C, cw_ptr, classes, class_ok, x_col0, x_col1, x_sc, x_sh,
                             a, a1, wx0, wx1, x_top, x_bot, 0.0, n_bad, lane_first_row, sem_loss,
-                            sem_norm, dx_a, dx_b, HAS_WEIGHT, WRITE_GRAD, FAST_MATH, ACC, False)
+                            sem_norm, dx_a, dx_b, HAS_WEIGHT, WRITE_GRAD, FAST_MATH, ACC, False,
+                            INDEX32)
                     if HAS_INST:
                         in_mask = in_window & (m_next != 0)
                         target = g_next.to(ACC)
@@ -622,8 +642,8 @@ def upsample_loss_kernel(
             if PREFETCH:
                 # The next bottom row's first taps, issued before this row's run reduction:
                 # their latency passes during it, and their cache lines hold the second taps.
-                x_next = _tap(x_col0, classes, class_ok, x_sc, tl.minimum(a + 2, h - 1), x_sh,
-                              in_window & (a + 1 < a_hi))
+                x_next = _tap(x_col0, _in_loop(classes, a, OPAQUE), class_ok, x_sc,
+                              tl.minimum(a + 2, h - 1), x_sh, in_window & (a + 1 < a_hi), INDEX32)
             # Owner row a is done: its gradient row (rows of a - 1 before a_lo are only
             # walked for their bottom part) goes to the cells, its bottom part carries on.
             if WRITE_GRAD:

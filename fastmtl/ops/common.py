@@ -80,6 +80,14 @@ def bchw_strides(t: Optional[Tensor]) -> tuple[int, int, int, int]:
     return tuple(t.stride()) if t is not None and t.dim() == 4 else (0, 0, 0, 0)
 
 
+def within_int32_per_image(t: Tensor) -> bool:
+    """True when every offset inside one image of ``t`` (dimensions after the first: the
+    image's start is kept in 64 bits) is below 2**31 elements, so a kernel may form those
+    offsets in 32-bit arithmetic."""
+    span = sum(max(n - 1, 0) * abs(s) for n, s in zip(t.shape[1:], t.stride()[1:]))
+    return span < 2 ** 31
+
+
 def bhw_strides(t: Optional[Tensor]) -> tuple[int, int, int]:
     """(batch, row, column) strides of a (B,H,W) or (B,1,H,W) tensor; zeros when absent."""
     if t is None or t.dim() < 3:

@@ -51,7 +51,8 @@ from fastmtl.kernels import upsample_reduce as R
 from fastmtl.kernels import upsample_regressions as V
 from fastmtl.ops.common import (TASK_SLOTS, backward_launch, bchw_strides, bhw_strides, cdiv,
                                 check_device, device_guard, eager_or_op, interpreted, is_real,
-                                launch_for, next_power_of_2, per_task_losses)
+                                launch_for, next_power_of_2, per_task_losses,
+                                within_int32_per_image)
 from fastmtl.ops.label_check import buffer as label_buffer
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
@@ -111,9 +112,10 @@ def _launch_regressions(launch, grid, plan, flags, o, g, m, go, d, z, gd, index,
 
 
 class _Layout:
-    """The forward's launch geometry, from shapes and dtypes alone (no tensor is kept): the
-    launches' splits and grids, the partial sums, the provisional scale. An eager call keeps
-    it in its call cache (``common.call_cache``) for the next call with the same key."""
+    """The forward's launch geometry, from shapes, strides and dtypes alone (no tensor is
+    kept): the launches' splits and grids, the partial sums, the provisional scale, whether
+    the logits' taps are addressed in 32 bits within an image. An eager call keeps it in its
+    call cache (``common.call_cache``) for the next call with the same key."""
 
     def __init__(self, x, t, o, m, d, z, align_corners):
         first = x if x is not None else o if o is not None else d
@@ -122,6 +124,7 @@ class _Layout:
         self.acc_fp64 = any(p is not None and p.dtype == torch.float64 for p in (x, o, d))
         self.acc = torch.float64 if self.acc_fp64 else torch.float32
         C = self.C = x.shape[1] if x is not None else 1
+        self.index32 = x is not None and within_int32_per_image(x)
         # The semantic task and the regressions share no data, so they are two launches:
         # fewer values live per thread, no extra traffic. Each has its own split.
         launches = []
@@ -159,7 +162,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     B, h, w, H, W, C = layout.B, layout.h, layout.w, layout.H, layout.W, layout.C
     acc_fp64, acc, launches, grids = layout.acc_fp64, layout.acc, layout.launches, layout.grids
     n_sem, n_reg, n_parts, n_sums = layout.n_sem, layout.n_reg, layout.n_parts, layout.n_sums
-    scale, windows = layout.scale, layout.windows
+    scale, windows, index32 = layout.scale, layout.windows, layout.index32
 
     index = torch.empty(H + W, dtype=torch.int32, device=device)
     lam = torch.empty(H + W, dtype=acc, device=device)
@@ -196,7 +199,8 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
                     CHT=max(1, next_power_of_2(C % plan.block_c)), ROWS=plan.rows,
                     BLOCK_X=plan.block_x, NRUN=plan.nrun, KC=plan.kc, ACC_FP64=acc_fp64,
                     FAST_MATH=not acc_fp64 and not interpreted(), COMPILED=not interpreted(),
-                    num_warps=plan.num_warps, **register_cap(plan, acc_fp64, launch))
+                    INDEX32=index32, num_warps=plan.num_warps,
+                    **register_cap(plan, acc_fp64, launch))
                 continue
             launch(U.upsample_loss_kernel)[(grid,)](
                 pick(x), pick(t), pick(class_weight), pick(gx), *bchw_strides(x), *bhw_strides(t),
@@ -211,7 +215,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
                 NRUN=plan.nrun, KC=plan.kc, ACC_FP64=acc_fp64,
                 FAST_MATH=not acc_fp64 and not interpreted(), COMPILED=not interpreted(),
                 SHIFTED=plan.shifted and not acc_fp64,
-                PREFETCH=plan.prefetch,
+                PREFETCH=plan.prefetch, INDEX32=index32,
                 num_warps=plan.num_warps, **flags, **register_cap(plan, acc_fp64, launch))
         sums = torch.empty((R.PART_ROWS, n_sums), dtype=torch.float64, device=device)
         bad_sums = torch.empty((3, n_sums), dtype=torch.int64, device=device)

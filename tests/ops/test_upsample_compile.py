@@ -32,7 +32,10 @@ configurations the benchmarks measure (C = 19 at a factor of 8, fp32 and bf16):
   shuffle, shared or local memory in pass A, only its chunk's run reduction in pass B,
   and each specialisation compiled in under CHUNK_COMPILE_S seconds;
 - every stride argument is widened to 64 bits before any arithmetic (TTIR), so offsets
-  past 2**31 elements cannot wrap.
+  past 2**31 elements cannot wrap; the logits' channel and row strides aside where the
+  launch found each image of the logits within 2**31 elements (``INDEX32``: offsets within
+  an image in 32 bits, the image's start in 64). Every semantic specialisation the
+  benchmarks launch takes it; C19-wide and C40-wide are the 64-bit forms.
 
 torch.compile(fullgraph=True) must trace forward and backward without a graph break.
 Both run in a subprocess without TRITON_INTERPRET; this file is that subprocess's script.
@@ -59,28 +62,29 @@ KERNELS = LOSS_KERNELS | {"upsample_chunks_kernel", "axis_table_kernel",
 CHUNKED = ("C150-bench-fp32", "C150-bench-bf16")
 CHUNK_COMPILE_S = 60  # seconds for one specialisation (paid at the first launch on a GPU)
 # Instructions per class and row in each chunked pass at C = 150 (measured, fp32 / bf16: pass
-# A 11.0 / 11.7, pass B 17.0 / 17.8).
-CHUNK_PASS_BUDGET = {"pass_a": 12.0, "pass_b": 18.5}
+# A 9.4 / 10.0, pass B 15.2 / 16.0; with 64-bit offsets 11.0 / 11.7 and 17.0 / 17.8).
+CHUNK_PASS_BUDGET = {"pass_a": 10.5, "pass_b": 16.5}
 # Instructions per target pixel in the row loops of the semantic launch (True) and of the
-# regressions' launch (False; per column and row of a chunk). Measured: 301 (fp32), 307
-# (bf16), 84 (regressions, fp32 and bf16; 99 for the single-pass kernel's one row at a time).
-ROW_BUDGET = {("C19-fp32", True): 315, ("C19-bf16", True): 315, ("C19-strided", True): 330,
-              ("C19-shifted", True): 315, ("C19-prefetch", True): 315,
+# regressions' launch (False; per column and row of a chunk). Measured: 290 (fp32), 294
+# (bf16), 283 (strided), 301 with 64-bit offsets (C19-wide), 84 (regressions, fp32 and bf16;
+# 99 for the single-pass kernel's one row at a time).
+ROW_BUDGET = {("C19-fp32", True): 300, ("C19-bf16", True): 300, ("C19-strided", True): 300,
+              ("C19-shifted", True): 300, ("C19-prefetch", True): 300, ("C19-wide", True): 315,
               ("C19-fp32", False): 95, ("C19-bf16", False): 95, ("C19-strided", False): 95}
 REGRESSION_SPILLS = 128  # bytes, outside the row loop (measured: 72)
 # Channels-last heads and transposed targets, since both tasks share one run reduction:
 # more spills, outside the row loop (measured: 136 bytes at this file's shape; at
 # 8 x 1024 x 2048, 284 against 72 before, reloaded once per low-resolution row).
 STRIDED_REGRESSION_SPILLS = 192
-# Semantic launch with ``semantic_shift``: loop-invariant indices of the run reduction,
-# reloaded once per low-resolution row (measured: 100 bytes, fp32 and bf16, at the
-# 168-register cap; none without the shifted form).
-SHIFTED_SPILLS = 128
+# Semantic launch with ``semantic_shift`` (measured: none since the logits' offsets are 32-bit
+# within an image; before, 100 bytes of loop-invariant indices of the run reduction).
+SHIFTED_SPILLS = 0
 # With ``prefetch_taps``: the next row's first taps held across the run reduction (measured:
-# 104 bytes, fp32 and bf16, at the 168-register cap, none in a row or reduction loop).
-PREFETCH_SPILLS = 128
-# The shifted row loop (measured: 245 fp32; the per-pixel maximum's: 304).
-SHIFTED_BUDGET = 270
+# 44 bytes, fp32, at the 168-register cap, none in a row or reduction loop; 104 with 64-bit
+# offsets).
+PREFETCH_SPILLS = 64
+# The shifted row loop (measured: 232 fp32; the per-pixel maximum's: 290).
+SHIFTED_BUDGET = 245
 # The longest chain of dependent FMNMX, and of dependent FADD, in a semantic row loop: the
 # maximum and the sum over the classes as trees (measured: 5 and 5; 19 and 19 as chains).
 TREE_DEPTH = 7
@@ -97,6 +101,9 @@ def test_aot_compile_every_specialisation_and_the_design_on_sm90():
     for v in report["variants"]:
         assert sorted(v["ptxas"]) == ["sm_80", "sm_90a"], v
         assert v["wide_strides"], v  # no stride argument used in 32-bit arithmetic
+        if v["kernel"] == "upsample_chunks_kernel" or (v["kernel"] == "upsample_loss_kernel"
+                                                       and v["semantic"]):
+            assert v["index32"] == (not v["tag"].endswith("-wide")), v
         for row in v.get("row_loops", [v["row_loop"]] if "row_loop" in v else []):
             # whatever else spills, a row loop never touches local memory
             assert not row["ops"].keys() & {"LDL", "STL"}, v
@@ -215,6 +222,7 @@ def _configs():
             ("C19-strided", dict(base, strided=True)),
             ("C19-shifted", dict(base, shift=True)),
             ("C19-prefetch", dict(base, prefetch=True)),
+            ("C19-wide", dict(base, wide=True)),
             ("C19-fp64", dict(base, h=4, w=4, H=32, W=32, dtype=torch.float64)),
             ("narrow-head", dict(base, h=3, w=2, H=40, W=600)),
             ("C150-warps", dict(base, C=150, h=8, w=16, H=64, W=128)),  # warps share classes
@@ -223,6 +231,7 @@ def _configs():
             ("C150-bench-bf16", dict(B=8, C=150, h=64, w=128, H=512, W=1024,
                                      tasks=("semantic",), dtype=torch.bfloat16, chunks=True)),
             ("C1", dict(base, C=1)), ("C40", dict(base, C=40, chunks=True)),
+            ("C40-wide", dict(base, C=40, chunks=True, wide=True)),
             ("semantic", dict(base, tasks=("semantic",))),
             ("instance", dict(base, tasks=("instance",))),
             ("depth", dict(base, tasks=("depth",))),
@@ -231,13 +240,18 @@ def _configs():
 
 def _record(B, C, h, w, H, W, dtype=None, tasks=ALL, write_grad=True, class_weighted=True,
             align_corners=False, target_dtype=None, strided=False, chunks=False, shift=False,
-            prefetch=False):
+            prefetch=False, wide=False):
     """The launches (kernel, args, kwargs) of one forward and backward (chunks: with the
     classes in chunks, ``class_chunk=16``, at C > 32, else the warps share them; shift:
-    ``semantic_shift``; prefetch: ``prefetch_taps``)."""
+    ``semantic_shift``; prefetch: ``prefetch_taps``; wide: as for logits whose images span
+    2**31 elements or more, every offset in 64 bits)."""
+    from unittest import mock
+
+    from fastmtl.ops import upsample
     from fastmtl.ops.upsample_tiles import use
 
-    with use(class_chunk=16 if chunks else None, semantic_shift=shift, prefetch_taps=prefetch):
+    with use(class_chunk=16 if chunks else None, semantic_shift=shift, prefetch_taps=prefetch), \
+            mock.patch.object(upsample, "within_int32_per_image", lambda t: not wide):
         return _record_launches(B, C, h, w, H, W, dtype, tasks, write_grad, class_weighted,
                                 align_corners, target_dtype, strided)
 
@@ -358,11 +372,12 @@ def _design(kernel_name, compiled, kwargs) -> dict:
                 rows_per_iteration=kwargs.get("ROWS", 1))
 
 
-def _wide_strides(ttir: str) -> bool:
-    """Every i32 stride argument (names ending _sb, _sc, _sh, _sw) is only sign-extended."""
+def _wide_strides(ttir: str, narrow=()) -> bool:
+    """Every i32 stride argument (names ending _sb, _sc, _sh, _sw) is only sign-extended,
+    those named in ``narrow`` aside."""
     header = re.search(r"tt\.func public @\w+\((.*?)\) attributes", ttir, re.S).group(1)
     strides = [n for n, ty in re.findall(r"(%\w+): (i32|i64)", header)
-               if re.search(r"_s[bchw]$", n) and ty == "i32"]
+               if re.search(r"_s[bchw]$", n) and ty == "i32" and n[1:] not in narrow]
     body = ttir[ttir.index(") attributes"):]
     for name in strides:
         for line in body.splitlines():
@@ -390,7 +405,10 @@ def _aot_main():
                 continue
             entry["ptxas"][gpu] = ptxas_usage(compiled.asm["ptx"], gpu)
             if arch == 90:
-                entry["wide_strides"] = _wide_strides(compiled.asm["ttir"])
+                # INDEX32: the logits' offsets within an image (channel and row) in 32 bits
+                entry["index32"] = bool(kwargs.get("INDEX32"))
+                entry["wide_strides"] = _wide_strides(
+                    compiled.asm["ttir"], ("x_sc", "x_sh") if entry["index32"] else ())
                 entry.update(_design(kernel.__name__, compiled, kwargs))
         return entry, failures
 

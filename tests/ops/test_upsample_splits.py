@@ -365,37 +365,49 @@ def test_partial_sums_are_reduced_in_levels_of_at_most_a_block():
 # ---------------------------------------- offsets past 2**31 elements (sparse files, subprocess)
 
 
-def test_offsets_past_2_31_elements(tmp_path):
-    """A batch whose third image starts past 2**31 elements, as views of sparse files (no
-    memory is allocated for the gap): a 32-bit offset would wrap and read elsewhere."""
+@pytest.mark.parametrize("far", ["image", "channel"])
+def test_offsets_past_2_31_elements(tmp_path, far):
+    """Views of sparse files (no memory is allocated for the gaps) in which an offset passes
+    2**31 elements: the third image's start (a 64-bit pointer; the offsets within an image
+    stay 32-bit) or the logits' third channel within one image (every offset 64-bit). A
+    wrapped 32-bit offset would read elsewhere."""
     env = dict(os.environ, TRITON_INTERPRET="1", TMPDIR=str(tmp_path))
     root = Path(__file__).resolve().parents[2]
     env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "tests"),
                                          str(Path(__file__).parent)])
-    proc = subprocess.run([sys.executable, __file__, "offsets"], env=env, capture_output=True,
-                          text=True, timeout=500)
+    proc = subprocess.run([sys.executable, __file__, "offsets", far], env=env,
+                          capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["total_error"] <= 1e-5 and report["gradient_error"] <= 1e-6, report
+    assert report["offsets_32_bit_within_an_image"] == (far == "image"), report
 
 
-def _offsets_main():
-    batch_stride = 2 ** 30 + 2 ** 20  # an int32 stride: image 2 starts past 2**31
-    pred, tgt = low_res_inputs(B=3, C=3, h=2, w=3, H=5, W=7, tasks=("semantic",), seed=34,
-                               target_dtype=torch.uint8)
+def _offsets_main(far):
+    from fastmtl.ops.common import within_int32_per_image
 
-    def sparse_view(value):
+    big = 2 ** 30 + 2 ** 20  # an int32 stride: its second multiple passes 2**31
+    pred, tgt = low_res_inputs(B=3 if far == "image" else 1, C=3, h=2, w=3, H=5, W=7,
+                               tasks=("semantic",), seed=34, target_dtype=torch.uint8)
+
+    def sparse_view(value, dim):
         path = Path(os.environ["TMPDIR"]) / f"sparse-{value.dtype}.bin".replace("torch.", "")
-        count = 2 * batch_stride + value[0].numel()
+        strides = list(value.stride())
+        strides[dim] = big
+        if dim == 1:  # channels far apart: the image's stride past them
+            strides[0] = 3 * big
+        count = 1 + sum((n - 1) * s for n, s in zip(value.shape, strides))
         with open(path, "wb") as f:
             f.truncate(count * value.element_size())
         storage = torch.from_file(str(path), shared=True, size=count, dtype=value.dtype)
-        view = storage.as_strided(value.shape, (batch_stride, *value.stride()[1:]))
+        view = storage.as_strided(value.shape, strides)
         view.copy_(value)
         return view
 
-    far = {"semantic": sparse_view(pred["semantic"]).requires_grad_(True)}  # no copy
-    far_tgt = {"semantic": sparse_view(tgt["semantic"])}
+    logits = sparse_view(pred["semantic"], 0 if far == "image" else 1)
+    far = {"semantic": logits.requires_grad_(True)}  # no copy
+    far_tgt = {"semantic": sparse_view(tgt["semantic"], 0) if len(tgt["semantic"]) > 1
+               else tgt["semantic"]}
     results = []
     for p, t, backend in ((far, far_tgt, "triton"), (leaf_copies(pred), tgt, "reference")):
         out = fastmtl.multitask_loss(p, t, backend=backend, upsample="bilinear",
@@ -404,11 +416,12 @@ def _offsets_main():
         results.append((out.total.detach(), p["semantic"].grad))
     (total, grad), (expected_total, expected_grad) = results
     print(json.dumps(dict(total_error=float((total - expected_total).abs()),
-                          gradient_error=float((grad - expected_grad).abs().max()))))
+                          gradient_error=float((grad - expected_grad).abs().max()),
+                          offsets_32_bit_within_an_image=within_int32_per_image(logits))))
 
 
 if __name__ == "__main__":
-    {"offsets": _offsets_main}[sys.argv[1]]()
+    {"offsets": _offsets_main}[sys.argv[1]](*sys.argv[2:])
 
 
 @pytest.mark.parametrize("jump", [25.0, 200.0])

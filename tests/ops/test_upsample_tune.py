@@ -3,7 +3,8 @@
 - Every configuration it would try, at its cases' shapes (batch 1: the batch changes
   no compiled specialisation) and in fp32 and bf16, compiles for sm_90a within its
   register cap, with at most SEMANTIC_SPILLS bytes of register spills in the semantic
-  launch and REGRESSION_SPILLS bytes in the regressions' (outside their row loops, which
+  launch (PREFETCH_SPILLS with ``prefetch_taps``) and REGRESSION_SPILLS bytes in the
+  regressions' (outside their row loops, which
   test_upsample_compile.py checks for the default) (no GPU: Triton's ptxas, as in
   test_upsample_compile.py). Compiled in subprocesses without TRITON_INTERPRET; this file
   is their script.
@@ -28,7 +29,10 @@ REPO = Path(__file__).resolve().parents[2]
 LOG_VARS = torch.tensor([0.3, -0.4, 0.8])
 WORKERS = 2
 REGRESSION_SPILLS = 160  # bytes (the default: 72; one column capped at 128 registers: 140)
-SEMANTIC_SPILLS = 128  # bytes (the default: 84, at its 168-register cap)
+SEMANTIC_SPILLS = 0  # bytes: the semantic launch of every candidate but prefetch_taps
+# ``prefetch_taps`` at its 168-register cap: measured up to 160 bytes (fp32 without class
+# weights), outside the row and run-reduction loops
+PREFETCH_SPILLS = 192
 
 
 def _tune_module():
@@ -103,7 +107,10 @@ def test_every_tuned_configuration_compiles_for_sm90_without_spills():
         assert len(r["launches"]) == 2, r  # the semantic launch and the regressions'
         for launch in r["launches"]:
             registers, spills = launch["ptxas"]
-            assert spills <= (SEMANTIC_SPILLS if launch["semantic"] else REGRESSION_SPILLS), r
+            limit = (REGRESSION_SPILLS if not launch["semantic"]
+                     else PREFETCH_SPILLS if "prefetch_taps=True" in r["config"][2]
+                     else SEMANTIC_SPILLS)
+            assert spills <= limit, r
             assert launch["maxnreg"] is None or registers <= launch["maxnreg"], r
     print(json.dumps([[r["config"], [lc["ptxas"] for lc in r["launches"]]] for r in jobs]))
 
