@@ -78,7 +78,8 @@ def candidates(classes: int, quick: bool = False) -> list:
         ]
         keep = 6
     else:
-        changes = [{}, dict(class_chunk=None),  # the warps share the classes
+        changes = [{}, dict(chunk_registers=None),  # ptxas's choice: 2 programs/SM
+                   dict(class_chunk=None),  # the warps share the classes
                    dict(band_rows=(4,)), dict(band_rows=(32, 16, 8)),
                    dict(regression_columns=1), dict(target_warps=16384)]
         keep = 3

@@ -83,7 +83,11 @@ class Config:
     class_chunk: Optional[int] = 16
     chunk_warps: int = 4
     chunk_rows: int = 8       # most target rows of a run per pass over the classes
-    chunk_registers: Optional[int] = None
+    # 168 lets three programs of 4 warps share an SM (235 registers uncapped at C = 150: two),
+    # as the cap of the semantic launch at C <= 32 does; ptxas then spills 624 bytes (fp32
+    # and bf16) outside both passes over the classes, reloaded about 50 times per group of
+    # 8 target rows against some 30,000 instructions (docs/upsample.md). Not yet timed.
+    chunk_registers: Optional[int] = 168
     # Regressions' launch (upsample_regressions_kernel): columns per thread and warps
     # (BLOCK_X = 32 x warps x columns), and the full-resolution rows read at a time per
     # thread (a power of two; longer runs take several chunks): 4 loads per row and column,

@@ -27,7 +27,8 @@ configurations the benchmarks measure (C = 19 at a factor of 8, fp32 and bf16):
   ROW_BUDGET instructions per target pixel;
 - the run reduction exchanges through shared memory (16-byte stores at C = 19);
 - C > 32 (``kernels/upsample_chunks.py``, C = 150 at the benchmark's 8 x 512 x 1024 and
-  smaller): no spills, two programs of 4 warps per SM, one MUFU.EX2 per class and row in
+  smaller): three programs of 4 warps per SM (the 168-register cap), at most CHUNK_SPILLS
+  bytes of spills and no local memory in either pass, one MUFU.EX2 per class and row in
   each pass over the classes (plus one per row rescaling pass A's sum), no barrier,
   shuffle, shared or local memory in pass A, only its chunk's run reduction in pass B,
   and each specialisation compiled in under CHUNK_COMPILE_S seconds;
@@ -61,6 +62,9 @@ KERNELS = LOSS_KERNELS | {"upsample_chunks_kernel", "axis_table_kernel",
 # at 64 x 128, C = 150) among them.
 CHUNKED = ("C150-bench-fp32", "C150-bench-bf16")
 CHUNK_COMPILE_S = 60  # seconds for one specialisation (paid at the first launch on a GPU)
+# At the 168-register cap (three programs of 4 warps per SM), bytes spilled outside both
+# passes over the classes (measured at the benchmark's size: 624, fp32 and bf16).
+CHUNK_SPILLS = 640
 # Instructions per class and row in each chunked pass at C = 150 (measured, fp32 / bf16: pass
 # A 9.4 / 10.0, pass B 15.2 / 16.0; with 64-bit offsets 11.0 / 11.7 and 17.0 / 17.8).
 CHUNK_PASS_BUDGET = {"pass_a": 10.5, "pass_b": 16.5}
@@ -161,7 +165,8 @@ def test_aot_compile_every_specialisation_and_the_design_on_sm90():
         by_tag["C19-fp32", True]["loads_before_reduction"])
     assert by_tag["C19-u8", True]["row_loop"]["ops"]["LDG.E.U8"] >= 1
     # C > 32: classes in chunks of CH inside the thread, one column per thread, ROWS target
-    # rows per pass: no spills, two programs of 4 warps per SM; pass A (running max and
+    # rows per pass: three programs of 4 warps per SM (the register cap), at most
+    # CHUNK_SPILLS bytes of spills and none in either pass; pass A (running max and
     # sum) and pass B (gradient) issue one MUFU.EX2 per class and row (pass A one more per
     # row, rescaling the sum) with no barrier, shuffle, shared or local memory in pass A;
     # pass B's only cross-thread step is its chunk's run reduction, once per chunk.
@@ -169,7 +174,8 @@ def test_aot_compile_every_specialisation_and_the_design_on_sm90():
     for tag in CHUNKED:
         v = chunked[tag]
         registers, spills = v["ptxas"]["sm_90a"]
-        assert spills == 0 and programs_per_sm(registers, v["num_warps"]) >= 2, (tag, v["ptxas"])
+        assert spills <= CHUNK_SPILLS, (tag, v["ptxas"])
+        assert programs_per_sm(registers, v["num_warps"]) >= 3, (tag, v["ptxas"])
         a, b = v["pass_a"], v["pass_b"]
         assert not a["ops"].keys() & {"BAR", "SHFL", "LDS", "STS", "LDL", "STL"}, (tag, a)
         assert a["ops"]["MUFU.EX2"] == v["chunk"] * v["rows"] + v["rows"], (tag, a)
