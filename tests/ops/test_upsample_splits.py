@@ -383,6 +383,32 @@ def test_offsets_past_2_31_elements(tmp_path, far):
     assert report["offsets_32_bit_within_an_image"] == (far == "image"), report
 
 
+@pytest.mark.parametrize("shape, strides, fits", [
+    ((2, 150, 64, 128), None, True),                    # contiguous
+    ((2, 150, 64, 128), "channels_last", True),
+    ((3, 3, 2, 3), (2 ** 40, 6, 3, 1), True),           # only the batch stride is large
+    ((1, 2, 1, 1), (2 ** 31, 2 ** 31 - 1, 1, 1), True),  # last offset 2**31 - 1
+    ((1, 2, 1, 1), (2 ** 32, 2 ** 31, 1, 1), False),     # last offset 2**31
+    ((1, 3, 2, 3), (3 * (2 ** 30 + 2 ** 20), 2 ** 30 + 2 ** 20, 3, 1), False),
+    ((1, 0, 4, 4), (16, 16, 4, 1), True),               # no channel at all
+])
+def test_32_bit_offsets_only_where_every_offset_within_an_image_is_below_2_31(shape, strides,
+                                                                               fits):
+    """``within_int32_per_image``: the largest offset within one image, sum (n - 1) x stride
+    over the dimensions after the batch, must be below 2**31 (meta tensors: no memory)."""
+    from fastmtl.ops.common import within_int32_per_image
+
+    if strides is None:
+        t = torch.empty(shape, device="meta")
+    elif strides == "channels_last":
+        t = torch.empty(shape, device="meta").contiguous(memory_format=torch.channels_last)
+    else:
+        t = torch.empty(0, device="meta").as_strided(shape, strides)
+    largest = sum(max(n - 1, 0) * s for n, s in zip(t.shape[1:], t.stride()[1:]))
+    assert (largest < 2 ** 31) == fits
+    assert within_int32_per_image(t) == fits
+
+
 def _offsets_main(far):
     from fastmtl.ops.common import within_int32_per_image
 
