@@ -279,8 +279,8 @@ def upsample_chunks_kernel(
                     sem_norm += tl.where(owned, wt, 0.0)
                     wy1 = tl.load(lam_y_ptr + Y)
                     wy0 = 1.0 - wy1
-                    v_target = _tap_value(col0, col1, _offset(label, INDEX32) * x_sc, a, a1,
-                                          x_sh, wx0, wx1, wy0, wy1, valid, ACC, INDEX32)
+                    v_target = _tap_value(col0, col1, label, x_sc, a, a1, x_sh, wx0, wx1, wy0,
+                                          wy1, valid, ACC, INDEX32)
                     sem_loss += tl.where(valid & owned, wt * (_row(lse, r, ROWS) - v_target),
                                          0.0)
                     labels = _put(labels, r, label, ROWS)

@@ -210,11 +210,11 @@ def _along_x(col0, col1, ch, ch_ok, ch_stride, row, s_h, wx0, wx1, in_window, AC
 
 
 @triton.jit
-def _tap_value(col0, col1, channel, a, a1, s_h, wx0, wx1, wy0, wy1, ok, ACC: tl.constexpr,
-               INDEX32: tl.constexpr = False):
+def _tap_value(col0, col1, ch, ch_stride, a, a1, s_h, wx0, wx1, wy0, wy1, ok,
+               ACC: tl.constexpr, INDEX32: tl.constexpr = False):
     # wy0 (wx0 u[ch, a, i0] + wx1 u[ch, a, i1]) + wy1 (wx0 u[ch, a1, i0] + wx1 u[ch, a1, i1]),
-    # one channel per pixel (col0/col1: the pixel's tap columns, channel: its channel offset,
-    # ``_offset(ch, INDEX32) * ch_stride``).
+    # one channel ch per pixel (col0/col1: the pixel's tap columns).
+    channel = _offset(ch, INDEX32) * ch_stride
     r0 = channel + _offset(a, INDEX32) * s_h
     r1 = channel + _offset(a1, INDEX32) * s_h
     u00 = tl.load(col0 + r0, mask=ok, other=0.0).to(ACC)
@@ -374,8 +374,8 @@ def _semantic_row(Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, i
     # Padding classes (C < BLOCK_C) are constants here, so they cost nothing.
     is_target = (label[:, None] == classes[None, :]) & class_ok[None, :]
     # v[target], recomputed from its four taps (cached loads) as v is.
-    v_target = _tap_value(x_col0, x_col1, _offset(label, INDEX32) * x_sc, a, a1, x_sh, wx0,
-                          wx1, wy0, wy1, valid, ACC, INDEX32)
+    v_target = _tap_value(x_col0, x_col1, label, x_sc, a, a1, x_sh, wx0, wx1, wy0, wy1, valid,
+                          ACC, INDEX32)
     sem_loss += tl.where(valid & owned, wt * (lse - v_target), 0.0)
     sem_norm += tl.where(owned, wt, 0.0)
     if WRITE_GRAD:
