@@ -41,14 +41,59 @@ def ptxas_usage(ptx: str, arch: str = "sm_90a") -> tuple[int, int]:
     return registers, spills
 
 
-def sass(cubin: bytes) -> list[tuple[int, str]]:
-    """(address, instruction) of every SASS instruction of a cubin, in order."""
+def _disassemble(cubin: bytes) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "kernel.cubin"
         path.write_bytes(cubin)
-        text = subprocess.run([_tool("cuobjdump"), "-sass", str(path)], capture_output=True,
+        return subprocess.run([_tool("cuobjdump"), "-sass", str(path)], capture_output=True,
                               text=True, check=True).stdout
-    return [(int(m.group(1), 16), m.group(2)) for m in map(_LINE.match, text.splitlines()) if m]
+
+
+def sass(cubin: bytes) -> list[tuple[int, str]]:
+    """(address, instruction) of every SASS instruction of a cubin, in order."""
+    return [(int(m.group(1), 16), m.group(2))
+            for m in map(_LINE.match, _disassemble(cubin).splitlines()) if m]
+
+
+def sass_control(cubin: bytes) -> list[tuple[int, str, int, int | None, int | None, int]]:
+    """(address, instruction, stall cycles, scoreboard set by its result, scoreboard set
+    until its sources are read, mask of scoreboards it waits for) of every instruction.
+    cuobjdump prints each 128-bit instruction as two 64-bit words; the scheduling controls
+    are bits 105-125 (sm_70 and later): stall 4 bits, yield 1, write and read scoreboards
+    3 bits each (7: none), wait mask 6 bits."""
+    rows, lines = [], _disassemble(cubin).splitlines()
+    for line, following in zip(lines, lines[1:]):
+        m = _LINE.match(line)
+        high = re.match(r"^\s*/\* (0x[0-9a-f]{16}) \*/\s*$", following)
+        if m and high:
+            control = int(high.group(1), 16) >> 41
+            write, read = control >> 5 & 7, control >> 8 & 7
+            rows.append((int(m.group(1), 16), m.group(2), max(1, control & 15),
+                         None if write == 7 else write, None if read == 7 else read,
+                         control >> 11 & 63))
+    return rows
+
+
+def loads_awaited(code) -> list[int]:
+    """For each instruction of ``sass_control`` rows, how many global loads issued before it
+    must have returned their data by the time it issues: a wait on a scoreboard waits for
+    every load that set it since the last wait on it."""
+    pending, done, out = [0] * 6, 0, []
+    for _, text, _, write, _, wait in code:
+        for k in range(6):
+            if wait >> k & 1:
+                done, pending[k] = done + pending[k], 0
+        out.append(done)
+        if LOAD.search(text) and write is not None:
+            pending[write] += 1
+    return out
+
+
+def exps_before_last_planes(control, classes: int) -> int:
+    """Exponentials (MUFU.EX2) that issue while fewer than ``classes`` global loads have
+    been awaited: a softmax's work done while its last class planes are on their way."""
+    return sum(1 for awaited, row in zip(loads_awaited(control), control)
+               if "MUFU.EX2" in row[1] and awaited < classes)
 
 
 def loops(code: list[tuple[int, str]]) -> list[tuple[int, int]]:
