@@ -184,15 +184,11 @@ def resident_step(xs, t, w, scale, x_ptr, x_off, x_sc, gx_ptr, g_off, gx_sc, in_
                   CLASSES: tl.constexpr, WRITE_GRAD: tl.constexpr, ACC: tl.constexpr,
                   ASM: tl.constexpr = False):
     """``planes_step`` for CLASSES > TARGET_LAST (one pixel per thread at C = 150): no class
-    compares its index with the label. The exponents are one FMA in base 2, as the pixel
-    pairs' (``_pair_lse``); the target's logit is loaded again after the sum (from cache:
-    the plane was just read) and its gradient ws * (softmax - 1) stored after the class
-    loop, over the ws * softmax that loop wrote there (same thread, same address)."""
-    m2 = _max(xs, CLASSES, ACC) * LOG2E
-    s = tl.zeros_like(m2)
-    for c in tl.static_range(CLASSES):
-        s += tl.exp2(xs[c].to(ACC) * LOG2E - m2)
-    lse2 = tl.log2(s) + m2
+    compares its index with the label. The sum is a running one over chunks of planes
+    (``_lse2``), each exponent one FMA in base 2; the target's logit is loaded again after the
+    sum (from cache: the plane was just read) and its gradient ws * (softmax - 1) stored after
+    the class loop, over the ws * softmax that loop wrote there (same thread, same address)."""
+    lse2 = _lse2(xs, CLASSES, ACC)
     valid = in_image & (t >= 0)
     target = tl.where(valid, t, 0).to(tl.int64)
     if ASM:  # unconditional load: where not valid, plane 0 (clamped as ``planes_load``)
@@ -345,16 +341,99 @@ def _half_again(x, HALF: tl.constexpr, TY: tl.constexpr):
         return bits.to(tl.int16).to(TY, bitcast=True).to(tl.float32)
 
 
+# Classes per step of the one-read layouts' running max and sum: each step's exponentials
+# wait only for the loads of its planes (and those sharing their scoreboards), so the sum
+# proceeds while the later planes arrive (docs/kernel.md, "The sum as the planes arrive").
+ONLINE_CHUNK = tl.constexpr(16)
+
+
 @triton.jit
-def _pair_lse(words, m, HALF: tl.constexpr, TY: tl.constexpr, CLASSES: tl.constexpr):
-    """lse_p / ln 2 of one pixel of each pair, in base 2: a logit's exponent is one FMA,
-    x log2(e) - m log2(e). m log2(e) is rounded once, the same shift for every class, and
-    comes back in the lse: the gradient's softmax does not see the rounding."""
-    m2 = m * LOG2E
+def _plane(x, HALF: tl.constexpr, TY: tl.constexpr, ACC: tl.constexpr):
+    # a class plane's values in ACC: the plane itself (HALF 0), or one pixel of each pair
+    if HALF == 0:
+        return x.to(ACC)
+    else:
+        return _half(x, HALF, TY)
+
+
+@triton.jit
+def _chunk_max(xs, first: tl.constexpr, CLASSES: tl.constexpr, HALF: tl.constexpr,
+               TY: tl.constexpr, ACC: tl.constexpr):
+    last: tl.constexpr = min(CLASSES, first + ONLINE_CHUNK)
+    m = _plane(xs[first], HALF, TY, ACC)
+    for c in tl.static_range(first + 1, last):
+        m = tl.maximum(m, _plane(xs[c], HALF, TY, ACC))
+    return m
+
+
+@triton.jit
+def _packed_chunk_max(words, first: tl.constexpr, CLASSES: tl.constexpr, TY: tl.constexpr):
+    # both pixels' maxima on the packed words (``_pair_max``), unpacked once
+    last: tl.constexpr = min(CLASSES, first + ONLINE_CHUNK)
+    m = words[first]
+    for c in tl.static_range(first + 1, last):
+        m = _pair_max(m, words[c], TY)
+    return _half(m, 1, TY), _half(m, 2, TY)
+
+
+@triton.jit
+def _shift(m):
+    # the base-2 exponent shift for a running max m: m log2(e), rounded once; 0 while every
+    # logit so far is -inf, so that their exponentials are 0, not NaN
+    return tl.where(m > float("-inf"), m * LOG2E, 0.0)
+
+
+@triton.jit
+def _online_add(s, m, shift, xs, first: tl.constexpr, CLASSES: tl.constexpr, chunk_max,
+                HALF: tl.constexpr, TY: tl.constexpr, ACC: tl.constexpr):
+    """(s, m, shift) after the chunk of planes from ``first``: s = sum of 2^(x log2 e - shift)
+    over the planes so far, m their max, shift = ``_shift(m)``."""
+    last: tl.constexpr = min(CLASSES, first + ONLINE_CHUNK)
+    m_new = tl.maximum(m, chunk_max)
+    shift_new = _shift(m_new)
+    # the sum so far at the new shift (a factor <= 1; 1 while the max was -inf, where s is 0)
+    s = s * tl.exp2(tl.where(m > float("-inf"), shift, shift_new) - shift_new)
+    for c in tl.static_range(first, last):
+        s += tl.exp2(_plane(xs[c], HALF, TY, ACC) * LOG2E - shift_new)
+    return s, m_new, shift_new
+
+
+@triton.jit
+def _lse2(xs, CLASSES: tl.constexpr, ACC: tl.constexpr):
+    """lse_p / ln 2 over the CLASSES planes ``xs``, by a running max and sum over chunks of
+    ONLINE_CHUNK planes. The exponent of a logit is one FMA, x log2(e) - shift, and the
+    shift comes back in the lse: the gradient's softmax does not see its rounding."""
+    m = tl.full(xs[0].shape, float("-inf"), ACC)
     s = tl.zeros_like(m)
-    for c in tl.static_range(CLASSES):
-        s += tl.exp2(_half(words[c], HALF, TY) * LOG2E - m2)
-    return tl.log2(s) + m2
+    shift = s
+    for k in tl.static_range((CLASSES + ONLINE_CHUNK - 1) // ONLINE_CHUNK):
+        s, m, shift = _online_add(s, m, shift, xs, k * ONLINE_CHUNK, CLASSES,
+                                  _chunk_max(xs, k * ONLINE_CHUNK, CLASSES, 0, ACC, ACC), 0,
+                                  ACC, ACC)
+    return tl.log2(s) + shift
+
+
+@triton.jit
+def _pair_lse2(words, TY: tl.constexpr, CLASSES: tl.constexpr, ASM: tl.constexpr):
+    """``_lse2`` of both pixels of each pair (low, high). ASM (compiled): each chunk's max on
+    the packed words, so that no unpacked logit is formed before the sum."""
+    m_lo = tl.full(words[0].shape, float("-inf"), tl.float32)
+    m_hi = m_lo
+    s_lo = tl.zeros_like(m_lo)
+    s_hi = s_lo
+    shift_lo = s_lo
+    shift_hi = s_lo
+    for k in tl.static_range((CLASSES + ONLINE_CHUNK - 1) // ONLINE_CHUNK):
+        if ASM:
+            cm_lo, cm_hi = _packed_chunk_max(words, k * ONLINE_CHUNK, CLASSES, TY)
+        else:
+            cm_lo = _chunk_max(words, k * ONLINE_CHUNK, CLASSES, 1, TY, tl.float32)
+            cm_hi = _chunk_max(words, k * ONLINE_CHUNK, CLASSES, 2, TY, tl.float32)
+        s_lo, m_lo, shift_lo = _online_add(s_lo, m_lo, shift_lo, words, k * ONLINE_CHUNK,
+                                           CLASSES, cm_lo, 1, TY, tl.float32)
+        s_hi, m_hi, shift_hi = _online_add(s_hi, m_hi, shift_hi, words, k * ONLINE_CHUNK,
+                                           CLASSES, cm_hi, 2, TY, tl.float32)
+    return tl.log2(s_lo) + shift_lo, tl.log2(s_hi) + shift_hi
 
 
 @triton.jit
@@ -410,20 +489,7 @@ def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr,
     little else. The target class is not picked out inside the class loops: its logit is
     loaded again (``_pair_target``) and its gradient stored again after them
     (``_store_target_grad``)."""
-    if ASM:
-        m2 = words[0]
-        for c in tl.static_range(1, CLASSES):
-            m2 = _pair_max(m2, words[c], TY)
-        m_lo = _half(m2, 1, TY)
-        m_hi = _half(m2, 2, TY)
-    else:
-        m_lo = _half(words[0], 1, TY)
-        m_hi = _half(words[0], 2, TY)
-        for c in tl.static_range(1, CLASSES):
-            m_lo = tl.maximum(m_lo, _half(words[c], 1, TY))
-            m_hi = tl.maximum(m_hi, _half(words[c], 2, TY))
-    lse_lo = _pair_lse(words, m_lo, 1, TY, CLASSES)
-    lse_hi = _pair_lse(words, m_hi, 2, TY, CLASSES)
+    lse_lo, lse_hi = _pair_lse2(words, TY, CLASSES, ASM)
     x_words = _words(x_ptr) + (tl.where(in_pair, x_off >> 1, 0) if ASM else x_off >> 1)
     x_stride = tl.cast(x_sc, tl.int64) >> 1
     x_t_lo = _pair_target(x_words, x_stride, t_lo, in_pair, 1, TY, ASM)

@@ -98,6 +98,47 @@ def test_labels_outside_the_classes_get_no_target_gradient(dtype, problems):
                             for p in problems)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_running_sum_over_chunks_of_classes_gets_pytorchs_loss_and_gradient(dtype, problems):
+    """At C = 150 the one-read layouts sum the exponentials chunk by chunk of classes with a
+    running max (semantic.ONLINE_CHUNK): rows whose first chunks are all -inf (then finite, or
+    so negative that the empty sum's rescaling would overflow), whose max comes in the last
+    chunk, or whose last chunk holds +inf or NaN, and an ignored row of -inf only, against
+    F.cross_entropy."""
+    C, H, W = 150, 2, 4
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, C, H, W, generator=g) * 2
+    t = torch.randint(40, C, (1, H, W), generator=g)
+    inf, nan = float("inf"), float("nan")
+    x[0, :16, 0, 0] = -inf                           # a first chunk of -inf
+    x[0, :40, 0, 1], x[0, 40:, 0, 1] = -inf, -1000.0  # then -1000: shift -1443 after 0
+    x[0, 149, 0, 2] = 60.0                            # the max in the last chunk
+    x[0, :, 0, 3] = -inf                              # -inf only, ignored
+    t[0, 0, 3] = 255
+    x[0, 149, 1, 0], t[0, 1, 0] = 30.0, 149            # the target is the max
+    x[0, 145, 1, 1] = inf                             # +inf in the last chunk
+    x[0, 140, 1, 2] = nan                             # NaN in the last chunk
+    x = x.to(dtype)
+    finite_rows = t.clone()
+    finite_rows[0, 1, 1:3] = 255  # the rows of +inf and NaN ignored: a finite loss
+    tol = dict(rtol=1e-2, atol=1e-4) if dtype == torch.bfloat16 else dict(rtol=2e-5, atol=1e-7)
+    for labels in (finite_rows, t):
+        leaf = x.clone().requires_grad_(True)
+        out = fastmtl.multitask_loss({"semantic": leaf}, {"semantic": labels}, backend="triton",
+                                     check_labels=False)
+        out.total.backward()
+        ref_x = x.float().clone().requires_grad_(True)
+        ref = torch.nn.functional.cross_entropy(ref_x, labels, ignore_index=255)
+        ref.backward()
+        torch.testing.assert_close(out.losses["semantic"].float(), ref.detach(), equal_nan=True,
+                                   **tol)
+        torch.testing.assert_close(leaf.grad.float(), ref_x.grad, equal_nan=True, **tol)
+    assert ref.isnan() and ref_x.grad[0, :, 0, 3].isnan().all()
+    assert torch.isfinite(ref_x.grad[0, :, 0, :3]).all()
+    assert problems and all(p.classes[0] == C and p.pairs == (dtype == torch.bfloat16)
+                            for p in problems)
+
+
 @pytest.mark.parametrize("predictions_require_grad", [True, False])
 def test_regression_targets_requiring_grad_are_differentiated_as_by_l1_loss(
         predictions_require_grad):

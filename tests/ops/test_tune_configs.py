@@ -174,14 +174,14 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
             assert 2 * 150 * r["warps"] * 32 * 4 <= r["shared"] <= 227 * 1024, r
             assert r["programs_per_sm"] == 1 and r["loop_local_stores"] == 0, r
             assert r["loads"] <= 12 and 150 + 3 <= r["stores"] <= 150 + 8, r
-            assert r["spills"] <= 128, r
+            assert r["spills"] <= 160, r
             print(json.dumps(r))
             continue
         assert r["spills"] == 0, r
         if r["chunk"] in (tune.RESIDENT, tune.PAIRS):
-            # One read: the 150 class planes of the tile loaded before the first exponential
-            # and held in registers (255 registers at fp32 and bf16: two programs of 4
-            # warps per SM, 256 pixels x 150 planes in flight), no barrier in the tile loop;
+            # One read: the 150 class planes of the tile held in registers (up to 255
+            # registers at fp32 and bf16: two programs of 4 warps per SM, 256 pixels x 150
+            # planes in flight), no barrier in the tile loop;
             # each logit and gradient element moved once (one access per plane and thread;
             # the target class's again, from cache, after the class loops).
             assert r["programs_per_sm"] >= 2 and r["loop_barriers"] == 0, r
@@ -190,7 +190,12 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
             # in the pairs, 166 with one pixel per thread).
             assert r["compares"] <= 40, r
             extra = 2 if r["chunk"] == tune.PAIRS else 1
-            assert r["loads_before_exp"] >= 150 and r["loads"] <= 150 + 12 + extra, r
+            assert r["loads"] <= 150 + 12 + extra, r
+            # The sum runs over chunks of classes with a running max (semantic.ONLINE_CHUNK):
+            # at least a quarter of its exponentials issue before the last planes have
+            # arrived (docs/kernel.md, "The sum as the planes arrive"; before: none).
+            pixels = 2 if r["chunk"] == tune.PAIRS else 1
+            assert r["exps_before_last_planes"] >= 150 * pixels // 4, r
             assert 150 + 3 <= r["stores"] <= 150 + 6 + extra, r
         print(json.dumps(r))
 
@@ -313,13 +318,6 @@ def stages_report() -> list:
     return out
 
 
-
-def _loads_before_first_exp(code) -> int:
-    """Global loads issued before the first exponential of the kernel."""
-    first = next((n for n, (_, i) in enumerate(code) if "MUFU.EX2" in i), len(code))
-    return sum(1 for _, i in code[:first] if "LDG." in i)
-
-
 def static_report(cases=None, classes=150) -> list:
     """Per candidate of ``benchmarks.tune`` at ``classes`` (C = 150; 19 by hand): registers,
     spills, shared memory, programs per SM, asynchronous copies, as compiled for sm_90a with
@@ -367,13 +365,24 @@ def static_report(cases=None, classes=150) -> list:
 
 
 def _static_facts(case, config, real, kernel, args, kwargs) -> dict:
-    from compiled import compile_for, loops, programs_per_sm, ptxas_usage, sass, within
+    from compiled import (compile_for, exps_before_last_planes, loops, programs_per_sm,
+                          ptxas_usage, sass, sass_control, within)
+    from sass_model import estimate_ms
+
+    from benchmarks.problem import SIZES
 
     compiled = compile_for(kernel, args, kwargs, 90)
     registers, spills = ptxas_usage(compiled.asm["ptx"])
     code = sass(compiled.asm["cubin"])
+    control = sass_control(compiled.asm["cubin"])
     shared = compiled.metadata.shared
     per_sm = programs_per_sm(registers, config.warps, shared)
+    one_read = config.chunk in (tune.RESIDENT, tune.PAIRS) and config.stages == 1
+    B, H, W = SIZES[case.size]
+    # the cost model (tests/sass_model.py) where the only loop is the tile loop
+    model_ms = (round(estimate_ms(control, per_sm * config.warps // 4, B * H * W,
+                                  config.block_p // config.warps, real[1]), 3)
+                if one_read else None)
     return dict(
         case=case.tag, config=config.name, vector=config.vector, warps=config.warps,
         stages=config.stages, chunk=config.chunk, max_programs=config.max_programs,
@@ -387,7 +396,8 @@ def _static_facts(case, config, real, kernel, args, kwargs) -> dict:
                          or " LDG.E " in i or "LDG.E.U16" in i),
         loads=sum(1 for _, i in code if "LDG." in i),
         stores=sum(1 for _, i in code if "STG." in i),
-        loads_before_exp=_loads_before_first_exp(code),
+        exps_before_last_planes=exps_before_last_planes(control, case.classes),
+        model_ms=model_ms,
         loop_barriers=sum(1 for span in loops(code) for i in within(code, span) if "BAR." in i),
         loop_local_stores=sum(1 for span in loops(code) for i in within(code, span)
                               if "STL" in i),
