@@ -15,9 +15,11 @@ the warp that can go first:
 - any other scoreboarded result is ready ``OTHER_LATENCY`` cycles after issue;
 - a warp that exits is replaced by the next program's, ``LAUNCH`` cycles later.
 
-Control flow follows a program with full tiles: an unconditional branch is taken, a
-backward one ``trips`` - 1 times per visit, and a forward predicated one only where it
-skips a short path that ends in an unconditional branch (the ``pid < n_tiles`` test).
+Control flow follows a program with full tiles: a backward branch (a loop's back edge) is
+taken ``trips`` - 1 times per visit, a forward one if unconditional, or if predicated only
+where it skips a short path that ends in an unconditional branch (the ``pid < n_tiles``
+test). Every load goes to DRAM: a kernel whose loads hit in L1 or L2 (the 1/8-resolution
+kernels re-read their taps) is outside what the model describes.
 
 An estimate, not a measurement: docs/kernel.md ("A cost model of the SASS") compares it with
 the kernels timed on an H100.
@@ -110,15 +112,13 @@ def replay(code, warps: int, programs: int, trips: int = 1, latency: int = 900):
         nxt = warp["pc"] + 1
         if op.startswith("BRA"):
             target = int(text.split()[-1], 16)
-            if not predicated:
-                nxt = at_address[target]
-            elif target < address:
+            if target < address:  # a loop's back edge
                 visits = warp["visits"].get(address, 0) + 1
                 if visits < trips:
                     warp["visits"][address], nxt = visits, at_address[target]
                 else:
-                    warp["visits"][address] = 0
-            elif _skip_branch(code, warp["pc"], target):
+                    warp["visits"][address], nxt = 0, warp["pc"] + 1
+            elif not predicated or _skip_branch(code, warp["pc"], target):
                 nxt = at_address[target]
         warp["pc"] = nxt
     return exits, moved
