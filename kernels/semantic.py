@@ -378,24 +378,24 @@ def _packed_chunk_max(words, first: tl.constexpr, CLASSES: tl.constexpr, TY: tl.
 
 @triton.jit
 def _shift(m):
-    # the base-2 exponent shift for a running max m: m log2(e), rounded once; 0 while every
-    # logit so far is -inf, so that their exponentials are 0, not NaN
+    # the base-2 exponent shift for a running max m: m log2(e); 0 while every logit so far
+    # is -inf, so that their exponentials are 0, not NaN
     return tl.where(m > float("-inf"), m * LOG2E, 0.0)
 
 
 @triton.jit
-def _online_add(s, m, shift, xs, first: tl.constexpr, CLASSES: tl.constexpr, chunk_max,
+def _online_add(s, m, xs, first: tl.constexpr, CLASSES: tl.constexpr, chunk_max,
                 HALF: tl.constexpr, TY: tl.constexpr, ACC: tl.constexpr):
-    """(s, m, shift) after the chunk of planes from ``first``: s = sum of 2^(x log2 e - shift)
-    over the planes so far, m their max, shift = ``_shift(m)``."""
+    """(s, m) after the chunk of planes from ``first``: s = sum of 2^(x log2 e - _shift(m))
+    over the planes so far, m their max."""
     last: tl.constexpr = min(CLASSES, first + ONLINE_CHUNK)
     m_new = tl.maximum(m, chunk_max)
-    shift_new = _shift(m_new)
-    # the sum so far at the new shift (a factor <= 1; 1 while the max was -inf, where s is 0)
-    s = s * tl.exp2(tl.where(m > float("-inf"), shift, shift_new) - shift_new)
+    shift = _shift(m_new)
+    # the sum so far at the new shift: m log2 e is the old shift (0 where s is 0: m = -inf)
+    s = s * tl.exp2(m * LOG2E - shift)
     for c in tl.static_range(first, last):
-        s += tl.exp2(_plane(xs[c], HALF, TY, ACC) * LOG2E - shift_new)
-    return s, m_new, shift_new
+        s += tl.exp2(_plane(xs[c], HALF, TY, ACC) * LOG2E - shift)
+    return s, m_new
 
 
 @triton.jit
@@ -405,12 +405,10 @@ def _lse2(xs, CLASSES: tl.constexpr, ACC: tl.constexpr):
     shift comes back in the lse: the gradient's softmax does not see its rounding."""
     m = tl.full(xs[0].shape, float("-inf"), ACC)
     s = tl.zeros_like(m)
-    shift = s
     for k in tl.static_range((CLASSES + ONLINE_CHUNK - 1) // ONLINE_CHUNK):
-        s, m, shift = _online_add(s, m, shift, xs, k * ONLINE_CHUNK, CLASSES,
-                                  _chunk_max(xs, k * ONLINE_CHUNK, CLASSES, 0, ACC, ACC), 0,
-                                  ACC, ACC)
-    return tl.log2(s) + shift
+        s, m = _online_add(s, m, xs, k * ONLINE_CHUNK, CLASSES,
+                           _chunk_max(xs, k * ONLINE_CHUNK, CLASSES, 0, ACC, ACC), 0, ACC, ACC)
+    return tl.log2(s) + _shift(m)
 
 
 @triton.jit
@@ -421,19 +419,17 @@ def _pair_lse2(words, TY: tl.constexpr, CLASSES: tl.constexpr, ASM: tl.constexpr
     m_hi = m_lo
     s_lo = tl.zeros_like(m_lo)
     s_hi = s_lo
-    shift_lo = s_lo
-    shift_hi = s_lo
     for k in tl.static_range((CLASSES + ONLINE_CHUNK - 1) // ONLINE_CHUNK):
         if ASM:
             cm_lo, cm_hi = _packed_chunk_max(words, k * ONLINE_CHUNK, CLASSES, TY)
         else:
             cm_lo = _chunk_max(words, k * ONLINE_CHUNK, CLASSES, 1, TY, tl.float32)
             cm_hi = _chunk_max(words, k * ONLINE_CHUNK, CLASSES, 2, TY, tl.float32)
-        s_lo, m_lo, shift_lo = _online_add(s_lo, m_lo, shift_lo, words, k * ONLINE_CHUNK,
-                                           CLASSES, cm_lo, 1, TY, tl.float32)
-        s_hi, m_hi, shift_hi = _online_add(s_hi, m_hi, shift_hi, words, k * ONLINE_CHUNK,
-                                           CLASSES, cm_hi, 2, TY, tl.float32)
-    return tl.log2(s_lo) + shift_lo, tl.log2(s_hi) + shift_hi
+        s_lo, m_lo = _online_add(s_lo, m_lo, words, k * ONLINE_CHUNK, CLASSES, cm_lo, 1, TY,
+                                 tl.float32)
+        s_hi, m_hi = _online_add(s_hi, m_hi, words, k * ONLINE_CHUNK, CLASSES, cm_hi, 2, TY,
+                                 tl.float32)
+    return tl.log2(s_lo) + _shift(m_lo), tl.log2(s_hi) + _shift(m_hi)
 
 
 @triton.jit
@@ -558,11 +554,14 @@ def sweeps_step(x_ptr, x_off, x_sc, x_t, t, w, scale, gx_ptr, g_off, gx_sc, in_i
         for c in tl.static_range(CHUNK):
             # classes past C add nothing
             m_new = tl.maximum(m_new, tl.where(first + c < C, xs[c].to(ACC), float("-inf")))
-        s = s * _exp(m - m_new)
+        # the shift is 0 while every logit so far is -inf (their exponentials are then 0,
+        # not NaN); the sum so far is rescaled by exp(m - shift), 0 where m = -inf (s = 0)
+        shift = tl.where(m_new > float("-inf"), m_new, 0.0)
+        s = s * _exp(m - shift)
         for c in tl.static_range(CHUNK):
-            s += _exp(tl.where(first + c < C, xs[c].to(ACC), float("-inf")) - m_new)
+            s += _exp(tl.where(first + c < C, xs[c].to(ACC), float("-inf")) - shift)
         m = m_new
-    lse = tl.log(s) + m
+    lse = tl.log(s) + tl.where(m > float("-inf"), m, 0.0)
     if WRITE_GRAD:
         ws = w * scale
         ty = gx_ptr.dtype.element_ty

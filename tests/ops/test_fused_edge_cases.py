@@ -98,13 +98,14 @@ def test_labels_outside_the_classes_get_no_target_gradient(dtype, problems):
                             for p in problems)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+# fp32: one pixel per thread, bf16: pixel pairs (both one read), fp64: the two sweeps
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
 def test_running_sum_over_chunks_of_classes_gets_pytorchs_loss_and_gradient(dtype, problems):
-    """At C = 150 the one-read layouts sum the exponentials chunk by chunk of classes with a
-    running max (semantic.ONLINE_CHUNK): rows whose first chunks are all -inf (then finite, or
-    so negative that the empty sum's rescaling would overflow), whose max comes in the last
-    chunk, or whose last chunk holds +inf or NaN, and an ignored row of -inf only, against
-    F.cross_entropy."""
+    """At C = 150 the exponentials are summed chunk by chunk of classes with a running max
+    (semantic.ONLINE_CHUNK in the one-read layouts, the sweeps' chunks): rows whose first
+    chunks are all -inf (then finite, or so negative that an empty sum's rescaling would
+    overflow), whose max comes in the last chunk, or whose last chunk holds +inf or NaN,
+    and an ignored row of -inf only, against F.cross_entropy."""
     C, H, W = 150, 2, 4
     g = torch.Generator().manual_seed(5)
     x = torch.randn(1, C, H, W, generator=g) * 2
@@ -121,21 +122,24 @@ def test_running_sum_over_chunks_of_classes_gets_pytorchs_loss_and_gradient(dtyp
     x = x.to(dtype)
     finite_rows = t.clone()
     finite_rows[0, 1, 1:3] = 255  # the rows of +inf and NaN ignored: a finite loss
-    tol = dict(rtol=1e-2, atol=1e-4) if dtype == torch.bfloat16 else dict(rtol=2e-5, atol=1e-7)
+    tol = {torch.float32: dict(rtol=2e-5, atol=1e-7), torch.bfloat16: dict(rtol=1e-2, atol=1e-4),
+           torch.float64: dict(rtol=1e-9, atol=1e-12)}[dtype]
     for labels in (finite_rows, t):
         leaf = x.clone().requires_grad_(True)
         out = fastmtl.multitask_loss({"semantic": leaf}, {"semantic": labels}, backend="triton",
                                      check_labels=False)
         out.total.backward()
-        ref_x = x.float().clone().requires_grad_(True)
-        ref = torch.nn.functional.cross_entropy(ref_x, labels, ignore_index=255)
+        ref_x = x.to(torch.float64 if dtype == torch.float64 else torch.float32).clone()
+        ref = torch.nn.functional.cross_entropy(ref_x.requires_grad_(True), labels,
+                                                ignore_index=255)
         ref.backward()
-        torch.testing.assert_close(out.losses["semantic"].float(), ref.detach(), equal_nan=True,
-                                   **tol)
-        torch.testing.assert_close(leaf.grad.float(), ref_x.grad, equal_nan=True, **tol)
+        torch.testing.assert_close(out.losses["semantic"].to(ref.dtype), ref.detach(),
+                                   equal_nan=True, **tol)
+        torch.testing.assert_close(leaf.grad.to(ref.dtype), ref_x.grad, equal_nan=True, **tol)
     assert ref.isnan() and ref_x.grad[0, :, 0, 3].isnan().all()
     assert torch.isfinite(ref_x.grad[0, :, 0, :3]).all()
-    assert problems and all(p.classes[0] == C and p.pairs == (dtype == torch.bfloat16)
+    one_read = dtype != torch.float64
+    assert problems and all((p.classes[0] == C) == one_read and p.pairs == (dtype == torch.bfloat16)
                             for p in problems)
 
 
