@@ -1,7 +1,8 @@
 """Seeded random problems against the oracle (tests/oracle.py), through the interpreter.
 
 Each case draws everything at once: batch and image size, classes (C = 40 takes the
-classes in chunks with 1/8 heads), the prediction dtype, the label dtype and
+classes in chunks with 1/8 heads; C = 70 at full resolution reads fp32 logits once and
+sums them over chunks of classes), the prediction dtype, the label dtype and
 ignore_index, the task subset, class weights, log-variances or fixed weights, how many
 labels are ignored and how many offsets and depths are valid, the memory layout of every
 tensor, and full-resolution predictions or low-resolution heads (any h x w up to the
@@ -41,7 +42,7 @@ def _problem(seed: int) -> dict:
     B, H, W = rng.randint(1, 2), rng.randint(1, 16), rng.randint(1, 16)
     upsample = rng.random() < 0.5
     h, w = (rng.randint(1, H), rng.randint(1, W)) if upsample else (H, W)
-    C = rng.choice([1, 3, 19, 40])
+    C = rng.choice([1, 3, 19, 40, 70])
     dtype = rng.choice([torch.float32, torch.float32, torch.float64, torch.bfloat16,
                         torch.float16])
     draw = dict(B=B, C=C, tasks=tasks, target_dtype=target_dtype, ignore_index=ignore_index,
@@ -87,3 +88,5 @@ def test_the_draws_cover_what_they_are_for():
     assert {c["about"]["layout"] for c in cases} == {"contiguous", "channels_last",
                                                      "transposed", "sliced"}
     assert any(c["upsample"] and c["about"]["C"] == 40 for c in cases)  # classes in chunks
+    assert any(not c["upsample"] and c["about"]["C"] == 70 and c["dtype"] == torch.float32
+               and "semantic" in c["about"]["tasks"] for c in cases)  # one read of the logits
