@@ -4,12 +4,13 @@ Per axis (n_in -> n_out, output index o), as PyTorch computes them:
 
     align_corners=False: src = max(0, (n_in / n_out) * (o + 0.5) - 0.5)
     align_corners=True:  src = ((n_in - 1) / (n_out - 1)) * o        (0 when n_out == 1)
-    i0 = min(floor(src), n_in - 1),  i1 = min(i0 + 1, n_in - 1)
+    i0 = min(floor(src), n_in - 1),  i1 = min(i0 + 1, n_in - 1), or i0 where n_in == n_out
     lam = src - i0 (clamped to [0, 1]),  weights (1 - lam) on i0 and lam on i1
 
-in the accumulation dtype (float32, or float64 for float64 inputs). Where i0 = n_in - 1
-both taps are the same cell, with PyTorch's weights (1 - lam, lam): an infinite value
-there stays infinite instead of meeting a zero weight.
+in the accumulation dtype (float32, or float64 for float64 inputs). Where i0 = n_in - 1,
+and on an axis the upsampling keeps, both taps are the same cell, with PyTorch's weights
+(1 - lam, lam): a non-finite value there never meets a zero weight on a neighbour's cell.
+The tables hold i0 and lam; the loss kernels form i1 (``upsample_loss.second_tap``).
 
 Ownership: output index o belongs to the input index i0(o) of its first tap. i0 never
 decreases along an axis, so the outputs owned by input index a form the run

@@ -7,7 +7,7 @@ thread still holds one full-resolution column X of the window, but its classes p
 through its registers CH at a time, twice per low-resolution row a and group of at most
 ROWS of its target rows (the rows Y of run a, [start_y[a], start_y[a + 1])):
 
-    pass A, per chunk:  top, bot = x-interpolated logits of rows a and a1 = min(a + 1, h - 1)
+    pass A, per chunk:  top, bot = x-interpolated logits of rows a and a1 = second_tap(a)
                         for each row r of the group (unrolled, rows in the thread):
                         v = wy0 top + wy1 bot, online max m[r] and sum s[r] of exp(v - m[r])
     lse[r] = log s[r] + m[r]; loss += w_t (lse[r] - v[target]) (v[target] from its taps)
@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 
 from .upsample_loss import (NO_ROW, _exp_shifted, _in_loop, _label, _log, _offset,
-                            _reduce_runs, _tap_value, _window_runs, program_region,
+                            _reduce_runs, _tap_value, _window_runs, program_region, second_tap,
                             store_semantic_partials)
 from .upsample_reduce import NO_PIXEL
 
@@ -113,22 +113,24 @@ def _chunk_grad(top, bot, k0, lse, labels, weights, lam_y_ptr, y, n, CHW: tl.con
 
 
 @triton.jit
-def _store_shares(g0, g1, a, a1, a_lo, a_hi, group, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, it,
-                  lam_x_ptr, start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale,
+def _store_shares(g0, g1, a, a1, from_above, a_lo, a_hi, group, g_ptr, ch, ch_ok, g_sc, g_sh,
+                  g_sw, it, lam_x_ptr, start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale,
                   CHW: tl.constexpr, BLOCK_X: tl.constexpr, NRUN: tl.constexpr,
-                  KC: tl.constexpr, ACC: tl.constexpr, COMPILED: tl.constexpr):
+                  KC: tl.constexpr, ACC: tl.constexpr, COMPILED: tl.constexpr,
+                  KEEP_X: tl.constexpr):
     # Cells [j_lo, j_hi), channels ch, of rows a (g0) and a1 (g1): each share reduced over
     # the window's runs (both in one exchange), times grad_scale, stored, or added to what
     # is there: where an earlier window stored the cell, and where this program stored a
-    # share of it before (row a's from row a - 1, any row's from an earlier group).
+    # share of it before (row a's from row a - 1 where ``from_above``, any row's from an
+    # earlier group).
     cell, lo, hi, k_max, cell_ok, reach_start = _window_runs(j_lo, j_hi, start_x_ptr, xw, xe, it,
                                                              BLOCK_X, NRUN, COMPILED)
     later = (reach_start < xw) & (xw != xs)  # an earlier window stored the cell
     both = tl.reshape(tl.join(g0, g1), [BLOCK_X, 2 * CHW])  # channel 2c: g0, 2c + 1: g1
     cells = _reduce_runs(both, lam_x_ptr, lo, hi, cell == w - 1, xw, k_max, it, 2 * CHW,
-                         BLOCK_X, NRUN, KC, ACC, COMPILED) * grad_scale
+                         BLOCK_X, NRUN, KC, ACC, COMPILED, KEEP_X) * grad_scale
     top, bottom = tl.split(tl.reshape(cells, [NRUN, CHW, 2]))
-    if a1 == a:  # the image's last row: both taps are this row
+    if a1 == a:  # the image's last row, or an axis kept: both taps are this row
         top = top + bottom
     ch = _in_loop(ch, it, COMPILED)
     p = g_ptr + cell.to(tl.int64)[:, None] * g_sw + ch.to(tl.int64)[None, :] * g_sc
@@ -136,7 +138,7 @@ def _store_shares(g0, g1, a, a1, a_lo, a_hi, group, g_ptr, ch, ch_ok, g_sc, g_sh
     tl.debug_barrier()  # what another thread stored in these cells is visible
     if a >= a_lo:  # a_lo - 1 is only walked for its share of row a_lo
         p_top = p + a.to(tl.int64) * g_sh
-        add = ((group > 0) | (a > 0)) | later
+        add = ((group > 0) | from_above) | later
         earlier = tl.load(p_top, mask=ok & add[:, None], other=0.0).to(ACC)
         tl.store(p_top, (earlier + top).to(g_ptr.dtype.element_ty), mask=ok)
     if (a1 > a) & (a1 < a_hi):  # row a_hi's share is its own program's
@@ -147,12 +149,13 @@ def _store_shares(g0, g1, a, a1, a_lo, a_hi, group, g_ptr, ch, ch_ok, g_sc, g_sh
 
 
 @triton.jit
-def _chunk(k0, it, col0, col1, m, s, lse, labels, weights, a, a1, y, n, a_lo, a_hi, group,
-           x_sc, x_sh, wx0, wx1, in_window, lam_y_ptr, gx_ptr, g_sc, g_sh, g_sw, lam_x_ptr,
+def _chunk(k0, it, col0, col1, m, s, lse, labels, weights, a, a1, from_above, y, n, a_lo, a_hi,
+           group, x_sc, x_sh, wx0, wx1, in_window, lam_y_ptr, gx_ptr, g_sc, g_sh, g_sw, lam_x_ptr,
            start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, C: tl.constexpr,
            CHW: tl.constexpr, MASKED: tl.constexpr, PASS_B: tl.constexpr, ROWS: tl.constexpr,
            BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr, ACC: tl.constexpr,
-           FAST_MATH: tl.constexpr, COMPILED: tl.constexpr, INDEX32: tl.constexpr):
+           FAST_MATH: tl.constexpr, COMPILED: tl.constexpr, INDEX32: tl.constexpr,
+           KEEP_X: tl.constexpr):
     # One chunk of classes [k0, k0 + CHW): pass A (PASS_B false: returns m, s) or pass B
     # (its gradient shares stored).
     # (through _in_loop: the last chunk's pointers are not hoisted out of the row loop)
@@ -174,9 +177,9 @@ def _chunk(k0, it, col0, col1, m, s, lse, labels, weights, a, a1, y, n, a_lo, a_
     if PASS_B:
         g0, g1 = _chunk_grad(top, bot, k0, lse, labels, weights, lam_y_ptr, y, n, CHW, ROWS,
                              BLOCK_X, ACC, FAST_MATH)
-        _store_shares(g0, g1, a, a1, a_lo, a_hi, group, gx_ptr, ch, ch_ok, g_sc, g_sh, g_sw,
-                      it, lam_x_ptr, start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, CHW,
-                      BLOCK_X, NRUN, KC, ACC, COMPILED)
+        _store_shares(g0, g1, a, a1, from_above, a_lo, a_hi, group, gx_ptr, ch, ch_ok, g_sc,
+                      g_sh, g_sw, it, lam_x_ptr, start_x_ptr, j_lo, j_hi, w, xs, xw, xe,
+                      grad_scale, CHW, BLOCK_X, NRUN, KC, ACC, COMPILED, KEEP_X)
     else:
         m, s = _max_sum(m, s, top, bot, ch_ok, lam_y_ptr, y, n, ROWS, MASKED, FAST_MATH)
     return m, s
@@ -192,7 +195,8 @@ def upsample_chunks_kernel(
     C: tl.constexpr, HAS_WEIGHT: tl.constexpr, WRITE_GRAD: tl.constexpr, CH: tl.constexpr,
     CHT: tl.constexpr, ROWS: tl.constexpr, BLOCK_X: tl.constexpr, NRUN: tl.constexpr,
     KC: tl.constexpr, ACC_FP64: tl.constexpr, FAST_MATH: tl.constexpr,
-    COMPILED: tl.constexpr, INDEX32: tl.constexpr = False,
+    COMPILED: tl.constexpr, INDEX32: tl.constexpr = False, KEEP_Y: tl.constexpr = False,
+    KEEP_X: tl.constexpr = False,
 ):
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     FULL: tl.constexpr = (C // CH) * CH  # classes in full chunks; the rest in one of CHT
@@ -219,7 +223,7 @@ def upsample_chunks_kernel(
         i0x = tl.load(index_ptr + H + X, mask=in_window, other=0)
         wx1 = tl.load(lam_x_ptr + X, mask=in_window, other=0.0)
         wx0 = 1.0 - wx1
-        i1x = tl.minimum(i0x + 1, w - 1)
+        i1x = second_tap(i0x, w, KEEP_X)
         Xl = X.to(tl.int64)
         col0 = x_ptr + b * x_sb + i0x.to(tl.int64) * x_sw  # a pixel's two tap columns
         col1 = x_ptr + b * x_sb + i1x.to(tl.int64) * x_sw
@@ -228,7 +232,10 @@ def upsample_chunks_kernel(
 
         a = a_first
         while a < a_hi:
-            a1 = tl.minimum(a + 1, h - 1)
+            a1 = second_tap(a, h, KEEP_Y)
+            # whether row a - 1 stored its bottom share in row a (never where the upsampling
+            # keeps the height: a row's shares are then all its own)
+            from_above = a > (h if KEEP_Y else 0)
             y = tl.load(start_ptr + a)
             y_end = tl.load(start_ptr + a + 1)
             group = 0
@@ -239,20 +246,20 @@ def upsample_chunks_kernel(
                 s = tl.zeros([ROWS, BLOCK_X], ACC)
                 k0 = 0
                 while k0 < FULL:
-                    m, s = _chunk(k0, k0, col0, col1, m, s, s, s, s, a, a1, y, n,
+                    m, s = _chunk(k0, k0, col0, col1, m, s, s, s, s, a, a1, from_above, y, n,
                                   a_lo, a_hi, group, x_sc, x_sh, wx0, wx1, in_window,
                                   lam_y_ptr, gx_img, gx_sc, gx_sh, gx_sw, lam_x_ptr,
                                   start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, C, CH,
                                   False, False, ROWS, BLOCK_X, NRUN, KC, ACC, FAST_MATH,
-                                  COMPILED, INDEX32)
+                                  COMPILED, INDEX32, KEEP_X)
                     k0 += CH
                 if FULL < C:
-                    m, s = _chunk(FULL, a, col0, col1, m, s, s, s, s, a, a1, y, n,
+                    m, s = _chunk(FULL, a, col0, col1, m, s, s, s, s, a, a1, from_above, y, n,
                                   a_lo, a_hi, group, x_sc, x_sh, wx0, wx1, in_window,
                                   lam_y_ptr, gx_img, gx_sc, gx_sh, gx_sw, lam_x_ptr,
                                   start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, C, CHT,
                                   True, False, ROWS, BLOCK_X, NRUN, KC, ACC, FAST_MATH,
-                                  COMPILED, INDEX32)
+                                  COMPILED, INDEX32, KEEP_X)
                 lse = _log(s, FAST_MATH) + m
 
                 # Per row (not unrolled: per pixel, not per class): the label, its check
@@ -291,18 +298,20 @@ def upsample_chunks_kernel(
                 if WRITE_GRAD:
                     k0 = 0
                     while k0 < FULL:
-                        _chunk(k0, k0, col0, col1, m, s, lse, labels, weights, a, a1, y, n,
-                               a_lo, a_hi, group, x_sc, x_sh, wx0, wx1, in_window, lam_y_ptr,
-                               gx_img, gx_sc, gx_sh, gx_sw, lam_x_ptr, start_x_ptr, j_lo, j_hi,
-                               w, xs, xw, xe, grad_scale, C, CH, False, True, ROWS, BLOCK_X,
-                               NRUN, KC, ACC, FAST_MATH, COMPILED, INDEX32)
+                        _chunk(k0, k0, col0, col1, m, s, lse, labels, weights, a, a1,
+                               from_above, y, n, a_lo, a_hi, group, x_sc, x_sh, wx0, wx1,
+                               in_window, lam_y_ptr, gx_img, gx_sc, gx_sh, gx_sw, lam_x_ptr,
+                               start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, C, CH,
+                               False, True, ROWS, BLOCK_X, NRUN, KC, ACC, FAST_MATH, COMPILED,
+                               INDEX32, KEEP_X)
                         k0 += CH
                     if FULL < C:
-                        _chunk(FULL, a, col0, col1, m, s, lse, labels, weights, a, a1, y, n,
-                               a_lo, a_hi, group, x_sc, x_sh, wx0, wx1, in_window, lam_y_ptr,
-                               gx_img, gx_sc, gx_sh, gx_sw, lam_x_ptr, start_x_ptr, j_lo, j_hi,
-                               w, xs, xw, xe, grad_scale, C, CHT, True, True, ROWS, BLOCK_X,
-                               NRUN, KC, ACC, FAST_MATH, COMPILED, INDEX32)
+                        _chunk(FULL, a, col0, col1, m, s, lse, labels, weights, a, a1,
+                               from_above, y, n, a_lo, a_hi, group, x_sc, x_sh, wx0, wx1,
+                               in_window, lam_y_ptr, gx_img, gx_sc, gx_sh, gx_sw, lam_x_ptr,
+                               start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, C, CHT,
+                               True, True, ROWS, BLOCK_X, NRUN, KC, ACC, FAST_MATH, COMPILED,
+                               INDEX32, KEEP_X)
                 y += ROWS
                 group += 1
             a += 1

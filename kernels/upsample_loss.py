@@ -19,7 +19,7 @@ Each thread holds one full-resolution column X of the strip's window (BLOCK_X
 columns) with its classes in registers, and walks the rows:
 
     top[X, c] = wx0 u[c, a, i0(X)] + wx1 u[c, a, i1(X)]     (once per low-res row;
-    bot[X, c] = the same at row a1 = min(a + 1, h - 1)        top of a + 1 = bot of a)
+    bot[X, c] = the same at row a1 = second_tap(a)            top of a + 1 = bot of a)
     v = wy0(Y) top + wy1(Y) bot                                (PyTorch's order)
     semantic: loss = w_t (logsumexp v - v_t), dv = w_t (softmax(v) - onehot(t))
               (w_t = class_weight[t] or 1 on valid pixels, 0 on ignored ones: an ignored
@@ -42,8 +42,10 @@ rather than when row a + 1 starts, so that their memory latency passes during it
 At the end of low-resolution row a, T = A - Bc = sum_Y wy0 dv (plus row a - 1's carried
 bottom part) is row a's gradient per column; ``_reduce_runs`` sums it over the runs into
 the cells, gradient(a, j) = sum_{X in run j} wx0 T + sum_{X in run j-1} wx1 T, stored times
-``grad_scale``; then A = Bc, Bc = 0. On the last row and column both taps are the
-same cell (with PyTorch's weights), so the bottom and second parts stay there.
+``grad_scale``; then A = Bc, Bc = 0. On the last row and column, and on every row or
+column of an axis the upsampling keeps (KEEP_Y: h = H, KEEP_X: w = W), both taps are the
+same cell, as PyTorch takes them (``second_tap``): the bottom and second parts stay there,
+nothing is carried on, and the row's top is its bottom.
 A strip wider than one window (heads much narrower than the targets) is walked in
 several windows; later ones add to the cells the earlier ones stored (after a barrier).
 
@@ -235,13 +237,25 @@ def _in_loop(x, a, COMPILED: tl.constexpr):
 
 
 @triton.jit
+def second_tap(i, n, KEEP: tl.constexpr):
+    """The second tap of index i on an axis of n cells, as PyTorch's upsample_bilinear2d
+    takes it: the next cell, or i itself on the axis's last cell, and on every cell where
+    the upsampling keeps the axis's size (KEEP)."""
+    if KEEP:
+        return i
+    else:
+        return tl.minimum(i + 1, n - 1)
+
+
+@triton.jit
 def _reduce_runs(T, lam_x_ptr, run_lo, run_hi, last, xw, k_max, a, BLOCK_CH: tl.constexpr,
                  BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr,
-                 ACC: tl.constexpr, COMPILED: tl.constexpr):
+                 ACC: tl.constexpr, COMPILED: tl.constexpr, KEEP_X: tl.constexpr = False):
     # T[X - xw, c] per window column. Run r covers the window columns [run_lo[r], run_hi[r]).
     # Returns cells[r, c] = sum_{X in run r} (1 - lam(X)) T + sum_{X in run r-1} lam(X) T
     # (cell r - 1's second taps land on cell r; where `last`, run r's own second taps land
-    # on cell r too: the image's last column). The runs' columns are gathered KC at a
+    # on cell r too: the image's last column, and with KEEP_X, where the upsampling keeps the
+    # width, every column). The runs' columns are gathered KC at a
     # time through shared memory (one-dimensional gathers: each thread then adds up KC
     # columns of one run and class), outside the row loop.
     flat = tl.reshape(T, [BLOCK_X * BLOCK_CH])
@@ -267,9 +281,12 @@ def _reduce_runs(T, lam_x_ptr, run_lo, run_hi, last, xw, k_max, a, BLOCK_CH: tl.
     shifted = tl.reshape(tl.gather(tl.reshape(second, [NRUN * BLOCK_CH]),
                                    tl.reshape(previous, [NRUN * BLOCK_CH]), 0),
                          [NRUN, BLOCK_CH])
-    # The last cell's second taps are the cell itself.
-    own = tl.where(last[:, None], total, total - second)
-    return own + tl.where(r[:, None] > 0, shifted, 0.0)
+    if KEEP_X:
+        return total
+    else:
+        # The last cell's second taps are the cell itself.
+        own = tl.where(last[:, None], total, total - second)
+        return own + tl.where(r[:, None] > 0, shifted, 0.0)
 
 
 @triton.jit
@@ -295,19 +312,21 @@ def _window_runs(j_lo, j_hi, start_x_ptr, xw, xe, it, BLOCK_X: tl.constexpr,
 @triton.jit
 def _run_cells(acc_a, acc_b, last_row, a, lam_x_ptr, start_x_ptr, j_lo, j_hi, w, xs, xw, xe,
                grad_scale, BLOCK_CH: tl.constexpr, BLOCK_X: tl.constexpr, NRUN: tl.constexpr,
-               KC: tl.constexpr, ACC: tl.constexpr, COMPILED: tl.constexpr):
+               KC: tl.constexpr, ACC: tl.constexpr, COMPILED: tl.constexpr,
+               KEEP_X: tl.constexpr = False):
     # Gradient of low-resolution row a, cells [j_lo, j_hi): per column, T = acc_a - acc_b
-    # (its bottom part acc_b belongs to row a + 1, or to row a itself on the image's last
-    # row), reduced over the runs of this window [xw, min(xw + BLOCK_X, xe)), times
-    # grad_scale: (value[r, ch], cell[r], whether this window writes cell r, whether it is
-    # the first to: the first window that reaches a cell stores it).
+    # (its bottom part acc_b belongs to row a + 1, or to row a itself where ``last_row``:
+    # the image's last row, or any row of an axis the upsampling keeps), reduced over the
+    # runs of this window [xw, min(xw + BLOCK_X, xe)), times grad_scale: (value[r, ch],
+    # cell[r], whether this window writes cell r, whether it is the first to: the first
+    # window that reaches a cell stores it).
     cell, lo, hi, k_max, cell_ok, reach_start = _window_runs(j_lo, j_hi, start_x_ptr, xw, xe, a,
                                                              BLOCK_X, NRUN, COMPILED)
     first = (reach_start >= xw) | (xw == xs)
 
     T = acc_a - tl.where(last_row, 0.0, acc_b)
     value = _reduce_runs(T, lam_x_ptr, lo, hi, cell == w - 1, xw, k_max, a, BLOCK_CH, BLOCK_X,
-                         NRUN, KC, ACC, COMPILED) * grad_scale
+                         NRUN, KC, ACC, COMPILED, KEEP_X) * grad_scale
     return value, cell, cell_ok, first
 
 
@@ -328,11 +347,11 @@ def _write_cells(value, cell, cell_ok, first, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw
 def _store_cells(acc_a, acc_b, last_row, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, a, lam_x_ptr,
                  start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, BLOCK_CH: tl.constexpr,
                  BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr,
-                 ACC: tl.constexpr, COMPILED: tl.constexpr):
+                 ACC: tl.constexpr, COMPILED: tl.constexpr, KEEP_X: tl.constexpr = False):
     # Row a's gradient cells of one task (``_run_cells``, ``_write_cells``).
     value, cell, cell_ok, first = _run_cells(acc_a, acc_b, last_row, a, lam_x_ptr, start_x_ptr,
                                              j_lo, j_hi, w, xs, xw, xe, grad_scale, BLOCK_CH,
-                                             BLOCK_X, NRUN, KC, ACC, COMPILED)
+                                             BLOCK_X, NRUN, KC, ACC, COMPILED, KEEP_X)
     _write_cells(value, cell, cell_ok, first, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, a, ACC,
                  COMPILED)
 
@@ -475,6 +494,7 @@ def upsample_loss_kernel(
     BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr, ACC_FP64: tl.constexpr,
     FAST_MATH: tl.constexpr, COMPILED: tl.constexpr, SHIFTED: tl.constexpr = False,
     PREFETCH: tl.constexpr = False, INDEX32: tl.constexpr = False,
+    KEEP_Y: tl.constexpr = False, KEEP_X: tl.constexpr = False,
 ):
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     # With 32-bit offsets the logits' per-class tap offsets are recomputed per low-resolution
@@ -515,7 +535,7 @@ def upsample_loss_kernel(
         i0x = tl.load(index_ptr + H + X, mask=in_window, other=0)
         wx1 = tl.load(lam_x_ptr + X, mask=in_window, other=0.0)
         wx0 = 1.0 - wx1
-        i1x = tl.minimum(i0x + 1, w - 1)
+        i1x = second_tap(i0x, w, KEEP_X)
         Xl = X.to(tl.int64)
 
         if HAS_SEM:
@@ -525,7 +545,7 @@ def upsample_loss_kernel(
                              a_first, x_sh, wx0, wx1, in_window, ACC, None, INDEX32)
             if PREFETCH:  # the first taps of each bottom row, one low-resolution row ahead
                 x_next = _tap(x_col0, _in_loop(classes, xw, OPAQUE), class_ok, x_sc,
-                              tl.minimum(a_first + 1, h - 1), x_sh, in_window, INDEX32)
+                              second_tap(a_first, h, KEEP_Y), x_sh, in_window, INDEX32)
             dx_a = tl.zeros([BLOCK_X, BLOCK_C], ACC)
             dx_b = tl.zeros([BLOCK_X, BLOCK_C], ACC)
             t_row = t_ptr + b * t_sb + Xl * t_sw
@@ -563,7 +583,7 @@ def upsample_loss_kernel(
         Y = y_first
         a = a_first
         while a < a_hi:
-            a1 = tl.minimum(a + 1, h - 1)
+            a1 = second_tap(a, h, KEEP_Y)
             y_end = tl.load(start_ptr + a + 1)
             if HAS_SEM:
                 if PREFETCH:
@@ -572,14 +592,20 @@ def upsample_loss_kernel(
                 else:
                     x_bot = _along_x(x_col0, x_col1, _in_loop(classes, a, OPAQUE), class_ok,
                                      x_sc, a1, x_sh, wx0, wx1, in_window, ACC, None, INDEX32)
+                if KEEP_Y:  # the top is this row too: the upsampling keeps the height
+                    x_top = x_bot
                 if SHIFTED:
                     m_col, dist = _shift_bound(x_top, x_bot, class_ok)
             if HAS_INST:
                 o_bot = _along_x(o_col0, o_col1, offset_ch, offset_ch < 2, o_sc, a1, o_sh, wx0,
                                  wx1, in_window, ACC)
+                if KEEP_Y:
+                    o_top = o_bot
             if HAS_DEP:
                 d_bot = _along_x(d_col0, d_col1, depth_ch, depth_ch < 1, 0, a1, d_sh, wx0, wx1,
                                  in_window, ACC)
+                if KEEP_Y:
+                    d_top = d_bot
             if SHIFTED:  # the semantic task alone: one loop per form of the softmax
                 if tl.max(dist, 0) <= SHIFT_LIMIT:
                     sa, sb = _shifted_operands(x_top, x_bot, m_col)
@@ -643,7 +669,8 @@ def upsample_loss_kernel(
                 # The next bottom row's first taps, issued before this row's run reduction:
                 # their latency passes during it, and their cache lines hold the second taps.
                 x_next = _tap(x_col0, _in_loop(classes, a, OPAQUE), class_ok, x_sc,
-                              tl.minimum(a + 2, h - 1), x_sh, in_window & (a + 1 < a_hi), INDEX32)
+                              second_tap(a + 1, h, KEEP_Y), x_sh, in_window & (a + 1 < a_hi),
+                              INDEX32)
             # Owner row a is done: its gradient row (rows of a - 1 before a_lo are only
             # walked for their bottom part) goes to the cells, its bottom part carries on.
             if WRITE_GRAD:
@@ -651,26 +678,34 @@ def upsample_loss_kernel(
                     if HAS_SEM:
                         _store_cells(dx_a, dx_b, a1 == a, gx_ptr + b * gx_sb, classes, class_ok,
                                      gx_sc, gx_sh, gx_sw, a, lam_x_ptr, start_x_ptr, j_lo, j_hi,
-                                     w, xs, xw, xe, grad_scale, BLOCK_C, BLOCK_X, NRUN, KC, ACC,
-                                     COMPILED)
+                                     w, xs, xw, xe, grad_scale, BLOCK_C, BLOCK_X, NRUN, KC,
+                                     ACC, COMPILED, KEEP_X)
                     if HAS_INST:
                         _store_cells(do_a, do_b, a1 == a, go_ptr + b * go_sb, offset_ch,
                                      offset_ch < 2, go_sc, go_sh, go_sw, a, lam_x_ptr,
                                      start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, 2,
-                                     BLOCK_X, NRUN, KC, ACC, COMPILED)
+                                     BLOCK_X, NRUN, KC, ACC, COMPILED, KEEP_X)
                     if HAS_DEP:
                         _store_cells(dd_a, dd_b, a1 == a, gd_ptr + b * gd_sb, depth_ch,
                                      depth_ch < 1, 0, gd_sh, gd_sw, a, lam_x_ptr, start_x_ptr,
                                      j_lo, j_hi, w, xs, xw, xe, grad_scale, 1, BLOCK_X, NRUN,
-                                     KC, ACC, COMPILED)
+                                     KC, ACC, COMPILED, KEEP_X)
+                # (where the upsampling keeps the height, a row's second taps are its own:
+                # nothing carries on)
                 if HAS_SEM:
                     dx_a = dx_b
+                    if KEEP_Y:
+                        dx_a = tl.zeros([BLOCK_X, BLOCK_C], ACC)
                     dx_b = tl.zeros([BLOCK_X, BLOCK_C], ACC)
                 if HAS_INST:
                     do_a = do_b
+                    if KEEP_Y:
+                        do_a = tl.zeros([BLOCK_X, 2], ACC)
                     do_b = tl.zeros([BLOCK_X, 2], ACC)
                 if HAS_DEP:
                     dd_a = dd_b
+                    if KEEP_Y:
+                        dd_a = tl.zeros([BLOCK_X, 1], ACC)
                     dd_b = tl.zeros([BLOCK_X, 1], ACC)
             if HAS_SEM and not SHIFTED:
                 x_top = x_bot

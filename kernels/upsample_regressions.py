@@ -38,7 +38,8 @@ would otherwise lay the rows along the lanes.
 import triton
 import triton.language as tl
 
-from .upsample_loss import _along_x, _run_cells, _sign, _store_cells, _write_cells, program_region
+from .upsample_loss import (_along_x, _run_cells, _sign, _store_cells, _write_cells,
+                            program_region, second_tap)
 from .upsample_reduce import ROW_NORM
 
 __all__ = ["upsample_regressions_kernel"]
@@ -149,7 +150,8 @@ def upsample_regressions_kernel(
     n_bands, n_strips, band_rows, strip_cells, grad_scale,
     HAS_INST: tl.constexpr, HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr,
     BLOCK_X: tl.constexpr, ROWS: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr,
-    ACC_FP64: tl.constexpr, COMPILED: tl.constexpr,
+    ACC_FP64: tl.constexpr, COMPILED: tl.constexpr, KEEP_Y: tl.constexpr = False,
+    KEEP_X: tl.constexpr = False,
 ):
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
@@ -178,7 +180,7 @@ def upsample_regressions_kernel(
         i0x = tl.load(index_ptr + H + X, mask=in_window, other=0)
         wx1 = tl.load(lam_x_ptr + X, mask=in_window, other=0.0)
         wx0 = 1.0 - wx1
-        i1x = tl.minimum(i0x + 1, w - 1)
+        i1x = second_tap(i0x, w, KEEP_X)
         Xl = tl.minimum(X, xe - 1).to(tl.int64)  # the targets' columns (in the window)
 
         # The first chunk: rows of run a_first (or on to the band's end if it has none).
@@ -191,7 +193,7 @@ def upsample_regressions_kernel(
                                                       o_sc, a_first, o_sh, wx0, wx1, in_window,
                                                       ACC))
             o_bot0, o_bot1 = _split_channels(_along_x(o_col0, o_col1, offset_ch, offset_ch < 2,
-                                                      o_sc, tl.minimum(a_first + 1, h - 1), o_sh,
+                                                      o_sc, second_tap(a_first, h, KEEP_Y), o_sh,
                                                       wx0, wx1, in_window, ACC))
             do_a0 = tl.zeros([BLOCK_X], ACC)
             do_a1 = tl.zeros([BLOCK_X], ACC)
@@ -208,7 +210,7 @@ def upsample_regressions_kernel(
             d_top = tl.sum(_along_x(d_col0, d_col1, depth_ch, depth_ch < 1, 0, a_first, d_sh,
                                     wx0, wx1, in_window, ACC), 1)
             d_bot = tl.sum(_along_x(d_col0, d_col1, depth_ch, depth_ch < 1, 0,
-                                    tl.minimum(a_first + 1, h - 1), d_sh, wx0, wx1, in_window,
+                                    second_tap(a_first, h, KEEP_Y), d_sh, wx0, wx1, in_window,
                                     ACC), 1)
             dd_a = tl.zeros([BLOCK_X], ACC)
             dd_b = tl.zeros([BLOCK_X], ACC)
@@ -218,12 +220,18 @@ def upsample_regressions_kernel(
         Y = y_first
         a = a_first
         while a < a_hi:
-            a1 = tl.minimum(a + 1, h - 1)
+            a1 = second_tap(a, h, KEEP_Y)
+            if KEEP_Y:  # the top is this row too: the upsampling keeps the height
+                if HAS_INST:
+                    o_top0 = o_bot0
+                    o_top1 = o_bot1
+                if HAS_DEP:
+                    d_top = d_bot
             y_end = tl.load(start_ptr + a + 1)
             y_after = tl.load(start_ptr + tl.minimum(a + 2, h))  # end of run a + 1
             # The taps of row a + 2 (a + 1's interpolation is at hand), loaded a row ahead
             # and interpolated when the row moves on.
-            a2 = tl.minimum(a + 2, h - 1)
+            a2 = second_tap(a + 1, h, KEEP_Y)
             if HAS_INST:
                 o_u0, o_u1 = _taps(o_col0, o_col1, offset_ch, o_sc, a2, o_sh, in_window)
             if HAS_DEP:
@@ -290,7 +298,7 @@ def upsample_regressions_kernel(
                             _four_channels(do_a0, do_a1, dd_a),
                             _four_channels(do_b0, do_b1, dd_b), a1 == a, a, lam_x_ptr,
                             start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, 4, BLOCK_X,
-                            NRUN, KC, ACC, COMPILED)
+                            NRUN, KC, ACC, COMPILED, KEEP_X)
                         v_inst, v_dep = _two_tasks(value)
                         _write_cells(v_inst, cell, cell_ok, first, go_ptr + b * go_sb, offset_ch,
                                      offset_ch < 2, go_sc, go_sh, go_sw, a, ACC, COMPILED)
@@ -302,19 +310,26 @@ def upsample_regressions_kernel(
                                          a1 == a, go_ptr + b * go_sb, offset_ch, offset_ch < 2,
                                          go_sc, go_sh, go_sw, a, lam_x_ptr, start_x_ptr, j_lo,
                                          j_hi, w, xs, xw, xe, grad_scale, 2, BLOCK_X, NRUN, KC,
-                                         ACC, COMPILED)
+                                         ACC, COMPILED, KEEP_X)
                         if HAS_DEP:
                             _store_cells(dd_a[:, None], dd_b[:, None], a1 == a, gd_ptr + b * gd_sb,
                                          depth_ch, depth_ch < 1, 0, gd_sh, gd_sw, a, lam_x_ptr,
                                          start_x_ptr, j_lo, j_hi, w, xs, xw, xe, grad_scale, 1,
-                                         BLOCK_X, NRUN, KC, ACC, COMPILED)
+                                         BLOCK_X, NRUN, KC, ACC, COMPILED, KEEP_X)
+                # (where the upsampling keeps the height, a row's second taps are its own:
+                # nothing carries on)
                 if HAS_INST:
                     do_a0 = do_b0
                     do_a1 = do_b1
+                    if KEEP_Y:
+                        do_a0 = tl.zeros([BLOCK_X], ACC)
+                        do_a1 = tl.zeros([BLOCK_X], ACC)
                     do_b0 = tl.zeros([BLOCK_X], ACC)
                     do_b1 = tl.zeros([BLOCK_X], ACC)
                 if HAS_DEP:
                     dd_a = dd_b
+                    if KEEP_Y:
+                        dd_a = tl.zeros([BLOCK_X], ACC)
                     dd_b = tl.zeros([BLOCK_X], ACC)
             if HAS_INST:
                 o_top0 = o_bot0

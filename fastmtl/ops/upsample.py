@@ -107,7 +107,7 @@ def _launch_regressions(launch, grid, plan, flags, o, g, m, go, d, z, gd, index,
         plan.n_bands, plan.n_strips, plan.band_rows, plan.strip_cells, scale,
         HAS_INST=flags["HAS_INST"], HAS_DEP=flags["HAS_DEP"], WRITE_GRAD=write_grad,
         BLOCK_X=plan.block_x, ROWS=rows, NRUN=plan.nrun, KC=plan.kc, ACC_FP64=acc_fp64,
-        COMPILED=not interpreted(), num_warps=plan.num_warps,
+        COMPILED=not interpreted(), KEEP_Y=h == H, KEEP_X=w == W, num_warps=plan.num_warps,
         **register_cap(plan, acc_fp64, launch))
 
 
@@ -199,7 +199,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
                     CHT=max(1, next_power_of_2(C % plan.block_c)), ROWS=plan.rows,
                     BLOCK_X=plan.block_x, NRUN=plan.nrun, KC=plan.kc, ACC_FP64=acc_fp64,
                     FAST_MATH=not acc_fp64 and not interpreted(), COMPILED=not interpreted(),
-                    INDEX32=index32, num_warps=plan.num_warps,
+                    INDEX32=index32, KEEP_Y=h == H, KEEP_X=w == W, num_warps=plan.num_warps,
                     **register_cap(plan, acc_fp64, launch))
                 continue
             launch(U.upsample_loss_kernel)[(grid,)](
@@ -215,7 +215,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
                 NRUN=plan.nrun, KC=plan.kc, ACC_FP64=acc_fp64,
                 FAST_MATH=not acc_fp64 and not interpreted(), COMPILED=not interpreted(),
                 SHIFTED=plan.shifted and not acc_fp64,
-                PREFETCH=plan.prefetch, INDEX32=index32,
+                PREFETCH=plan.prefetch, INDEX32=index32, KEEP_Y=h == H, KEEP_X=w == W,
                 num_warps=plan.num_warps, **flags, **register_cap(plan, acc_fp64, launch))
         sums = torch.empty((R.PART_ROWS, n_sums), dtype=torch.float64, device=device)
         bad_sums = torch.empty((3, n_sums), dtype=torch.int64, device=device)

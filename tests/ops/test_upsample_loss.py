@@ -204,6 +204,32 @@ def test_bad_label_on_cuda_is_raised_by_the_next_call(monkeypatch):
     label_check.raise_pending_label_errors()  # reported once
 
 
+@pytest.mark.parametrize("C", [19, 40], ids=["classes in registers", "classes in chunks"])
+@pytest.mark.parametrize("h,w,H,W", [(4, 3, 4, 10), (3, 5, 11, 5), (3, 4, 9, 10)],
+                         ids=["rows kept", "columns kept", "both scaled"])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_non_finite_predictions_spread_as_in_pytorch(C, h, w, H, W, align_corners):
+    """PyTorch's second tap on an axis the upsampling keeps is the first one (both weights on
+    one cell): a NaN or infinity there reaches the pixels and cells it reaches in
+    F.interpolate and no others. Elsewhere the second tap is the next cell, with weight 0
+    where the pixel sits on the first one exactly."""
+    pred, tgt = low_res_inputs(B=1, C=C, h=h, w=w, H=H, W=W, seed=C + H + W, ignore_frac=0.0)
+    nan, inf = float("nan"), float("inf")
+    pred["semantic"][0, 3, 1, 1] = nan
+    pred["semantic"][0, :, 2, w - 1] = -inf
+    pred["instance"][0, 1, 1, 2] = nan
+    pred["depth"][0, 0, 0, 1] = nan
+    (total, losses, grads), (r_total, r_losses, r_grads) = run_both_upsampled(
+        pred, tgt, align_corners=align_corners, log_vars=LOG_VARS)
+    for task in ("semantic", "instance", "depth"):
+        assert losses[task].isnan() and r_losses[task].isnan()  # some pixel sees each value
+        g, r = grads[task], r_grads[task]
+        assert torch.equal(g.isnan(), r.isnan()), task
+        assert torch.isfinite(r).any(), task
+        torch.testing.assert_close(g[~r.isnan()], r[~r.isnan()], rtol=2e-5, atol=1e-6,
+                                   msg=task)
+
+
 # ----------------------------------------- many classes (C > 32): classes in chunks
 
 
