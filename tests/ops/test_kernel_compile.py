@@ -20,7 +20,7 @@ from pathlib import Path
 
 from compiled import (CROSS_THREAD, compile_for, count, distinct_specialisations,
                       exps_before_last_planes, loop_facts, loops, map_in_processes,
-                      programs_per_sm, ptxas_usage, sass, sass_control)
+                      programs_per_sm, ptxas_usage, sass_control)
 from helpers import run_compiled
 from tracing import kernels_of, trace_graphs
 
@@ -306,7 +306,8 @@ def _design_report() -> list:
 def _design_facts(tag, C, block_p, per_program, kernel, args, kwargs) -> dict:
     compiled = compile_for(kernel, args, kwargs, 90)
     registers, spills = ptxas_usage(compiled.asm["ptx"])
-    code = sass(compiled.asm["cubin"])
+    control = sass_control(compiled.asm["cubin"])
+    code = [(address, text) for address, text, *_ in control]
     entry = dict(tag=tag, C=C, registers=registers, spills=spills, block_p=block_p,
                  warps=kwargs["num_warps"], vector=kwargs["V"], classes=kwargs["CLASSES"],
                  chunk=kwargs["CHUNK"], num_chunks=kwargs["NUM_CHUNKS"],
@@ -319,7 +320,6 @@ def _design_facts(tag, C, block_p, per_program, kernel, args, kwargs) -> dict:
     entry["whole"] = loop_facts(code, (code[0][0], code[-1][0]), [])
     last_exp = max((n for n, (_, i) in enumerate(code) if "MUFU.EX2" in i), default=0)
     entry["cross_thread_before_last_exp"] = count([i for _, i in code[:last_exp]], CROSS_THREAD)
-    control = sass_control(compiled.asm["cubin"])
     entry["exps_before_last_planes"] = exps_before_last_planes(control, C)
     # Issue cost per pixel: the tile's instructions (the tile loop's body, or the whole
     # kernel with one tile per program), the sweeps counted once per chunk.

@@ -366,15 +366,15 @@ def static_report(cases=None, classes=150) -> list:
 
 def _static_facts(case, config, real, kernel, args, kwargs) -> dict:
     from compiled import (compile_for, exps_before_last_planes, loops, programs_per_sm,
-                          ptxas_usage, sass, sass_control, within)
+                          ptxas_usage, sass_control, within)
     from sass_model import estimate_ms
 
     from benchmarks.problem import SIZES
 
     compiled = compile_for(kernel, args, kwargs, 90)
     registers, spills = ptxas_usage(compiled.asm["ptx"])
-    code = sass(compiled.asm["cubin"])
     control = sass_control(compiled.asm["cubin"])
+    code = [(address, text) for address, text, *_ in control]
     shared = compiled.metadata.shared
     per_sm = programs_per_sm(registers, config.warps, shared)
     one_read = config.chunk in (tune.RESIDENT, tune.PAIRS) and config.stages == 1
