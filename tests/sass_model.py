@@ -16,10 +16,17 @@ the warp that can go first:
 - a warp that exits is replaced by the next program's, ``LAUNCH`` cycles later.
 
 Control flow follows a program with full tiles: a backward branch (a loop's back edge) is
-taken ``trips`` - 1 times per visit, a forward one if unconditional, or if predicated only
-where it skips a short path that ends in an unconditional branch (the ``pid < n_tiles``
-test). Every load goes to DRAM: a kernel whose loads hit in L1 or L2 (the 1/8-resolution
-kernels re-read their taps) is outside what the model describes.
+taken ``trips`` - 1 times per visit (or as ``loop_trips`` says for that loop), a forward one
+if unconditional, or if predicated only where it skips a short path (at most
+``SHORT_SKIP`` instructions) that ends in an unconditional branch (the ``pid < n_tiles``
+test).
+
+Every global load goes to DRAM unless ``cached`` says otherwise: for kernels whose loads
+hit in L1 or L2 (the 1/8-resolution kernels re-read their taps), ``cached(address, text)``
+gives such a load's latency, and it takes no share of the bandwidth. Shared-memory and
+local (spill) loads return after ``SHARED_LATENCY``. A barrier holds its warp for
+``BARRIER`` cycles: the model runs one warp of each program, so it takes a program's warps
+as arriving together (one per scheduler).
 
 An estimate, not a measurement: docs/kernel.md ("A cost model of the SASS") compares it with
 the kernels timed on an H100.
@@ -33,6 +40,9 @@ MUFU_LATENCY = 12
 OTHER_LATENCY = 24
 READ_RELEASE = 12                        # cycles until an instruction's source registers free
 LAUNCH = 300                             # cycles from a program's exit to the next one's start
+SHARED_LATENCY = 32                      # shared-memory and local loads
+BARRIER = 24                             # cycles a warp waits at a barrier its program's warps reach together
+SHORT_SKIP = 8                           # the longest path a predicated forward branch is taken over
 _WIDTHS = ((".128", 16), (".64", 8), (".U16", 2), (".S16", 2), (".U8", 1), (".S8", 1))
 
 
@@ -49,7 +59,7 @@ def access_bytes(opcode: str) -> int:
 
 def _skip_branch(code, index, target) -> bool:
     # a forward predicated branch over a short path ending in an unconditional branch
-    for address, text, *_ in code[index + 1:]:
+    for address, text, *_ in code[index + 1:index + 1 + SHORT_SKIP]:
         if address >= target:
             return False
         predicated, op = _opcode(text)
@@ -58,10 +68,25 @@ def _skip_branch(code, index, target) -> bool:
     return False
 
 
-def replay(code, warps: int, programs: int, trips: int = 1, latency: int = 900):
+def back_edges(code) -> list[int]:
+    """Addresses of the loops' backward branches, in order (keys of ``loop_trips``)."""
+    return [address for address, text, *_ in code
+            if _opcode(text)[1].startswith("BRA") and _target(text) < address]
+
+
+def _target(text: str) -> int:
+    return int(text.split()[-1].rstrip(";"), 16)
+
+
+def replay(code, warps: int, programs: int, trips: int = 1, latency: int = 900,
+           loop_trips: dict | None = None, cached=None):
     """Replays ``programs`` programs of the kernel, ``warps`` resident at a time on one
-    scheduler. ``code``: ``compiled.sass_control`` rows. Returns (the cycle at which each
-    program's warp exits, in order; bytes moved by its loads and stores)."""
+    scheduler. ``code``: ``compiled.sass_control`` rows; ``loop_trips``: {back edge's
+    address: trips} where a loop's differ from ``trips``; ``cached(address, text)``: the
+    latency of a global load that hits in cache, None for one from DRAM. Returns (the cycle
+    at which each program's warp exits, in order; bytes moved by its DRAM loads and
+    stores)."""
+    loop_trips = loop_trips or {}
     at_address = {row[0]: i for i, row in enumerate(code)}
     memory_free = mufu_free = 0.0
     moved = 0
@@ -88,12 +113,17 @@ def replay(code, warps: int, programs: int, trips: int = 1, latency: int = 900):
             if wait >> k & 1:
                 warp["pending"][k] = []
         predicated, op = _opcode(text)
-        if op.startswith(("LDG", "STG")):
+        hit = cached(address, text) if cached and op.startswith("LDG") else None
+        if hit is not None:
+            done, release = issue + hit, issue + READ_RELEASE
+        elif op.startswith(("LDG", "STG")):
             n = access_bytes(op)
             moved += n
             memory_free = max(issue, memory_free) + n / BANDWIDTH
             done = max(issue + latency, memory_free)
             release = issue + READ_RELEASE
+        elif op.startswith(("LDS", "LDL")):
+            done, release = issue + SHARED_LATENCY, issue + READ_RELEASE
         elif op.startswith("MUFU"):
             mufu_free = issue + MUFU_CYCLES
             done, release = mufu_free + MUFU_LATENCY, issue + READ_RELEASE
@@ -103,7 +133,7 @@ def replay(code, warps: int, programs: int, trips: int = 1, latency: int = 900):
             warp["pending"][write_sb].append(done)
         if read_sb is not None:
             warp["pending"][read_sb].append(release)
-        cycle, warp["ready"] = issue + 1, issue + stall
+        cycle, warp["ready"] = issue + 1, issue + (BARRIER if op.startswith("BAR") else stall)
         if op == "EXIT" and not predicated:
             exits.append(issue)
             slots[slots.index(warp)] = start(issue + LAUNCH) if started < programs else None
@@ -111,10 +141,10 @@ def replay(code, warps: int, programs: int, trips: int = 1, latency: int = 900):
             continue
         nxt = warp["pc"] + 1
         if op.startswith("BRA"):
-            target = int(text.split()[-1], 16)
+            target = _target(text)
             if target < address:  # a loop's back edge
                 visits = warp["visits"].get(address, 0) + 1
-                if visits < trips:
+                if visits < loop_trips.get(address, trips):
                     warp["visits"][address], nxt = visits, at_address[target]
                 else:
                     warp["visits"][address], nxt = 0, warp["pc"] + 1

@@ -92,6 +92,49 @@ def test_a_wait_on_a_load_costs_the_latency_and_a_loop_its_trips():
         assert cycles / 2 == pytest.approx(100 * trips * sass_model.MUFU_CYCLES, rel=0.02)
 
 
+def test_a_cached_load_takes_its_latency_and_no_bandwidth():
+    code = _listing([("LDG.E R1, desc[UR4][R2.64]", 1, 0), ("FADD R3, R1, R1", 1, None, None, 1)])
+    cycles, moved = sass_model.cycles_per_program(code, warps=1, latency=700)
+    exits, moved = sass_model.replay(code, 1, 1, latency=700, cached=lambda a, t: 40)
+    assert moved == 0
+    assert exits == [pytest.approx(40 + 1, abs=2)]
+    # only the loads the function names hit in cache
+    exits, moved = sass_model.replay(code, 1, 1, latency=700, cached=lambda a, t: None)
+    assert moved == 128 and exits == [pytest.approx(700 + 1, abs=2)]
+
+
+def test_shared_loads_and_barriers_hold_their_warp():
+    wait = [("LDS R1, [R2]", 1, 0), ("FADD R3, R1, R1", 1, None, None, 1)]
+    exits, _ = sass_model.replay(_listing(wait), 1, 1)
+    assert exits == [pytest.approx(sass_model.SHARED_LATENCY + 1, abs=2)]
+    exits, _ = sass_model.replay(_listing(["BAR.SYNC.DEFER_BLOCKING 0x0"] * 10), 1, 1)
+    assert exits == [pytest.approx(10 * sass_model.BARRIER, abs=2)]
+
+
+def test_each_loop_takes_its_own_trips():
+    inner = [("MUFU.EX2 R1, R2", 1, 0)] * 10 + ["@P0 BRA 0x0"]  # addresses 0 .. 160
+    outer = inner + [("MUFU.EX2 R1, R2", 1, 0)] * 5 + ["@P1 BRA 0x0"]
+    code = _listing(outer)
+    assert sass_model.back_edges(code) == [160, 256]
+    for inner_trips, outer_trips in ((1, 1), (3, 1), (3, 4), (2, 5)):
+        exits, _ = sass_model.replay(code, 1, 1, loop_trips={160: inner_trips, 256: outer_trips})
+        mufu = outer_trips * (10 * inner_trips + 5)
+        # the last exponential issues when the unit has taken the others; EXIT just after
+        assert exits[0] == pytest.approx((mufu - 1) * sass_model.MUFU_CYCLES, abs=4)
+
+
+def test_a_predicated_branch_is_taken_only_over_a_short_path():
+    exit_path = ["@P0 BRA 0x30", "BRA 0x1000", "NOP"]  # the pid test: skip the early exit
+    short = _listing(exit_path + [("MUFU.EX2 R1, R2", 1, 0)] * 20)
+    exits, _ = sass_model.replay(short, 1, 1)
+    assert exits[0] == pytest.approx(19 * sass_model.MUFU_CYCLES, abs=4)  # the work after it
+    # a predicated branch over a long path (an if whose body the program runs) is not taken
+    long_skip = _listing(["@P0 BRA 0x%x" % (16 * 40)] + [("MUFU.EX2 R1, R2", 1, 0)] * 30
+                         + ["BRA 0x%x" % (16 * 40)] + ["NOP"] * 10)
+    exits, _ = sass_model.replay(long_skip, 1, 1)
+    assert exits[0] == pytest.approx(29 * sass_model.MUFU_CYCLES, abs=8)
+
+
 if __name__ == "__main__":
     import json
     import os
