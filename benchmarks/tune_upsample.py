@@ -64,13 +64,13 @@ def candidates(classes: int, quick: bool = False) -> list:
     if classes <= 32:
         changes = [
             {},
-            dict(semantic_shift=True),                         # no per-pixel maximum where safe
+            dict(semantic_registers=128),                      # 4 programs/SM, 316 B spilled
             dict(prefetch_taps=True),                          # next row's taps loaded early
             dict(semantic_registers=None),                     # ptxas's choice: 2 programs/SM
             dict(band_rows=(4,)),                              # shorter bands, more programs
             dict(band_rows=(16,)),                             # longer bands, fewer programs
+            dict(semantic_shift=True),                         # no per-pixel maximum where safe
             dict(regression_columns=1, regression_registers=128),  # 4 programs/SM
-            dict(semantic_warps=2, semantic_registers=None),   # narrower strips
             dict(regression_columns=1),
             dict(regression_rows=4),                           # chunks of 4 rows
             dict(regression_warps=2),
@@ -79,6 +79,7 @@ def candidates(classes: int, quick: bool = False) -> list:
         keep = 6
     else:
         changes = [{}, dict(chunk_registers=None),  # ptxas's choice: 2 programs/SM
+                   dict(chunk_registers=128),  # 4 programs/SM, 1.4 KB spilled
                    dict(class_chunk=None),  # the warps share the classes
                    dict(band_rows=(4,)), dict(band_rows=(32, 16, 8)),
                    dict(regression_columns=1), dict(target_warps=16384)]
