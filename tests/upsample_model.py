@@ -13,7 +13,7 @@ Those kernels re-read their taps, so the model is told which loads hit in cache:
 The trips of each loop come from the split: one window, ``band_rows`` + 1 low-resolution
 rows per program, ``rows_per_run`` target rows per low-resolution row, one gather of the run
 reduction (runs of at most KC columns), and in the chunked kernel C // CH full chunks per
-pass and one group of at most ROWS target rows per run.
+pass and rows_per_run / ROWS groups of target rows per run.
 
 These latencies were chosen once, against three semantic launches timed on an H100
 (docs/upsample.md, "The cost model on the 1/8 launches"); an estimate, not a measurement.
@@ -52,7 +52,8 @@ def loop_trips(code, chunked: bool, band_rows: int, rows_per_run: int, chunks: i
         elif innermost:
             n = (chunks if _has(code, span, "MUFU.EX2") else rows) if chunked else rows_per_run
         else:
-            n = {0: 1, 1: band_rows + 1, 2: 1, 3: chunks}[depth]  # (2, 3: chunked only)
+            # (2, 3: chunked only) the groups of at most ROWS target rows of a run, a pass
+            n = {0: 1, 1: band_rows + 1, 2: -(-rows_per_run // max(rows, 1)), 3: chunks}[depth]
         trips[span[1]] = n
     return trips
 
