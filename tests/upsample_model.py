@@ -5,8 +5,9 @@ beyond), at a given problem's split.
 Those kernels re-read their taps, so the model is told which loads hit in cache:
 
 - a label (int64 or uint8: LDG.E.64, LDG.E.U8) comes from DRAM;
-- the taps of a low-resolution row (loaded once per row outside the row loop, or in the
-  chunked kernel's first pass over the classes) come from L2 after ``TAP_LATENCY`` cycles;
+- the taps of a new low-resolution row (loaded once per row outside the row loop, or in
+  the chunked kernel's first pass over the classes) come after ``TAP_LATENCY`` cycles, the
+  DRAM latency of the full-resolution kernels' model;
 - every other global load re-reads what the program has just loaded (the taps again in the
   row loop or the second pass, class weights, run tables): L1, ``REREAD_LATENCY``.
 
@@ -15,8 +16,9 @@ rows per program, ``rows_per_run`` target rows per low-resolution row, one gathe
 reduction (runs of at most KC columns), and in the chunked kernel C // CH full chunks per
 pass and rows_per_run / ROWS groups of target rows per run.
 
-These latencies were chosen once, against three semantic launches timed on an H100
-(docs/upsample.md, "The cost model on the 1/8 launches"); an estimate, not a measurement.
+Checked against six semantic launches timed on an H100 and seven on an H200, compiled
+again from the code that was timed (docs/upsample.md, "The cost model on the 1/8
+launches"); an estimate, not a measurement.
 """
 from __future__ import annotations
 
