@@ -68,12 +68,6 @@ def _skip_branch(code, index, target) -> bool:
     return False
 
 
-def back_edges(code) -> list[int]:
-    """Addresses of the loops' backward branches, in order (keys of ``loop_trips``)."""
-    return [address for address, text, *_ in code
-            if _opcode(text)[1].startswith("BRA") and _target(text) < address]
-
-
 def _target(text: str) -> int:
     return int(text.split()[-1].rstrip(";"), 16)
 
