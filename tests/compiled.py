@@ -106,6 +106,11 @@ def loops(code: list[tuple[int, str]]) -> list[tuple[int, int]]:
     return sorted(found, key=lambda span: (span[0], -span[1]))
 
 
+def innermost(span, spans) -> bool:
+    """Whether no other loop of ``spans`` (``loops``) lies inside ``span``."""
+    return not any(o != span and span[0] <= o[0] and o[1] <= span[1] for o in spans)
+
+
 def within(code, span) -> list[str]:
     return [ins for address, ins in code if span[0] <= address <= span[1]]
 

@@ -22,21 +22,16 @@ launches"); an estimate, not a measurement.
 """
 from __future__ import annotations
 
-from compiled import loops, programs_per_sm
-from sass_model import CLOCK, replay
+from compiled import innermost, loops, programs_per_sm
+from sass_model import CLOCK, _opcode, replay
 
 TAP_LATENCY = 900
 REREAD_LATENCY = 40
 SMS = 132
 
 
-def _opcode(text: str) -> str:
-    tokens = text.split()
-    return tokens[1] if tokens[0].startswith("@") else tokens[0]
-
-
 def _has(code, span, prefix: str) -> bool:
-    return any(_opcode(t).startswith(prefix) for a, t, *_ in code if span[0] <= a <= span[1])
+    return any(_opcode(t)[1].startswith(prefix) for a, t, *_ in code if span[0] <= a <= span[1])
 
 
 def loop_trips(code, chunked: bool, band_rows: int, rows_per_run: int, chunks: int = 0,
@@ -48,10 +43,10 @@ def loop_trips(code, chunked: bool, band_rows: int, rows_per_run: int, chunks: i
     trips = {}
     for span in spans:
         depth = sum(1 for o in spans if o != span and o[0] <= span[0] and span[1] <= o[1])
-        innermost = _innermost(spans, span)
-        if innermost and _has(code, span, "BAR"):
+        inner = innermost(span, spans)
+        if inner and _has(code, span, "BAR"):
             n = 1                                    # a gather of the run reduction
-        elif innermost:
+        elif inner:
             n = (chunks if _has(code, span, "MUFU.EX2") else rows) if chunked else rows_per_run
         else:
             # (2, 3: chunked only) the groups of at most ROWS target rows of a run, a pass
@@ -60,21 +55,17 @@ def loop_trips(code, chunked: bool, band_rows: int, rows_per_run: int, chunks: i
     return trips
 
 
-def _innermost(spans, span) -> bool:
-    return not any(o != span and span[0] <= o[0] and o[1] <= span[1] for o in spans)
-
-
 def _cached(code, chunked: bool):
     """``sass_model.replay``'s ``cached``: which loads hit in cache, and after how long."""
     spans = loops([(a, t) for a, t, *_ in code])
-    exps = [s for s in spans if _innermost(spans, s) and _has(code, s, "MUFU.EX2")
+    exps = [s for s in spans if innermost(s, spans) and _has(code, s, "MUFU.EX2")
             and not _has(code, s, "BAR")]
     # chunked: the first pass over the classes (the first of those loops) loads the taps;
     # otherwise everything outside the row loops (those loops) does
     marked = exps[:1] if chunked else exps
 
     def cached(address, text):
-        op = _opcode(text)
+        op = _opcode(text)[1]
         if ".64" in op or ".U8" in op:
             return None
         inside = any(lo <= address <= hi for lo, hi in marked)

@@ -53,7 +53,7 @@ import sys
 import time
 from collections import Counter
 
-from compiled import (chain_depth, compile_for, distinct_specialisations, loops,
+from compiled import (chain_depth, compile_for, distinct_specialisations, innermost, loops,
                       map_in_processes, programs_per_sm, ptxas_usage, sass, sass_control, within)
 from helpers import run_compiled
 
@@ -323,8 +323,7 @@ def _inner_loops(code) -> list[dict]:
     per family: ``LDG`` counts every ``LDG.*``), and how many global loads come before
     the first floating-point instruction."""
     spans = loops(code)
-    inner = [s for s in spans if not any(o != s and s[0] <= o[0] and o[1] <= s[1]
-                                         for o in spans)]
+    inner = [s for s in spans if innermost(s, spans)]
     found = []
     for span in inner:
         body = [re.sub(r"^@!?U?P\w+\s+", "", ins) for ins in within(code, span)]
