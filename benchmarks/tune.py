@@ -54,6 +54,7 @@ class Config:
     stages: int
     max_programs: int
     chunk: Optional[int] = None
+    sum_chunk: Optional[int] = None  # one-read layouts: planes per step of the running sum
 
     @property
     def block_p(self) -> int:
@@ -63,7 +64,8 @@ class Config:
     def name(self) -> str:
         chunk = ("planes" if self.chunk is None else "resident" if self.chunk == RESIDENT
                  else "pairs" if self.chunk == PAIRS else f"c{self.chunk}")
-        return f"V{self.vector} w{self.warps} s{self.stages} {chunk} p{self.max_programs}"
+        sums = "" if self.sum_chunk is None else f" sum{self.sum_chunk}"
+        return f"V{self.vector} w{self.warps} s{self.stages} {chunk} p{self.max_programs}{sums}"
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,11 @@ RESIDENT = -1  # Config.chunk of the one-read layout
 PAIRS = -2     # and of its 16-bit form, two pixels to a 32-bit word
 
 
-def _c(vector, warps, stages, max_programs, chunk=None) -> Config:
-    return Config(vector, warps, stages, max_programs, chunk)
+def _c(vector, warps, stages, max_programs, chunk=None, sum_chunk=None) -> Config:
+    return Config(vector, warps, stages, max_programs, chunk, sum_chunk)
+
+
+ONE_SUM = 256  # Config.sum_chunk of one max over all planes, then one sum
 
 
 # Most promising first (docs/kernel.md, "Tuning the large-C sweeps"). At C = 150 the second
@@ -98,6 +103,7 @@ def _c(vector, warps, stages, max_programs, chunk=None) -> Config:
 CANDIDATES = {
     "C150-fp32": [
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # the library's default: one read, 2 per SM
+        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, ONE_SUM),  # the same, one max then one sum
         _c(1, 4, 3, SM_COUNT_H100, RESIDENT),  # the same, the next two tiles staged through
                                                # shared memory: one program per SM
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the sweeps: 5 x 256 px per SM
@@ -113,11 +119,11 @@ CANDIDATES = {
         _c(1, 2, 1, 528, 16),
         _c(2, 4, 1, 264, 8),
         _c(2, 2, 1, 528, 8),
-        _c(1, 4, 1, DEFAULT_PROGRAMS, 16),
     ],
     "C150-bf16": [
         _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS),  # the library's default: one read, two pixels
                                                # per 32-bit word (H100, 2026-11-26)
+        _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, ONE_SUM),  # the same, one max then one sum
         _c(2, 4, 3, SM_COUNT_H100, PAIRS),     # the same, the next two tiles staged through
                                                # shared memory: one program per SM, 128 tiles
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the sweeps: 6 x 256 px per SM
@@ -132,7 +138,6 @@ CANDIDATES = {
         _c(2, 2, 1, 528, 16),                  # 512 programs of 128 px: 512 px per SM
         _c(8, 2, 1, 264, 8),                   # 16-byte accesses
         _c(2, 8, 1, 264, 16),
-        _c(4, 4, 1, 264, 8),
         _c(4, 2, 1, 264, 8),
     ],
     # C = 19 (planes in registers): persistent grids that fit in one wave (the program count
@@ -171,6 +176,7 @@ def configure(problem, config: Config):
     problem.vector, problem.warps, problem.stages = config.vector, config.warps, config.stages
     problem.max_programs, problem.block_p = config.max_programs, config.block_p
     problem.asm_planes = problem.pairs = problem.one_read = False
+    problem.sum_chunk = config.sum_chunk or layout.SUM_CHUNK
     if config.chunk == PAIRS:
         problem.use_pairs()
     elif config.chunk == RESIDENT:
@@ -186,7 +192,8 @@ def configure(problem, config: Config):
 def launch_settings(problem) -> tuple:
     """What a launch of the fused pass depends on besides the tensors."""
     return (problem.vector, problem.warps, problem.stages, problem.max_programs,
-            problem.block_p, tuple(problem.classes), problem.asm_planes, problem.pairs)
+            problem.block_p, tuple(problem.classes), problem.asm_planes, problem.pairs,
+            problem.sum_chunk)
 
 
 def forward_args(predictions: dict, targets: dict, log_vars):
@@ -361,11 +368,12 @@ def run_case(case: Case, configs: list[Config], device, copy_gbps: float, repeat
 WHOLE_CALL_GRACE = 40  # seconds past the budget still spent on the whole-call timings
 
 
-def whole_call(config: Config, predictions, targets, log_vars, device, repeats: int,
+def whole_call(config, predictions, targets, log_vars, device, repeats: int,
                nbytes: int, copy_gbps: float, compact_labels: bool = True) -> dict:
-    """The whole forward + backward call of the triton loss with ``config`` set on every
-    problem the op builds: eager median and CUDA-graph replay. ``compact_labels`` False:
-    the fused pass reads the labels as given (``fused_layout.COMPACT_LABELS``)."""
+    """The whole forward + backward call of the triton loss with ``config`` (a ``Config``, or
+    a function that sets up a ``Problem``) set on every problem the op builds: eager median
+    and CUDA-graph replay. ``compact_labels`` False: the fused pass reads the labels as given
+    (``fused_layout.COMPACT_LABELS``)."""
     from benchmarks.implementations import IMPLEMENTATIONS, step
     from benchmarks.timing import graph_times, measure, summarize
     from fastmtl.ops import fused
@@ -373,11 +381,12 @@ def whole_call(config: Config, predictions, targets, log_vars, device, repeats: 
     from fastmtl.ops.common import clear_call_caches
 
     library = fused.Problem
+    setup = config if callable(config) else lambda problem: configure(problem, config)
 
     class Configured(library):
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
-            configure(self, config)
+            setup(self)
 
     loss = IMPLEMENTATIONS["triton"].build()
     fn = lambda: step(loss, predictions, targets, log_vars, True)  # noqa: E731

@@ -182,13 +182,13 @@ TARGET_LAST = tl.constexpr(64)
 @triton.jit
 def resident_step(xs, t, w, scale, x_ptr, x_off, x_sc, gx_ptr, g_off, gx_sc, in_image,
                   CLASSES: tl.constexpr, WRITE_GRAD: tl.constexpr, ACC: tl.constexpr,
-                  ASM: tl.constexpr = False):
+                  SUM_CHUNK: tl.constexpr, ASM: tl.constexpr = False):
     """``planes_step`` for CLASSES > TARGET_LAST (one pixel per thread at C = 150): no class
     compares its index with the label. The sum is a running one over chunks of planes
     (``_lse2``), each exponent one FMA in base 2; the target's logit is loaded again after the
     sum (from cache: the plane was just read) and its gradient ws * (softmax - 1) stored after
     the class loop, over the ws * softmax that loop wrote there (same thread, same address)."""
-    lse2 = _lse2(xs, CLASSES, ACC)
+    lse2 = _lse2(xs, CLASSES, ACC, SUM_CHUNK)
     valid = in_image & (t >= 0)
     target = tl.where(valid, t, 0).to(tl.int64)
     if ASM:  # unconditional load: where not valid, plane 0 (clamped as ``planes_load``)
@@ -341,10 +341,12 @@ def _half_again(x, HALF: tl.constexpr, TY: tl.constexpr):
         return bits.to(tl.int16).to(TY, bitcast=True).to(tl.float32)
 
 
-# Classes per step of the one-read layouts' running max and sum: each step's exponentials
-# wait only for the loads of its planes (and those sharing their scoreboards), so the sum
-# proceeds while the later planes arrive (docs/kernel.md, "The sum as the planes arrive").
-ONLINE_CHUNK = tl.constexpr(16)
+# Classes per step of the one-read layouts' running max and sum (the default of their
+# SUM_CHUNK): each step's exponentials wait only for the loads of its planes (and those
+# sharing their scoreboards), so the sum proceeds while the later planes arrive
+# (docs/kernel.md, "The sum as the planes arrive"). SUM_CHUNK >= CLASSES: one max over every
+# plane, then one sum.
+ONLINE_CHUNK = 16
 
 
 @triton.jit
@@ -358,8 +360,8 @@ def _plane(x, HALF: tl.constexpr, TY: tl.constexpr, ACC: tl.constexpr):
 
 @triton.jit
 def _chunk_max(xs, first: tl.constexpr, CLASSES: tl.constexpr, HALF: tl.constexpr,
-               TY: tl.constexpr, ACC: tl.constexpr):
-    last: tl.constexpr = min(CLASSES, first + ONLINE_CHUNK)
+               TY: tl.constexpr, ACC: tl.constexpr, SUM_CHUNK: tl.constexpr):
+    last: tl.constexpr = min(CLASSES, first + SUM_CHUNK)
     m = _plane(xs[first], HALF, TY, ACC)
     for c in tl.static_range(first + 1, last):
         m = tl.maximum(m, _plane(xs[c], HALF, TY, ACC))
@@ -367,9 +369,10 @@ def _chunk_max(xs, first: tl.constexpr, CLASSES: tl.constexpr, HALF: tl.constexp
 
 
 @triton.jit
-def _packed_chunk_max(words, first: tl.constexpr, CLASSES: tl.constexpr, TY: tl.constexpr):
+def _packed_chunk_max(words, first: tl.constexpr, CLASSES: tl.constexpr, TY: tl.constexpr,
+                      SUM_CHUNK: tl.constexpr):
     # both pixels' maxima on the packed words (``_pair_max``), unpacked once
-    last: tl.constexpr = min(CLASSES, first + ONLINE_CHUNK)
+    last: tl.constexpr = min(CLASSES, first + SUM_CHUNK)
     m = words[first]
     for c in tl.static_range(first + 1, last):
         m = _pair_max(m, words[c], TY)
@@ -385,10 +388,10 @@ def _shift(m):
 
 @triton.jit
 def _online_add(s, m, xs, first: tl.constexpr, CLASSES: tl.constexpr, chunk_max,
-                HALF: tl.constexpr, TY: tl.constexpr, ACC: tl.constexpr):
+                HALF: tl.constexpr, TY: tl.constexpr, ACC: tl.constexpr, SUM_CHUNK: tl.constexpr):
     """(s, m) after the chunk of planes from ``first``: s = sum of 2^(x log2 e - _shift(m))
     over the planes so far, m their max."""
-    last: tl.constexpr = min(CLASSES, first + ONLINE_CHUNK)
+    last: tl.constexpr = min(CLASSES, first + SUM_CHUNK)
     m_new = tl.maximum(m, chunk_max)
     shift = _shift(m_new)
     # the sum so far at the new shift: m log2 e is the old shift (0 where s is 0: m = -inf)
@@ -399,36 +402,38 @@ def _online_add(s, m, xs, first: tl.constexpr, CLASSES: tl.constexpr, chunk_max,
 
 
 @triton.jit
-def _lse2(xs, CLASSES: tl.constexpr, ACC: tl.constexpr):
+def _lse2(xs, CLASSES: tl.constexpr, ACC: tl.constexpr, SUM_CHUNK: tl.constexpr):
     """lse_p / ln 2 over the CLASSES planes ``xs``, by a running max and sum over chunks of
-    ONLINE_CHUNK planes. The exponent of a logit is one FMA, x log2(e) - shift, and the
+    SUM_CHUNK planes. The exponent of a logit is one FMA, x log2(e) - shift, and the
     shift comes back in the lse: the gradient's softmax does not see its rounding."""
     m = tl.full(xs[0].shape, float("-inf"), ACC)
     s = tl.zeros_like(m)
-    for k in tl.static_range((CLASSES + ONLINE_CHUNK - 1) // ONLINE_CHUNK):
-        s, m = _online_add(s, m, xs, k * ONLINE_CHUNK, CLASSES,
-                           _chunk_max(xs, k * ONLINE_CHUNK, CLASSES, 0, ACC, ACC), 0, ACC, ACC)
+    for k in tl.static_range((CLASSES + SUM_CHUNK - 1) // SUM_CHUNK):
+        s, m = _online_add(s, m, xs, k * SUM_CHUNK, CLASSES,
+                           _chunk_max(xs, k * SUM_CHUNK, CLASSES, 0, ACC, ACC, SUM_CHUNK), 0,
+                           ACC, ACC, SUM_CHUNK)
     return tl.log2(s) + _shift(m)
 
 
 @triton.jit
-def _pair_lse2(words, TY: tl.constexpr, CLASSES: tl.constexpr, ASM: tl.constexpr):
+def _pair_lse2(words, TY: tl.constexpr, CLASSES: tl.constexpr, ASM: tl.constexpr,
+               SUM_CHUNK: tl.constexpr):
     """``_lse2`` of both pixels of each pair (low, high). ASM (compiled): each chunk's max on
     the packed words, so that no unpacked logit is formed before the sum."""
     m_lo = tl.full(words[0].shape, float("-inf"), tl.float32)
     m_hi = m_lo
     s_lo = tl.zeros_like(m_lo)
     s_hi = s_lo
-    for k in tl.static_range((CLASSES + ONLINE_CHUNK - 1) // ONLINE_CHUNK):
+    for k in tl.static_range((CLASSES + SUM_CHUNK - 1) // SUM_CHUNK):
         if ASM:
-            cm_lo, cm_hi = _packed_chunk_max(words, k * ONLINE_CHUNK, CLASSES, TY)
+            cm_lo, cm_hi = _packed_chunk_max(words, k * SUM_CHUNK, CLASSES, TY, SUM_CHUNK)
         else:
-            cm_lo = _chunk_max(words, k * ONLINE_CHUNK, CLASSES, 1, TY, tl.float32)
-            cm_hi = _chunk_max(words, k * ONLINE_CHUNK, CLASSES, 2, TY, tl.float32)
-        s_lo, m_lo = _online_add(s_lo, m_lo, words, k * ONLINE_CHUNK, CLASSES, cm_lo, 1, TY,
-                                 tl.float32)
-        s_hi, m_hi = _online_add(s_hi, m_hi, words, k * ONLINE_CHUNK, CLASSES, cm_hi, 2, TY,
-                                 tl.float32)
+            cm_lo = _chunk_max(words, k * SUM_CHUNK, CLASSES, 1, TY, tl.float32, SUM_CHUNK)
+            cm_hi = _chunk_max(words, k * SUM_CHUNK, CLASSES, 2, TY, tl.float32, SUM_CHUNK)
+        s_lo, m_lo = _online_add(s_lo, m_lo, words, k * SUM_CHUNK, CLASSES, cm_lo, 1, TY,
+                                 tl.float32, SUM_CHUNK)
+        s_hi, m_hi = _online_add(s_hi, m_hi, words, k * SUM_CHUNK, CLASSES, cm_hi, 2, TY,
+                                 tl.float32, SUM_CHUNK)
     return tl.log2(s_lo) + _shift(m_lo), tl.log2(s_hi) + _shift(m_hi)
 
 
@@ -476,7 +481,7 @@ def _store_target_grad(words, stride, t, x_t, lse2, ws, in_pair, HALF: tl.conste
 @triton.jit
 def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr, g_off, gx_sc,
                in_pair, CLASSES: tl.constexpr, WRITE_GRAD: tl.constexpr, TY: tl.constexpr,
-               ASM: tl.constexpr = False):
+               SUM_CHUNK: tl.constexpr, ASM: tl.constexpr = False):
     """``planes_step`` for the pixel pairs of ``pairs_words`` (float32 arithmetic): per
     pair, the sum of its two pixels' w_p * loss_p; stores dx two pixels to a 32-bit word.
     The low and high pixels' sums over classes are independent chains: a thread has twice
@@ -485,7 +490,7 @@ def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr,
     little else. The target class is not picked out inside the class loops: its logit is
     loaded again (``_pair_target``) and its gradient stored again after them
     (``_store_target_grad``)."""
-    lse_lo, lse_hi = _pair_lse2(words, TY, CLASSES, ASM)
+    lse_lo, lse_hi = _pair_lse2(words, TY, CLASSES, ASM, SUM_CHUNK)
     x_words = _words(x_ptr) + (tl.where(in_pair, x_off >> 1, 0) if ASM else x_off >> 1)
     x_stride = tl.cast(x_sc, tl.int64) >> 1
     x_t_lo = _pair_target(x_words, x_stride, t_lo, in_pair, 1, TY, ASM)

@@ -25,6 +25,7 @@ STAGED_PLANES = False   # the one-read layouts stage their next two tiles throug
                         # memory (not timed; where H * W is a multiple of the tile)
 STAGED_PROGRAMS = 132   # their program cap: one per SM of an H100 or H200, one wave
 STAGED_STAGES = 3       # the tile loop's pipeline depth: two tiles in flight
+SUM_CHUNK = 16          # planes per step of the one-read layouts' running max and sum
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
 SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte accesses)
 ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
@@ -130,6 +131,7 @@ class Problem:
         self.asm_planes = False  # class planes moved through inline PTX (compiled, large C)
         self.pairs = False  # 16-bit class planes moved as words of two pixels (V = 2)
         self.one_read = False  # every class plane of a tile in registers at large C
+        self.sum_chunk = SUM_CHUNK
         self.classes = class_layout(self.C, x is not None, self.vector,
                                    2 if self.acc_fp64 else 1, max_block_c)
         if self.classes[0] == 0 and x is not None:
@@ -240,6 +242,6 @@ class Problem:
             TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64,
             SWEEP_STAGES=self.stages if classes == 0 else 1, ASM_PLANES=self.asm_planes,
             PAIRS=self.pairs, TILE_STAGES=self.stages, STAGED=self.staged,
-            **self.flags,
+            SUM_CHUNK=self.sum_chunk, **self.flags,
             num_warps=self.warps, num_stages=self.stages)
         return nprog
