@@ -12,6 +12,7 @@ time-out of one never loses the others' files):
     plots        python -m benchmarks.plot loss.json train-step.json
     tune         python -m benchmarks.tune --quick    (only when named in --parts)
     tune-upsample  python -m benchmarks.tune_upsample (only when named in --parts)
+    tune-prepass   python -m benchmarks.tune_prepass (only when named in --parts)
     profile      python -m benchmarks.kernel_profile: Nsight Compute's counters of the
                  kernels whose targets are not met (only when named in --parts)
     host         python -m benchmarks.host_time --cuda-api at 8x1024x2048 bf16: the host's
@@ -42,7 +43,7 @@ from benchmarks import environment, targets
 
 REPO = environment.REPO
 SHARES = {"tests": 140, "loss": 190, "train": 90, "plots": 20, "tune": 150, "tune-upsample": 120,
-          "profile": 240, "host": 40}
+          "tune-prepass": 60, "profile": 240, "host": 40}
 DEFAULT_PARTS = ["tests", "loss", "train", "plots"]  # the tuning sweeps run when named
 RESERVE = 5  # seconds kept for the summary after the last part
 # pytest-xdist workers for the CUDA tests where it is installed: on a fresh machine most of
@@ -55,7 +56,8 @@ OPTIONAL = {  # module: what its absence means here
                          "cannot be collected; pytest carries on past them",
 }
 REQUIRED = {
-    "torch": ("tests", "loss", "train", "tune", "tune-upsample", "profile", "host"),
+    "torch": ("tests", "loss", "train", "tune", "tune-upsample", "tune-prepass", "profile",
+              "host"),
     "triton": (),
     "pytest": ("tests",), "matplotlib": ("plots",),
 }
@@ -115,6 +117,7 @@ def commands(args, out: Path, limit: float) -> dict[str, list[str]]:
             "loss": loss, "train": train, "plots": plots,
             "tune": [py, "-m", "benchmarks.tune", "--quick", *sweep],
             "tune-upsample": [py, "-m", "benchmarks.tune_upsample", *sweep],
+            "tune-prepass": [py, "-m", "benchmarks.tune_prepass", *sweep],
             "profile": [py, "-m", "benchmarks.kernel_profile", "--out", str(out),
                         "--budget", f"{max(limit - 10, 5):.0f}"],
             "host": [py, "-m", "benchmarks.host_time", "--cuda-api", "--size", "full",

@@ -75,6 +75,13 @@ def tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P: tl.constexpr, V: tl.const
 
 
 @triton.jit
+def _per_thread(v, V: tl.constexpr):
+    # the sum over each thread's V adjacent pixels: a vector of BLOCK_P // V values, one per
+    # thread, added in registers (no value crosses threads)
+    return tl.sum(tl.reshape(v, [v.shape[0] // V, V]), axis=1)
+
+
+@triton.jit
 def normaliser_kernel(
     t_ptr, cw_ptr, m_ptr, z_ptr, tc_ptr,
     t_sb, t_sh, t_sw, m_sb, m_sh, m_sw, z_sb, z_sh, z_sw, C, ignore_index,
@@ -91,51 +98,67 @@ def normaliser_kernel(
     # flat index b*H*W + q of the first one and its value (bad[0..2, pid]).
     # COMPACT: the labels again as one byte each, tc[b, q] = t_p if valid else 255 (C <= 255),
     # which the fused pass reads in place of the wider labels.
+    # Each thread keeps one running value per quantity, not one per pixel: the registers go
+    # to loads in flight (occupancy), and the first bad label's value is read again at the end.
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
+    THREADS: tl.constexpr = BLOCK_P // V
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     no_pixel = 9223372036854775807
-    acc_sem = tl.zeros([BLOCK_P], ACC)
-    acc_inst = tl.zeros([BLOCK_P], ACC)
-    acc_dep = tl.zeros([BLOCK_P], ACC)
-    n_bad = tl.zeros([BLOCK_P], tl.int64)
-    first_bad = tl.full([BLOCK_P], no_pixel, tl.int64)
-    first_value = tl.zeros([BLOCK_P], tl.int64)
+    acc_sem = tl.zeros([THREADS], ACC)
+    acc_inst = tl.zeros([THREADS], ACC)
+    acc_dep = tl.zeros([THREADS], ACC)
+    n_bad = tl.zeros([THREADS], tl.int32)
+    first_bad = tl.full([THREADS], no_pixel, tl.int64)
     tile = pid
     while tile < n_tiles:
         b, q, h, w, in_image = tile_pixels(tile, tiles_per_image, HW, W, BLOCK_P, V, FLAT)
+        # Every load of the tile before the first store (the compact labels): a store may
+        # alias a later load, so the compiler keeps a load written after it after it, one
+        # more round trip to memory per tile.
         if HAS_SEM:
             t = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0).to(tl.int64)
+        if HAS_INST:
+            in_mask = tl.load(m_ptr + b * m_sb + h * m_sh + w * m_sw, mask=in_image, other=0)
+        if HAS_DEP:
+            z = tl.load(z_ptr + b * z_sb + h * z_sh + w * z_sw, mask=in_image, other=0.0)
+        if HAS_SEM:
             labelled = in_image & (t != ignore_index)
             in_range = (t >= 0) & (t < C)
             valid = labelled & in_range
             if HAS_WEIGHT:
-                acc_sem += tl.load(cw_ptr + t, mask=valid, other=0.0).to(ACC)
+                acc_sem += _per_thread(tl.load(cw_ptr + t, mask=valid, other=0.0).to(ACC), V)
             else:
-                acc_sem += valid.to(ACC)
+                acc_sem += _per_thread(valid.to(ACC), V)
             if COMPACT:
                 tl.store(tc_ptr + b * HW + q, tl.where(valid, t, 255).to(tl.uint8), mask=in_image)
             bad = labelled & (in_range == 0)
-            n_bad += bad.to(tl.int64)
-            # Tiles come in increasing pixel order, so a lane's first bad pixel stays first.
-            first = bad & (first_bad == no_pixel)
-            first_bad = tl.where(first, b * HW + q, first_bad)
-            first_value = tl.where(first, t, first_value)
+            n_bad += _per_thread(bad.to(tl.int32), V)
+            # Tiles come in increasing pixel order, so a thread's first bad pixel stays first.
+            first_bad = tl.minimum(first_bad, tl.min(
+                tl.reshape(tl.where(bad, b * HW + q, no_pixel), [THREADS, V]), axis=1))
         if HAS_INST:
-            in_mask = tl.load(m_ptr + b * m_sb + h * m_sh + w * m_sw, mask=in_image, other=0)
-            acc_inst += (in_image & (in_mask != 0)).to(ACC)
+            acc_inst += _per_thread((in_image & (in_mask != 0)).to(ACC), V)
         if HAS_DEP:
-            z = tl.load(z_ptr + b * z_sb + h * z_sh + w * z_sw, mask=in_image, other=0.0)
-            acc_dep += (in_image & (z > 0) & (z < float("inf"))).to(ACC)
+            acc_dep += _per_thread((in_image & (z > 0) & (z < float("inf"))).to(ACC), V)
         tile += nprog
     tl.store(norm_part_ptr + SLOT_SEMANTIC * nprog + pid, tl.sum(acc_sem, 0))
     tl.store(norm_part_ptr + SLOT_INSTANCE * nprog + pid, tl.sum(acc_inst, 0))
     tl.store(norm_part_ptr + SLOT_DEPTH * nprog + pid, tl.sum(acc_dep, 0))
     first_index = tl.min(first_bad, 0)
-    tl.store(bad_part_ptr + pid, tl.sum(n_bad, 0))
+    tl.store(bad_part_ptr + pid, tl.sum(n_bad.to(tl.int64), 0))
     tl.store(bad_part_ptr + nprog + pid, first_index)
-    tl.store(bad_part_ptr + 2 * nprog + pid,
-             tl.sum(tl.where(first_bad == first_index, first_value, 0), 0))
+    first_value = 0
+    if HAS_SEM:
+        found = first_index != no_pixel
+        image = tl.where(found, first_index // HW, 0)
+        q = tl.where(found, first_index % HW, 0)
+        if FLAT:
+            offset = image * t_sb + q * t_sw
+        else:
+            offset = image * t_sb + (q // W) * t_sh + (q % W) * t_sw
+        first_value = tl.load(t_ptr + offset, mask=found, other=0).to(tl.int64)
+    tl.store(bad_part_ptr + 2 * nprog + pid, first_value)
 
 
 @triton.jit

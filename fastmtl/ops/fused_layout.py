@@ -31,8 +31,8 @@ SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte acc
 ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
 FUSED_WARPS = 4
 FUSED_PROGRAMS = 16384  # most programs of the fused pass: small tail wave, 2-4 tiles each
-ELEMENTWISE_BLOCK = 512  # pixels per tile of the pre-pass
-PREPASS_VECTOR = 4       # its pixels per thread (4 warps)
+PREPASS_VECTOR = 4       # pixels per thread of the pre-pass
+PREPASS_WARPS = 4        # its warps per program (tiles of V x 32 x warps pixels)
 
 
 def merge_pixels(strides: list[list[int]], H: int, W: int) -> bool:
@@ -159,7 +159,12 @@ class Problem:
             self.use_pairs()
         if STAGED_PLANES and self.one_read and self.stageable():
             self.stages, self.max_programs = STAGED_STAGES, STAGED_PROGRAMS
-        self.pre_grid = self.grid(ELEMENTWISE_BLOCK, K.MAX_PROGRAMS)  # of the pre-pass
+        self.configure_prepass(PREPASS_VECTOR, PREPASS_WARPS, K.MAX_PROGRAMS)
+
+    def configure_prepass(self, vector: int, warps: int, max_programs: int) -> None:
+        """The pre-pass's pixels per thread, warps per program and program cap."""
+        self.pre_vector, self.pre_warps = vector, warps
+        self.pre_grid = self.grid(vector * 32 * warps, max_programs)
         self.n_pre = self.pre_grid[0]
 
     def use_resident(self) -> None:
@@ -213,8 +218,8 @@ class Problem:
             compact if self.compact else dummy,
             *t_s, *m_s, *z_s, self.C, self.ignore_index,
             norm_part, bad_part, self.HW, self.W, tiles_per_image, n_tiles,
-            FLAT=self.flat, V=PREPASS_VECTOR, BLOCK_P=ELEMENTWISE_BLOCK, ACC_FP64=self.acc_fp64,
-            COMPACT=self.compact, **self.flags)
+            FLAT=self.flat, V=self.pre_vector, BLOCK_P=self.pre_vector * 32 * self.pre_warps,
+            ACC_FP64=self.acc_fp64, COMPACT=self.compact, **self.flags, num_warps=self.pre_warps)
 
     def launch_fused(self, launch, tensors, gx, go, gd, state, part, write_grad, dummy,
                      compact=None, grid=None):

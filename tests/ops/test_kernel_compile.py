@@ -127,6 +127,20 @@ def test_benchmark_specialisations_keep_the_designs_facts():
                                             "warp_instructions_per_pixel")}))
 
 
+def test_prepass_keeps_its_design_facts():
+    """normaliser_kernel at the C = 19 benchmark specialisations (docs/kernel.md, "The
+    pre-pass"): one running value per thread and quantity, so few registers and 12 programs
+    of 4 warps per SM (8 with per-pixel accumulators); the tile loop issues all its loads
+    (labels as two 16-byte loads, mask, depth) before its one store of the byte labels, so a
+    tile waits for memory once; nothing crosses threads inside the loop."""
+    for v in _run_script("aot")["prepass"]:
+        assert v["spills"] == 0 and v["vector"] == 4 and v["warps"] == 4, v
+        assert v["programs_per_sm"] >= 12, v
+        (tile,) = v["loops"]
+        assert tile["cross_thread"] == 0 and tile["loads_before_stores"], v
+        assert tile["loads"] == 4 and tile["wide_loads"] == 3 and tile["stores"] == 1, v
+
+
 def test_torch_compile_fullgraph_without_graph_break():
     report = _run_script("compile")
     assert report["graphs"] == 1
@@ -263,7 +277,8 @@ def _aot_main():
 
     done = map_in_processes(compile_one, len(found))
     print(json.dumps(dict(variants=[entry for entry, _ in done],
-                          failures=[f for _, fs in done for f in fs], design=_design_report())))
+                          failures=[f for _, fs in done for f in fs], design=_design_report(),
+                          prepass=_prepass_report())))
 
 
 # The specialisations ``python -m benchmarks`` times: all three tasks, NCHW, int64 labels.
@@ -301,6 +316,32 @@ def _design_report() -> list:
         found.append((tag, C, block_p, per_program, kernel, args, kwargs))
         layout.FUSED_PROGRAMS = budget
     return map_in_processes(lambda i: _design_facts(*found[i]), len(found))
+
+
+def _prepass_report() -> list:
+    """The pre-pass of the C = 19 benchmark specialisations, compiled for sm_90a."""
+    import torch
+
+    found = []
+    for tag, C, dtype, _ in BENCHMARK[:2]:
+        cfg = dict(tasks=ALL, C=C, dtype=getattr(torch, dtype), target_dtype=torch.int64,
+                   layout="flat", cw=False, requires_grad=True, coef="log_vars",
+                   targets_like_predictions=True)
+        (launch,) = [c for c in _record_launches(cfg, PROBE)
+                     if c[0].__name__ == "normaliser_kernel"]
+        found.append((tag, *launch))
+
+    def facts(i):
+        tag, kernel, args, kwargs = found[i]
+        compiled = compile_for(kernel, args, kwargs, 90)
+        registers, spills = ptxas_usage(compiled.asm["ptx"])
+        code = [(a, t) for a, t, *_ in sass_control(compiled.asm["cubin"])]
+        return dict(tag=tag, registers=registers, spills=spills, vector=kwargs["V"],
+                    warps=kwargs["num_warps"],
+                    programs_per_sm=programs_per_sm(registers, kwargs["num_warps"],
+                                                    compiled.metadata.shared),
+                    loops=[loop_facts(code, span, loops(code)) for span in loops(code)])
+    return map_in_processes(facts, len(found))
 
 
 def _design_facts(tag, C, block_p, per_program, kernel, args, kwargs) -> dict:

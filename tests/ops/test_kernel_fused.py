@@ -353,6 +353,25 @@ def test_bad_label(tdtype, bad_value):
     assert_match(kernel, expected)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_first_bad_label_among_many_programs(layout):
+    """The pre-pass's programs each keep their first bad label's index and read its value
+    again at the end; the check names the first in (image, row, column) order, also when
+    the labels' rows are not contiguous (the index is turned back into strided offsets)."""
+    pred, tgt = make_inputs(B=2, C=19, H=40, W=50, target_dtype=torch.int64, seed=16)
+    t = tgt["semantic"]
+    for (b, h, w), value in {(1, 39, 49): 23, (1, 7, 3): -4, (1, 30, 0): 40,
+                             (0, 31, 17): 19}.items():
+        t[b, h, w] = value
+    if layout == "transposed":  # stride_h = 1: pixels are not one flat axis
+        t = t.transpose(-1, -2).contiguous().transpose(-1, -2)
+    tgt["semantic"] = t
+    with pytest.raises(ValueError) as err:
+        fastmtl.multitask_loss(pred, tgt, backend="triton")
+    assert str(err.value).startswith(bad_label_message(19, 19, 255))
+    assert str(err.value).endswith(" at targets['semantic'][0, 31, 17]")
+
+
 def test_other_ignore_index():
     pred, tgt = make_inputs(B=2, C=7, H=4, W=5, target_dtype=torch.int32, ignore_index=-100,
                             seed=19)
