@@ -92,7 +92,8 @@ def _c(vector, warps, stages, max_programs, chunk=None, sum_chunk=None) -> Confi
     return Config(vector, warps, stages, max_programs, chunk, sum_chunk)
 
 
-ONE_SUM = 256  # Config.sum_chunk of one max over all planes, then one sum
+ONE_SUM = 256     # Config.sum_chunk of one max over all planes, then one sum
+RUNNING_SUM = 16  # and of a running max and sum over steps of 16 planes
 
 
 # Most promising first (docs/kernel.md, "Tuning the large-C sweeps"). At C = 150 the second
@@ -122,8 +123,9 @@ CANDIDATES = {
     ],
     "C150-bf16": [
         _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS),  # the library's default: one read, two pixels
-                                               # per 32-bit word (H100, 2026-11-26)
-        _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, ONE_SUM),  # the same, one max then one sum
+                                               # per 32-bit word (H100, 2026-11-26), one max
+                                               # then one sum (H200, 2026-11-27)
+        _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, RUNNING_SUM),  # the same, the running sum
         _c(2, 4, 3, SM_COUNT_H100, PAIRS),     # the same, the next two tiles staged through
                                                # shared memory: one program per SM, 128 tiles
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the sweeps: 6 x 256 px per SM
@@ -176,7 +178,7 @@ def configure(problem, config: Config):
     problem.vector, problem.warps, problem.stages = config.vector, config.warps, config.stages
     problem.max_programs, problem.block_p = config.max_programs, config.block_p
     problem.asm_planes = problem.pairs = problem.one_read = False
-    problem.sum_chunk = config.sum_chunk or layout.SUM_CHUNK
+    problem.sum_chunk = layout.SUM_CHUNK
     if config.chunk == PAIRS:
         problem.use_pairs()
     elif config.chunk == RESIDENT:
@@ -186,6 +188,8 @@ def configure(problem, config: Config):
                                               2 if problem.acc_fp64 else 1, ops.MAX_BLOCK_C)
     else:
         problem.classes = (0, config.chunk, -(-problem.C // config.chunk))
+    if config.sum_chunk is not None:
+        problem.sum_chunk = config.sum_chunk
     return problem
 
 

@@ -25,7 +25,9 @@ STAGED_PLANES = False   # the one-read layouts stage their next two tiles throug
                         # memory (not timed; where H * W is a multiple of the tile)
 STAGED_PROGRAMS = 132   # their program cap: one per SM of an H100 or H200, one wave
 STAGED_STAGES = 3       # the tile loop's pipeline depth: two tiles in flight
-SUM_CHUNK = 16          # planes per step of the one-read layouts' running max and sum
+SUM_CHUNK = 16          # planes per step of the one-read fp32 layout's running max and sum
+PAIRS_SUM_CHUNK = 256   # and of the pixel pairs': one max over every plane, then one sum
+                        # (measured 10% faster than steps of 16 on an H200; fp32 3.5% slower)
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
 SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte accesses)
 ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
@@ -180,6 +182,7 @@ class Problem:
         self.block_p = self.vector * 32 * self.warps
         self.use_resident()
         self.pairs = True
+        self.sum_chunk = PAIRS_SUM_CHUNK
 
     @property
     def staged(self) -> bool:

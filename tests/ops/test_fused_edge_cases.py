@@ -102,7 +102,8 @@ def test_labels_outside_the_classes_get_no_target_gradient(dtype, problems):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
 def test_running_sum_over_chunks_of_classes_gets_pytorchs_loss_and_gradient(dtype, problems):
     """At C = 150 the exponentials are summed chunk by chunk of classes with a running max
-    (semantic.ONLINE_CHUNK in the one-read layouts, the sweeps' chunks): rows whose first
+    (semantic.ONLINE_CHUNK in the fp32 one-read layout, the sweeps' chunks; the bf16 pixel
+    pairs take one max, then one sum, and must give the same): rows whose first
     chunks are all -inf (then finite, or so negative that an empty sum's rescaling would
     overflow), whose max comes in the last chunk, or whose last chunk holds +inf or NaN,
     and an ignored row of -inf only, against F.cross_entropy."""

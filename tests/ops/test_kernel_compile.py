@@ -103,11 +103,14 @@ def test_benchmark_specialisations_keep_the_designs_facts():
             assert v["C"] <= tile["loads"] <= v["C"] + 12 + extra, v
             assert v["C"] + 3 <= tile["stores"] <= v["C"] + 6 + extra, v
             assert tile["compares"] <= 40, v
-            # The sum over chunks of classes with a running max: at least a quarter of its
-            # exponentials issue before the last planes have arrived ("The sum as the planes
-            # arrive"; all 150 planes were awaited before the first one until then).
-            pixels = 2 if v["pairs"] else 1
-            assert v["exps_before_last_planes"] >= v["C"] * pixels // 4, v
+            # fp32: the sum over chunks of classes with a running max, at least a quarter of
+            # its exponentials issued before the last planes have arrived ("The sum as the
+            # planes arrive", measured 3.5% faster on an H200). The pairs: one max over every
+            # plane, then one sum (measured 10% faster than the running sum).
+            if v["pairs"]:
+                assert v["exps_before_last_planes"] == 0, v
+            else:
+                assert v["exps_before_last_planes"] >= v["C"] // 4, v
         elif v["classes"]:  # C <= 64: the tile's class planes in registers
             (tile,) = [lp for lp in v["loops"] if lp["outermost"]]
             assert tile["cross_thread"] == 0, v  # no barrier, shuffle or shared memory
