@@ -34,8 +34,9 @@ from pathlib import Path
 import torch
 
 # (pixels per thread, warps per program, most programs), the library's default first.
-CANDIDATES = [(4, 4, 4096), (8, 4, 4096), (4, 8, 4096), (4, 4, 2048), (8, 4, 2048),
-              (4, 4, 8192), (2, 4, 4096), (8, 8, 2048), (4, 4, 1024)]
+# 4752 / 3168 / 1584: 3 / 2 / 1 whole waves of 12 programs per SM on 132 SMs.
+CANDIDATES = [(4, 4, 4752), (4, 4, 4096), (4, 4, 3168), (2, 4, 4752), (8, 4, 4752),
+              (4, 8, 4752), (4, 4, 9504), (8, 4, 2376), (4, 4, 1584)]
 CASES = {"bf16": (8, 1024, 2048), "fp32": (8, 1024, 2048)}
 SMOKE = (1, 16, 40)
 

@@ -35,6 +35,10 @@ FUSED_WARPS = 4
 FUSED_PROGRAMS = 16384  # most programs of the fused pass: small tail wave, 2-4 tiles each
 PREPASS_VECTOR = 4       # pixels per thread of the pre-pass
 PREPASS_WARPS = 4        # its warps per program (tiles of V x 32 x warps pixels)
+PREPASS_PROGRAMS = 4752  # its most programs, tiles dealt round-robin: 3 whole waves of 12
+                         # programs per SM on the 132 SMs of an H100 or H200 (4096 left
+                         # the third wave 59% full); a constant, so the grid and the partial
+                         # sums depend on the shapes only
 
 
 def merge_pixels(strides: list[list[int]], H: int, W: int) -> bool:
@@ -161,13 +165,18 @@ class Problem:
             self.use_pairs()
         if STAGED_PLANES and self.one_read and self.stageable():
             self.stages, self.max_programs = STAGED_STAGES, STAGED_PROGRAMS
-        self.configure_prepass(PREPASS_VECTOR, PREPASS_WARPS, K.MAX_PROGRAMS)
+        self.configure_prepass(PREPASS_VECTOR, PREPASS_WARPS, PREPASS_PROGRAMS)
 
     def configure_prepass(self, vector: int, warps: int, max_programs: int) -> None:
-        """The pre-pass's pixels per thread, warps per program and program cap."""
+        """The pre-pass's pixels per thread, warps per program and program cap. Its tile loop
+        has a run-time bound, so any number of programs takes the tiles round-robin (no
+        power-of-two tiles per program, as the fused pass's constexpr loop needs)."""
         self.pre_vector, self.pre_warps = vector, warps
-        self.pre_grid = self.grid(vector * 32 * warps, max_programs)
-        self.n_pre = self.pre_grid[0]
+        tiles_per_image = cdiv(self.HW, vector * 32 * warps)
+        n_tiles = self.B * tiles_per_image
+        programs = max(1, min(n_tiles, max_programs))
+        self.pre_grid = (programs, cdiv(n_tiles, programs), tiles_per_image, n_tiles)
+        self.n_pre = programs
 
     def use_resident(self) -> None:
         """Every class plane of the tile in registers, one read of the logits (large C)."""

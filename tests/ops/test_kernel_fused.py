@@ -137,7 +137,7 @@ def test_many_tiles_per_program(monkeypatch):
     # round-robin tiles, a masked tail, partial sums across tiles; the pre-pass deals its
     # 3 tiles to 2 programs; with 1-partial blocks, two levels of fixed-order reduction.
     monkeypatch.setattr(layout, "FUSED_PROGRAMS", 2)
-    monkeypatch.setattr(ops.K, "MAX_PROGRAMS", 2)
+    monkeypatch.setattr(layout, "PREPASS_PROGRAMS", 2)
     monkeypatch.setattr(ops, "REDUCE_BLOCK", 1)
     pred, tgt = make_inputs(B=1, C=19, H=33, W=33, seed=6)
     problem = layout.Problem(pred["semantic"], tgt["semantic"], None, None, None, None, None,
@@ -148,7 +148,7 @@ def test_many_tiles_per_program(monkeypatch):
 
 def test_deterministic(monkeypatch):
     monkeypatch.setattr(layout, "FUSED_PROGRAMS", 3)
-    monkeypatch.setattr(ops.K, "MAX_PROGRAMS", 3)
+    monkeypatch.setattr(layout, "PREPASS_PROGRAMS", 3)
     pred, tgt = make_inputs(B=2, C=19, H=9, W=17, seed=7)
     first, second = (run_both(pred, tgt, log_vars=torch.tensor([0.1, 0.2, 0.3]))[0]
                      for _ in range(2))
