@@ -18,7 +18,7 @@ import triton.language as tl
 
 from .normalisers import (ROW_CARRIED, ROW_COEF, ROW_N, ROW_SCALE, SLOT_DEPTH, SLOT_INSTANCE,
                           SLOT_SEMANTIC, SLOTS, slot_vector, store_coef_grad, tile_pixels)
-from .semantic import (TARGET_LAST, labels_and_weights, pairs_step, pairs_words,
+from .semantic import (ONLINE_CHUNK, TARGET_LAST, labels_and_weights, pairs_step, pairs_words,
                        pairs_words_staged, planes_load, planes_staged, planes_step,
                        resident_step, sweeps_step, target_logit, tile_pairs)
 
@@ -95,7 +95,7 @@ def fused_loss_kernel(
     V: tl.constexpr, BLOCK_P: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr,
     ACC_FP64: tl.constexpr, SWEEP_STAGES: tl.constexpr, ASM_PLANES: tl.constexpr = False,
     PAIRS: tl.constexpr = False, TILE_STAGES: tl.constexpr = 1, STAGED: tl.constexpr = False,
-    SUM_CHUNK: tl.constexpr = 16,
+    SUM_CHUNK: tl.constexpr = ONLINE_CHUNK,
 ):
     # One pass over the predictions. Program pid takes tiles pid, pid + programs,
     # ... (TILES_PER_PROGRAM of them, the last ones masked past n_tiles), each

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 import fastmtl.kernels as K
+from fastmtl.kernels.semantic import ONLINE_CHUNK
 from fastmtl.ops.common import bchw_strides, bhw_strides, cdiv, interpreted, next_power_of_2
 
 MAX_BLOCK_C = 256       # most classes held in registers per pixel; more take two sweeps
@@ -25,7 +26,7 @@ STAGED_PLANES = False   # the one-read layouts stage their next two tiles throug
                         # memory (not timed; where H * W is a multiple of the tile)
 STAGED_PROGRAMS = 132   # their program cap: one per SM of an H100 or H200, one wave
 STAGED_STAGES = 3       # the tile loop's pipeline depth: two tiles in flight
-SUM_CHUNK = 16          # planes per step of the one-read fp32 layout's running max and sum
+SUM_CHUNK = ONLINE_CHUNK  # planes per step of the one-read fp32 layout's running max and sum
 PAIRS_SUM_CHUNK = 256   # and of the pixel pairs': one max over every plane, then one sum
                         # (measured 10% faster than steps of 16 on an H200; fp32 3.5% slower)
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
