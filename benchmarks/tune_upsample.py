@@ -70,8 +70,8 @@ def candidates(classes: int, quick: bool = False) -> list:
             dict(band_rows=(4,)),                              # shorter bands, more programs
             dict(band_rows=(16,)),                             # longer bands, fewer programs
             dict(semantic_shift=True),                         # no per-pixel maximum where safe
-            dict(regression_columns=1, regression_registers=128),  # 4 programs/SM
-            dict(regression_columns=1),
+            dict(capped_regressions=None),     # two uncapped columns (a torch.compile graph)
+            dict(capped_regressions=None, regression_columns=1),  # one uncapped column
             dict(regression_rows=4),                           # chunks of 4 rows
             dict(regression_warps=2),
             dict(regression_warps=8),
@@ -82,7 +82,7 @@ def candidates(classes: int, quick: bool = False) -> list:
                    dict(chunk_registers=128),  # 4 programs/SM, 1.4 KB spilled
                    dict(class_chunk=None),  # the warps share the classes
                    dict(band_rows=(4,)), dict(band_rows=(32, 16, 8)),
-                   dict(regression_columns=1), dict(target_warps=16384)]
+                   dict(capped_regressions=None), dict(target_warps=16384)]
         keep = 3
     configs = [replace(DEFAULT, **c) for c in changes]
     return configs[:keep] if quick else configs

@@ -72,12 +72,17 @@ def provisional_scale(h: int, w: int, H: int, W: int) -> float:
     return 2.0 ** (1 - int(per_cell).bit_length())
 
 
+def can_cap(launch) -> bool:
+    """Whether launches through ``launch`` take a register cap: compiled kernels outside a
+    torch.compile graph, whose launcher takes num_warps and num_stages only."""
+    return not interpreted() and launch is not wrap_triton
+
+
 def register_cap(plan, acc_fp64: bool, launch) -> dict:
     """The launch option capping ptxas's registers (``maxnreg``), where the plan has one
-    and the kernel is compiled (not for fp64, whose values take two registers each). Not
-    inside a torch.compile graph: its launcher takes num_warps and num_stages only, so
-    there the kernel is compiled with ptxas's own register choice."""
-    if plan.max_registers is None or acc_fp64 or interpreted() or launch is wrap_triton:
+    and the launch can take it (``can_cap``; not for fp64, whose values take two registers
+    each): elsewhere the kernel is compiled with ptxas's own register choice."""
+    if plan.max_registers is None or acc_fp64 or not can_cap(launch):
         return {}
     return {"maxnreg": plan.max_registers}
 
@@ -117,7 +122,7 @@ class _Layout:
     the logits' taps are addressed in 32 bits within an image. An eager call keeps it in its
     call cache (``common.call_cache``) for the next call with the same key."""
 
-    def __init__(self, x, t, o, m, d, z, align_corners):
+    def __init__(self, x, t, o, m, d, z, align_corners, capped):
         first = x if x is not None else o if o is not None else d
         B, h, w = self.B, self.h, self.w = first.shape[0], first.shape[2], first.shape[3]
         H, W = self.H, self.W = (t if t is not None else m if m is not None else z).shape[-2:]
@@ -132,7 +137,8 @@ class _Layout:
             launches.append((tiles(B, C, h, w, H, W, align_corners, True),
                              dict(HAS_SEM=True, HAS_INST=False, HAS_DEP=False)))
         if o is not None or d is not None:
-            launches.append((tiles(B, 1, h, w, H, W, align_corners, False),
+            launches.append((tiles(B, 1, h, w, H, W, align_corners, False,
+                                   capped=capped and not self.acc_fp64),
                              dict(HAS_SEM=False, HAS_INST=o is not None, HAS_DEP=d is not None)))
         self.launches = launches
         self.grids = [B * plan.n_bands * plan.n_strips for plan, _ in launches]
@@ -156,7 +162,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     device = first.device
     layout = cache.get("layout") if cache is not None else None
     if layout is None:
-        layout = _Layout(x, t, o, m, d, z, align_corners)
+        layout = _Layout(x, t, o, m, d, z, align_corners, can_cap(launch))
         if cache is not None:
             cache["layout"] = layout
     B, h, w, H, W, C = layout.B, layout.h, layout.w, layout.H, layout.W, layout.C

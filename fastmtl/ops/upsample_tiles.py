@@ -86,19 +86,26 @@ class Config:
     # 168 lets three programs of 4 warps share an SM (235 registers uncapped at C = 150: two),
     # as the cap of the semantic launch at C <= 32 does; ptxas then spills 624 bytes (fp32
     # and bf16) outside both passes over the classes, reloaded about 50 times per group of
-    # 8 target rows against some 30,000 instructions (docs/upsample.md). Not yet timed.
+    # 8 target rows against some 30,000 instructions (docs/upsample.md). Measured on an
+    # H200: 11% faster than ptxas's choice.
     chunk_registers: Optional[int] = 168
     # Regressions' launch (upsample_regressions_kernel): columns per thread and warps
     # (BLOCK_X = 32 x warps x columns), and the full-resolution rows read at a time per
     # thread (a power of two; longer runs take several chunks): 4 loads per row and column,
     # issued together, the next chunk's while the current one is reduced. Two columns of
     # 8 rows: 255 registers (two programs of 4 warps per SM), 64 loads in flight per
-    # thread; measured on an H200 as fast as one column capped at 128 registers (four
-    # programs), a cap that a torch.compile graph's launcher cannot pass.
+    # thread.
     regression_columns: int = 2
     regression_warps: int = 4
     regression_registers: Optional[int] = None
     regression_rows: int = 8
+    # (columns, register cap) of the regressions' launch where the launch takes a cap (an
+    # eager call on CUDA; not inside a torch.compile graph, whose launcher cannot pass one,
+    # nor in fp64) and the cap applies (``capped_runs``): one column capped at 128
+    # registers, four programs per SM, measured faster than two uncapped columns on an
+    # H100 and an H200 (2-16%: docs/upsample.md); uncapped, one column is the slowest, so
+    # elsewhere the two columns above. None: regression_columns and regression_registers.
+    capped_regressions: Optional[tuple] = (1, 128)
     # Programs: bands are as long as BAND_ROWS allows while B x strips x bands keeps
     # target_warps / (warps per program) programs; the walked extra row costs 1 / (rows + 1).
     target_warps: int = 8192
@@ -187,9 +194,17 @@ class Tiles:
 
 
 def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
-          semantic: bool, config: Optional[Config] = None) -> Tiles:
-    """The split of the semantic launch (C classes) or of the regressions' launch."""
+          semantic: bool, config: Optional[Config] = None, capped: bool = False) -> Tiles:
+    """The split of the semantic launch (C classes) or of the regressions' launch;
+    ``capped``: the launch can take a register cap (``Config.capped_regressions``)."""
     cfg = config or current()
+    if not semantic and capped and cfg.capped_regressions is not None:
+        columns, registers = cfg.capped_regressions
+        plan = tiles(B, C, h, w, H, W, align_corners, False,
+                     replace(cfg, regression_columns=columns, regression_registers=registers,
+                             capped_regressions=None))
+        if plan.max_registers is not None:
+            return plan
     block_c = next_power_of_2(C) if semantic else 1
     columns = 1  # columns per thread
     rows = 1

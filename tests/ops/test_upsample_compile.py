@@ -15,15 +15,18 @@ configurations the benchmarks measure (C = 19 at a factor of 8, fp32 and bf16):
   with ``prefetch_taps`` (tag C19-prefetch): at most PREFETCH_SPILLS bytes of spills, none
   in a row or reduction loop, and the next row's first taps (one load per class) issued
   between the row loop and the run reduction's loop;
-- regressions' launch: two programs of 4 warps per SM (two columns per thread, 255
-  registers), at most REGRESSION_SPILLS bytes of spills (STRIDED_REGRESSION_SPILLS for
+- regressions' launch: at least two programs of 4 warps per SM (one column per thread
+  capped at 128 registers, four programs, where the launch takes the cap as these
+  launches do; two uncapped columns, 255 registers, elsewhere), at most REGRESSION_SPILLS
+  bytes of spills (STRIDED_REGRESSION_SPILLS for
   channels-last heads and transposed targets) and none in the row loop;
 - the row loop (the innermost loop issuing the exponentials, or the most global loads)
   keeps a column's classes, or a chunk's rows, in one thread: no barrier, shuffle,
   shared or local memory in it; semantic: one MUFU.EX2 per class (padding classes cost
   nothing), the int64 label read as one 8-byte access; regressions: the next chunk's
   4 x ROWS loads per column (g twice, m, z) in one iteration, at least half of them
-  issued before its first floating-point instruction (contiguous targets); at most
+  issued before its first floating-point instruction (contiguous targets; a quarter under
+  the 128-register cap, with four programs per SM); at most
   ROW_BUDGET instructions per target pixel;
 - the run reduction exchanges through shared memory (16-byte stores at C = 19);
 - C > 32 (``kernels/upsample_chunks.py``, C = 150 at the benchmark's 8 x 512 x 1024 and
@@ -80,7 +83,9 @@ CHUNK_PASS_BUDGET = {"pass_a": 10.5, "pass_b": 16.5}
 ROW_BUDGET = {("C19-fp32", True): 300, ("C19-bf16", True): 300, ("C19-strided", True): 300,
               ("C19-shifted", True): 300, ("C19-prefetch", True): 300, ("C19-wide", True): 315,
               ("C19-fp32", False): 95, ("C19-bf16", False): 95, ("C19-strided", False): 95}
-REGRESSION_SPILLS = 128  # bytes, outside the row loop (measured: 72)
+# Bytes, outside the row loop: one column under the 128-register cap of an eager CUDA call
+# (``capped_regressions``; measured 140, and 72 for two uncapped columns).
+REGRESSION_SPILLS = 160
 # Channels-last heads and transposed targets, since both tasks share one run reduction:
 # more spills, outside the row loop (measured: 136 bytes at this file's shape; at
 # 8 x 1024 x 2048, 284 against 72 before, reloaded once per low-resolution row).
@@ -145,11 +150,21 @@ def test_aot_compile_every_specialisation_and_the_design_on_sm90():
         assert not reduction["ops"].keys() & {"LDL", "STL"}, (tag, reduction)
     for tag in ("C19-fp32", "C19-bf16", "C19-strided"):
         # The regressions' chunk: 4 loads per row and column (g twice, m as bytes, z), all
-        # of the next chunk's in one iteration, most of them before any arithmetic.
+        # of the next chunk's in one iteration, most of them before any arithmetic (two
+        # uncapped columns).
         v = by_tag[tag, False]
         row, chunk = v["row_loop"], 4 * v["rows_per_iteration"] * v["columns_per_thread"]
         assert row["ops"]["LDG.E.U8"] == chunk // 4 and row["ops"]["LDG"] >= chunk, (tag, row)
-        if tag != "C19-strided":  # (transposed targets: ptxas spreads the loads more)
+        registers = v["ptxas"]["sm_90a"][0]
+        if registers <= 128:
+            # One column under the 128-register cap (an eager call's launch): ptxas issues
+            # a quarter of the chunk's loads before the first arithmetic, and four programs
+            # per SM make up for it (measured faster than two uncapped columns on an H100
+            # and an H200: docs/upsample.md).
+            assert v["columns_per_thread"] == 1, (tag, v["columns_per_thread"])
+            assert programs_per_sm(registers, v["num_warps"]) >= 4, (tag, registers)
+            assert row["loads_before_arithmetic"] >= chunk // 4, (tag, row)
+        elif tag != "C19-strided":  # (transposed targets: ptxas spreads the loads more)
             assert row["loads_before_arithmetic"] >= chunk // 2, (tag, row)
         assert v["ptxas"]["sm_90a"][1] <= (STRIDED_REGRESSION_SPILLS if tag == "C19-strided"
                                            else REGRESSION_SPILLS), (tag, v["ptxas"])

@@ -32,8 +32,8 @@ def forced_split(monkeypatch, strip_cells, band_rows, block_x=None):
     """Make every launch use the given strip, band and (optionally) window width."""
     plan_of = upsample.tiles
 
-    def tiles(B, C, h, w, H, W, align_corners, semantic):
-        plan = plan_of(B, C, h, w, H, W, align_corners, semantic)
+    def tiles(B, C, h, w, H, W, align_corners, semantic, capped=False):
+        plan = plan_of(B, C, h, w, H, W, align_corners, semantic, capped=capped)
         cells, rows = min(strip_cells, w), min(band_rows, h)
         nrun = max(plan.nrun, 1 << cells.bit_length())
         width = block_x or plan.block_x
@@ -138,6 +138,34 @@ def test_regression_row_chunks(monkeypatch, rows, band_rows, h, w, H, W, align_c
         forced_split(monkeypatch, 2, band_rows)
         pred, tgt = low_res_inputs(B=2, C=3, h=h, w=w, H=H, W=W, tasks=("instance", "depth"),
                                    seed=H + W + rows)
+        check_upsampled(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS[:2])
+
+
+def test_capped_regressions_take_one_column_where_the_cap_applies():
+    """Where the launch takes a register cap, the regressions' launch is one column per thread
+    capped at 128 registers (``Config.capped_regressions``); inside a torch.compile graph,
+    or where the cap does not apply (a factor of 2: more runs per window than
+    ``capped_runs``), the two uncapped columns."""
+    benchmark = dict(B=8, C=1, h=128, w=256, H=1024, W=2048, align_corners=False,
+                     semantic=False)
+    capped = upsample.tiles(**benchmark, capped=True)
+    plain = upsample.tiles(**benchmark)
+    assert (capped.block_x // (32 * capped.num_warps), capped.max_registers) == (1, 128)
+    assert (plain.block_x // (32 * plain.num_warps), plain.max_registers) == (2, None)
+    factor_2 = dict(benchmark, h=512, w=1024)
+    assert upsample.tiles(**factor_2, capped=True) == upsample.tiles(**factor_2)
+    with use(capped_regressions=None):
+        assert upsample.tiles(**benchmark, capped=True) == plain
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("h,w,H,W", [(5, 6, 40, 48), (3, 7, 13, 50)])
+def test_one_column_regressions_match_the_reference(h, w, H, W, align_corners):
+    """The split of the capped regressions' launch (one column per thread; the cap itself
+    is a compile option the interpreter has no use for), against F.interpolate + the loss."""
+    with use(regression_columns=1):
+        pred, tgt = low_res_inputs(B=2, C=3, h=h, w=w, H=H, W=W, tasks=("instance", "depth"),
+                                   seed=h * W)
         check_upsampled(pred, tgt, align_corners=align_corners, log_vars=LOG_VARS[:2])
 
 
