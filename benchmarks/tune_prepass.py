@@ -57,8 +57,7 @@ def _prepass_call(problem, args, norm_part, bad_part, state, bad, compact):
 
 
 def run_case(dtype: str, size, device, copy_gbps, repeats: int, whole: bool, log=print) -> dict:
-    from benchmarks.problem import Problem, make_inputs, minimal_bytes_per_pixel
-    from benchmarks.problem import DTYPES
+    from benchmarks.problem import DTYPES, Problem, make_inputs, minimal_bytes_per_pixel
     from benchmarks.timing import graph_times, measure, summarize
     from benchmarks.tune import forward_args, make_problem, whole_call
 

@@ -11,9 +11,9 @@ The ops that launch them are in ``fastmtl.ops`` (``fused``, ``upsample``).
 """
 from .fused_loss import (finalize_kernel, fused_loss_kernel, output_grad_kernel,
                          partial_sums_kernel)
-from .normalisers import MAX_PROGRAMS, STATE_ROWS, normaliser_kernel, prepare_kernel
+from .normalisers import STATE_ROWS, normaliser_kernel, prepare_kernel
 
 SLOTS = 4
 
-__all__ = ["MAX_PROGRAMS", "SLOTS", "STATE_ROWS", "finalize_kernel", "fused_loss_kernel",
+__all__ = ["SLOTS", "STATE_ROWS", "finalize_kernel", "fused_loss_kernel",
            "normaliser_kernel", "output_grad_kernel", "partial_sums_kernel", "prepare_kernel"]

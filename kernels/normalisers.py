@@ -11,11 +11,6 @@ import triton.language as tl
 
 __all__ = ["normaliser_kernel", "prepare_kernel", "slot_vector"]
 
-# Most programs of the backward's rescaling launch (its blocks dealt round-robin); the
-# pre-pass's cap is fastmtl.ops.fused_layout.PREPASS_PROGRAMS. Constants, so that no
-# result depends on the GPU's number of multiprocessors.
-MAX_PROGRAMS = 4096
-
 # Lanes of the small per-task vectors: one per task, in canonical order, plus a spare.
 SLOTS = tl.constexpr(4)
 SLOT_SEMANTIC = tl.constexpr(0)

@@ -76,6 +76,9 @@ from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
 
 RESCALE_BLOCK = 4096
+# Most programs of the rescaling launch, its blocks dealt round-robin: a constant, so that no
+# result depends on the GPU's number of multiprocessors.
+RESCALE_PROGRAMS = 4096
 
 
 def _grad_buffer(p: Optional[Tensor], write_grad: bool, like: Tensor) -> Tensor:
@@ -195,7 +198,7 @@ def _apply_output_grad(launch, g_total, g_losses, saved, positions, copy, write_
         v.dtype == torch.float64 for v, n in zip((gx, go, gd), sizes) if n > 0)
     with device_guard(state):
         launch(K.output_grad_kernel)[(max(1, min(cdiv(max(sizes), RESCALE_BLOCK),
-                                                 K.MAX_PROGRAMS)),)](
+                                                 RESCALE_PROGRAMS)),)](
             gx, outs[0], sizes[0], go, outs[1], sizes[1], gd, outs[2], sizes[2], state,
             g_total if g_total is not None else state, g_losses if g_losses is not None else state,
             *positions, dcoef, grad_coef if coef_grad else state, dcoef.numel(),
