@@ -68,6 +68,19 @@ def _skip_branch(code, index, target) -> bool:
     return False
 
 
+def _loop_exit(code, at_address, start, back_edge) -> int:
+    """Where a loop's last trip leaves: after a predicated back edge; for an unconditional
+    one (the loop's test at its top), at the target of the body's first predicated branch
+    past the back edge."""
+    if _opcode(code[back_edge][1])[0]:
+        return back_edge + 1
+    for address, text, *_ in code[at_address[start]:back_edge]:
+        predicated, op = _opcode(text)
+        if predicated and op.startswith("BRA") and _target(text) > code[back_edge][0]:
+            return at_address[_target(text)]
+    return back_edge + 1
+
+
 def _target(text: str) -> int:
     return int(text.split()[-1].rstrip(";"), 16)
 
@@ -141,7 +154,8 @@ def replay(code, warps: int, programs: int, trips: int = 1, latency: int = 900,
                 if visits < loop_trips.get(address, trips):
                     warp["visits"][address], nxt = visits, at_address[target]
                 else:
-                    warp["visits"][address], nxt = 0, warp["pc"] + 1
+                    warp["visits"][address], nxt = 0, _loop_exit(code, at_address, target,
+                                                                 warp["pc"])
             elif not predicated or _skip_branch(code, warp["pc"], target):
                 nxt = at_address[target]
         warp["pc"] = nxt

@@ -5,7 +5,8 @@ beyond), at a given problem's split.
 Those kernels re-read their taps, so the model is told which loads hit in cache:
 
 - a label (int64 or uint8: LDG.E.64, LDG.E.U8) comes from DRAM;
-- the taps of a new low-resolution row (loaded once per row outside the row loop, or in
+- the taps of a new low-resolution row (loaded once per row outside the row loops, those
+  reading the labels, or in
   the chunked kernel's first pass over the classes) come after ``TAP_LATENCY`` cycles, the
   DRAM latency of the full-resolution kernels' model;
 - every other global load re-reads what the program has just loaded (the taps again in the
@@ -58,11 +59,12 @@ def loop_trips(code, chunked: bool, band_rows: int, rows_per_run: int, chunks: i
 def _cached(code, chunked: bool):
     """``sass_model.replay``'s ``cached``: which loads hit in cache, and after how long."""
     spans = loops([(a, t) for a, t, *_ in code])
-    exps = [s for s in spans if innermost(s, spans) and _has(code, s, "MUFU.EX2")
-            and not _has(code, s, "BAR")]
-    # chunked: the first pass over the classes (the first of those loops) loads the taps;
-    # otherwise everything outside the row loops (those loops) does
-    marked = exps[:1] if chunked else exps
+    inner = [s for s in spans if innermost(s, spans) and not _has(code, s, "BAR")]
+    # chunked: the first pass over the classes (the first loop issuing exponentials) loads
+    # the taps; otherwise everything outside the row loops (those reading the labels, whose
+    # exponentials may come by recurrence) does
+    marked = ([s for s in inner if _has(code, s, "MUFU.EX2")][:1] if chunked
+              else [s for s in inner if _has(code, s, "LDG.E.64") or _has(code, s, "LDG.E.U8")])
 
     def cached(address, text):
         op = _opcode(text)[1]

@@ -135,6 +135,18 @@ def test_a_predicated_branch_is_taken_only_over_a_short_path():
     assert exits[0] == pytest.approx(29 * sass_model.MUFU_CYCLES, abs=8)
 
 
+def test_a_loop_tested_at_its_top_leaves_by_its_test():
+    """A loop with an unconditional back edge leaves at its test's target, not into the code
+    laid out after the back edge (another branch of an if, say)."""
+    exit_at = 16 * 37
+    loop = ([("MUFU.EX2 R1, R2", 1, 0)] * 5 + ["@P0 BRA 0x%x" % exit_at]
+            + [("MUFU.EX2 R1, R2", 1, 0)] * 10 + ["BRA 0x0"])  # back edge at 0x100
+    code = _listing(loop + [("MUFU.EX2 R1, R2", 1, 0)] * 20)  # EXIT at exit_at
+    assert code[-1][0] == exit_at
+    exits, _ = sass_model.replay(code, 1, 1, loop_trips={0x100: 3})
+    assert exits[0] == pytest.approx((3 * 15 - 1) * sass_model.MUFU_CYCLES, abs=8)
+
+
 if __name__ == "__main__":
     import json
     import os
