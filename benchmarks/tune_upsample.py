@@ -9,7 +9,8 @@ candidate ``fastmtl.ops.upsample_tiles.Config`` is applied with
    stored gradients) are compared with the default configuration's and a mismatch
    is flagged;
 2. each loss launch (``upsample_loss_kernel`` for the semantic task,
-   ``upsample_regressions_kernel`` for the regressions) is replayed alone under
+   ``upsample_regressions_kernel`` for the regressions, or ``upsample_both_kernel`` for
+   both with ``one_launch``) is replayed alone under
    ``benchmarks.timing.measure`` (``triton.testing.do_bench`` with an L2 flush before
    every repetition), and registers and spills are read from the compiled kernel;
 3. for the default and the fastest configurations, the whole forward + backward call
@@ -64,6 +65,7 @@ def candidates(classes: int, quick: bool = False) -> list:
     if classes <= 32:
         changes = [
             {},
+            dict(one_launch=True),                             # both launches as one grid
             dict(semantic_registers=128),                      # 4 programs/SM, 316 B spilled
             dict(prefetch_taps=True),                          # next row's taps loaded early
             dict(semantic_registers=None),                     # ptxas's choice: 2 programs/SM
@@ -74,9 +76,8 @@ def candidates(classes: int, quick: bool = False) -> list:
             dict(capped_regressions=None, regression_columns=1),  # one uncapped column
             dict(regression_rows=4),                           # chunks of 4 rows
             dict(regression_warps=2),
-            dict(regression_warps=8),
         ]
-        keep = 6
+        keep = 7
     else:
         changes = [{}, dict(chunk_registers=None),  # ptxas's choice: 2 programs/SM
                    dict(chunk_registers=128),  # 4 programs/SM, 1.4 KB spilled
@@ -142,19 +143,21 @@ def _mismatch(ref: dict, got: dict, tol: float) -> list[str]:
     return bad
 
 
-LOSS_KERNELS = ("upsample_loss_kernel", "upsample_regressions_kernel", "upsample_chunks_kernel")
+LOSS_KERNELS = ("upsample_loss_kernel", "upsample_regressions_kernel", "upsample_chunks_kernel",
+                "upsample_both_kernel")
+LAUNCH = {"upsample_regressions_kernel": "regressions", "upsample_both_kernel": "one launch"}
 
 
 def _kernel_row(calls, device, repeats, warmup) -> dict:
     """Device time of each recorded loss launch (semantic: upsample_loss_kernel, or
-    upsample_chunks_kernel at C > 32; regressions) replayed alone."""
+    upsample_chunks_kernel at C > 32; regressions; or both as one launch) replayed alone."""
     from benchmarks.timing import measure, summarize
 
     row = {}
     for kernel, grid, args, kwargs, compiled in calls:
         if kernel.__name__ not in LOSS_KERNELS:
             continue
-        which = "regressions" if kernel.__name__ == "upsample_regressions_kernel" else "semantic"
+        which = LAUNCH.get(kernel.__name__, "semantic")
         times = measure(lambda: kernel[grid](*args, **kwargs), device, warmup, repeats)
         row[which] = dict(median_ms=1e3 * summarize(times)["median_s"], grid=list(grid),
                           num_warps=kwargs.get("num_warps"), maxnreg=kwargs.get("maxnreg"),
@@ -251,12 +254,13 @@ def markdown(result: dict) -> str:
     for case in result["cases"]:
         rows = case["rows"]
         out += [f"## {case['case']} ({case['shape']}, C = {case['classes']}, {case['dtype']})", "",
-                "| config | semantic ms | regs | regressions ms | regs | both ms | whole call "
+                "| config | semantic ms | regs | regressions ms | regs | both ms (one launch: "
+                "regs) | whole call "
                 "eager / graph ms | check |",
                 "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         best = _best(rows, lambda r: r.get("kernels_ms"))
         for r in sorted(rows, key=lambda r: r.get("kernels_ms", float("inf"))):
-            sem, reg = r.get("semantic", {}), r.get("regressions", {})
+            sem, reg, one = r.get("semantic", {}), r.get("regressions", {}), r.get("one launch")
             whole = r.get("whole_call") or {}
             wtxt = whole.get("error", "")
             if "eager_ms" in whole:
@@ -269,7 +273,8 @@ def markdown(result: dict) -> str:
             regs = lambda d: (f"{d['registers']}" + (f" (+{d['spills']} spilled)"  # noqa: E731
                               if d.get("spills") else "")) if d.get("registers") else ""
             out.append(f"| {name} | {fmt(sem.get('median_ms'))} | {regs(sem)} | "
-                       f"{fmt(reg.get('median_ms'))} | {regs(reg)} | {fmt(r.get('kernels_ms'))} | "
+                       f"{fmt(reg.get('median_ms'))} | {regs(reg)} | {fmt(r.get('kernels_ms'))}"
+                       f"{f' ({regs(one)})' if one else ''} | "
                        f"{wtxt} | {check} |")
         for launch in ("semantic", "regressions"):
             b = _best(rows, lambda r, k=launch: r.get(k, {}).get("median_ms"))

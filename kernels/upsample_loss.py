@@ -478,10 +478,9 @@ def store_semantic_partials(part_ptr, bad_ptr, n_parts, pid, sem_loss, sem_norm,
                      other=0).to(tl.int64))
 
 
-# Channel strides are never specialised to 1: a channels-last prediction would otherwise
-# make Triton lay the classes along the lanes instead of inside each thread.
-@triton.jit(do_not_specialize=["x_sc", "gx_sc", "o_sc", "g_sc", "go_sc"])
-def upsample_loss_kernel(
+@triton.jit
+def semantic_program(
+    pid,
     x_ptr, t_ptr, cw_ptr, gx_ptr, x_sb, x_sc, x_sh, x_sw, t_sb, t_sh, t_sw,
     gx_sb, gx_sc, gx_sh, gx_sw, ignore_index,
     o_ptr, g_ptr, m_ptr, go_ptr, o_sb, o_sc, o_sh, o_sw, g_sb, g_sc, g_sh, g_sw,
@@ -496,13 +495,14 @@ def upsample_loss_kernel(
     PREFETCH: tl.constexpr = False, INDEX32: tl.constexpr = False,
     KEEP_Y: tl.constexpr = False, KEEP_X: tl.constexpr = False,
 ):
+    """The semantic launch's program ``pid`` (``upsample_loss_kernel``; ``upsample_both_kernel``
+    gives it the semantic share of its grid)."""
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     # With 32-bit offsets the logits' per-class tap offsets are recomputed per low-resolution
     # row (``_in_loop``): hoisted, ptxas keeps them live across the program and spills.
     OPAQUE: tl.constexpr = COMPILED and INDEX32
     tl.static_assert(not SHIFTED or (HAS_SEM and not HAS_INST and not HAS_DEP and not ACC_FP64))
     tl.static_assert(not PREFETCH or HAS_SEM)
-    pid = tl.program_id(0)
     b, a_lo, a_hi, a_first, j_lo, j_hi, xs, x_own, xe = program_region(
         pid, n_strips, n_bands, band_rows, strip_cells, h, w, start_ptr)
     lam_y_ptr = lam_ptr
@@ -732,3 +732,31 @@ def upsample_loss_kernel(
     if HAS_DEP:
         tl.store(part_ptr + 2 * n_parts + pid, tl.sum(dep_loss, 0))
         tl.store(part_ptr + (ROW_NORM + 2) * n_parts + pid, tl.sum(dep_norm, 0))
+
+
+# Channel strides are never specialised to 1: a channels-last prediction would otherwise
+# make Triton lay the classes along the lanes instead of inside each thread.
+@triton.jit(do_not_specialize=["x_sc", "gx_sc", "o_sc", "g_sc", "go_sc"])
+def upsample_loss_kernel(
+    x_ptr, t_ptr, cw_ptr, gx_ptr, x_sb, x_sc, x_sh, x_sw, t_sb, t_sh, t_sw,
+    gx_sb, gx_sc, gx_sh, gx_sw, ignore_index,
+    o_ptr, g_ptr, m_ptr, go_ptr, o_sb, o_sc, o_sh, o_sw, g_sb, g_sc, g_sh, g_sw,
+    m_sb, m_sh, m_sw, go_sb, go_sc, go_sh, go_sw,
+    d_ptr, z_ptr, gd_ptr, d_sb, d_sh, d_sw, z_sb, z_sh, z_sw, gd_sb, gd_sh, gd_sw,
+    index_ptr, lam_ptr, start_ptr, part_ptr, bad_ptr, n_parts, h, w, H, W,
+    n_bands, n_strips, band_rows, strip_cells, grad_scale,
+    C: tl.constexpr, HAS_SEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_INST: tl.constexpr,
+    HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr, ACC_FP64: tl.constexpr,
+    FAST_MATH: tl.constexpr, COMPILED: tl.constexpr, SHIFTED: tl.constexpr = False,
+    PREFETCH: tl.constexpr = False, INDEX32: tl.constexpr = False,
+    KEEP_Y: tl.constexpr = False, KEEP_X: tl.constexpr = False,
+):
+    semantic_program(tl.program_id(0), x_ptr, t_ptr, cw_ptr, gx_ptr, x_sb, x_sc, x_sh, x_sw,
+        t_sb, t_sh, t_sw, gx_sb, gx_sc, gx_sh, gx_sw, ignore_index, o_ptr, g_ptr, m_ptr,
+        go_ptr, o_sb, o_sc, o_sh, o_sw, g_sb, g_sc, g_sh, g_sw, m_sb, m_sh, m_sw, go_sb,
+        go_sc, go_sh, go_sw, d_ptr, z_ptr, gd_ptr, d_sb, d_sh, d_sw, z_sb, z_sh, z_sw,
+        gd_sb, gd_sh, gd_sw, index_ptr, lam_ptr, start_ptr, part_ptr, bad_ptr, n_parts, h,
+        w, H, W, n_bands, n_strips, band_rows, strip_cells, grad_scale, C, HAS_SEM,
+        HAS_WEIGHT, HAS_INST, HAS_DEP, WRITE_GRAD, BLOCK_C, BLOCK_X, NRUN, KC, ACC_FP64,
+        FAST_MATH, COMPILED, SHIFTED, PREFETCH, INDEX32, KEEP_Y, KEEP_X)

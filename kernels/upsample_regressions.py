@@ -141,8 +141,9 @@ def _depth_rows(z, top, bot, wy0, wy1, in_run, owned, FULL: tl.constexpr,
     return loss, norm, zero, zero
 
 
-@triton.jit(do_not_specialize=["o_sc", "g_sc", "go_sc", "g_sh", "m_sh", "z_sh"])
-def upsample_regressions_kernel(
+@triton.jit
+def regressions_program(
+    pid,
     o_ptr, g_ptr, m_ptr, go_ptr, o_sb, o_sc, o_sh, o_sw, g_sb, g_sc, g_sh, g_sw,
     m_sb, m_sh, m_sw, go_sb, go_sc, go_sh, go_sw,
     d_ptr, z_ptr, gd_ptr, d_sb, d_sh, d_sw, z_sb, z_sh, z_sw, gd_sb, gd_sh, gd_sw,
@@ -153,8 +154,9 @@ def upsample_regressions_kernel(
     ACC_FP64: tl.constexpr, COMPILED: tl.constexpr, KEEP_Y: tl.constexpr = False,
     KEEP_X: tl.constexpr = False,
 ):
+    """The regressions' launch's program ``pid`` (``upsample_regressions_kernel``;
+    ``upsample_both_kernel`` gives it the regressions' share of its grid)."""
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
-    pid = tl.program_id(0)
     b, a_lo, a_hi, a_first, j_lo, j_hi, xs, x_own, xe = program_region(
         pid, n_strips, n_bands, band_rows, strip_cells, h, w, start_ptr)
     lam_y_ptr = lam_ptr
@@ -350,3 +352,23 @@ def upsample_regressions_kernel(
     if HAS_DEP:
         tl.store(part_ptr + 2 * n_parts + pid, tl.sum(dep_loss, 0))
         tl.store(part_ptr + (ROW_NORM + 2) * n_parts + pid, tl.sum(dep_norm, 0))
+
+
+@triton.jit(do_not_specialize=["o_sc", "g_sc", "go_sc", "g_sh", "m_sh", "z_sh"])
+def upsample_regressions_kernel(
+    o_ptr, g_ptr, m_ptr, go_ptr, o_sb, o_sc, o_sh, o_sw, g_sb, g_sc, g_sh, g_sw,
+    m_sb, m_sh, m_sw, go_sb, go_sc, go_sh, go_sw,
+    d_ptr, z_ptr, gd_ptr, d_sb, d_sh, d_sw, z_sb, z_sh, z_sw, gd_sb, gd_sh, gd_sw,
+    index_ptr, lam_ptr, start_ptr, part_ptr, n_parts, h, w, H, W,
+    n_bands, n_strips, band_rows, strip_cells, grad_scale,
+    HAS_INST: tl.constexpr, HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr,
+    BLOCK_X: tl.constexpr, ROWS: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr,
+    ACC_FP64: tl.constexpr, COMPILED: tl.constexpr, KEEP_Y: tl.constexpr = False,
+    KEEP_X: tl.constexpr = False,
+):
+    regressions_program(tl.program_id(0), o_ptr, g_ptr, m_ptr, go_ptr, o_sb, o_sc, o_sh,
+        o_sw, g_sb, g_sc, g_sh, g_sw, m_sb, m_sh, m_sw, go_sb, go_sc, go_sh, go_sw, d_ptr,
+        z_ptr, gd_ptr, d_sb, d_sh, d_sw, z_sb, z_sh, z_sw, gd_sb, gd_sh, gd_sw, index_ptr,
+        lam_ptr, start_ptr, part_ptr, n_parts, h, w, H, W, n_bands, n_strips, band_rows,
+        strip_cells, grad_scale, HAS_INST, HAS_DEP, WRITE_GRAD, BLOCK_X, ROWS, NRUN, KC,
+        ACC_FP64, COMPILED, KEEP_Y, KEEP_X)

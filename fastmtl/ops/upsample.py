@@ -18,7 +18,9 @@ holding the (B, C, H, W) upsampled logits or their gradient:
    the same split and run reduction, with the targets read a chunk of rows at a time.
    For C > 32 the semantic launch can be ``upsample_chunks_kernel``
    (``kernels/upsample_chunks.py``: the classes in chunks, two passes; ``class_chunk`` of
-   ``upsample_tiles.Config``), same contract and partial sums.
+   ``upsample_tiles.Config``), same contract and partial sums. With ``one_launch`` an eager
+   call makes both launches as one, ``upsample_both_kernel`` (``kernels/upsample_both.py``),
+   bitwise the same results.
 3. ``reduce_partials_kernel`` and ``upsample_finalize_kernel`` add the partial
    sums in a fixed order, in two levels, into N_k, L_k, the total and
    d total / d coef (``kernels/upsample_reduce.py``).
@@ -45,6 +47,7 @@ from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
 from fastmtl.kernels import bilinear_tables as T
+from fastmtl.kernels import upsample_both as UB
 from fastmtl.kernels import upsample_chunks as UC
 from fastmtl.kernels import upsample_loss as U
 from fastmtl.kernels import upsample_reduce as R
@@ -116,13 +119,40 @@ def _launch_regressions(launch, grid, plan, flags, o, g, m, go, d, z, gd, index,
         **register_cap(plan, acc_fp64, launch))
 
 
+def _launch_both(launch, layout, x, t, class_weight, gx, o, g, m, go, d, z, gd, ignore_index,
+                 index, lam, start, part, bad_part, write_grad):
+    """Both launches as one (``Config.one_launch``): ``upsample_both_kernel`` over the
+    semantic and the regressions' grids together, capped as the semantic launch."""
+    (plan, _), (r_plan, flags) = layout.launches
+    n_sem, n_reg = layout.grids
+    h, w, H, W = layout.h, layout.w, layout.H, layout.W
+    pick = lambda v: v if v is not None and v.numel() > 0 else part  # noqa: E731
+    launch(UB.upsample_both_kernel)[(n_sem + n_reg,)](
+        x, t, pick(class_weight), pick(gx), *bchw_strides(x), *bhw_strides(t),
+        *bchw_strides(gx), ignore_index,
+        pick(o), pick(g), pick(m), pick(go), *bchw_strides(o), *bchw_strides(g),
+        *bhw_strides(m), *bchw_strides(go),
+        pick(d), pick(z), pick(gd), *bhw_strides(d), *bhw_strides(z), *bhw_strides(gd),
+        index, lam, start, part, bad_part, layout.n_parts, h, w, H, W, layout.scale,
+        n_sem, plan.n_bands, plan.n_strips, plan.band_rows, plan.strip_cells,
+        n_reg, r_plan.n_bands, r_plan.n_strips, r_plan.band_rows, r_plan.strip_cells,
+        C=layout.C, HAS_WEIGHT=class_weight is not None, HAS_INST=flags["HAS_INST"],
+        HAS_DEP=flags["HAS_DEP"], WRITE_GRAD=write_grad, BLOCK_C=plan.block_c,
+        BLOCK_X=plan.block_x, NRUN=plan.nrun, KC=plan.kc, R_BLOCK_X=r_plan.block_x,
+        R_ROWS=r_plan.rows, R_NRUN=r_plan.nrun, R_KC=r_plan.kc,
+        FAST_MATH=not interpreted(), COMPILED=not interpreted(), SHIFTED=plan.shifted,
+        PREFETCH=plan.prefetch, INDEX32=layout.index32, KEEP_Y=h == H, KEEP_X=w == W,
+        num_warps=plan.num_warps,
+        **register_cap(plan, False, launch))
+
+
 class _Layout:
     """The forward's launch geometry, from shapes, strides and dtypes alone (no tensor is
     kept): the launches' splits and grids, the partial sums, the provisional scale, whether
     the logits' taps are addressed in 32 bits within an image. An eager call keeps it in its
     call cache (``common.call_cache``) for the next call with the same key."""
 
-    def __init__(self, x, t, o, m, d, z, align_corners, capped):
+    def __init__(self, x, t, o, m, d, z, align_corners, capped, eager):
         first = x if x is not None else o if o is not None else d
         B, h, w = self.B, self.h, self.w = first.shape[0], first.shape[2], first.shape[3]
         H, W = self.H, self.W = (t if t is not None else m if m is not None else z).shape[-2:]
@@ -140,6 +170,17 @@ class _Layout:
             launches.append((tiles(B, 1, h, w, H, W, align_corners, False,
                                    capped=capped and not self.acc_fp64),
                              dict(HAS_SEM=False, HAS_INST=o is not None, HAS_DEP=d is not None)))
+        # Config.one_launch: both launches as one (kernels/upsample_both.py), the regressions
+        # in their one-column form under the semantic launch's register cap.
+        self.joint = False
+        if current().one_launch and eager and len(launches) == 2 and not self.acc_fp64:
+            semantic, regressions = launches[0][0], tiles(B, 1, h, w, H, W, align_corners, False,
+                                                          capped=True)
+            if (not semantic.class_chunks and semantic.max_registers is not None
+                    and regressions.max_registers is not None
+                    and regressions.num_warps == semantic.num_warps):
+                launches[1] = (regressions, launches[1][1])
+                self.joint = True
         self.launches = launches
         self.grids = [B * plan.n_bands * plan.n_strips for plan, _ in launches]
         self.n_sem = self.grids[0] if x is not None else 0
@@ -162,7 +203,8 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     device = first.device
     layout = cache.get("layout") if cache is not None else None
     if layout is None:
-        layout = _Layout(x, t, o, m, d, z, align_corners, can_cap(launch))
+        layout = _Layout(x, t, o, m, d, z, align_corners, can_cap(launch),
+                         launch is not wrap_triton)
         if cache is not None:
             cache["layout"] = layout
     B, h, w, H, W, C = layout.B, layout.h, layout.w, layout.H, layout.W, layout.C
@@ -186,8 +228,11 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     r_sem, r_inst, r_dep = regulariser
 
     with device_guard(first):
+        if layout.joint:
+            _launch_both(launch, layout, x, t, class_weight, gx, o, g, m, go, d, z, gd,
+                         ignore_index, index, lam, start, part, bad_part, write_grad)
         for (plan, flags), grid in zip(launches, grids):
-            if grid == 0:
+            if grid == 0 or layout.joint:
                 continue
             semantic = flags["HAS_SEM"]
             if not semantic:

@@ -106,6 +106,13 @@ class Config:
     # H100 and an H200 (2-16%: docs/upsample.md); uncapped, one column is the slowest, so
     # elsewhere the two columns above. None: regression_columns and regression_registers.
     capped_regressions: Optional[tuple] = (1, 128)
+    # Both launches as one (``kernels/upsample_both.py``): the semantic programs (C <= 32)
+    # and the regressions' (one column each) interleaved in one grid under the semantic
+    # launch's register cap, so that the regressions' memory latency and the semantic
+    # arithmetic overlap on every SM and the two launches' last waves merge. Eager calls
+    # only (a torch.compile graph's launcher cannot pass the cap), not fp64; elsewhere two
+    # launches. Bitwise the same results. Not yet timed.
+    one_launch: bool = False
     # Programs: bands are as long as BAND_ROWS allows while B x strips x bands keeps
     # target_warps / (warps per program) programs; the walked extra row costs 1 / (rows + 1).
     target_warps: int = 8192

@@ -377,6 +377,33 @@ def test_deterministic_and_small_on_gpu():
 
 
 @on_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_launch_is_bitwise_the_two_launches_on_gpu(dtype):
+    """``Config(one_launch=True)``: the semantic and regressions' programs in one grid under
+    the semantic launch's register cap give exactly the two launches' results (an eager
+    CUDA call launches the regressions in one column per thread, as the joint grid does)."""
+    from fastmtl.ops.upsample_tiles import use
+
+    pred, tgt = low_res_inputs(B=2, C=19, h=64, w=128, H=512, W=1024, dtype=dtype, seed=23)
+    pred = {k: v.cuda() for k, v in pred.items()}
+    tgt = {k: v.cuda() for k, v in tgt.items()}
+    runs = []
+    for one_launch in (False, True):
+        with use(one_launch=one_launch):
+            p = leaf_copies(pred)
+            lv = LOG_VARS.clone().cuda().requires_grad_(True)
+            out = fastmtl.multitask_loss(p, tgt, lv, upsample="bilinear",
+                                         class_weight=random_class_weight(19).cuda())
+            out.total.backward()
+            runs.append([out.total] + [p[k].grad for k in sorted(p)] + [lv.grad])
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+    with use(one_launch=True):
+        check_upsampled(pred, tgt, dtype, log_vars=LOG_VARS.cuda(),
+                        class_weight=random_class_weight(19).cuda())
+
+
+@on_gpu
 def test_bad_label_written_to_pinned_memory_and_raised_by_a_later_call_on_gpu():
     from fastmtl.ops import label_check
 
