@@ -121,6 +121,22 @@ def kernels_table(rows: list[dict], impls=OUR_IMPLS) -> str | None:
     return table(["impl", "BxHxW", "C", "dtype", "kernel", "us/call", "% of median"], body)
 
 
+def _whole(v) -> str:
+    return "—" if v is None else f"{v:.0f}"
+
+
+def clocks_table(rows: list[dict]) -> str | None:
+    """The GPU's SM clock and power while each row's device time was measured (nvidia-smi)."""
+    body = [[r["impl"], r["shape"], str(r["classes"]), r["dtype"], r["mode"],
+             f"{c['sm_mhz']:.0f}", f"{c['sm_mhz_min']:.0f}", _whole(c["power_w"]),
+             _whole(c["temp_c"]), ", ".join(c["reasons"]) or "-", str(c["samples"])]
+            for r in rows if (c := r.get("clocks"))]
+    if not body:
+        return None
+    return table(["impl", "BxHxW", "C", "dtype", "mode", "SM MHz", "lowest", "W", "max C",
+                  "clock events", "samples"], body)
+
+
 def markdown(result: dict) -> str:
     dev, v, copy = result["device"], result["versions"], result["copy_bandwidth"]
     s, rows = result["settings"], result["results"]
@@ -145,6 +161,16 @@ def markdown(result: dict) -> str:
         kernels = kernels_table(rows)
         if kernels:
             out += ["## Kernels of fastmtl's calls (torch.profiler, CUDA)", "", kernels, ""]
+        clocks = clocks_table(rows)
+        if clocks:
+            copy_clocks = copy.get("clocks")
+            during_copy = (f" During the copy-bandwidth measurement: {copy_clocks['sm_mhz']:.0f}"
+                           f" MHz." if copy_clocks else "")
+            out += ["## GPU clocks while each row was timed (nvidia-smi)", "",
+                    "Median SM clock, its lowest sample, median power draw, highest "
+                    "temperature and the clock-event reasons reported while the row's device "
+                    "time was measured: a row timed at a lower clock than the others is slower "
+                    f"for that reason too.{during_copy}", "", clocks, ""]
         out += [COLUMNS]
     if result["skipped"]:
         out.append("Skipped:")

@@ -23,6 +23,7 @@ import functools
 import json
 import shlex
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import torch
 
 from benchmarks import report
 from benchmarks.environment import environment
+from benchmarks.gpu_clocks import ClockSampler
 from benchmarks.implementations import IMPLEMENTATIONS, step
 from benchmarks.problem import DTYPES, SIZES, TARGET_DTYPES, Problem, parse_size
 from benchmarks.targets import TARGET_SUITE
@@ -171,7 +173,19 @@ def run_device(device: torch.device, args, command: str, save=lambda result: Non
               "implementations": {k: v.description for k, v in IMPLEMENTATIONS.items()},
               "results": [], "skipped": [], "partial": "copy bandwidth being measured"}
     print(f"{result['device']['name']}", flush=True)
+    clocks = ClockSampler(device.index or 0).start() if device.type == "cuda" else None
+    try:
+        return _run_cases(device, args, s, result, clocks, save)
+    finally:
+        if clocks is not None:
+            clocks.stop()
+
+
+def _run_cases(device, args, s: dict, result: dict, clocks, save) -> dict:
+    """``run_device``'s measurements: the copy bandwidth, then every problem."""
+    start = time.monotonic()
     result["copy_bandwidth"] = copy_bandwidth(device, s["copy_mib"] * 2**20)
+    result["copy_bandwidth"]["clocks"] = clocks and clocks.window(start, time.monotonic())
     release(device)
     print(f"copy bandwidth: {result['copy_bandwidth']['gbps']:.1f} GB/s ({s['copy_mib']} MiB "
           "dst.copy_(src))", flush=True)
@@ -188,7 +202,7 @@ def run_device(device: torch.device, args, command: str, save=lambda result: Non
         label, (b, h, w) = parse_size(size, s["small_batch"])
         problem = Problem(label, b, h, w, classes, dtype, s["target_dtype"])
         chosen = [impls[i] for i in (wanted or names) if i in impls]
-        rows += run_problem(problem, chosen, s, device, skipped)
+        rows += run_problem(problem, chosen, s, device, skipped, clocks)
         release(device)
         for row in rows:
             row["pct_copy_bw"] = 100 * row["gbps"] / result["copy_bandwidth"]["gbps"]
@@ -200,7 +214,10 @@ def run_device(device: torch.device, args, command: str, save=lambda result: Non
     return result
 
 
-def run_problem(problem: Problem, impls, s: dict, device, skipped: list) -> list[dict]:
+def run_problem(problem: Problem, impls, s: dict, device, skipped: list,
+                clocks: ClockSampler | None = None) -> list[dict]:
+    """The rows of every implementation on ``problem``; ``clocks``: the GPU's clocks while
+    each row's device time was measured (``benchmarks.gpu_clocks``)."""
     rows, inputs = [], {}
     case = f"{problem.size} {problem.shape}, C={problem.classes}, {problem.dtype}"
     for mode in s["modes"]:
@@ -214,7 +231,9 @@ def run_problem(problem: Problem, impls, s: dict, device, skipped: list) -> list
                 args = inputs[impl.inputs]
                 loss = impl.build(check_labels=s["check_labels"])
                 call = functools.partial(step, loss, *args, backward)
+                started = time.monotonic()
                 times = measure(call, device, s["warmup"], s["repeats"])
+                timed = (started, time.monotonic())
                 overhead = wall_and_host(call, device, s["repeats"])
                 peak = peak_memory_above_inputs(call, device)
             except Exception as exc:  # one failing peer must not end the run
@@ -229,6 +248,8 @@ def run_problem(problem: Problem, impls, s: dict, device, skipped: list) -> list
             rows.append(result_row(problem, impl.name, mode, summarize(times), overhead, peak,
                                    grads if backward else None))
             r = rows[-1]
+            if clocks is not None:
+                r["clocks"] = clocks.window(*timed)
             calls[impl.name] = call
             if impl.name == "triton-check-labels" and "triton" in calls:
                 r["label_check_overhead"] = paired_overhead(calls["triton"], call, device)
