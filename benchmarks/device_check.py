@@ -310,6 +310,9 @@ def summary(state: dict, out: Path) -> str:
         kernels = report.kernels_table([r for r in loss["results"] if r["pixels"] >= 2**20])
         if kernels:
             lines += ["## Kernels per call", "", kernels, ""]
+        clocks = report.clocks_table(loss["results"])
+        if clocks:
+            lines += ["## GPU clocks while each row was timed", "", clocks, ""]
     train = _read(out / "train-step.json")
     if train and train["results"]:
         lines += ["## Training step", "", train_report.results_table(train["results"]), ""]

@@ -47,25 +47,20 @@ from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
 from fastmtl.kernels import bilinear_tables as T
-from fastmtl.kernels import upsample_both as UB
-from fastmtl.kernels import upsample_chunks as UC
-from fastmtl.kernels import upsample_loss as U
 from fastmtl.kernels import upsample_reduce as R
-from fastmtl.kernels import upsample_regressions as V
-from fastmtl.ops.common import (TASK_SLOTS, backward_launch, bchw_strides, bhw_strides, cdiv,
-                                check_device, device_guard, eager_or_op, interpreted, is_real,
-                                launch_for, next_power_of_2, per_task_losses,
+from fastmtl.ops.common import (TASK_SLOTS, backward_launch, cdiv, check_device, device_guard,
+                                eager_or_op, is_real, launch_for, per_task_losses,
                                 within_int32_per_image)
 from fastmtl.ops.label_check import buffer as label_buffer
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
+from fastmtl.ops.upsample_launches import can_cap, launch_losses
 from fastmtl.ops.upsample_tiles import current, tiles
 
 TABLE_BLOCK = 1024
 REDUCE_BLOCK = 1024   # partials per program on each level of the reduction
 SCALE_BLOCK = 2048
 MAX_SCALE_PROGRAMS = 4096
-FP64_ROWS = 2         # rows per chunk of the regressions' launch in fp64
 
 
 def provisional_scale(h: int, w: int, H: int, W: int) -> float:
@@ -75,21 +70,6 @@ def provisional_scale(h: int, w: int, H: int, W: int) -> float:
     return 2.0 ** (1 - int(per_cell).bit_length())
 
 
-def can_cap(launch) -> bool:
-    """Whether launches through ``launch`` take a register cap: compiled kernels outside a
-    torch.compile graph, whose launcher takes num_warps and num_stages only."""
-    return not interpreted() and launch is not wrap_triton
-
-
-def register_cap(plan, acc_fp64: bool, launch) -> dict:
-    """The launch option capping ptxas's registers (``maxnreg``), where the plan has one
-    and the launch can take it (``can_cap``; not for fp64, whose values take two registers
-    each): elsewhere the kernel is compiled with ptxas's own register choice."""
-    if plan.max_registers is None or acc_fp64 or not can_cap(launch):
-        return {}
-    return {"maxnreg": plan.max_registers}
-
-
 def _grad_buffer(p: Optional[Tensor], write_grad: bool, acc: torch.dtype, windows: int,
                  like: Tensor) -> Tensor:
     """The stored gradient: the prediction's dtype and layout, or the accumulation dtype
@@ -97,53 +77,6 @@ def _grad_buffer(p: Optional[Tensor], write_grad: bool, acc: torch.dtype, window
     if p is None or not write_grad:
         return torch.empty(0, dtype=acc, device=like.device)
     return torch.empty_like(p, dtype=acc if windows > 1 else p.dtype)
-
-
-def _launch_regressions(launch, grid, plan, flags, o, g, m, go, d, z, gd, index, lam, start,
-                        part, n_parts, h, w, H, W, scale, write_grad, acc_fp64):
-    """The regressions' launch (instance offsets, depth): ``upsample_regressions_kernel``,
-    which reads the targets of ``plan.rows`` full-resolution rows at a time (fp64, whose
-    values take two registers each: FP64_ROWS, so that its row loop does not spill)."""
-    rows = min(plan.rows, FP64_ROWS) if acc_fp64 else plan.rows
-    state = part  # any tensor, for the arguments of an absent task
-    pick = lambda v: v if v is not None and v.numel() > 0 else state  # noqa: E731
-    launch(V.upsample_regressions_kernel)[(grid,)](
-        pick(o), pick(g), pick(m), pick(go), *bchw_strides(o), *bchw_strides(g),
-        *bhw_strides(m), *bchw_strides(go),
-        pick(d), pick(z), pick(gd), *bhw_strides(d), *bhw_strides(z), *bhw_strides(gd),
-        index, lam, start, part, n_parts, h, w, H, W,
-        plan.n_bands, plan.n_strips, plan.band_rows, plan.strip_cells, scale,
-        HAS_INST=flags["HAS_INST"], HAS_DEP=flags["HAS_DEP"], WRITE_GRAD=write_grad,
-        BLOCK_X=plan.block_x, ROWS=rows, NRUN=plan.nrun, KC=plan.kc, ACC_FP64=acc_fp64,
-        COMPILED=not interpreted(), KEEP_Y=h == H, KEEP_X=w == W, num_warps=plan.num_warps,
-        **register_cap(plan, acc_fp64, launch))
-
-
-def _launch_both(launch, layout, x, t, class_weight, gx, o, g, m, go, d, z, gd, ignore_index,
-                 index, lam, start, part, bad_part, write_grad):
-    """Both launches as one (``Config.one_launch``): ``upsample_both_kernel`` over the
-    semantic and the regressions' grids together, capped as the semantic launch."""
-    (plan, _), (r_plan, flags) = layout.launches
-    n_sem, n_reg = layout.grids
-    h, w, H, W = layout.h, layout.w, layout.H, layout.W
-    pick = lambda v: v if v is not None and v.numel() > 0 else part  # noqa: E731
-    launch(UB.upsample_both_kernel)[(n_sem + n_reg,)](
-        x, t, pick(class_weight), pick(gx), *bchw_strides(x), *bhw_strides(t),
-        *bchw_strides(gx), ignore_index,
-        pick(o), pick(g), pick(m), pick(go), *bchw_strides(o), *bchw_strides(g),
-        *bhw_strides(m), *bchw_strides(go),
-        pick(d), pick(z), pick(gd), *bhw_strides(d), *bhw_strides(z), *bhw_strides(gd),
-        index, lam, start, part, bad_part, layout.n_parts, h, w, H, W, layout.scale,
-        n_sem, plan.n_bands, plan.n_strips, plan.band_rows, plan.strip_cells,
-        n_reg, r_plan.n_bands, r_plan.n_strips, r_plan.band_rows, r_plan.strip_cells,
-        C=layout.C, HAS_WEIGHT=class_weight is not None, HAS_INST=flags["HAS_INST"],
-        HAS_DEP=flags["HAS_DEP"], WRITE_GRAD=write_grad, BLOCK_C=plan.block_c,
-        BLOCK_X=plan.block_x, NRUN=plan.nrun, KC=plan.kc, R_BLOCK_X=r_plan.block_x,
-        R_ROWS=r_plan.rows, R_NRUN=r_plan.nrun, R_KC=r_plan.kc,
-        FAST_MATH=not interpreted(), COMPILED=not interpreted(), SHIFTED=plan.shifted,
-        PREFETCH=plan.prefetch, INDEX32=layout.index32, KEEP_Y=h == H, KEEP_X=w == W,
-        num_warps=plan.num_warps,
-        **register_cap(plan, False, launch))
 
 
 class _Layout:
@@ -207,10 +140,8 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
                          launch is not wrap_triton)
         if cache is not None:
             cache["layout"] = layout
-    B, h, w, H, W, C = layout.B, layout.h, layout.w, layout.H, layout.W, layout.C
-    acc_fp64, acc, launches, grids = layout.acc_fp64, layout.acc, layout.launches, layout.grids
+    h, w, H, W, acc_fp64, acc = layout.h, layout.w, layout.H, layout.W, layout.acc_fp64, layout.acc
     n_sem, n_reg, n_parts, n_sums = layout.n_sem, layout.n_reg, layout.n_parts, layout.n_sums
-    scale, windows, index32 = layout.scale, layout.windows, layout.index32
 
     index = torch.empty(H + W, dtype=torch.int32, device=device)
     lam = torch.empty(H + W, dtype=acc, device=device)
@@ -219,55 +150,16 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
         launch(T.axis_table_kernel)[(2,)](
             index, lam, start, h, H, w, W, H.bit_length() + 1, W.bit_length() + 1,
             ALIGN_CORNERS=align_corners, ACC_FP64=acc_fp64, BLOCK=TABLE_BLOCK)
-    gx, go, gd = (_grad_buffer(p, write_grad, acc, windows, first) for p in (x, o, d))
+    gx, go, gd = (_grad_buffer(p, write_grad, acc, layout.windows, first) for p in (x, o, d))
     part = torch.empty((R.PART_ROWS, n_parts), dtype=acc, device=device)
     bad_part = torch.empty((3, n_parts), dtype=torch.int64, device=device)
     state = torch.empty((R.STATE_ROWS, R.SLOTS), dtype=torch.float64, device=device)
-    pick = lambda v: v if v is not None and v.numel() > 0 else state  # noqa: E731
     f_sem, f_inst, f_dep = factors
     r_sem, r_inst, r_dep = regulariser
 
     with device_guard(first):
-        if layout.joint:
-            _launch_both(launch, layout, x, t, class_weight, gx, o, g, m, go, d, z, gd,
-                         ignore_index, index, lam, start, part, bad_part, write_grad)
-        for (plan, flags), grid in zip(launches, grids):
-            if grid == 0 or layout.joint:
-                continue
-            semantic = flags["HAS_SEM"]
-            if not semantic:
-                _launch_regressions(launch, grid, plan, flags, o, g, m, go, d, z, gd, index, lam,
-                                    start, part, n_parts, h, w, H, W, scale, write_grad,
-                                    acc_fp64)
-                continue
-            if plan.class_chunks:  # C > 32: the classes in chunks (upsample_chunks.py)
-                launch(UC.upsample_chunks_kernel)[(grid,)](
-                    x, t, pick(class_weight), pick(gx), *bchw_strides(x), *bhw_strides(t),
-                    *bchw_strides(gx), ignore_index, index, lam, start, part, bad_part,
-                    n_parts, h, w, H, W, plan.n_bands, plan.n_strips, plan.band_rows,
-                    plan.strip_cells, scale, C=C, HAS_WEIGHT=class_weight is not None,
-                    WRITE_GRAD=write_grad, CH=plan.block_c,
-                    CHT=max(1, next_power_of_2(C % plan.block_c)), ROWS=plan.rows,
-                    BLOCK_X=plan.block_x, NRUN=plan.nrun, KC=plan.kc, ACC_FP64=acc_fp64,
-                    FAST_MATH=not acc_fp64 and not interpreted(), COMPILED=not interpreted(),
-                    INDEX32=index32, KEEP_Y=h == H, KEEP_X=w == W, num_warps=plan.num_warps,
-                    **register_cap(plan, acc_fp64, launch))
-                continue
-            launch(U.upsample_loss_kernel)[(grid,)](
-                pick(x), pick(t), pick(class_weight), pick(gx), *bchw_strides(x), *bhw_strides(t),
-                *bchw_strides(gx), ignore_index,
-                pick(o), pick(g), pick(m), pick(go), *bchw_strides(o), *bchw_strides(g),
-                *bhw_strides(m), *bchw_strides(go),
-                pick(d), pick(z), pick(gd), *bhw_strides(d), *bhw_strides(z), *bhw_strides(gd),
-                index, lam, start, part, bad_part, n_parts, h, w, H, W,
-                plan.n_bands, plan.n_strips, plan.band_rows, plan.strip_cells, scale,
-                C=C if semantic else 1, HAS_WEIGHT=semantic and class_weight is not None,
-                WRITE_GRAD=write_grad, BLOCK_C=plan.block_c, BLOCK_X=plan.block_x,
-                NRUN=plan.nrun, KC=plan.kc, ACC_FP64=acc_fp64,
-                FAST_MATH=not acc_fp64 and not interpreted(), COMPILED=not interpreted(),
-                SHIFTED=plan.shifted and not acc_fp64,
-                PREFETCH=plan.prefetch, INDEX32=index32, KEEP_Y=h == H, KEEP_X=w == W,
-                num_warps=plan.num_warps, **flags, **register_cap(plan, acc_fp64, launch))
+        launch_losses(launch, layout, x, t, class_weight, gx, o, g, m, go, d, z, gd,
+                      ignore_index, index, lam, start, part, bad_part, write_grad, state)
         sums = torch.empty((R.PART_ROWS, n_sums), dtype=torch.float64, device=device)
         bad_sums = torch.empty((3, n_sums), dtype=torch.int64, device=device)
         bad = label_buffer(first, check_labels)

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import fastmtl
+from fastmtl.kernels import upsample_loss, upsample_regressions
 from fastmtl.ops import upsample
 from fastmtl.ops.upsample_tiles import run_starts, use
 from helpers import launch_recorder, leaf_copies, low_res_inputs, random_class_weight
@@ -218,16 +219,16 @@ def test_regressions_kernel_matches_the_single_pass_kernel(align_corners):
                                if kernel is upsample.T.axis_table_kernel]
     upsample.T.axis_table_kernel[(2,)](*table_args, **table_kw)
     (a, kw), = [(a, k) for kernel, a, k in calls
-                if kernel is upsample.V.upsample_regressions_kernel]
+                if kernel is upsample_regressions.upsample_regressions_kernel]
     n_parts = a[35]
     grid = (n_parts,)
     part = a[34].zero_()
-    upsample.V.upsample_regressions_kernel[grid](*a, **kw)
+    upsample_regressions.upsample_regressions_kernel[grid](*a, **kw)
     new = (a[3].clone(), a[21].clone(), part.clone())
     bad = torch.zeros((3, n_parts), dtype=torch.int64)
     part.zero_()
     old_args = [part] * 4 + [0] * 11 + [255] + list(a[:35]) + [bad] + list(a[35:])
-    upsample.U.upsample_loss_kernel[grid](
+    upsample_loss.upsample_loss_kernel[grid](
         *old_args, C=1, HAS_SEM=False, HAS_WEIGHT=False, HAS_INST=True, HAS_DEP=True,
         WRITE_GRAD=True, BLOCK_C=1, BLOCK_X=kw["BLOCK_X"], NRUN=kw["NRUN"], KC=kw["KC"],
         ACC_FP64=False, FAST_MATH=False, COMPILED=False, num_warps=kw["num_warps"])
