@@ -30,7 +30,7 @@ import json
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -55,6 +55,7 @@ class Config:
     max_programs: int
     chunk: Optional[int] = None
     sum_chunk: Optional[int] = None  # one-read layouts: planes per step of the running sum
+    stagger_ns: int = 0  # one of each SM's two programs sleeps this long first (one wave)
 
     @property
     def block_p(self) -> int:
@@ -65,7 +66,9 @@ class Config:
         chunk = ("planes" if self.chunk is None else "resident" if self.chunk == RESIDENT
                  else "pairs" if self.chunk == PAIRS else f"c{self.chunk}")
         sums = "" if self.sum_chunk is None else f" sum{self.sum_chunk}"
-        return f"V{self.vector} w{self.warps} s{self.stages} {chunk} p{self.max_programs}{sums}"
+        stagger = f" stagger{self.stagger_ns}ns" if self.stagger_ns else ""
+        return (f"V{self.vector} w{self.warps} s{self.stages} {chunk} p{self.max_programs}"
+                f"{sums}{stagger}")
 
 
 @dataclass(frozen=True)
@@ -88,12 +91,15 @@ RESIDENT = -1  # Config.chunk of the one-read layout
 PAIRS = -2     # and of its 16-bit form, two pixels to a 32-bit word
 
 
-def _c(vector, warps, stages, max_programs, chunk=None, sum_chunk=None) -> Config:
-    return Config(vector, warps, stages, max_programs, chunk, sum_chunk)
+def _c(vector, warps, stages, max_programs, chunk=None, sum_chunk=None, stagger_ns=0) -> Config:
+    return Config(vector, warps, stages, max_programs, chunk, sum_chunk, stagger_ns)
 
 
 ONE_SUM = 256     # Config.sum_chunk of one max over all planes, then one sum
 RUNNING_SUM = 16  # and of a running max and sum over steps of 16 planes
+STAGGER = (3072, 1536)  # Config.stagger_ns of the one-wave one-read grids (docs/kernel.md,
+                        # "Two programs per SM out of step": the phase model's best offsets
+                        # are 2-4 us; nanosleep sleeps up to twice as long as asked)
 
 
 # Most promising first (docs/kernel.md, "Tuning the large-C sweeps"). At C = 150 the second
@@ -104,6 +110,9 @@ RUNNING_SUM = 16  # and of a running max and sum over steps of 16 planes
 CANDIDATES = {
     "C150-fp32": [
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # the library's default: one read, 2 per SM
+        _c(1, 4, 1, 264, RESIDENT),            # the same in one wave: 256 programs of 128 tiles
+        _c(1, 4, 1, 264, RESIDENT, stagger_ns=STAGGER[0]),  # one of each SM's two out of step
+        _c(1, 4, 1, 264, RESIDENT, stagger_ns=STAGGER[1]),
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, ONE_SUM),  # the same, one max then one sum
         _c(1, 4, 3, SM_COUNT_H100, RESIDENT),  # the same, the next two tiles staged through
                                                # shared memory: one program per SM
@@ -116,15 +125,15 @@ CANDIDATES = {
         _c(1, 2, 1, 528, 32),                  # 512 programs of 64 px: 256 px per SM
         _c(2, 2, 1, 528, 16),                  # 512 programs of 128 px, 8-byte accesses
         _c(1, 8, 1, 264, 32),                  # 256 programs of 256 px
-        _c(1, 4, 1, 528, 16),
-        _c(1, 2, 1, 528, 16),
         _c(2, 4, 1, 264, 8),
-        _c(2, 2, 1, 528, 8),
     ],
     "C150-bf16": [
         _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS),  # the library's default: one read, two pixels
                                                # per 32-bit word (H100, 2026-11-26), one max
                                                # then one sum (H200, 2026-11-27)
+        _c(2, 4, 1, 264, PAIRS),               # the same in one wave: 256 programs of 64 tiles
+        _c(2, 4, 1, 264, PAIRS, stagger_ns=STAGGER[0]),  # one of each SM's two out of step
+        _c(2, 4, 1, 264, PAIRS, stagger_ns=STAGGER[1]),
         _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, RUNNING_SUM),  # the same, the running sum
         _c(2, 4, 3, SM_COUNT_H100, PAIRS),     # the same, the next two tiles staged through
                                                # shared memory: one program per SM, 128 tiles
@@ -137,10 +146,7 @@ CANDIDATES = {
         _c(2, 4, 1, 264, 16),                  # 4-byte accesses
         _c(4, 2, 1, 528, 16),                  # 512 programs of 256 px: 1024 px per SM
         _c(2, 4, 1, 528, 16),
-        _c(2, 2, 1, 528, 16),                  # 512 programs of 128 px: 512 px per SM
         _c(8, 2, 1, 264, 8),                   # 16-byte accesses
-        _c(2, 8, 1, 264, 16),
-        _c(4, 2, 1, 264, 8),
     ],
     # C = 19 (planes in registers): persistent grids that fit in one wave (the program count
     # is rounded to a power of two: 1024 programs of 7 per SM would leave a second wave).
@@ -190,6 +196,7 @@ def configure(problem, config: Config):
         problem.classes = (0, config.chunk, -(-problem.C // config.chunk))
     if config.sum_chunk is not None:
         problem.sum_chunk = config.sum_chunk
+    problem.use_stagger(config.stagger_ns)
     return problem
 
 
@@ -197,7 +204,7 @@ def launch_settings(problem) -> tuple:
     """What a launch of the fused pass depends on besides the tensors."""
     return (problem.vector, problem.warps, problem.stages, problem.max_programs,
             problem.block_p, tuple(problem.classes), problem.asm_planes, problem.pairs,
-            problem.sum_chunk)
+            problem.sum_chunk, problem.stagger_ns)
 
 
 def forward_args(predictions: dict, targets: dict, log_vars):
@@ -477,7 +484,7 @@ def parse_args(argv):
     p.add_argument("--budget", type=float, default=480.0,
                    help="seconds for the whole run; configs past it are skipped (default 480)")
     p.add_argument("--quick", action="store_true",
-                   help="the first 3 configs of each C=150 case and the library default of "
+                   help="the first 4 configs of each C=150 case and the library default of "
                         "each C=19 case (its whole call with and without the one-byte labels), "
                         "10 repetitions")
     p.add_argument("--cases", nargs="+", choices=[c.tag for c in CASES],
@@ -489,8 +496,8 @@ def parse_args(argv):
 
 def plan(args) -> list[tuple[Case, list[Config]]]:
     chosen = [c for c in CASES if args.cases is None or c.tag in args.cases]
-    if args.quick:  # C = 150: the default and the next two; C = 19: the default's calls
-        return [(c, candidates(c)[:3 if c.classes == 150 else 1]) for c in chosen]
+    if args.quick:  # C = 150: the default and the next three; C = 19: the default's calls
+        return [(c, candidates(c)[:4 if c.classes == 150 else 1]) for c in chosen]
     return [(c, candidates(c)) for c in chosen]
 
 

@@ -81,6 +81,21 @@ def _depth_step(z, d, scale, gd_ptr, gd_off, in_image, WRITE_GRAD: tl.constexpr,
 
 
 @triton.jit
+def _staggered(pid, FIRST_WAVE: tl.constexpr, ns):
+    # pid, after ns nanoseconds of sleep in one of the two programs of each SM, so that
+    # one computes while the other's tile is in flight: started together, they load,
+    # compute and store in step, and the memory idles while both compute (docs/kernel.md,
+    # "Two programs per SM out of step"). The block scheduler fills every SM once before
+    # any twice (the pairs are pid and pid + FIRST_WAVE, FIRST_WAVE the SM count) or each
+    # SM with consecutive programs (2k and 2k + 1): either pair differs in the exclusive
+    # or of the two tests.
+    late = (pid >= FIRST_WAVE) != (pid % 2 == 1)
+    return tl.inline_asm_elementwise("nanosleep.u32 $2;\n\tmov.b32 $0, $1;", "=r,r,r",
+                                     [pid, tl.where(late, ns, 0)], dtype=tl.int32,
+                                     is_pure=False, pack=1)
+
+
+@triton.jit
 def fused_loss_kernel(
     x_ptr, gx_ptr, t_ptr, cw_ptr,
     x_sb, x_sc, x_sh, x_sw, gx_sb, gx_sc, gx_sh, gx_sw, t_sb, t_sh, t_sw, C, ignore_index,
@@ -88,14 +103,15 @@ def fused_loss_kernel(
     o_sb, o_sc, o_sh, o_sw, go_sb, go_sc, go_sh, go_sw, g_sb, g_sc, g_sh, g_sw, m_sb, m_sh, m_sw,
     d_ptr, gd_ptr, z_ptr,
     d_sb, d_sh, d_sw, gd_sb, gd_sh, gd_sw, z_sb, z_sh, z_sw,
-    state_ptr, part_ptr, HW, W, tiles_per_image, n_tiles,
+    state_ptr, part_ptr, HW, W, tiles_per_image, n_tiles, stagger_ns,
     HAS_SEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_INST: tl.constexpr,
     HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr,
     FLAT: tl.constexpr, CLASSES: tl.constexpr, CHUNK: tl.constexpr, NUM_CHUNKS: tl.constexpr,
     V: tl.constexpr, BLOCK_P: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr,
     ACC_FP64: tl.constexpr, SWEEP_STAGES: tl.constexpr, ASM_PLANES: tl.constexpr = False,
     PAIRS: tl.constexpr = False, TILE_STAGES: tl.constexpr = 1, STAGED: tl.constexpr = False,
-    SUM_CHUNK: tl.constexpr = ONLINE_CHUNK,
+    SUM_CHUNK: tl.constexpr = ONLINE_CHUNK, STAGGER: tl.constexpr = False,
+    FIRST_WAVE: tl.constexpr = 0,
 ):
     # One pass over the predictions. Program pid takes tiles pid, pid + programs,
     # ... (TILES_PER_PROGRAM of them, the last ones masked past n_tiles), each
@@ -115,8 +131,12 @@ def fused_loss_kernel(
     # CLASSES == 0 makes two sweeps over NUM_CHUNKS chunks of CHUNK classes, their chunk
     # loops pipelined SWEEP_STAGES deep (1: not pipelined).
     # FLAT: every tensor has stride_h == W * stride_w, so pixel q sits at q * stride_w.
+    # STAGGER (compiled, a grid of one wave): one program of each pair sharing an SM
+    # sleeps stagger_ns nanoseconds before its first tile (_staggered).
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
+    if STAGGER:
+        pid = _staggered(pid, FIRST_WAVE, stagger_ns)
     nprog = tl.num_programs(0)
     scale_ptr = state_ptr + ROW_SCALE * SLOTS
     scale_sem = tl.load(scale_ptr + SLOT_SEMANTIC).to(ACC)

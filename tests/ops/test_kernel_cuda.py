@@ -230,3 +230,47 @@ def test_target_class_last_on_gpu(dtype):
     tol = dict(rtol=1e-2, atol=1e-4) if dtype == torch.bfloat16 else dict(rtol=2e-5, atol=1e-7)
     torch.testing.assert_close(leaf.grad.float()[~nan_rows], ref_x.grad[~nan_rows], **tol)
     assert out.losses["semantic"].isnan()  # a labelled row holds NaN
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_staggered_programs_match_pytorch_and_their_grid_on_gpu(dtype, monkeypatch):
+    """C = 150 in one wave of two programs per SM, one of each pair sleeping before its first
+    tile (benchmarks.tune's stagger candidates): PyTorch's loss and gradients, and bitwise
+    the results of the same grid without the sleep (the partial sums follow the grid only)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from benchmarks import tune
+    from fastmtl.ops import fused as ops
+
+    layout = tune.PAIRS if dtype == torch.bfloat16 else tune.RESIDENT
+    vector = 2 if dtype == torch.bfloat16 else 1
+    pred, tgt = _device(*make_inputs(B=4, C=150, H=128, W=256, dtype=dtype, seed=7))
+    cw = torch.rand(150, device="cuda") + 0.5
+    results, built = [], []
+    for ns in (tune.STAGGER[0], 0):
+        config = tune.Config(vector, 4, 1, 264, layout, stagger_ns=ns)
+
+        class Configured(ops.Problem):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, **kw)
+                tune.configure(self, config)
+                built.append((self.stagger_ns, self.first_wave, self.fused_grid()[:2]))
+
+        monkeypatch.setattr(ops, "Problem", Configured)
+        common.clear_call_caches()
+        kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8],
+                                                                      device="cuda"),
+                                    class_weight=cw)
+        assert_match(kernel, expected, dtype)
+        results.append(kernel)
+    common.clear_call_caches()
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    assert {b[:2] for b in built} == {(tune.STAGGER[0], sms), (0, 0)}
+    assert {b[2][0] for b in built} == {256} and all(b[2][1] > 1 for b in built)
+    staggered, plain = results
+    for a, b in zip(torch.utils._pytree.tree_leaves(staggered),
+                    torch.utils._pytree.tree_leaves(plain)):
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, b)
