@@ -430,6 +430,12 @@ def markdown(result: dict) -> str:
              "of the fused pass. ok: gradients and partial sums match the default "
              "configuration's. * best correct row of the case; (default): the library's choice.",
              ""]
+    pairs = result.get("program_pairs")
+    if pairs:
+        from benchmarks.program_pairs import describe
+
+        lines += [describe(pairs) if "error" not in pairs
+                  else f"Program pairs: {pairs['error']}", ""]
     for case in result["cases"]:
         best = _best(case["rows"])
         lines += [f"## {case['case']}: {case['shape']}, C={case['classes']}, {case['dtype']}, "
@@ -501,6 +507,25 @@ def plan(args) -> list[tuple[Case, list[Config]]]:
     return [(c, candidates(c)) for c in chosen]
 
 
+def program_pairs(todo, device) -> Optional[dict]:
+    """Where the one-wave candidates' programs fall (``benchmarks.program_pairs``), when a
+    C = 150 case with a staggered candidate is planned."""
+    from benchmarks.problem import parse_size
+    from benchmarks import program_pairs as probe
+    from fastmtl.ops import fused_layout as layout
+
+    staggered = [(case, c) for case, configs in todo for c in configs if c.stagger_ns]
+    if not staggered:
+        return None
+    case, config = staggered[0]
+    _, (B, H, W) = parse_size(case.size)
+    programs = layout.tile_grid(B, H * W, config.block_p, config.max_programs)[0]
+    try:
+        return probe.probe(device, programs)
+    except Exception as exc:  # a report, not a reason to lose the sweep
+        return {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -525,11 +550,12 @@ def main(argv=None) -> int:
     release(device)
     print(f"{env['device']['name']}: copy bandwidth {copy['gbps']:.1f} GB/s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    pairs = program_pairs(todo, device)
     result = dict(kind="tune", date=datetime.date.today().isoformat(),
                   command="python -m benchmarks.tune " + " ".join(argv),
                   device=env["device"]["name"], commit=env["versions"].get("fastmtl_git"),
                   copy_gbps=copy["gbps"], budget_s=args.budget, repeats=repeats, cases=[],
-                  skipped_cases=[], environment=env)
+                  skipped_cases=[], environment=env, program_pairs=pairs)
 
     def save():
         result["elapsed_s"] = time.monotonic() - started

@@ -85,14 +85,23 @@ def _staggered(pid, FIRST_WAVE: tl.constexpr, ns):
     # pid, after ns nanoseconds of sleep in one of the two programs of each SM, so that
     # one computes while the other's tile is in flight: started together, they load,
     # compute and store in step, and the memory idles while both compute (docs/kernel.md,
-    # "Two programs per SM out of step"). The block scheduler fills every SM once before
-    # any twice (the pairs are pid and pid + FIRST_WAVE, FIRST_WAVE the SM count) or each
-    # SM with consecutive programs (2k and 2k + 1): either pair differs in the exclusive
-    # or of the two tests.
-    late = (pid >= FIRST_WAVE) != (pid % 2 == 1)
+    # "Two programs per SM out of step"). Which one: ``sleeper``.
     return tl.inline_asm_elementwise("nanosleep.u32 $2;\n\tmov.b32 $0, $1;", "=r,r,r",
-                                     [pid, tl.where(late, ns, 0)], dtype=tl.int32,
-                                     is_pure=False, pack=1)
+                                     [pid, tl.where(sleeper(pid, FIRST_WAVE), ns, 0)],
+                                     dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def sleeper(pid, FIRST_WAVE: tl.constexpr):
+    # Whether program pid is the one of its SM's pair that sleeps (_staggered). The block
+    # scheduler fills every SM once before any twice (then pid and pid + FIRST_WAVE, the SM
+    # count, share one) or each SM with consecutive programs (2k and 2k + 1); which, is not
+    # documented: benchmarks/program_pairs.py looks on a GPU.
+    # The odd ones of the first FIRST_WAVE programs and the even ones, counted from
+    # FIRST_WAVE, of the rest: pid and pid + FIRST_WAVE differ, and so do 2k and 2k + 1,
+    # for any SM count.
+    second = pid >= FIRST_WAVE
+    return (tl.where(second, pid - FIRST_WAVE, pid) % 2 == 1) != second
 
 
 @triton.jit
