@@ -30,7 +30,7 @@ import json
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -97,9 +97,11 @@ def _c(vector, warps, stages, max_programs, chunk=None, sum_chunk=None, stagger_
 
 ONE_SUM = 256     # Config.sum_chunk of one max over all planes, then one sum
 RUNNING_SUM = 16  # and of a running max and sum over steps of 16 planes
-STAGGER = (3072, 1536)  # Config.stagger_ns of the one-wave one-read grids (docs/kernel.md,
-                        # "Two programs per SM out of step": the phase model's best offsets
-                        # are 2-4 us; nanosleep sleeps up to twice as long as asked)
+STAGGER = (3072, 768, 1536, 4608, 6144)  # Config.stagger_ns of the one-wave one-read grids
+# (docs/kernel.md, "Two programs per SM out of step": the phase model's best offsets are 2-4
+# us, and nanosleep sleeps up to twice as long as asked). The first is a candidate of its own;
+# the others are timed right after it (``candidates``): the sleep is a run-time argument, so
+# they share its compiled kernel, and their times against the offset are the model's curve.
 
 
 # Most promising first (docs/kernel.md, "Tuning the large-C sweeps"). At C = 150 the second
@@ -112,7 +114,6 @@ CANDIDATES = {
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # the library's default: one read, 2 per SM
         _c(1, 4, 1, 264, RESIDENT),            # the same in one wave: 256 programs of 128 tiles
         _c(1, 4, 1, 264, RESIDENT, stagger_ns=STAGGER[0]),  # one of each SM's two out of step
-        _c(1, 4, 1, 264, RESIDENT, stagger_ns=STAGGER[1]),
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, ONE_SUM),  # the same, one max then one sum
         _c(1, 4, 3, SM_COUNT_H100, RESIDENT),  # the same, the next two tiles staged through
                                                # shared memory: one program per SM
@@ -133,7 +134,6 @@ CANDIDATES = {
                                                # then one sum (H200, 2026-11-27)
         _c(2, 4, 1, 264, PAIRS),               # the same in one wave: 256 programs of 64 tiles
         _c(2, 4, 1, 264, PAIRS, stagger_ns=STAGGER[0]),  # one of each SM's two out of step
-        _c(2, 4, 1, 264, PAIRS, stagger_ns=STAGGER[1]),
         _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, RUNNING_SUM),  # the same, the running sum
         _c(2, 4, 3, SM_COUNT_H100, PAIRS),     # the same, the next two tiles staged through
                                                # shared memory: one program per SM, 128 tiles
@@ -171,9 +171,22 @@ PIPELINED = {
 
 
 def candidates(case: Case) -> list[Config]:
-    """The configurations tried for ``case``, the library's default first, the pipelined
-    ones (``stages`` > 1, the sweeps' chunk loops through cp.async) last."""
-    return list(CANDIDATES[case.tag]) + PIPELINED.get(case.tag, [])
+    """The configurations tried for ``case``, the library's default first, each staggered one
+    followed by the same with the other offsets of ``STAGGER``, the pipelined ones
+    (``stages`` > 1, the sweeps' chunk loops through cp.async) last."""
+    out = []
+    for config in CANDIDATES[case.tag]:
+        out.append(config)
+        if config.stagger_ns:
+            out += [replace(config, stagger_ns=ns) for ns in STAGGER[1:]]
+    return out + PIPELINED.get(case.tag, [])
+
+
+def quick(case: Case) -> list[Config]:
+    """``--quick``: at C = 150 the default, its one-wave grid and that grid's offsets; at
+    C = 19 the default (whose whole call the sweep times)."""
+    configs = candidates(case)
+    return configs[:2 + len(STAGGER)] if case.classes == 150 else configs[:1]
 
 
 def configure(problem, config: Config):
@@ -490,9 +503,9 @@ def parse_args(argv):
     p.add_argument("--budget", type=float, default=480.0,
                    help="seconds for the whole run; configs past it are skipped (default 480)")
     p.add_argument("--quick", action="store_true",
-                   help="the first 4 configs of each C=150 case and the library default of "
-                        "each C=19 case (its whole call with and without the one-byte labels), "
-                        "10 repetitions")
+                   help="at C=150 the default, its one-wave grid and that grid's offsets; at "
+                        "C=19 the default (its whole call with and without the one-byte "
+                        "labels); 10 repetitions")
     p.add_argument("--cases", nargs="+", choices=[c.tag for c in CASES],
                    help="cases to run (default all: C=150 first)")
     p.add_argument("--repeats", type=int, help="do_bench budget in calls (default 30; --quick 10)")
@@ -502,8 +515,8 @@ def parse_args(argv):
 
 def plan(args) -> list[tuple[Case, list[Config]]]:
     chosen = [c for c in CASES if args.cases is None or c.tag in args.cases]
-    if args.quick:  # C = 150: the default and the next three; C = 19: the default's calls
-        return [(c, candidates(c)[:4 if c.classes == 150 else 1]) for c in chosen]
+    if args.quick:
+        return [(c, quick(c)) for c in chosen]
     return [(c, candidates(c)) for c in chosen]
 
 

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,11 @@ def test_help_and_config_list_build_on_cpu():
         c150 = case.classes == 150
         listed = tune.CANDIDATES[case.tag]
         assert (12 <= len(listed) <= 16) if c150 else (2 <= len(listed) <= 6), case
-        assert configs[:len(listed)] == listed
+        # each staggered candidate is followed by its other offsets (one compiled kernel)
+        offsets = [c for c in configs if c.stagger_ns not in (0, tune.STAGGER[0])]
+        assert [c for c in configs if c not in offsets][:len(listed)] == listed
+        assert offsets == [replace(c, stagger_ns=ns) for c in listed if c.stagger_ns
+                           for ns in tune.STAGGER[1:]]
         default = configs[0]
         assert default.max_programs == 16384 and default.warps == 4 and default.stages == 1
         # 8-byte accesses; at C = 150 one pixel per thread with every plane in registers
@@ -64,7 +69,7 @@ def test_help_and_config_list_build_on_cpu():
             assert config.max_programs in (*tune.PERSISTENT, tune.DEFAULT_PROGRAMS), config
     args = tune.parse_args(["--out", "x", "--quick"])
     assert [(c.tag, len(cs)) for c, cs in tune.plan(args)] == [
-        ("C150-fp32", 4), ("C150-bf16", 4), ("C19-fp32", 1), ("C19-bf16", 1)]
+        ("C150-fp32", 7), ("C150-bf16", 7), ("C19-fp32", 1), ("C19-bf16", 1)]
 
 
 def test_run_case_checks_every_config_and_writes_the_table(tmp_path):
@@ -143,7 +148,8 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
     report = run_compiled(__file__, "static", timeout=900)
     tags = {c.tag for c in tune.CASES if c.classes == 150}
     assert {r["case"] for r in report} == tags
-    assert len(report) == sum(len(tune.candidates(c)) for c in tune.CASES if c.classes == 150)
+    assert len(report) == sum(len(_compiled_candidates(c)) for c in tune.CASES
+                              if c.classes == 150)
     by_name = {(r["case"], r["config"]): r for r in report}
     # The library's default is among them, as the design test knows it (docs/kernel.md).
     assert by_name[("C150-fp32", "V2 w4 s1 c8 p16384")]["programs_per_sm"] >= 7
@@ -336,6 +342,12 @@ def stages_report() -> list:
     return out
 
 
+def _compiled_candidates(case) -> list:
+    """The candidates that compile to distinct kernels: a staggered one's other offsets are
+    a run-time argument of the same kernel."""
+    return [c for c in tune.candidates(case) if c.stagger_ns in (0, tune.STAGGER[0])]
+
+
 def static_report(cases=None, classes=150) -> list:
     """Per candidate of ``benchmarks.tune`` at ``classes`` (C = 150; 19 by hand): registers,
     spills, shared memory, programs per SM, asynchronous copies, as compiled for sm_90a with
@@ -354,7 +366,7 @@ def static_report(cases=None, classes=150) -> list:
         bench = Problem("probe", *PROBE, case.classes, case.dtype)
         args = tune.forward_args(*make_inputs(bench, torch.device("cpu")))
         grads = [torch.empty_like(args[i]) for i in (0, 3, 6)]
-        for config in tune.candidates(case):
+        for config in _compiled_candidates(case):
             problem = tune.configure(tune.make_problem(args, *grads), config)
             real = layout.tile_grid(B, H * W, config.block_p, config.max_programs)
             probe_tiles = problem.fused_grid()[3]
