@@ -10,7 +10,10 @@ Events are exact: between two of them every rate is constant.
 Started together, the two programs stay in step: both compute while the memory idles.
 A program that starts ``offset`` microseconds late computes while the other's transfers
 run. ``jitter`` varies each tile's arithmetic by up to that fraction (seeded), to see
-whether an offset lasts. docs/kernel.md, "Two programs per SM out of step", uses the table
+whether an offset lasts. With the odd warps of every program late instead (the tile loop
+has no barrier, so warps run apart), the two "programs" are the SM's early and late warps:
+the same bytes, each scheduler's two warps computing in step (twice one program's
+arithmetic), and no pipe shared between the halves (``shared_pipe=False``). docs/kernel.md, "Two programs per SM out of step", uses the table
 this prints.
 """
 from __future__ import annotations
@@ -38,8 +41,10 @@ class _Program:
 
 
 def round_us(load_kb: float, store_kb: float, compute_us: float, kb_per_us: float,
-             offset_us: float, tiles: int = 64, jitter: float = 0.0, seed: int = 0) -> float:
-    """Average time per round (each program one tile) over ``tiles`` tiles."""
+             offset_us: float, tiles: int = 64, jitter: float = 0.0, seed: int = 0,
+             shared_pipe: bool = True) -> float:
+    """Average time per round (each program one tile) over ``tiles`` tiles. ``shared_pipe``:
+    the programs computing at once share the arithmetic pipe (each at its share)."""
     rng = random.Random(seed)
     work = lambda: compute_us * (1 + rng.uniform(-jitter, jitter))  # noqa: E731
     progs = [_Program("load", load_kb), _Program("wait" if offset_us > 0 else "load",
@@ -48,7 +53,7 @@ def round_us(load_kb: float, store_kb: float, compute_us: float, kb_per_us: floa
     while any(p.phase != "end" for p in progs):
         flows = sum(p.phase == "load" for p in progs) + sum(p.stores > 0 for p in progs)
         share = kb_per_us / flows if flows else 0.0
-        computing = sum(p.phase == "compute" for p in progs)
+        computing = sum(p.phase == "compute" for p in progs) if shared_pipe else 1
         # time to the next event at today's rates
         step = min([p.left for p in progs if p.phase == "wait"]
                    + [p.left / share for p in progs if p.phase == "load"]
@@ -83,20 +88,29 @@ def in_step_us(load_kb: float, store_kb: float, compute_us: float, kb_per_us: fl
 
 
 def table(offsets=(0, 1, 2, 3, 4, 5, 6), seeds=3, jitter=0.2) -> str:
-    lines = ["| layout | card | offset us | round us, exact | with jitter (3 seeds) | "
-             "memory bound us | % of copy, exact |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| layout | late | card | offset us | round us, exact | with jitter (3 seeds) | "
+             "memory bound us | % of copy, exact |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for layout, compute in COMPUTE_US.items():
-        for card, gbps in COPY_GBPS.items():
-            rate = gbps / SMS  # KB per microsecond per SM
-            bound = 2 * 2 * TILE_KB / rate
-            for off in offsets:
-                exact = round_us(TILE_KB, TILE_KB, compute, rate, off)
-                noisy = [round_us(TILE_KB, TILE_KB, compute, rate, off, jitter=jitter, seed=s)
-                         for s in range(seeds)]
-                lines.append(f"| {layout} | {card} | {off} | {exact:.2f} | "
-                             + " / ".join(f"{v:.2f}" for v in noisy)
-                             + f" | {bound:.2f} | {100 * bound / exact:.0f}% |")
+        for late, work, shared in (("one program", compute, True), ("odd warps", 2 * compute,
+                                                                     False)):
+            for card, gbps in COPY_GBPS.items():
+                lines += _rows(layout, late, card, gbps / SMS, work, shared, offsets, seeds,
+                               jitter)
     return "\n".join(lines)
+
+
+def _rows(layout, late, card, rate, work, shared, offsets, seeds, jitter) -> list[str]:
+    bound = 2 * 2 * TILE_KB / rate  # rate: KB per microsecond and SM
+    rows = []
+    for off in offsets:
+        exact = round_us(TILE_KB, TILE_KB, work, rate, off, shared_pipe=shared)
+        noisy = [round_us(TILE_KB, TILE_KB, work, rate, off, jitter=jitter, seed=s,
+                          shared_pipe=shared) for s in range(seeds)]
+        rows.append(f"| {layout} | {late} | {card} | {off} | {exact:.2f} | "
+                    + " / ".join(f"{v:.2f}" for v in noisy)
+                    + f" | {bound:.2f} | {100 * bound / exact:.0f}% |")
+    return rows
 
 
 def main(argv=None) -> int:

@@ -56,6 +56,7 @@ class Config:
     chunk: Optional[int] = None
     sum_chunk: Optional[int] = None  # one-read layouts: planes per step of the running sum
     stagger_ns: int = 0  # one of each SM's two programs sleeps this long first (one wave)
+    stagger_by: str = "pid"  # which: by program id, or the odd warps of every program ("warp")
 
     @property
     def block_p(self) -> int:
@@ -66,7 +67,8 @@ class Config:
         chunk = ("planes" if self.chunk is None else "resident" if self.chunk == RESIDENT
                  else "pairs" if self.chunk == PAIRS else f"c{self.chunk}")
         sums = "" if self.sum_chunk is None else f" sum{self.sum_chunk}"
-        stagger = f" stagger{self.stagger_ns}ns" if self.stagger_ns else ""
+        stagger = (f" stagger{self.stagger_ns}ns" + ("-warps" if self.stagger_by == "warp" else "")
+                   if self.stagger_ns else "")
         return (f"V{self.vector} w{self.warps} s{self.stages} {chunk} p{self.max_programs}"
                 f"{sums}{stagger}")
 
@@ -91,8 +93,9 @@ RESIDENT = -1  # Config.chunk of the one-read layout
 PAIRS = -2     # and of its 16-bit form, two pixels to a 32-bit word
 
 
-def _c(vector, warps, stages, max_programs, chunk=None, sum_chunk=None, stagger_ns=0) -> Config:
-    return Config(vector, warps, stages, max_programs, chunk, sum_chunk, stagger_ns)
+def _c(vector, warps, stages, max_programs, chunk=None, sum_chunk=None, stagger_ns=0,
+       stagger_by="pid") -> Config:
+    return Config(vector, warps, stages, max_programs, chunk, sum_chunk, stagger_ns, stagger_by)
 
 
 ONE_SUM = 256     # Config.sum_chunk of one max over all planes, then one sum
@@ -102,6 +105,12 @@ STAGGER = (3072, 768, 1536, 4608, 6144)  # Config.stagger_ns of the one-wave one
 # us, and nanosleep sleeps up to twice as long as asked). The first is a candidate of its own;
 # the others are timed right after it (``candidates``): the sleep is a run-time argument, so
 # they share its compiled kernel, and their times against the offset are the model's curve.
+STAGGER_WARPS = (4608, 3072, 6144)  # the same with the odd warps asleep (model: 3-5 us)
+
+
+def offsets(config: Config) -> tuple:
+    """The sleeps timed for a staggered config, its own first."""
+    return STAGGER_WARPS if config.stagger_by == "warp" else STAGGER
 
 
 # Most promising first (docs/kernel.md, "Tuning the large-C sweeps"). At C = 150 the second
@@ -114,6 +123,7 @@ CANDIDATES = {
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # the library's default: one read, 2 per SM
         _c(1, 4, 1, 264, RESIDENT),            # the same in one wave: 256 programs of 128 tiles
         _c(1, 4, 1, 264, RESIDENT, stagger_ns=STAGGER[0]),  # one of each SM's two out of step
+        _c(1, 4, 1, 264, RESIDENT, stagger_ns=STAGGER_WARPS[0], stagger_by="warp"),  # any pairing
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, ONE_SUM),  # the same, one max then one sum
         _c(1, 4, 3, SM_COUNT_H100, RESIDENT),  # the same, the next two tiles staged through
                                                # shared memory: one program per SM
@@ -134,6 +144,7 @@ CANDIDATES = {
                                                # then one sum (H200, 2026-11-27)
         _c(2, 4, 1, 264, PAIRS),               # the same in one wave: 256 programs of 64 tiles
         _c(2, 4, 1, 264, PAIRS, stagger_ns=STAGGER[0]),  # one of each SM's two out of step
+        _c(2, 4, 1, 264, PAIRS, stagger_ns=STAGGER_WARPS[0], stagger_by="warp"),  # any pairing
         _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, RUNNING_SUM),  # the same, the running sum
         _c(2, 4, 3, SM_COUNT_H100, PAIRS),     # the same, the next two tiles staged through
                                                # shared memory: one program per SM, 128 tiles
@@ -172,21 +183,21 @@ PIPELINED = {
 
 def candidates(case: Case) -> list[Config]:
     """The configurations tried for ``case``, the library's default first, each staggered one
-    followed by the same with the other offsets of ``STAGGER``, the pipelined ones
+    followed by the same with its other ``offsets``, the pipelined ones
     (``stages`` > 1, the sweeps' chunk loops through cp.async) last."""
     out = []
     for config in CANDIDATES[case.tag]:
         out.append(config)
         if config.stagger_ns:
-            out += [replace(config, stagger_ns=ns) for ns in STAGGER[1:]]
+            out += [replace(config, stagger_ns=ns) for ns in offsets(config)[1:]]
     return out + PIPELINED.get(case.tag, [])
 
 
 def quick(case: Case) -> list[Config]:
-    """``--quick``: at C = 150 the default, its one-wave grid and that grid's offsets; at
-    C = 19 the default (whose whole call the sweep times)."""
+    """``--quick``: at C = 150 the default, its one-wave grid, that grid's offsets and its
+    odd warps asleep; at C = 19 the default (whose whole call the sweep times)."""
     configs = candidates(case)
-    return configs[:2 + len(STAGGER)] if case.classes == 150 else configs[:1]
+    return configs[:2 + len(STAGGER) + len(STAGGER_WARPS)] if case.classes == 150 else configs[:1]
 
 
 def configure(problem, config: Config):
@@ -209,7 +220,7 @@ def configure(problem, config: Config):
         problem.classes = (0, config.chunk, -(-problem.C // config.chunk))
     if config.sum_chunk is not None:
         problem.sum_chunk = config.sum_chunk
-    problem.use_stagger(config.stagger_ns)
+    problem.use_stagger(config.stagger_ns, config.stagger_by)
     return problem
 
 
@@ -217,7 +228,7 @@ def launch_settings(problem) -> tuple:
     """What a launch of the fused pass depends on besides the tensors."""
     return (problem.vector, problem.warps, problem.stages, problem.max_programs,
             problem.block_p, tuple(problem.classes), problem.asm_planes, problem.pairs,
-            problem.sum_chunk, problem.stagger_ns)
+            problem.sum_chunk, problem.stagger_ns, problem.stagger_by)
 
 
 def forward_args(predictions: dict, targets: dict, log_vars):
@@ -503,7 +514,7 @@ def parse_args(argv):
     p.add_argument("--budget", type=float, default=480.0,
                    help="seconds for the whole run; configs past it are skipped (default 480)")
     p.add_argument("--quick", action="store_true",
-                   help="at C=150 the default, its one-wave grid and that grid's offsets; at "
+                   help="at C=150 the default, its one-wave grid, its offsets and sleepers; at "
                         "C=19 the default (its whole call with and without the one-byte "
                         "labels); 10 repetitions")
     p.add_argument("--cases", nargs="+", choices=[c.tag for c in CASES],

@@ -22,6 +22,9 @@ from .semantic import (ONLINE_CHUNK, TARGET_LAST, labels_and_weights, pairs_step
                        pairs_words_staged, planes_load, planes_staged, planes_step,
                        resident_step, sweeps_step, target_logit, tile_pairs)
 
+STAGGER_BY_PID = tl.constexpr(1)  # fused_loss_kernel's STAGGER: who sleeps, by ``sleeper``
+STAGGER_BY_WARP = tl.constexpr(2)  # or the odd warps of every program
+
 __all__ = ["fused_loss_kernel", "partial_sums_kernel", "finalize_kernel", "output_grad_kernel"]
 
 
@@ -81,14 +84,28 @@ def _depth_step(z, d, scale, gd_ptr, gd_off, in_image, WRITE_GRAD: tl.constexpr,
 
 
 @triton.jit
-def _staggered(pid, FIRST_WAVE: tl.constexpr, ns):
-    # pid, after ns nanoseconds of sleep in one of the two programs of each SM, so that
-    # one computes while the other's tile is in flight: started together, they load,
-    # compute and store in step, and the memory idles while both compute (docs/kernel.md,
-    # "Two programs per SM out of step"). Which one: ``sleeper``.
+def _staggered(pid, sleeps, ns):
+    # pid, after ns nanoseconds of sleep where ``sleeps``: one of the two programs of each
+    # SM, so that one computes while the other's tile is in flight. Started together, they
+    # load, compute and store in step, and the memory idles while both compute
+    # (docs/kernel.md, "Two programs per SM out of step").
     return tl.inline_asm_elementwise("nanosleep.u32 $2;\n\tmov.b32 $0, $1;", "=r,r,r",
-                                     [pid, tl.where(sleeper(pid, FIRST_WAVE), ns, 0)],
-                                     dtype=tl.int32, is_pure=False, pack=1)
+                                     [pid, tl.where(sleeps, ns, 0)], dtype=tl.int32,
+                                     is_pure=False, pack=1)
+
+
+@triton.jit
+def _odd_warps_staggered(pid, ns):
+    # pid, after ns nanoseconds of sleep in the odd warps of the program. The one-read tile
+    # loop has no barrier, so its warps run apart: half of an SM's warps then compute while
+    # the other half's tiles are in flight, whichever programs share the SM (each scheduler's
+    # two warps stay in step with each other; docs/kernel.md).
+    # (The sleep is ns times the warp index's low bit: a sleep predicated on %tid made ptxas
+    # add a divergent path, BRA.DIV, to the final reductions.)
+    return tl.inline_asm_elementwise(
+        "{\n\t.reg .u32 t;\n\tmov.u32 t, %tid.x;\n\tbfe.u32 t, t, 5, 1;\n\t"
+        "mul.lo.u32 t, t, $2;\n\tnanosleep.u32 t;\n\tmov.b32 $0, $1;\n\t}", "=r,r,r",
+        [pid, ns], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
@@ -119,7 +136,7 @@ def fused_loss_kernel(
     V: tl.constexpr, BLOCK_P: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr,
     ACC_FP64: tl.constexpr, SWEEP_STAGES: tl.constexpr, ASM_PLANES: tl.constexpr = False,
     PAIRS: tl.constexpr = False, TILE_STAGES: tl.constexpr = 1, STAGED: tl.constexpr = False,
-    SUM_CHUNK: tl.constexpr = ONLINE_CHUNK, STAGGER: tl.constexpr = False,
+    SUM_CHUNK: tl.constexpr = ONLINE_CHUNK, STAGGER: tl.constexpr = 0,
     FIRST_WAVE: tl.constexpr = 0,
 ):
     # One pass over the predictions. Program pid takes tiles pid, pid + programs,
@@ -141,11 +158,14 @@ def fused_loss_kernel(
     # loops pipelined SWEEP_STAGES deep (1: not pipelined).
     # FLAT: every tensor has stride_h == W * stride_w, so pixel q sits at q * stride_w.
     # STAGGER (compiled, a grid of one wave): one program of each pair sharing an SM
-    # sleeps stagger_ns nanoseconds before its first tile (_staggered).
+    # sleeps stagger_ns nanoseconds before its first tile (_staggered), the one ``sleeper``
+    # names (STAGGER_BY_PID); or the odd warps of every program do (STAGGER_BY_WARP).
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
-    if STAGGER:
-        pid = _staggered(pid, FIRST_WAVE, stagger_ns)
+    if STAGGER == STAGGER_BY_PID:
+        pid = _staggered(pid, sleeper(pid, FIRST_WAVE), stagger_ns)
+    elif STAGGER == STAGGER_BY_WARP:
+        pid = _odd_warps_staggered(pid, stagger_ns)
     nprog = tl.num_programs(0)
     scale_ptr = state_ptr + ROW_SCALE * SLOTS
     scale_sem = tl.load(scale_ptr + SLOT_SEMANTIC).to(ACC)

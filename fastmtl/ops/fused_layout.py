@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 import fastmtl.kernels as K
+from fastmtl.kernels.fused_loss import STAGGER_BY_PID, STAGGER_BY_WARP
 from fastmtl.kernels.semantic import ONLINE_CHUNK
 from fastmtl.ops.common import bchw_strides, bhw_strides, cdiv, interpreted, next_power_of_2
 
@@ -151,7 +152,7 @@ class Problem:
         self.pairs = False  # 16-bit class planes moved as words of two pixels (V = 2)
         self.one_read = False  # every class plane of a tile in registers at large C
         self.sum_chunk = SUM_CHUNK
-        self.stagger_ns, self.first_wave = 0, 0  # use_stagger
+        self.stagger_ns, self.first_wave, self.stagger_by = 0, 0, "pid"  # use_stagger
         self.classes = class_layout(self.C, x is not None, self.vector,
                                    2 if self.acc_fp64 else 1, max_block_c)
         if self.classes[0] == 0 and x is not None:
@@ -210,13 +211,23 @@ class Problem:
         self.pairs = True
         self.sum_chunk = PAIRS_SUM_CHUNK
 
-    def use_stagger(self, ns: int) -> None:
+    def use_stagger(self, ns: int, by: str = "pid") -> None:
         """One program of each pair sharing an SM sleeps ``ns`` nanoseconds before its first
         tile (compiled only; the results do not depend on it). For a grid of one wave at two
         programs per SM (``STAGGER_PROGRAMS``): docs/kernel.md, "Two programs per SM out of
-        step"."""
+        step". ``by``: "pid", the programs ``kernels.fused_loss.sleeper`` names, or "warp",
+        the odd warps of every program (whatever the block scheduler's pairing)."""
+        assert by in ("pid", "warp"), by
         self.stagger_ns = 0 if interpreted() else ns
         self.first_wave = multiprocessors(self.device) if self.stagger_ns else 0
+        self.stagger_by = by
+
+    @property
+    def stagger(self) -> int:
+        """fused_loss_kernel's STAGGER: 0 (off), STAGGER_BY_PID or STAGGER_BY_WARP."""
+        if not self.stagger_ns:
+            return 0
+        return (STAGGER_BY_WARP if self.stagger_by == "warp" else STAGGER_BY_PID).value
 
     @property
     def staged(self) -> bool:
@@ -284,7 +295,7 @@ class Problem:
             TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64,
             SWEEP_STAGES=self.stages if classes == 0 else 1, ASM_PLANES=self.asm_planes,
             PAIRS=self.pairs, TILE_STAGES=self.stages, STAGED=self.staged,
-            SUM_CHUNK=self.sum_chunk, STAGGER=self.stagger_ns > 0, FIRST_WAVE=self.first_wave,
+            SUM_CHUNK=self.sum_chunk, STAGGER=self.stagger, FIRST_WAVE=self.first_wave,
             **self.flags,
             num_warps=self.warps, num_stages=self.stages)
         return nprog

@@ -26,6 +26,14 @@ def test_no_schedule_beats_the_memory_bound(offset, jitter, seed):
         assert got <= pm.in_step_us(76.8, 40.0, compute * (1 + jitter), RATE) + offset / 24 + 1e-9
 
 
+@pytest.mark.parametrize("compute", [0.5, 2.43, 4.86])
+def test_halves_on_their_own_pipes_in_step_take_the_same_time(compute):
+    # Started together, halves that do not share a pipe each compute 2 K in the time two
+    # programs sharing one take for K each.
+    own = pm.round_us(76.8, 76.8, 2 * compute, RATE, 0.0, tiles=16, shared_pipe=False)
+    assert own == pytest.approx(pm.in_step_us(76.8, 76.8, compute, RATE), rel=1e-9)
+
+
 def test_without_arithmetic_the_memory_never_idles():
     for offset in (0.0, 2.0):
         got = pm.round_us(76.8, 76.8, 0.0, RATE, offset, tiles=8)
@@ -37,4 +45,5 @@ def test_the_table_prints_from_the_command_line(capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| bf16") or
             line.startswith("| fp32")]
-    assert len(rows) == 2 * 2 * 7 and all(not math.isnan(float(r.split("|")[4])) for r in rows)
+    assert len(rows) == 2 * 2 * 2 * 7
+    assert all(not math.isnan(float(r.split("|")[5])) for r in rows)

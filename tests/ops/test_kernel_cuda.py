@@ -235,8 +235,9 @@ def test_target_class_last_on_gpu(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_staggered_programs_match_pytorch_and_their_grid_on_gpu(dtype, monkeypatch):
     """C = 150 in one wave of two programs per SM, one of each pair sleeping before its first
-    tile (benchmarks.tune's stagger candidates): PyTorch's loss and gradients, and bitwise
-    the results of the same grid without the sleep (the partial sums follow the grid only)."""
+    tile, chosen by program id, or the odd warps of every program (benchmarks.tune's stagger
+    candidates): PyTorch's loss and gradients, and bitwise the results of the same grid
+    without the sleep (the partial sums follow the grid only)."""
     import sys
     from pathlib import Path
 
@@ -249,14 +250,15 @@ def test_staggered_programs_match_pytorch_and_their_grid_on_gpu(dtype, monkeypat
     pred, tgt = _device(*make_inputs(B=4, C=150, H=128, W=256, dtype=dtype, seed=7))
     cw = torch.rand(150, device="cuda") + 0.5
     results, built = [], []
-    for ns in (tune.STAGGER[0], 0):
-        config = tune.Config(vector, 4, 1, 264, layout, stagger_ns=ns)
+    for ns, by in ((tune.STAGGER[0], "pid"), (tune.STAGGER_WARPS[0], "warp"), (0, "pid")):
+        config = tune.Config(vector, 4, 1, 264, layout, stagger_ns=ns, stagger_by=by)
 
         class Configured(ops.Problem):
             def __init__(self, *a, **kw):
                 super().__init__(*a, **kw)
                 tune.configure(self, config)
-                built.append((self.stagger_ns, self.first_wave, self.fused_grid()[:2]))
+                built.append((self.stagger_ns, self.first_wave, self.stagger,
+                              self.fused_grid()[:2]))
 
         monkeypatch.setattr(ops, "Problem", Configured)
         common.clear_call_caches()
@@ -267,10 +269,12 @@ def test_staggered_programs_match_pytorch_and_their_grid_on_gpu(dtype, monkeypat
         results.append(kernel)
     common.clear_call_caches()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    assert {b[:2] for b in built} == {(tune.STAGGER[0], sms), (0, 0)}
-    assert {b[2][0] for b in built} == {256} and all(b[2][1] > 1 for b in built)
-    staggered, plain = results
-    for a, b in zip(torch.utils._pytree.tree_leaves(staggered),
-                    torch.utils._pytree.tree_leaves(plain)):
-        if isinstance(a, torch.Tensor):
-            assert torch.equal(a, b)
+    assert {b[:3] for b in built} == {(tune.STAGGER[0], sms, 1),
+                                      (tune.STAGGER_WARPS[0], sms, 2), (0, 0, 0)}
+    assert {b[3][0] for b in built} == {256} and all(b[3][1] > 1 for b in built)
+    *staggered, plain = results
+    for result in staggered:
+        for a, b in zip(torch.utils._pytree.tree_leaves(result),
+                        torch.utils._pytree.tree_leaves(plain)):
+            if isinstance(a, torch.Tensor):
+                assert torch.equal(a, b)

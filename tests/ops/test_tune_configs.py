@@ -51,10 +51,12 @@ def test_help_and_config_list_build_on_cpu():
         listed = tune.CANDIDATES[case.tag]
         assert (12 <= len(listed) <= 16) if c150 else (2 <= len(listed) <= 6), case
         # each staggered candidate is followed by its other offsets (one compiled kernel)
-        offsets = [c for c in configs if c.stagger_ns not in (0, tune.STAGGER[0])]
-        assert [c for c in configs if c not in offsets][:len(listed)] == listed
-        assert offsets == [replace(c, stagger_ns=ns) for c in listed if c.stagger_ns
-                           for ns in tune.STAGGER[1:]]
+        others = [c for c in configs if c.stagger_ns not in (0, tune.offsets(c)[0])]
+        assert [c for c in configs if c not in others][:len(listed)] == listed
+        assert others == [replace(c, stagger_ns=ns) for c in listed if c.stagger_ns
+                          for ns in tune.offsets(c)[1:]]
+        assert {c.stagger_by for c in listed if c.stagger_ns} == ({"pid", "warp"} if c150
+                                                                 else set())
         default = configs[0]
         assert default.max_programs == 16384 and default.warps == 4 and default.stages == 1
         # 8-byte accesses; at C = 150 one pixel per thread with every plane in registers
@@ -69,7 +71,7 @@ def test_help_and_config_list_build_on_cpu():
             assert config.max_programs in (*tune.PERSISTENT, tune.DEFAULT_PROGRAMS), config
     args = tune.parse_args(["--out", "x", "--quick"])
     assert [(c.tag, len(cs)) for c, cs in tune.plan(args)] == [
-        ("C150-fp32", 7), ("C150-bf16", 7), ("C19-fp32", 1), ("C19-bf16", 1)]
+        ("C150-fp32", 10), ("C150-bf16", 10), ("C19-fp32", 1), ("C19-bf16", 1)]
 
 
 def test_run_case_checks_every_config_and_writes_the_table(tmp_path):
@@ -190,6 +192,7 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
         # One of each SM's two programs sleeps once, before its first tile, and only in the
         # grids of one wave (fastmtl.kernels.fused_loss._staggered).
         assert r["sleeps"] == (1 if r["stagger_ns"] else 0) and r["loop_sleeps"] == 0, r
+
         if r["stagger_ns"]:
             assert r["max_programs"] == 2 * tune.SM_COUNT_H100 and r["programs_per_sm"] == 2, r
         if r["chunk"] == tune.PAIRS and r["tiles_per_program"] > 1:
@@ -345,7 +348,7 @@ def stages_report() -> list:
 def _compiled_candidates(case) -> list:
     """The candidates that compile to distinct kernels: a staggered one's other offsets are
     a run-time argument of the same kernel."""
-    return [c for c in tune.candidates(case) if c.stagger_ns in (0, tune.STAGGER[0])]
+    return [c for c in tune.candidates(case) if c.stagger_ns in (0, tune.offsets(c)[0])]
 
 
 def static_report(cases=None, classes=150) -> list:
