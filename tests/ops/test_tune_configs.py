@@ -96,10 +96,14 @@ def test_run_case_checks_every_config_and_writes_the_table(tmp_path):
     late = tune.run_case(tune.Case("C150-bf16", 150, "bf16", "1x8x8"), configs,
                          torch.device("cpu"), 1.0, 1, deadline=0.0, log=lambda s: None)
     assert late["rows"] == [] and late["skipped"] == [c.name for c in configs]
+    from benchmarks.program_pairs import pairing
+
+    pairs = pairing([p % 4 for p in range(8)], [0, 1, 0, 1, 1, 0, 1, 0], 4)
     md = tune.markdown(dict(device="cpu", command="python -m benchmarks.tune --out x",
                             date="today", commit=None, copy_gbps=1.0, cases=[result, late],
-                            skipped_cases=["C19-fp32"]))
+                            skipped_cases=["C19-fp32"], program_pairs=pairs))
     assert md.count("| * |") == 1 and "(default)" in md and "Skipped (budget)" in md
+    assert "4 of 4 SMs held two" in md and "split 4 of the 4 pairs" in md
 
 
 @pytest.mark.cuda
