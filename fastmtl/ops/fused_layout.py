@@ -33,6 +33,7 @@ PAIRS_SUM_CHUNK = 256   # and of the pixel pairs': one max over every plane, the
 STAGGER_NS = 0          # the one-read layouts' grid of one wave (two programs per SM) with
                         # one of each SM's pair sleeping this long first (0: off, the
                         # grid of FUSED_PROGRAMS; not timed)
+STAGGER_BY = "pid"      # who sleeps: by program id, or "warp" (Problem.use_stagger)
 STAGGER_PROGRAMS = 264  # that grid's program cap: two per SM of an H100 or H200
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
 SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte accesses)
@@ -182,7 +183,7 @@ class Problem:
             self.stages, self.max_programs = STAGED_STAGES, STAGED_PROGRAMS
         elif STAGGER_NS and self.one_read:
             self.max_programs = STAGGER_PROGRAMS
-            self.use_stagger(STAGGER_NS)
+            self.use_stagger(STAGGER_NS, STAGGER_BY)
         self.configure_prepass(PREPASS_VECTOR, PREPASS_WARPS, PREPASS_PROGRAMS)
 
     def configure_prepass(self, vector: int, warps: int, max_programs: int) -> None:

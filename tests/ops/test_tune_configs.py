@@ -125,6 +125,27 @@ def test_quick_run_on_gpu(tmp_path):
     assert (tmp_path / "tune.md").read_text().count("| * |") == len(result["cases"])
 
 
+@pytest.mark.parametrize("by", ["pid", "warp"])
+def test_a_stagger_switched_on_takes_the_one_wave_grid(by, monkeypatch):
+    """fused_layout.STAGGER_NS (off until timed) switched on: the one-read layouts take the grid
+    of one wave and the sleep (compiled only: the interpreter runs the same grid without it);
+    the sweeps keep their grid."""
+    from benchmarks.problem import Problem, make_inputs
+    from fastmtl.ops import fused_layout as layout
+    from fastmtl.ops.common import interpreted
+
+    monkeypatch.setattr(layout, "STAGGER_NS", 3072)
+    monkeypatch.setattr(layout, "STAGGER_BY", by)
+    for C, dtype, one_read in ((150, "bf16", True), (150, "fp32", True), (19, "fp32", False)):
+        bench = Problem("probe", 2, 16, 32, C, dtype)
+        args = tune.forward_args(*make_inputs(bench, torch.device("cpu")))
+        p = tune.make_problem(args, None, None, None)
+        assert p.one_read == one_read
+        assert p.max_programs == (layout.STAGGER_PROGRAMS if one_read else layout.FUSED_PROGRAMS)
+        assert p.stagger_ns == (3072 if one_read and not interpreted() else 0)
+        assert p.stagger_by == (by if one_read else "pid")
+
+
 def test_configure_sets_the_library_default_and_the_layout():
     from benchmarks.problem import Problem, make_inputs
     from fastmtl.ops.common import interpreted
