@@ -18,8 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fastmtl.kernels.fused_loss import sleeper
 from fastmtl.ops.fused_layout import multiprocessors
+from fastmtl.kernels.fused_loss import sleeper  # after fastmtl.ops, which maps kernels/ in a checkout
 
 
 @triton.jit

@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from benchmarks import program_pairs
-from fastmtl.kernels.fused_loss import sleeper
+from fastmtl.kernels.fused_loss import sleeper  # after benchmarks.program_pairs, which imports fastmtl.ops
 
 
 @triton.jit
