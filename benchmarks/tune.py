@@ -57,6 +57,8 @@ class Config:
     sum_chunk: Optional[int] = None  # one-read layouts: planes per step of the running sum
     stagger_ns: int = 0  # one of each SM's two programs sleeps this long first (one wave)
     stagger_by: str = "pid"  # which: by program id, or the odd warps of every program ("warp")
+    kept: Optional[bool] = None  # one-read layouts: the sum's exponentials kept for the
+    # gradient (None: the library's choice, fused_layout.KEPT_EXPS)
 
     @property
     def block_p(self) -> int:
@@ -69,8 +71,9 @@ class Config:
         sums = "" if self.sum_chunk is None else f" sum{self.sum_chunk}"
         stagger = (f" stagger{self.stagger_ns}ns" + ("-warps" if self.stagger_by == "warp" else "")
                    if self.stagger_ns else "")
+        kept = {None: "", True: " kept", False: " exps-again"}[self.kept]
         return (f"V{self.vector} w{self.warps} s{self.stages} {chunk} p{self.max_programs}"
-                f"{sums}{stagger}")
+                f"{sums}{stagger}{kept}")
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,9 @@ PAIRS = -2     # and of its 16-bit form, two pixels to a 32-bit word
 
 
 def _c(vector, warps, stages, max_programs, chunk=None, sum_chunk=None, stagger_ns=0,
-       stagger_by="pid") -> Config:
-    return Config(vector, warps, stages, max_programs, chunk, sum_chunk, stagger_ns, stagger_by)
+       stagger_by="pid", kept=None) -> Config:
+    return Config(vector, warps, stages, max_programs, chunk, sum_chunk, stagger_ns, stagger_by,
+                  kept)
 
 
 ONE_SUM = 256     # Config.sum_chunk of one max over all planes, then one sum
@@ -120,11 +124,13 @@ def offsets(config: Config) -> tuple:
 # enough bytes in flight (resident pixels x CHUNK x element size per SM) with so few threads.
 CANDIDATES = {
     "C150-fp32": [
-        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # the library's default: one read, 2 per SM
+        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # the library's default: one read, 2 per SM,
+                                               # the sum's exponentials kept for the gradient
+        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, kept=False),  # the gradient's taken again
+        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, ONE_SUM),  # the same, one max then one sum
         _c(1, 4, 1, 264, RESIDENT),            # the same in one wave: 256 programs of 128 tiles
         _c(1, 4, 1, 264, RESIDENT, stagger_ns=STAGGER[0]),  # one of each SM's two out of step
         _c(1, 4, 1, 264, RESIDENT, stagger_ns=STAGGER_WARPS[0], stagger_by="warp"),  # any pairing
-        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, ONE_SUM),  # the same, one max then one sum
         _c(1, 4, 3, SM_COUNT_H100, RESIDENT),  # the same, the next two tiles staged through
                                                # shared memory: one program per SM
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the sweeps: 5 x 256 px per SM
@@ -141,11 +147,13 @@ CANDIDATES = {
     "C150-bf16": [
         _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS),  # the library's default: one read, two pixels
                                                # per 32-bit word (H100, 2026-11-26), one max
-                                               # then one sum (H200, 2026-11-27)
+                                               # then one sum (H200, 2026-11-27), the
+                                               # sum's exponentials kept, packed
+        _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, kept=False),  # the gradient's taken again
+        _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, RUNNING_SUM),  # the same, the running sum
         _c(2, 4, 1, 264, PAIRS),               # the same in one wave: 256 programs of 64 tiles
         _c(2, 4, 1, 264, PAIRS, stagger_ns=STAGGER[0]),  # one of each SM's two out of step
         _c(2, 4, 1, 264, PAIRS, stagger_ns=STAGGER_WARPS[0], stagger_by="warp"),  # any pairing
-        _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, RUNNING_SUM),  # the same, the running sum
         _c(2, 4, 3, SM_COUNT_H100, PAIRS),     # the same, the next two tiles staged through
                                                # shared memory: one program per SM, 128 tiles
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the sweeps: 6 x 256 px per SM
@@ -194,10 +202,11 @@ def candidates(case: Case) -> list[Config]:
 
 
 def quick(case: Case) -> list[Config]:
-    """``--quick``: at C = 150 the default, its one-wave grid, that grid's offsets and its
-    odd warps asleep; at C = 19 the default (whose whole call the sweep times)."""
+    """``--quick``: at C = 150 the default, the same taking the gradient's exponentials
+    again, the other sum and the one-wave grid; at C = 19 the default (whose whole call the
+    sweep times)."""
     configs = candidates(case)
-    return configs[:2 + len(STAGGER) + len(STAGGER_WARPS)] if case.classes == 150 else configs[:1]
+    return configs[:4] if case.classes == 150 else configs[:1]
 
 
 def configure(problem, config: Config):
@@ -221,6 +230,8 @@ def configure(problem, config: Config):
     if config.sum_chunk is not None:
         problem.sum_chunk = config.sum_chunk
     problem.use_stagger(config.stagger_ns, config.stagger_by)
+    if config.kept is not None:
+        problem.kept = config.kept
     return problem
 
 
@@ -228,7 +239,7 @@ def launch_settings(problem) -> tuple:
     """What a launch of the fused pass depends on besides the tensors."""
     return (problem.vector, problem.warps, problem.stages, problem.max_programs,
             problem.block_p, tuple(problem.classes), problem.asm_planes, problem.pairs,
-            problem.sum_chunk, problem.stagger_ns, problem.stagger_by)
+            problem.sum_chunk, problem.stagger_ns, problem.stagger_by, problem.kept)
 
 
 def forward_args(predictions: dict, targets: dict, log_vars):

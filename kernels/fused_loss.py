@@ -136,7 +136,8 @@ def fused_loss_kernel(
     V: tl.constexpr, BLOCK_P: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr,
     ACC_FP64: tl.constexpr, SWEEP_STAGES: tl.constexpr, ASM_PLANES: tl.constexpr = False,
     PAIRS: tl.constexpr = False, TILE_STAGES: tl.constexpr = 1, STAGED: tl.constexpr = False,
-    SUM_CHUNK: tl.constexpr = ONLINE_CHUNK, STAGGER: tl.constexpr = 0,
+    SUM_CHUNK: tl.constexpr = ONLINE_CHUNK, KEPT: tl.constexpr = False,
+    STAGGER: tl.constexpr = 0,
     FIRST_WAVE: tl.constexpr = 0,
 ):
     # One pass over the predictions. Program pid takes tiles pid, pid + programs,
@@ -153,7 +154,8 @@ def fused_loss_kernel(
     # pipelined TILE_STAGES deep; STAGED (a one-read layout, whole tiles, unit pixel stride,
     # TILE_STAGES > 1): the planes loaded 16 classes at a time, so that the pipeline stages
     # them through shared memory (semantic.planes_staged). The one-read layouts sum the
-    # exponentials over chunks of SUM_CHUNK planes with a running max (semantic._lse2).
+    # exponentials over chunks of SUM_CHUNK planes with a running max (semantic._lse2);
+    # KEPT: they keep those exponentials in the logits' registers for the gradient.
     # CLASSES == 0 makes two sweeps over NUM_CHUNKS chunks of CHUNK classes, their chunk
     # loops pipelined SWEEP_STAGES deep (1: not pipelined).
     # FLAT: every tensor has stride_h == W * stride_w, so pixel q sits at q * stride_w.
@@ -237,11 +239,11 @@ def fused_loss_kernel(
                 acc_sem += pairs_step(xs, t_lo, w_lo, t_hi, w_hi, scale_sem, x_ptr,
                                       b * x_sb + q, x_sc, gx_ptr, b * gx_sb + q, gx_sc, in_pair,
                                       CLASSES, WRITE_GRAD, x_ptr.dtype.element_ty, SUM_CHUNK,
-                                      ASM_PLANES)
+                                      ASM_PLANES, KEPT)
             elif HAS_SEM and CLASSES > TARGET_LAST:
                 acc_sem += resident_step(xs, t, wt, scale_sem, x_ptr, x_off, x_sc, gx_ptr, g_off,
                                          gx_sc, in_image, CLASSES, WRITE_GRAD, ACC, SUM_CHUNK,
-                                         ASM_PLANES)
+                                         ASM_PLANES, KEPT)
             elif HAS_SEM and CLASSES > 0:
                 acc_sem += planes_step(xs, t, wt, scale_sem, gx_ptr, g_off, gx_sc, in_image,
                                        CLASSES, WRITE_GRAD, ACC, ASM_PLANES)

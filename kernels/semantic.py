@@ -182,13 +182,19 @@ TARGET_LAST = tl.constexpr(64)
 @triton.jit
 def resident_step(xs, t, w, scale, x_ptr, x_off, x_sc, gx_ptr, g_off, gx_sc, in_image,
                   CLASSES: tl.constexpr, WRITE_GRAD: tl.constexpr, ACC: tl.constexpr,
-                  SUM_CHUNK: tl.constexpr, ASM: tl.constexpr = False):
+                  SUM_CHUNK: tl.constexpr, ASM: tl.constexpr = False, KEPT: tl.constexpr = False):
     """``planes_step`` for CLASSES > TARGET_LAST (one pixel per thread at C = 150): no class
     compares its index with the label. The sum is a running one over chunks of planes
     (``_lse2``), each exponent one FMA in base 2; the target's logit is loaded again after the
     sum (from cache: the plane was just read) and its gradient ws * (softmax - 1) stored after
-    the class loop, over the ws * softmax that loop wrote there (same thread, same address)."""
-    lse2 = _lse2(xs, CLASSES, ACC, SUM_CHUNK)
+    the class loop, over the ws * softmax that loop wrote there (same thread, same address).
+    KEPT (float32 logits): the sum's exponentials replace the logits in registers and the
+    gradient is each one times its chunk's factor (``_kept_lse2``): one multiply per class
+    where it was an FMA and an exponential."""
+    if KEPT:
+        lse2, xs, shifts = _kept_lse2(xs, CLASSES, ACC, SUM_CHUNK)
+    else:
+        lse2 = _lse2(xs, CLASSES, ACC, SUM_CHUNK)
     valid = in_image & (t >= 0)
     target = tl.where(valid, t, 0).to(tl.int64)
     if ASM:  # unconditional load: where not valid, plane 0 (clamped as ``planes_load``)
@@ -198,8 +204,13 @@ def resident_step(xs, t, w, scale, x_ptr, x_off, x_sc, gx_ptr, g_off, gx_sc, in_
     x_t = tl.where(valid, x_t.to(ACC), 0.0)
     if WRITE_GRAD:
         ws = w * scale
+        if KEPT:
+            factors = _kept_factors(shifts, lse2, ws, (CLASSES + SUM_CHUNK - 1) // SUM_CHUNK)
         for c in tl.static_range(CLASSES):
-            g = tl.exp2(xs[c].to(ACC) * LOG2E - lse2) * ws
+            if KEPT:
+                g = xs[c] * factors[c // SUM_CHUNK]
+            else:
+                g = tl.exp2(xs[c].to(ACC) * LOG2E - lse2) * ws
             _store(gx_ptr + g_off + c * tl.cast(gx_sc, tl.int64), g, in_image, ASM)
         g = (tl.exp2(x_t * LOG2E - lse2) - 1.0) * ws
         _store(gx_ptr + g_off + target * tl.cast(gx_sc, tl.int64), g, valid, ASM)
@@ -416,6 +427,43 @@ def _lse2(xs, CLASSES: tl.constexpr, ACC: tl.constexpr, SUM_CHUNK: tl.constexpr)
 
 
 @triton.jit
+def _kept_lse2(xs, CLASSES: tl.constexpr, ACC: tl.constexpr, SUM_CHUNK: tl.constexpr):
+    """``_lse2`` that keeps what it sums: (lse2, es, shifts), es[c] = 2^(x_c log2 e - shifts[k])
+    for plane c of chunk k (at most 1: a chunk's shift is the running max after it). The
+    gradient is then es[c] times its chunk's factor (``_kept_factors``)."""
+    m = tl.full(xs[0].shape, float("-inf"), ACC)
+    s = tl.zeros_like(m)
+    es = ()
+    shifts = ()
+    for k in tl.static_range((CLASSES + SUM_CHUNK - 1) // SUM_CHUNK):
+        m_new = tl.maximum(m, _chunk_max(xs, k * SUM_CHUNK, CLASSES, 0, ACC, ACC, SUM_CHUNK))
+        shift = _shift(m_new)
+        s = s * tl.exp2(m * LOG2E - shift)
+        for c in tl.static_range(k * SUM_CHUNK, min(CLASSES, (k + 1) * SUM_CHUNK)):
+            e = tl.exp2(xs[c].to(ACC) * LOG2E - shift)
+            s += e
+            es = es + (e,)
+        shifts = shifts + (shift,)
+        m = m_new
+    return tl.log2(s) + _shift(m), es, shifts
+
+
+@triton.jit
+def _kept_factors(shifts, lse2, ws, CHUNKS: tl.constexpr):
+    # ws * softmax = es[c] * 2^(shift_k - lse2) * ws: one factor per chunk, at most ws (the
+    # sum is at least 1), 0 where the chunk's max lies far below the final one. A chunk of
+    # -inf only kept 0s under the shift 0 (``_shift``): its factor is ws, not 2^(0 - lse2),
+    # which overflows where every max is far below 0; an lse2 of -inf (no finite logit) or
+    # NaN keeps 2^(inf) or NaN, so that 0 * factor is NaN there, as the exponentials were.
+    factors = ()
+    for k in tl.static_range(CHUNKS):
+        d = shifts[k] - lse2
+        d = tl.where((d > 0.0) & (lse2 > float("-inf")), 0.0, d)
+        factors = factors + (tl.exp2(d) * ws,)
+    return factors
+
+
+@triton.jit
 def _pair_lse2(words, TY: tl.constexpr, CLASSES: tl.constexpr, ASM: tl.constexpr,
                SUM_CHUNK: tl.constexpr):
     """``_lse2`` of both pixels of each pair (low, high). ASM (compiled): each chunk's max on
@@ -435,6 +483,46 @@ def _pair_lse2(words, TY: tl.constexpr, CLASSES: tl.constexpr, ASM: tl.constexpr
         s_hi, m_hi = _online_add(s_hi, m_hi, words, k * SUM_CHUNK, CLASSES, cm_hi, 2, TY,
                                  tl.float32, SUM_CHUNK)
     return tl.log2(s_lo) + _shift(m_lo), tl.log2(s_hi) + _shift(m_hi)
+
+
+@triton.jit
+def _kept_pair_lse2(words, TY: tl.constexpr, CLASSES: tl.constexpr, ASM: tl.constexpr,
+                    SUM_CHUNK: tl.constexpr):
+    """``_pair_lse2`` that keeps what it sums, as ``_kept_lse2`` does, each pair's two
+    exponentials packed into the word its logits held (rounded to TY: 2^-8 relative in bf16,
+    up to a unit of the gradient before its own rounding's half). Returns (lse_lo, lse_hi, es,
+    shifts_lo, shifts_hi)."""
+    m_lo = tl.full(words[0].shape, float("-inf"), tl.float32)
+    m_hi = m_lo
+    s_lo = tl.zeros_like(m_lo)
+    s_hi = s_lo
+    es = ()
+    shifts_lo = ()
+    shifts_hi = ()
+    for k in tl.static_range((CLASSES + SUM_CHUNK - 1) // SUM_CHUNK):
+        if ASM:
+            cm_lo, cm_hi = _packed_chunk_max(words, k * SUM_CHUNK, CLASSES, TY, SUM_CHUNK)
+        else:
+            cm_lo = _chunk_max(words, k * SUM_CHUNK, CLASSES, 1, TY, tl.float32, SUM_CHUNK)
+            cm_hi = _chunk_max(words, k * SUM_CHUNK, CLASSES, 2, TY, tl.float32, SUM_CHUNK)
+        new_lo = tl.maximum(m_lo, cm_lo)
+        new_hi = tl.maximum(m_hi, cm_hi)
+        shift_lo = _shift(new_lo)
+        shift_hi = _shift(new_hi)
+        s_lo = s_lo * tl.exp2(m_lo * LOG2E - shift_lo)
+        s_hi = s_hi * tl.exp2(m_hi * LOG2E - shift_hi)
+        for c in tl.static_range(k * SUM_CHUNK, min(CLASSES, (k + 1) * SUM_CHUNK)):
+            e_lo = tl.exp2(_half(words[c], 1, TY) * LOG2E - shift_lo)
+            e_hi = tl.exp2(_half(words[c], 2, TY) * LOG2E - shift_hi)
+            s_lo += e_lo
+            s_hi += e_hi
+            es = es + (_pack(e_lo, e_hi, TY, ASM),)
+        shifts_lo = shifts_lo + (shift_lo,)
+        shifts_hi = shifts_hi + (shift_hi,)
+        m_lo = new_lo
+        m_hi = new_hi
+    return (tl.log2(s_lo) + _shift(m_lo), tl.log2(s_hi) + _shift(m_hi), es, shifts_lo,
+            shifts_hi)
 
 
 @triton.jit
@@ -481,7 +569,7 @@ def _store_target_grad(words, stride, t, x_t, lse2, ws, in_pair, HALF: tl.conste
 @triton.jit
 def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr, g_off, gx_sc,
                in_pair, CLASSES: tl.constexpr, WRITE_GRAD: tl.constexpr, TY: tl.constexpr,
-               SUM_CHUNK: tl.constexpr, ASM: tl.constexpr = False):
+               SUM_CHUNK: tl.constexpr, ASM: tl.constexpr = False, KEPT: tl.constexpr = False):
     """``planes_step`` for the pixel pairs of ``pairs_words`` (float32 arithmetic): per
     pair, the sum of its two pixels' w_p * loss_p; stores dx two pixels to a 32-bit word.
     The low and high pixels' sums over classes are independent chains: a thread has twice
@@ -489,8 +577,14 @@ def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr,
     unpacking and packing through inline PTX, so that registers hold the CLASSES words and
     little else. The target class is not picked out inside the class loops: its logit is
     loaded again (``_pair_target``) and its gradient stored again after them
-    (``_store_target_grad``)."""
-    lse_lo, lse_hi = _pair_lse2(words, TY, CLASSES, ASM, SUM_CHUNK)
+    (``_store_target_grad``). KEPT: the sum's exponentials, packed, replace the words
+    (``_kept_pair_lse2``); the gradient multiplies them by a factor per chunk instead of
+    taking each exponential again (half the MUFU.EX2 of the tile)."""
+    if KEPT:
+        lse_lo, lse_hi, words, shifts_lo, shifts_hi = _kept_pair_lse2(words, TY, CLASSES, ASM,
+                                                                      SUM_CHUNK)
+    else:
+        lse_lo, lse_hi = _pair_lse2(words, TY, CLASSES, ASM, SUM_CHUNK)
     x_words = _words(x_ptr) + (tl.where(in_pair, x_off >> 1, 0) if ASM else x_off >> 1)
     x_stride = tl.cast(x_sc, tl.int64) >> 1
     x_t_lo = _pair_target(x_words, x_stride, t_lo, in_pair, 1, TY, ASM)
@@ -500,6 +594,10 @@ def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr,
         ws_hi = w_hi * scale
         base = _words(gx_ptr) + (g_off >> 1)
         stride = tl.cast(gx_sc, tl.int64) >> 1
+        if KEPT:
+            chunks: tl.constexpr = (CLASSES + SUM_CHUNK - 1) // SUM_CHUNK
+            factors_lo = _kept_factors(shifts_lo, lse_lo, ws_lo, chunks)
+            factors_hi = _kept_factors(shifts_hi, lse_hi, ws_hi, chunks)
         for c in tl.static_range(CLASSES):
             if ASM:
                 f_lo = _half_again(words[c], 1, TY)
@@ -507,8 +605,12 @@ def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr,
             else:
                 f_lo = _half(words[c], 1, TY)
                 f_hi = _half(words[c], 2, TY)
-            word = _pack(_pair_grad(f_lo, lse_lo, ws_lo), _pair_grad(f_hi, lse_hi, ws_hi),
-                         TY, ASM)
+            if KEPT:
+                word = _pack(f_lo * factors_lo[c // SUM_CHUNK], f_hi * factors_hi[c // SUM_CHUNK],
+                             TY, ASM)
+            else:
+                word = _pack(_pair_grad(f_lo, lse_lo, ws_lo), _pair_grad(f_hi, lse_hi, ws_hi),
+                             TY, ASM)
             _store(base + c * stride, word, in_pair, ASM)
         _store_target_grad(base, stride, t_lo, x_t_lo, lse_lo, ws_lo, in_pair, 1, TY, ASM)
         _store_target_grad(base, stride, t_hi, x_t_hi, lse_hi, ws_hi, in_pair, 2, TY, ASM)

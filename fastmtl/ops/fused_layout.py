@@ -30,6 +30,8 @@ STAGED_STAGES = 3       # the tile loop's pipeline depth: two tiles in flight
 SUM_CHUNK = ONLINE_CHUNK  # planes per step of the one-read fp32 layout's running max and sum
 PAIRS_SUM_CHUNK = 256   # and of the pixel pairs': one max over every plane, then one sum
                         # (measured 10% faster than steps of 16 on an H200; fp32 3.5% slower)
+KEPT_EXPS = True        # the one-read layouts keep the sum's exponentials for the gradient
+                        # (fp32 as they are, bf16 packed in pairs): half the exponentials
 STAGGER_NS = 0          # the one-read layouts' grid of one wave (two programs per SM) with
                         # one of each SM's pair sleeping this long first (0: off, the
                         # grid of FUSED_PROGRAMS; not timed)
@@ -136,6 +138,7 @@ class Problem:
         self.HW = self.H * self.W
         self.device = first.device
         self.C = x.shape[1] if x is not None else 1
+        self.x_dtype = x.dtype if x is not None else None
         self.flags = dict(HAS_SEM=x is not None, HAS_WEIGHT=cw is not None,
                           HAS_INST=o is not None, HAS_DEP=d is not None)
         self.ignore_index = ignore_index
@@ -153,6 +156,7 @@ class Problem:
         self.pairs = False  # 16-bit class planes moved as words of two pixels (V = 2)
         self.one_read = False  # every class plane of a tile in registers at large C
         self.sum_chunk = SUM_CHUNK
+        self.kept = False  # the sum's exponentials kept in registers for the gradient
         self.stagger_ns, self.first_wave, self.stagger_by = 0, 0, "pid"  # use_stagger
         self.classes = class_layout(self.C, x is not None, self.vector,
                                    2 if self.acc_fp64 else 1, max_block_c)
@@ -202,6 +206,7 @@ class Problem:
         self.classes = (self.C, 1, 0)
         self.asm_planes = not interpreted()
         self.one_read = True
+        self.kept = KEPT_EXPS and self.x_dtype == torch.float32
 
     def use_pairs(self) -> None:
         """Every class plane in registers as words of pixel pairs (needs ``pairs_fit``)."""
@@ -211,6 +216,9 @@ class Problem:
         self.use_resident()
         self.pairs = True
         self.sum_chunk = PAIRS_SUM_CHUNK
+        # bf16 only: a kept exponential rounds to 8 bits of mantissa either way, but an f16
+        # one below 2^-14 loses bits as a subnormal
+        self.kept = KEPT_EXPS and self.x_dtype == torch.bfloat16
 
     def use_stagger(self, ns: int, by: str = "pid") -> None:
         """One program of each pair sharing an SM sleeps ``ns`` nanoseconds before its first
@@ -296,7 +304,8 @@ class Problem:
             TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64,
             SWEEP_STAGES=self.stages if classes == 0 else 1, ASM_PLANES=self.asm_planes,
             PAIRS=self.pairs, TILE_STAGES=self.stages, STAGED=self.staged,
-            SUM_CHUNK=self.sum_chunk, STAGGER=self.stagger, FIRST_WAVE=self.first_wave,
+            SUM_CHUNK=self.sum_chunk, KEPT=self.kept, STAGGER=self.stagger,
+            FIRST_WAVE=self.first_wave,
             **self.flags,
             num_warps=self.warps, num_stages=self.stages)
         return nprog

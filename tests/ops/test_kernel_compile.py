@@ -79,7 +79,10 @@ def test_benchmark_specialisations_keep_the_designs_facts():
     report = _run_script("aot")["design"]
     assert [v["tag"] for v in report] == list(PLANNED_PROGRAMS_PER_SM)
     for v in report:
-        assert v["spills"] == 0, v
+        # C = 150 bf16 keeps the sum's exponentials (fused_layout.KEPT_EXPS): 6 words stored
+        # once while the words are repacked, reloaded once in the gradient (docs/kernel.md,
+        # "The exponentials kept"); nothing else spills.
+        assert v["spills"] == (48 if v["tag"] == "C150-bf16" else 0), v
         assert v["programs_per_sm"] >= PLANNED_PROGRAMS_PER_SM[v["tag"]], v
         if v["asm_planes"]:  # C = 150: every class plane in registers, one read
             # One pixel (fp32) or one pair of pixels (bf16, a 32-bit word) per thread and
