@@ -30,7 +30,7 @@ import json
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -55,9 +55,7 @@ class Config:
     max_programs: int
     chunk: Optional[int] = None
     sum_chunk: Optional[int] = None  # one-read layouts: planes per step of the running sum
-    stagger_ns: int = 0  # one of each SM's two programs sleeps this long first (one wave)
-    stagger_by: str = "pid"  # which: by program id, or the odd warps of every program ("warp")
-    kept: Optional[bool] = None  # one-read layouts: the sum's exponentials kept for the
+    kept: Optional[bool] = None  # one-read fp32: the sum's exponentials kept for the
     # gradient (None: the library's choice, fused_layout.KEPT_EXPS)
 
     @property
@@ -69,11 +67,9 @@ class Config:
         chunk = ("planes" if self.chunk is None else "resident" if self.chunk == RESIDENT
                  else "pairs" if self.chunk == PAIRS else f"c{self.chunk}")
         sums = "" if self.sum_chunk is None else f" sum{self.sum_chunk}"
-        stagger = (f" stagger{self.stagger_ns}ns" + ("-warps" if self.stagger_by == "warp" else "")
-                   if self.stagger_ns else "")
         kept = {None: "", True: " kept", False: " exps-again"}[self.kept]
         return (f"V{self.vector} w{self.warps} s{self.stages} {chunk} p{self.max_programs}"
-                f"{sums}{stagger}{kept}")
+                f"{sums}{kept}")
 
 
 @dataclass(frozen=True)
@@ -96,27 +92,12 @@ RESIDENT = -1  # Config.chunk of the one-read layout
 PAIRS = -2     # and of its 16-bit form, two pixels to a 32-bit word
 
 
-def _c(vector, warps, stages, max_programs, chunk=None, sum_chunk=None, stagger_ns=0,
-       stagger_by="pid", kept=None) -> Config:
-    return Config(vector, warps, stages, max_programs, chunk, sum_chunk, stagger_ns, stagger_by,
-                  kept)
+def _c(vector, warps, stages, max_programs, chunk=None, sum_chunk=None, kept=None) -> Config:
+    return Config(vector, warps, stages, max_programs, chunk, sum_chunk, kept)
 
 
 ONE_SUM = 256     # Config.sum_chunk of one max over all planes, then one sum
 RUNNING_SUM = 16  # and of a running max and sum over steps of 16 planes
-STAGGER = (3072, 768, 1536, 4608, 6144)  # Config.stagger_ns of the one-wave one-read grids
-# (docs/kernel.md, "Two programs per SM out of step": the phase model's best offsets are 2-4
-# us, and nanosleep sleeps up to twice as long as asked). The first is a candidate of its own;
-# the others are timed right after it (``candidates``): the sleep is a run-time argument, so
-# they share its compiled kernel, and their times against the offset are the model's curve.
-STAGGER_WARPS = (4608, 3072, 6144)  # the same with the odd warps asleep (model: 3-5 us)
-
-
-def offsets(config: Config) -> tuple:
-    """The sleeps timed for a staggered config, its own first."""
-    return STAGGER_WARPS if config.stagger_by == "warp" else STAGGER
-
-
 # Most promising first (docs/kernel.md, "Tuning the large-C sweeps"). At C = 150 the second
 # sweep re-reads the chunk the thread read in the first: it stays in L2 (or L1) only while the
 # pixels resident on the chip times C times the element size stay well under the 50 MB of L2,
@@ -125,12 +106,12 @@ def offsets(config: Config) -> tuple:
 CANDIDATES = {
     "C150-fp32": [
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # the library's default: one read, 2 per SM,
-                                               # the sum's exponentials kept for the gradient
-        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, kept=False),  # the gradient's taken again
-        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, ONE_SUM),  # the same, one max then one sum
+                                               # one max then one sum, its exponentials kept
+                                               # for the gradient (H200, 2026-11-27)
+        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, RUNNING_SUM),  # a running sum, kept
+        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, RUNNING_SUM, kept=False),  # the gradient's
+                                               # exponentials taken again (until 2026-11-27)
         _c(1, 4, 1, 264, RESIDENT),            # the same in one wave: 256 programs of 128 tiles
-        _c(1, 4, 1, 264, RESIDENT, stagger_ns=STAGGER[0]),  # one of each SM's two out of step
-        _c(1, 4, 1, 264, RESIDENT, stagger_ns=STAGGER_WARPS[0], stagger_by="warp"),  # any pairing
         _c(1, 4, 3, SM_COUNT_H100, RESIDENT),  # the same, the next two tiles staged through
                                                # shared memory: one program per SM
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the sweeps: 5 x 256 px per SM
@@ -147,13 +128,9 @@ CANDIDATES = {
     "C150-bf16": [
         _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS),  # the library's default: one read, two pixels
                                                # per 32-bit word (H100, 2026-11-26), one max
-                                               # then one sum (H200, 2026-11-27), the
-                                               # sum's exponentials kept, packed
-        _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, kept=False),  # the gradient's taken again
+                                               # then one sum (H200, 2026-11-27)
         _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, RUNNING_SUM),  # the same, the running sum
         _c(2, 4, 1, 264, PAIRS),               # the same in one wave: 256 programs of 64 tiles
-        _c(2, 4, 1, 264, PAIRS, stagger_ns=STAGGER[0]),  # one of each SM's two out of step
-        _c(2, 4, 1, 264, PAIRS, stagger_ns=STAGGER_WARPS[0], stagger_by="warp"),  # any pairing
         _c(2, 4, 3, SM_COUNT_H100, PAIRS),     # the same, the next two tiles staged through
                                                # shared memory: one program per SM, 128 tiles
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the sweeps: 6 x 256 px per SM
@@ -190,23 +167,17 @@ PIPELINED = {
 
 
 def candidates(case: Case) -> list[Config]:
-    """The configurations tried for ``case``, the library's default first, each staggered one
-    followed by the same with its other ``offsets``, the pipelined ones
+    """The configurations tried for ``case``, the library's default first, the pipelined ones
     (``stages`` > 1, the sweeps' chunk loops through cp.async) last."""
-    out = []
-    for config in CANDIDATES[case.tag]:
-        out.append(config)
-        if config.stagger_ns:
-            out += [replace(config, stagger_ns=ns) for ns in offsets(config)[1:]]
-    return out + PIPELINED.get(case.tag, [])
+    return CANDIDATES[case.tag] + PIPELINED.get(case.tag, [])
 
 
 def quick(case: Case) -> list[Config]:
-    """``--quick``: at C = 150 the default, the same taking the gradient's exponentials
-    again, the other sum and the one-wave grid; at C = 19 the default (whose whole call the
-    sweep times)."""
+    """``--quick``: at C = 150 the default and the other sum, and for fp32 its exponentials
+    taken again, for the pairs the one-wave grid; at C = 19 the default (whose whole call
+    the sweep times)."""
     configs = candidates(case)
-    return configs[:4] if case.classes == 150 else configs[:1]
+    return configs[:3] if case.classes == 150 else configs[:1]
 
 
 def configure(problem, config: Config):
@@ -216,7 +187,7 @@ def configure(problem, config: Config):
 
     problem.vector, problem.warps, problem.stages = config.vector, config.warps, config.stages
     problem.max_programs, problem.block_p = config.max_programs, config.block_p
-    problem.asm_planes = problem.pairs = problem.one_read = False
+    problem.asm_planes = problem.pairs = problem.one_read = problem.kept = False
     problem.sum_chunk = layout.SUM_CHUNK
     if config.chunk == PAIRS:
         problem.use_pairs()
@@ -229,7 +200,6 @@ def configure(problem, config: Config):
         problem.classes = (0, config.chunk, -(-problem.C // config.chunk))
     if config.sum_chunk is not None:
         problem.sum_chunk = config.sum_chunk
-    problem.use_stagger(config.stagger_ns, config.stagger_by)
     if config.kept is not None:
         problem.kept = config.kept
     return problem
@@ -239,7 +209,7 @@ def launch_settings(problem) -> tuple:
     """What a launch of the fused pass depends on besides the tensors."""
     return (problem.vector, problem.warps, problem.stages, problem.max_programs,
             problem.block_p, tuple(problem.classes), problem.asm_planes, problem.pairs,
-            problem.sum_chunk, problem.stagger_ns, problem.stagger_by, problem.kept)
+            problem.sum_chunk, problem.kept)
 
 
 def forward_args(predictions: dict, targets: dict, log_vars):
@@ -465,12 +435,6 @@ def markdown(result: dict) -> str:
              "of the fused pass. ok: gradients and partial sums match the default "
              "configuration's. * best correct row of the case; (default): the library's choice.",
              ""]
-    pairs = result.get("program_pairs")
-    if pairs:
-        from benchmarks.program_pairs import describe
-
-        lines += [describe(pairs) if "error" not in pairs
-                  else f"Program pairs: {pairs['error']}", ""]
     for case in result["cases"]:
         best = _best(case["rows"])
         lines += [f"## {case['case']}: {case['shape']}, C={case['classes']}, {case['dtype']}, "
@@ -525,8 +489,8 @@ def parse_args(argv):
     p.add_argument("--budget", type=float, default=480.0,
                    help="seconds for the whole run; configs past it are skipped (default 480)")
     p.add_argument("--quick", action="store_true",
-                   help="at C=150 the default, its one-wave grid, its offsets and sleepers; at "
-                        "C=19 the default (its whole call with and without the one-byte "
+                   help="at C=150 the default, the other sum and fp32's exponentials taken "
+                        "again or the pairs' one-wave grid; at C=19 the default (its whole call with and without the one-byte "
                         "labels); 10 repetitions")
     p.add_argument("--cases", nargs="+", choices=[c.tag for c in CASES],
                    help="cases to run (default all: C=150 first)")
@@ -540,25 +504,6 @@ def plan(args) -> list[tuple[Case, list[Config]]]:
     if args.quick:
         return [(c, quick(c)) for c in chosen]
     return [(c, candidates(c)) for c in chosen]
-
-
-def program_pairs(todo, device) -> Optional[dict]:
-    """Where the one-wave candidates' programs fall (``benchmarks.program_pairs``), when a
-    C = 150 case with a staggered candidate is planned."""
-    from benchmarks.problem import parse_size
-    from benchmarks import program_pairs as probe
-    from fastmtl.ops import fused_layout as layout
-
-    staggered = [(case, c) for case, configs in todo for c in configs if c.stagger_ns]
-    if not staggered:
-        return None
-    case, config = staggered[0]
-    _, (B, H, W) = parse_size(case.size)
-    programs = layout.tile_grid(B, H * W, config.block_p, config.max_programs)[0]
-    try:
-        return probe.probe(device, programs)
-    except Exception as exc:  # a report, not a reason to lose the sweep
-        return {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
 
 
 def main(argv=None) -> int:
@@ -585,12 +530,11 @@ def main(argv=None) -> int:
     release(device)
     print(f"{env['device']['name']}: copy bandwidth {copy['gbps']:.1f} GB/s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    pairs = program_pairs(todo, device)
     result = dict(kind="tune", date=datetime.date.today().isoformat(),
                   command="python -m benchmarks.tune " + " ".join(argv),
                   device=env["device"]["name"], commit=env["versions"].get("fastmtl_git"),
                   copy_gbps=copy["gbps"], budget_s=args.budget, repeats=repeats, cases=[],
-                  skipped_cases=[], environment=env, program_pairs=pairs)
+                  skipped_cases=[], environment=env)
 
     def save():
         result["elapsed_s"] = time.monotonic() - started

@@ -22,9 +22,6 @@ from .semantic import (ONLINE_CHUNK, TARGET_LAST, labels_and_weights, pairs_step
                        pairs_words_staged, planes_load, planes_staged, planes_step,
                        resident_step, sweeps_step, target_logit, tile_pairs)
 
-STAGGER_BY_PID = tl.constexpr(1)  # fused_loss_kernel's STAGGER: who sleeps, by ``sleeper``
-STAGGER_BY_WARP = tl.constexpr(2)  # or the odd warps of every program
-
 __all__ = ["fused_loss_kernel", "partial_sums_kernel", "finalize_kernel", "output_grad_kernel"]
 
 
@@ -84,44 +81,6 @@ def _depth_step(z, d, scale, gd_ptr, gd_off, in_image, WRITE_GRAD: tl.constexpr,
 
 
 @triton.jit
-def _staggered(pid, sleeps, ns):
-    # pid, after ns nanoseconds of sleep where ``sleeps``: one of the two programs of each
-    # SM, so that one computes while the other's tile is in flight. Started together, they
-    # load, compute and store in step, and the memory idles while both compute
-    # (docs/kernel.md, "Two programs per SM out of step").
-    return tl.inline_asm_elementwise("nanosleep.u32 $2;\n\tmov.b32 $0, $1;", "=r,r,r",
-                                     [pid, tl.where(sleeps, ns, 0)], dtype=tl.int32,
-                                     is_pure=False, pack=1)
-
-
-@triton.jit
-def _odd_warps_staggered(pid, ns):
-    # pid, after ns nanoseconds of sleep in the odd warps of the program. The one-read tile
-    # loop has no barrier, so its warps run apart: half of an SM's warps then compute while
-    # the other half's tiles are in flight, whichever programs share the SM (each scheduler's
-    # two warps stay in step with each other; docs/kernel.md).
-    # (The sleep is ns times the warp index's low bit: a sleep predicated on %tid made ptxas
-    # add a divergent path, BRA.DIV, to the final reductions.)
-    return tl.inline_asm_elementwise(
-        "{\n\t.reg .u32 t;\n\tmov.u32 t, %tid.x;\n\tbfe.u32 t, t, 5, 1;\n\t"
-        "mul.lo.u32 t, t, $2;\n\tnanosleep.u32 t;\n\tmov.b32 $0, $1;\n\t}", "=r,r,r",
-        [pid, ns], dtype=tl.int32, is_pure=False, pack=1)
-
-
-@triton.jit
-def sleeper(pid, FIRST_WAVE: tl.constexpr):
-    # Whether program pid is the one of its SM's pair that sleeps (_staggered). The block
-    # scheduler fills every SM once before any twice (then pid and pid + FIRST_WAVE, the SM
-    # count, share one) or each SM with consecutive programs (2k and 2k + 1); which, is not
-    # documented: benchmarks/program_pairs.py looks on a GPU.
-    # The odd ones of the first FIRST_WAVE programs and the even ones, counted from
-    # FIRST_WAVE, of the rest: pid and pid + FIRST_WAVE differ, and so do 2k and 2k + 1,
-    # for any SM count.
-    second = pid >= FIRST_WAVE
-    return (tl.where(second, pid - FIRST_WAVE, pid) % 2 == 1) != second
-
-
-@triton.jit
 def fused_loss_kernel(
     x_ptr, gx_ptr, t_ptr, cw_ptr,
     x_sb, x_sc, x_sh, x_sw, gx_sb, gx_sc, gx_sh, gx_sw, t_sb, t_sh, t_sw, C, ignore_index,
@@ -129,7 +88,7 @@ def fused_loss_kernel(
     o_sb, o_sc, o_sh, o_sw, go_sb, go_sc, go_sh, go_sw, g_sb, g_sc, g_sh, g_sw, m_sb, m_sh, m_sw,
     d_ptr, gd_ptr, z_ptr,
     d_sb, d_sh, d_sw, gd_sb, gd_sh, gd_sw, z_sb, z_sh, z_sw,
-    state_ptr, part_ptr, HW, W, tiles_per_image, n_tiles, stagger_ns,
+    state_ptr, part_ptr, HW, W, tiles_per_image, n_tiles,
     HAS_SEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_INST: tl.constexpr,
     HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr,
     FLAT: tl.constexpr, CLASSES: tl.constexpr, CHUNK: tl.constexpr, NUM_CHUNKS: tl.constexpr,
@@ -137,8 +96,6 @@ def fused_loss_kernel(
     ACC_FP64: tl.constexpr, SWEEP_STAGES: tl.constexpr, ASM_PLANES: tl.constexpr = False,
     PAIRS: tl.constexpr = False, TILE_STAGES: tl.constexpr = 1, STAGED: tl.constexpr = False,
     SUM_CHUNK: tl.constexpr = ONLINE_CHUNK, KEPT: tl.constexpr = False,
-    STAGGER: tl.constexpr = 0,
-    FIRST_WAVE: tl.constexpr = 0,
 ):
     # One pass over the predictions. Program pid takes tiles pid, pid + programs,
     # ... (TILES_PER_PROGRAM of them, the last ones masked past n_tiles), each
@@ -154,20 +111,14 @@ def fused_loss_kernel(
     # pipelined TILE_STAGES deep; STAGED (a one-read layout, whole tiles, unit pixel stride,
     # TILE_STAGES > 1): the planes loaded 16 classes at a time, so that the pipeline stages
     # them through shared memory (semantic.planes_staged). The one-read layouts sum the
-    # exponentials over chunks of SUM_CHUNK planes with a running max (semantic._lse2);
-    # KEPT: they keep those exponentials in the logits' registers for the gradient.
+    # exponentials over chunks of SUM_CHUNK planes with a running max (semantic._lse2; one
+    # max then one sum where SUM_CHUNK >= CLASSES); KEPT (float32 logits): those exponentials stay in the logits' registers for the
+    # gradient.
     # CLASSES == 0 makes two sweeps over NUM_CHUNKS chunks of CHUNK classes, their chunk
     # loops pipelined SWEEP_STAGES deep (1: not pipelined).
     # FLAT: every tensor has stride_h == W * stride_w, so pixel q sits at q * stride_w.
-    # STAGGER (compiled, a grid of one wave): one program of each pair sharing an SM
-    # sleeps stagger_ns nanoseconds before its first tile (_staggered), the one ``sleeper``
-    # names (STAGGER_BY_PID); or the odd warps of every program do (STAGGER_BY_WARP).
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
-    if STAGGER == STAGGER_BY_PID:
-        pid = _staggered(pid, sleeper(pid, FIRST_WAVE), stagger_ns)
-    elif STAGGER == STAGGER_BY_WARP:
-        pid = _odd_warps_staggered(pid, stagger_ns)
     nprog = tl.num_programs(0)
     scale_ptr = state_ptr + ROW_SCALE * SLOTS
     scale_sem = tl.load(scale_ptr + SLOT_SEMANTIC).to(ACC)
@@ -239,7 +190,7 @@ def fused_loss_kernel(
                 acc_sem += pairs_step(xs, t_lo, w_lo, t_hi, w_hi, scale_sem, x_ptr,
                                       b * x_sb + q, x_sc, gx_ptr, b * gx_sb + q, gx_sc, in_pair,
                                       CLASSES, WRITE_GRAD, x_ptr.dtype.element_ty, SUM_CHUNK,
-                                      ASM_PLANES, KEPT)
+                                      ASM_PLANES)
             elif HAS_SEM and CLASSES > TARGET_LAST:
                 acc_sem += resident_step(xs, t, wt, scale_sem, x_ptr, x_off, x_sc, gx_ptr, g_off,
                                          gx_sc, in_image, CLASSES, WRITE_GRAD, ACC, SUM_CHUNK,

@@ -352,11 +352,11 @@ def _half_again(x, HALF: tl.constexpr, TY: tl.constexpr):
         return bits.to(tl.int16).to(TY, bitcast=True).to(tl.float32)
 
 
-# Classes per step of the one-read layouts' running max and sum (the default of their
-# SUM_CHUNK): each step's exponentials wait only for the loads of its planes (and those
-# sharing their scoreboards), so the sum proceeds while the later planes arrive
-# (docs/kernel.md, "The sum as the planes arrive"). SUM_CHUNK >= CLASSES: one max over every
-# plane, then one sum.
+# Classes per step of the one-read layouts' running max and sum (the kernel's SUM_CHUNK
+# default; the library passes fused_layout.SUM_CHUNK): each step's exponentials wait only
+# for the loads of its planes (and those sharing their scoreboards), so the sum proceeds
+# while the later planes arrive (docs/kernel.md, "The sum as the planes arrive").
+# SUM_CHUNK >= CLASSES: one max over every plane, then one sum (the library's choice).
 ONLINE_CHUNK = 16
 
 
@@ -486,46 +486,6 @@ def _pair_lse2(words, TY: tl.constexpr, CLASSES: tl.constexpr, ASM: tl.constexpr
 
 
 @triton.jit
-def _kept_pair_lse2(words, TY: tl.constexpr, CLASSES: tl.constexpr, ASM: tl.constexpr,
-                    SUM_CHUNK: tl.constexpr):
-    """``_pair_lse2`` that keeps what it sums, as ``_kept_lse2`` does, each pair's two
-    exponentials packed into the word its logits held (rounded to TY: 2^-8 relative in bf16,
-    up to a unit of the gradient before its own rounding's half). Returns (lse_lo, lse_hi, es,
-    shifts_lo, shifts_hi)."""
-    m_lo = tl.full(words[0].shape, float("-inf"), tl.float32)
-    m_hi = m_lo
-    s_lo = tl.zeros_like(m_lo)
-    s_hi = s_lo
-    es = ()
-    shifts_lo = ()
-    shifts_hi = ()
-    for k in tl.static_range((CLASSES + SUM_CHUNK - 1) // SUM_CHUNK):
-        if ASM:
-            cm_lo, cm_hi = _packed_chunk_max(words, k * SUM_CHUNK, CLASSES, TY, SUM_CHUNK)
-        else:
-            cm_lo = _chunk_max(words, k * SUM_CHUNK, CLASSES, 1, TY, tl.float32, SUM_CHUNK)
-            cm_hi = _chunk_max(words, k * SUM_CHUNK, CLASSES, 2, TY, tl.float32, SUM_CHUNK)
-        new_lo = tl.maximum(m_lo, cm_lo)
-        new_hi = tl.maximum(m_hi, cm_hi)
-        shift_lo = _shift(new_lo)
-        shift_hi = _shift(new_hi)
-        s_lo = s_lo * tl.exp2(m_lo * LOG2E - shift_lo)
-        s_hi = s_hi * tl.exp2(m_hi * LOG2E - shift_hi)
-        for c in tl.static_range(k * SUM_CHUNK, min(CLASSES, (k + 1) * SUM_CHUNK)):
-            e_lo = tl.exp2(_half(words[c], 1, TY) * LOG2E - shift_lo)
-            e_hi = tl.exp2(_half(words[c], 2, TY) * LOG2E - shift_hi)
-            s_lo += e_lo
-            s_hi += e_hi
-            es = es + (_pack(e_lo, e_hi, TY, ASM),)
-        shifts_lo = shifts_lo + (shift_lo,)
-        shifts_hi = shifts_hi + (shift_hi,)
-        m_lo = new_lo
-        m_hi = new_hi
-    return (tl.log2(s_lo) + _shift(m_lo), tl.log2(s_hi) + _shift(m_hi), es, shifts_lo,
-            shifts_hi)
-
-
-@triton.jit
 def _pair_grad(f, lse2, ws):
     # ws * softmax, the gradient of every class but the target (``_pair_target``)
     return tl.exp2(f * LOG2E - lse2) * ws
@@ -569,7 +529,7 @@ def _store_target_grad(words, stride, t, x_t, lse2, ws, in_pair, HALF: tl.conste
 @triton.jit
 def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr, g_off, gx_sc,
                in_pair, CLASSES: tl.constexpr, WRITE_GRAD: tl.constexpr, TY: tl.constexpr,
-               SUM_CHUNK: tl.constexpr, ASM: tl.constexpr = False, KEPT: tl.constexpr = False):
+               SUM_CHUNK: tl.constexpr, ASM: tl.constexpr = False):
     """``planes_step`` for the pixel pairs of ``pairs_words`` (float32 arithmetic): per
     pair, the sum of its two pixels' w_p * loss_p; stores dx two pixels to a 32-bit word.
     The low and high pixels' sums over classes are independent chains: a thread has twice
@@ -577,14 +537,8 @@ def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr,
     unpacking and packing through inline PTX, so that registers hold the CLASSES words and
     little else. The target class is not picked out inside the class loops: its logit is
     loaded again (``_pair_target``) and its gradient stored again after them
-    (``_store_target_grad``). KEPT: the sum's exponentials, packed, replace the words
-    (``_kept_pair_lse2``); the gradient multiplies them by a factor per chunk instead of
-    taking each exponential again (half the MUFU.EX2 of the tile)."""
-    if KEPT:
-        lse_lo, lse_hi, words, shifts_lo, shifts_hi = _kept_pair_lse2(words, TY, CLASSES, ASM,
-                                                                      SUM_CHUNK)
-    else:
-        lse_lo, lse_hi = _pair_lse2(words, TY, CLASSES, ASM, SUM_CHUNK)
+    (``_store_target_grad``)."""
+    lse_lo, lse_hi = _pair_lse2(words, TY, CLASSES, ASM, SUM_CHUNK)
     x_words = _words(x_ptr) + (tl.where(in_pair, x_off >> 1, 0) if ASM else x_off >> 1)
     x_stride = tl.cast(x_sc, tl.int64) >> 1
     x_t_lo = _pair_target(x_words, x_stride, t_lo, in_pair, 1, TY, ASM)
@@ -594,10 +548,6 @@ def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr,
         ws_hi = w_hi * scale
         base = _words(gx_ptr) + (g_off >> 1)
         stride = tl.cast(gx_sc, tl.int64) >> 1
-        if KEPT:
-            chunks: tl.constexpr = (CLASSES + SUM_CHUNK - 1) // SUM_CHUNK
-            factors_lo = _kept_factors(shifts_lo, lse_lo, ws_lo, chunks)
-            factors_hi = _kept_factors(shifts_hi, lse_hi, ws_hi, chunks)
         for c in tl.static_range(CLASSES):
             if ASM:
                 f_lo = _half_again(words[c], 1, TY)
@@ -605,12 +555,8 @@ def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr,
             else:
                 f_lo = _half(words[c], 1, TY)
                 f_hi = _half(words[c], 2, TY)
-            if KEPT:
-                word = _pack(f_lo * factors_lo[c // SUM_CHUNK], f_hi * factors_hi[c // SUM_CHUNK],
-                             TY, ASM)
-            else:
-                word = _pack(_pair_grad(f_lo, lse_lo, ws_lo), _pair_grad(f_hi, lse_hi, ws_hi),
-                             TY, ASM)
+            word = _pack(_pair_grad(f_lo, lse_lo, ws_lo), _pair_grad(f_hi, lse_hi, ws_hi),
+                         TY, ASM)
             _store(base + c * stride, word, in_pair, ASM)
         _store_target_grad(base, stride, t_lo, x_t_lo, lse_lo, ws_lo, in_pair, 1, TY, ASM)
         _store_target_grad(base, stride, t_hi, x_t_hi, lse_hi, ws_hi, in_pair, 2, TY, ASM)

@@ -14,8 +14,6 @@ import torch
 from torch import Tensor
 
 import fastmtl.kernels as K
-from fastmtl.kernels.fused_loss import STAGGER_BY_PID, STAGGER_BY_WARP
-from fastmtl.kernels.semantic import ONLINE_CHUNK
 from fastmtl.ops.common import bchw_strides, bhw_strides, cdiv, interpreted, next_power_of_2
 
 MAX_BLOCK_C = 256       # most classes held in registers per pixel; more take two sweeps
@@ -27,16 +25,11 @@ STAGED_PLANES = False   # the one-read layouts stage their next two tiles throug
                         # memory (not timed; where H * W is a multiple of the tile)
 STAGED_PROGRAMS = 132   # their program cap: one per SM of an H100 or H200, one wave
 STAGED_STAGES = 3       # the tile loop's pipeline depth: two tiles in flight
-SUM_CHUNK = ONLINE_CHUNK  # planes per step of the one-read fp32 layout's running max and sum
-PAIRS_SUM_CHUNK = 256   # and of the pixel pairs': one max over every plane, then one sum
-                        # (measured 10% faster than steps of 16 on an H200; fp32 3.5% slower)
-KEPT_EXPS = True        # the one-read layouts keep the sum's exponentials for the gradient
-                        # (fp32 as they are, bf16 packed in pairs): half the exponentials
-STAGGER_NS = 0          # the one-read layouts' grid of one wave (two programs per SM) with
-                        # one of each SM's pair sleeping this long first (0: off, the
-                        # grid of FUSED_PROGRAMS; not timed)
-STAGGER_BY = "pid"      # who sleeps: by program id, or "warp" (Problem.use_stagger)
-STAGGER_PROGRAMS = 264  # that grid's program cap: two per SM of an H100 or H200
+SUM_CHUNK = 256         # planes per step of the one-read layouts' max and sum: one max over
+                        # every plane, then one sum (measured on an H200: the pixel pairs 10%
+                        # faster than steps of 16; fp32 2.3% faster with its kept exponentials)
+KEPT_EXPS = True        # the one-read fp32 layout keeps the sum's exponentials for the
+                        # gradient: half the exponentials
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
 SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte accesses)
 ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
@@ -48,13 +41,6 @@ PREPASS_PROGRAMS = 4752  # its most programs, tiles dealt round-robin: 3 whole w
                          # programs per SM on the 132 SMs of an H100 or H200 (4096 left
                          # the third wave 59% full); a constant, so the grid and the partial
                          # sums depend on the shapes only
-
-
-def multiprocessors(device) -> int:
-    """The SM count of a CUDA device (an H100's elsewhere: code compiled on a CPU)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 132
 
 
 def merge_pixels(strides: list[list[int]], H: int, W: int) -> bool:
@@ -136,7 +122,6 @@ class Problem:
         first = next(p for p in (x, o, d) if p is not None)
         self.B, self.H, self.W = first.shape[0], first.shape[-2], first.shape[-1]
         self.HW = self.H * self.W
-        self.device = first.device
         self.C = x.shape[1] if x is not None else 1
         self.x_dtype = x.dtype if x is not None else None
         self.flags = dict(HAS_SEM=x is not None, HAS_WEIGHT=cw is not None,
@@ -157,7 +142,6 @@ class Problem:
         self.one_read = False  # every class plane of a tile in registers at large C
         self.sum_chunk = SUM_CHUNK
         self.kept = False  # the sum's exponentials kept in registers for the gradient
-        self.stagger_ns, self.first_wave, self.stagger_by = 0, 0, "pid"  # use_stagger
         self.classes = class_layout(self.C, x is not None, self.vector,
                                    2 if self.acc_fp64 else 1, max_block_c)
         if self.classes[0] == 0 and x is not None:
@@ -185,9 +169,6 @@ class Problem:
             self.use_pairs()
         if STAGED_PLANES and self.one_read and self.stageable():
             self.stages, self.max_programs = STAGED_STAGES, STAGED_PROGRAMS
-        elif STAGGER_NS and self.one_read:
-            self.max_programs = STAGGER_PROGRAMS
-            self.use_stagger(STAGGER_NS, STAGGER_BY)
         self.configure_prepass(PREPASS_VECTOR, PREPASS_WARPS, PREPASS_PROGRAMS)
 
     def configure_prepass(self, vector: int, warps: int, max_programs: int) -> None:
@@ -215,28 +196,7 @@ class Problem:
         self.block_p = self.vector * 32 * self.warps
         self.use_resident()
         self.pairs = True
-        self.sum_chunk = PAIRS_SUM_CHUNK
-        # bf16 only: a kept exponential rounds to 8 bits of mantissa either way, but an f16
-        # one below 2^-14 loses bits as a subnormal
-        self.kept = KEPT_EXPS and self.x_dtype == torch.bfloat16
-
-    def use_stagger(self, ns: int, by: str = "pid") -> None:
-        """One program of each pair sharing an SM sleeps ``ns`` nanoseconds before its first
-        tile (compiled only; the results do not depend on it). For a grid of one wave at two
-        programs per SM (``STAGGER_PROGRAMS``): docs/kernel.md, "Two programs per SM out of
-        step". ``by``: "pid", the programs ``kernels.fused_loss.sleeper`` names, or "warp",
-        the odd warps of every program (whatever the block scheduler's pairing)."""
-        assert by in ("pid", "warp"), by
-        self.stagger_ns = 0 if interpreted() else ns
-        self.first_wave = multiprocessors(self.device) if self.stagger_ns else 0
-        self.stagger_by = by
-
-    @property
-    def stagger(self) -> int:
-        """fused_loss_kernel's STAGGER: 0 (off), STAGGER_BY_PID or STAGGER_BY_WARP."""
-        if not self.stagger_ns:
-            return 0
-        return (STAGGER_BY_WARP if self.stagger_by == "warp" else STAGGER_BY_PID).value
+        self.kept = False  # in 16 bits a kept exponential would round the gradient twice
 
     @property
     def staged(self) -> bool:
@@ -298,14 +258,13 @@ class Problem:
             pick(x), pick(gx), pick(t), pick(cw), *x_s, *gx_s, *t_s, self.C, ignore_index,
             pick(o), pick(go), pick(g), pick(m), *o_s, *go_s, *g_s, *m_s,
             pick(d), pick(gd), pick(z), *d_s, *gd_s, *z_s,
-            state, part, self.HW, self.W, tiles_per_image, n_tiles, self.stagger_ns,
+            state, part, self.HW, self.W, tiles_per_image, n_tiles,
             WRITE_GRAD=write_grad, FLAT=self.flat, CLASSES=classes,
             CHUNK=chunk, NUM_CHUNKS=num_chunks, V=self.vector, BLOCK_P=self.block_p,
             TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64,
             SWEEP_STAGES=self.stages if classes == 0 else 1, ASM_PLANES=self.asm_planes,
             PAIRS=self.pairs, TILE_STAGES=self.stages, STAGED=self.staged,
-            SUM_CHUNK=self.sum_chunk, KEPT=self.kept, STAGGER=self.stagger,
-            FIRST_WAVE=self.first_wave,
+            SUM_CHUNK=self.sum_chunk, KEPT=self.kept,
             **self.flags,
             num_warps=self.warps, num_stages=self.stages)
         return nprog

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import fastmtl
+from fastmtl.ops import fused_layout
 from helpers import leaf_copies, make_inputs
 from oracle import oracle
 
@@ -98,15 +99,20 @@ def test_labels_outside_the_classes_get_no_target_gradient(dtype, problems):
                             for p in problems)
 
 
-# fp32: one pixel per thread, bf16: pixel pairs (both one read), fp64: the two sweeps
+# fp32: one pixel per thread, its exponentials kept; bf16: pixel pairs (both one read, one
+# max then one sum by default, or a running one over steps of 16 planes); fp64: the sweeps
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
-def test_running_sum_over_chunks_of_classes_gets_pytorchs_loss_and_gradient(dtype, problems):
+@pytest.mark.parametrize("sum_chunk", [256, 16])
+def test_running_sum_over_chunks_of_classes_gets_pytorchs_loss_and_gradient(
+        dtype, sum_chunk, problems, monkeypatch):
     """At C = 150 the exponentials are summed chunk by chunk of classes with a running max
-    (semantic.ONLINE_CHUNK in the fp32 one-read layout, the sweeps' chunks; the bf16 pixel
-    pairs take one max, then one sum, and must give the same): rows whose first
+    (the one-read layouts with ``fused_layout.SUM_CHUNK`` < C, the sweeps' chunks) or after
+    one max (the one-read default), and must give the same: rows whose first
     chunks are all -inf (then finite, or so negative that an empty sum's rescaling would
-    overflow), whose max comes in the last chunk, or whose last chunk holds +inf or NaN,
-    and an ignored row of -inf only, against F.cross_entropy."""
+    overflow, and so would a kept exponential's factor), whose max comes in the last chunk,
+    or whose last chunk holds +inf or NaN, and an ignored row of -inf only, against
+    F.cross_entropy."""
+    monkeypatch.setattr(fused_layout, "SUM_CHUNK", sum_chunk)
     C, H, W = 150, 2, 4
     g = torch.Generator().manual_seed(5)
     x = torch.randn(1, C, H, W, generator=g) * 2
@@ -141,7 +147,8 @@ def test_running_sum_over_chunks_of_classes_gets_pytorchs_loss_and_gradient(dtyp
     assert torch.isfinite(ref_x.grad[0, :, 0, :3]).all()
     one_read = dtype != torch.float64
     assert problems and all((p.classes[0] == C) == one_read and p.pairs == (dtype == torch.bfloat16)
-                            for p in problems)
+                            and p.kept == (dtype == torch.float32) for p in problems)
+    assert all(p.sum_chunk == sum_chunk for p in problems if p.one_read)
 
 
 @pytest.mark.parametrize("predictions_require_grad", [True, False])

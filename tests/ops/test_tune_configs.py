@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -50,13 +49,10 @@ def test_help_and_config_list_build_on_cpu():
         c150 = case.classes == 150
         listed = tune.CANDIDATES[case.tag]
         assert (12 <= len(listed) <= 17) if c150 else (2 <= len(listed) <= 6), case
-        # each staggered candidate is followed by its other offsets (one compiled kernel)
-        others = [c for c in configs if c.stagger_ns not in (0, tune.offsets(c)[0])]
-        assert [c for c in configs if c not in others][:len(listed)] == listed
-        assert others == [replace(c, stagger_ns=ns) for c in listed if c.stagger_ns
-                          for ns in tune.offsets(c)[1:]]
-        assert {c.stagger_by for c in listed if c.stagger_ns} == ({"pid", "warp"} if c150
-                                                                 else set())
+        assert configs[:len(listed)] == listed
+        # fp32 at C = 150: its exponentials kept, and taken again, both timed
+        assert {c.kept for c in configs} == ({None, False} if case.tag == "C150-fp32"
+                                             else {None})
         default = configs[0]
         assert default.max_programs == 16384 and default.warps == 4 and default.stages == 1
         # 8-byte accesses; at C = 150 one pixel per thread with every plane in registers
@@ -71,7 +67,7 @@ def test_help_and_config_list_build_on_cpu():
             assert config.max_programs in (*tune.PERSISTENT, tune.DEFAULT_PROGRAMS), config
     args = tune.parse_args(["--out", "x", "--quick"])
     assert [(c.tag, len(cs)) for c, cs in tune.plan(args)] == [
-        ("C150-fp32", 4), ("C150-bf16", 4), ("C19-fp32", 1), ("C19-bf16", 1)]
+        ("C150-fp32", 3), ("C150-bf16", 3), ("C19-fp32", 1), ("C19-bf16", 1)]
 
 
 def test_run_case_checks_every_config_and_writes_the_table(tmp_path):
@@ -96,14 +92,10 @@ def test_run_case_checks_every_config_and_writes_the_table(tmp_path):
     late = tune.run_case(tune.Case("C150-bf16", 150, "bf16", "1x8x8"), configs,
                          torch.device("cpu"), 1.0, 1, deadline=0.0, log=lambda s: None)
     assert late["rows"] == [] and late["skipped"] == [c.name for c in configs]
-    from benchmarks.program_pairs import pairing
-
-    pairs = pairing([p % 4 for p in range(8)], [0, 1, 0, 1, 1, 0, 1, 0], 4)
     md = tune.markdown(dict(device="cpu", command="python -m benchmarks.tune --out x",
                             date="today", commit=None, copy_gbps=1.0, cases=[result, late],
-                            skipped_cases=["C19-fp32"], program_pairs=pairs))
+                            skipped_cases=["C19-fp32"]))
     assert md.count("| * |") == 1 and "(default)" in md and "Skipped (budget)" in md
-    assert "4 of 4 SMs held two" in md and "split 4 of the 4 pairs" in md
 
 
 @pytest.mark.cuda
@@ -125,30 +117,8 @@ def test_quick_run_on_gpu(tmp_path):
     assert (tmp_path / "tune.md").read_text().count("| * |") == len(result["cases"])
 
 
-@pytest.mark.parametrize("by", ["pid", "warp"])
-def test_a_stagger_switched_on_takes_the_one_wave_grid(by, monkeypatch):
-    """fused_layout.STAGGER_NS (off until timed) switched on: the one-read layouts take the grid
-    of one wave and the sleep (compiled only: the interpreter runs the same grid without it);
-    the sweeps keep their grid."""
-    from benchmarks.problem import Problem, make_inputs
-    from fastmtl.ops import fused_layout as layout
-    from fastmtl.ops.common import interpreted
-
-    monkeypatch.setattr(layout, "STAGGER_NS", 3072)
-    monkeypatch.setattr(layout, "STAGGER_BY", by)
-    for C, dtype, one_read in ((150, "bf16", True), (150, "fp32", True), (19, "fp32", False)):
-        bench = Problem("probe", 2, 16, 32, C, dtype)
-        args = tune.forward_args(*make_inputs(bench, torch.device("cpu")))
-        p = tune.make_problem(args, None, None, None)
-        assert p.one_read == one_read
-        assert p.max_programs == (layout.STAGGER_PROGRAMS if one_read else layout.FUSED_PROGRAMS)
-        assert p.stagger_ns == (3072 if one_read and not interpreted() else 0)
-        assert p.stagger_by == (by if one_read else "pid")
-
-
 def test_configure_sets_the_library_default_and_the_layout():
     from benchmarks.problem import Problem, make_inputs
-    from fastmtl.ops.common import interpreted
 
     for case in tune.CASES:
         bench = Problem("probe", 1, 16, 32, case.classes, case.dtype)
@@ -165,8 +135,8 @@ def test_configure_sets_the_library_default_and_the_layout():
             else:
                 assert p.classes == (0, config.chunk, -(-150 // config.chunk))
             assert p.pairs == (config.chunk == tune.PAIRS), config
-            # The sleep is inline PTX: the interpreter runs the same grid without it.
-            assert p.stagger_ns == (0 if interpreted() else config.stagger_ns), config
+            assert p.kept == (config.kept is not False and case.dtype == "fp32"
+                              and config.chunk == tune.RESIDENT), config
 
 
 def test_every_c150_config_compiles_for_sm90_without_spills():
@@ -214,17 +184,9 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
             assert r["spills"] <= 160, r
             print(json.dumps(r))
             continue
-        # One of each SM's two programs sleeps once, before its first tile, and only in the
-        # grids of one wave (fastmtl.kernels.fused_loss._staggered).
-        assert r["sleeps"] == (1 if r["stagger_ns"] else 0) and r["loop_sleeps"] == 0, r
-
-        if r["stagger_ns"]:
-            assert r["max_programs"] == 2 * tune.SM_COUNT_H100 and r["programs_per_sm"] == 2, r
-        if r["chunk"] == tune.PAIRS and (r["tiles_per_program"] > 1 or r["kept"]):
+        if r["chunk"] == tune.PAIRS and r["tiles_per_program"] > 1:
             # A tile loop carries the pairs' tile-invariant values past the 255th register:
-            # a few words stored once before the loop and reloaded (from L1) per tile. The
-            # kept exponentials' sum (exponentials in flight while the words are repacked)
-            # stores 6 words once during the sum, reloaded once in the gradient.
+            # a few words stored once before the loop and reloaded (from L1) per tile.
             assert r["spills"] <= 64 and r["loop_local_stores"] == 0, r
         else:
             assert r["spills"] == 0, r
@@ -251,7 +213,7 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
             else:
                 assert r["exps_before_last_planes"] == 0, r
             assert 150 + 3 <= r["stores"] <= 150 + 6 + extra, r
-            # The sum's exponentials kept for the gradient (fused_layout.KEPT_EXPS): one
+            # fp32 keeps the sum's exponentials for the gradient (fused_layout.KEPT_EXPS): one
             # MUFU.EX2 per class and pixel, where taking them again costs two.
             if r["kept"]:
                 assert r["exps"] <= 150 * pixels + 24, r
@@ -379,9 +341,7 @@ def stages_report() -> list:
 
 
 def _compiled_candidates(case) -> list:
-    """The candidates that compile to distinct kernels: a staggered one's other offsets are
-    a run-time argument of the same kernel."""
-    return [c for c in tune.candidates(case) if c.stagger_ns in (0, tune.offsets(c)[0])]
+    return tune.candidates(case)
 
 
 def static_report(cases=None, classes=150) -> list:
@@ -447,7 +407,6 @@ def _static_facts(case, config, real, kernel, args, kwargs) -> dict:
     B, H, W = SIZES[case.size]
     # the cost model (tests/sass_model.py) where the only loop is the tile loop, and short:
     # it replays whole programs, and the one-wave grids' 64-128 tiles each would take minutes
-    # (their in-step rounds are benchmarks/phase_model.py's question, not this replay's)
     model_ms = (round(estimate_ms(control, per_sm * config.warps // 4, B * H * W,
                                   config.block_p // config.warps, real[1]), 3)
                 if one_read and real[1] <= 2 else None)
@@ -476,10 +435,6 @@ def _static_facts(case, config, real, kernel, args, kwargs) -> dict:
                          for m in [re.search(r"\bDEPBAR\.LE SB0, 0x([0-9a-f]+)", i)] if m),
                         default=0),
         compares=sum(1 for _, i in code if "ISETP" in i),
-        stagger_ns=config.stagger_ns,
-        sleeps=sum(1 for _, i in code if "NANOSLEEP" in i),
-        loop_sleeps=sum(1 for span in loops(code) for i in within(code, span)
-                        if "NANOSLEEP" in i),
         packed_max=sum(1 for _, i in code if "HMNMX2" in i or "VHMNMX" in i),
         kept=kwargs["KEPT"], exps=sum(1 for _, i in code if "MUFU.EX2" in i),
         instructions=len(code))
