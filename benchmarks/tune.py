@@ -39,6 +39,7 @@ import torch
 SM_COUNT_H100 = 132  # the caps below are fixed numbers: the library's grid depends on shapes only
 PERSISTENT = (SM_COUNT_H100, SM_COUNT_H100 * 2, SM_COUNT_H100 * 4, SM_COUNT_H100 * 8)
 DEFAULT_PROGRAMS = 16384
+ONE_TILE_PROGRAMS = 32768  # C = 150 fp32 at the benchmark size: one tile per program
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ CANDIDATES = {
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # the library's default: one read, 2 per SM,
                                                # one max then one sum, its exponentials kept
                                                # for the gradient (H200, 2026-11-27)
+        _c(1, 4, 1, ONE_TILE_PROGRAMS, RESIDENT),  # the same, one tile per program: no tile
+                                               # loop, each plane's address one IMAD.WIDE
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, RUNNING_SUM),  # a running sum, kept
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, RUNNING_SUM, kept=False),  # the gradient's
                                                # exponentials taken again (until 2026-11-27)
@@ -172,12 +175,14 @@ def candidates(case: Case) -> list[Config]:
     return CANDIDATES[case.tag] + PIPELINED.get(case.tag, [])
 
 
+QUICK = {"C150-fp32": 4, "C150-bf16": 3}  # configs --quick times, the first of each case
+
+
 def quick(case: Case) -> list[Config]:
-    """``--quick``: at C = 150 the default and the other sum, and for fp32 its exponentials
-    taken again, for the pairs the one-wave grid; at C = 19 the default (whose whole call
-    the sweep times)."""
-    configs = candidates(case)
-    return configs[:3] if case.classes == 150 else configs[:1]
+    """``--quick``: at C = 150 the default, the other sum and, for fp32, one tile per program
+    and its exponentials taken again, for the pairs the one-wave grid; at C = 19 the default
+    (whose whole call the sweep times)."""
+    return candidates(case)[:QUICK.get(case.tag, 1)]
 
 
 def configure(problem, config: Config):

@@ -64,10 +64,11 @@ def test_help_and_config_list_build_on_cpu():
             assert default.vector == 8 // case.element_size
         for config in configs:
             assert (config.chunk is not None) == c150, config
-            assert config.max_programs in (*tune.PERSISTENT, tune.DEFAULT_PROGRAMS), config
+            assert config.max_programs in (*tune.PERSISTENT, tune.DEFAULT_PROGRAMS,
+                                           tune.ONE_TILE_PROGRAMS), config
     args = tune.parse_args(["--out", "x", "--quick"])
     assert [(c.tag, len(cs)) for c, cs in tune.plan(args)] == [
-        ("C150-fp32", 3), ("C150-bf16", 3), ("C19-fp32", 1), ("C19-bf16", 1)]
+        ("C150-fp32", 4), ("C150-bf16", 3), ("C19-fp32", 1), ("C19-bf16", 1)]
 
 
 def test_run_case_checks_every_config_and_writes_the_table(tmp_path):
@@ -151,6 +152,13 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
     # The library's default is among them, as the design test knows it (docs/kernel.md).
     assert by_name[("C150-fp32", "V2 w4 s1 c8 p16384")]["programs_per_sm"] >= 7
     assert by_name[("C150-bf16", "V4 w4 s1 c8 p16384")]["programs_per_sm"] >= 4
+    # fp32 one read, one tile per program: no tile loop, so each plane's load and store
+    # address is one IMAD.WIDE where the loop's running pointers take two IADD3 (1696
+    # instructions against 2064; docs/kernel.md, "One tile per program").
+    default = by_name[("C150-fp32", "V1 w4 s1 resident p16384")]
+    one_tile = by_name[("C150-fp32", "V1 w4 s1 resident p32768")]
+    assert default["tiles_per_program"] == 2 and one_tile["tiles_per_program"] == 1
+    assert one_tile["instructions"] <= 0.85 * default["instructions"], (one_tile, default)
     for r in report:
         if r["chunk"] == tune.PAIRS:
             # The max of both pixels on the packed words (3-input, 2 x 16-bit), no unpacking.
