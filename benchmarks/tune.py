@@ -494,9 +494,10 @@ def parse_args(argv):
     p.add_argument("--budget", type=float, default=480.0,
                    help="seconds for the whole run; configs past it are skipped (default 480)")
     p.add_argument("--quick", action="store_true",
-                   help="at C=150 the default, the other sum and fp32's exponentials taken "
-                        "again or the pairs' one-wave grid; at C=19 the default (its whole call with and without the one-byte "
-                        "labels); 10 repetitions")
+                   help="the first configs of each case (tune.QUICK: at C=150 the default, "
+                        "the other sum, fp32's one tile per program and exponentials taken "
+                        "again, the pairs' one-wave grid; at C=19 the default, its whole call "
+                        "with and without the one-byte labels); 10 repetitions")
     p.add_argument("--cases", nargs="+", choices=[c.tag for c in CASES],
                    help="cases to run (default all: C=150 first)")
     p.add_argument("--repeats", type=int, help="do_bench budget in calls (default 30; --quick 10)")

@@ -112,8 +112,8 @@ def fused_loss_kernel(
     # TILE_STAGES > 1): the planes loaded 16 classes at a time, so that the pipeline stages
     # them through shared memory (semantic.planes_staged). The one-read layouts sum the
     # exponentials over chunks of SUM_CHUNK planes with a running max (semantic._lse2; one
-    # max then one sum where SUM_CHUNK >= CLASSES); KEPT (float32 logits): those exponentials stay in the logits' registers for the
-    # gradient.
+    # max then one sum where SUM_CHUNK >= CLASSES); KEPT (float32 logits): those
+    # exponentials stay in the logits' registers for the gradient.
     # CLASSES == 0 makes two sweeps over NUM_CHUNKS chunks of CHUNK classes, their chunk
     # loops pipelined SWEEP_STAGES deep (1: not pipelined).
     # FLAT: every tensor has stride_h == W * stride_w, so pixel q sits at q * stride_w.

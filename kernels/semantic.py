@@ -182,19 +182,17 @@ TARGET_LAST = tl.constexpr(64)
 @triton.jit
 def resident_step(xs, t, w, scale, x_ptr, x_off, x_sc, gx_ptr, g_off, gx_sc, in_image,
                   CLASSES: tl.constexpr, WRITE_GRAD: tl.constexpr, ACC: tl.constexpr,
-                  SUM_CHUNK: tl.constexpr, ASM: tl.constexpr = False, KEPT: tl.constexpr = False):
+                  SUM_CHUNK: tl.constexpr, ASM: tl.constexpr = False,
+                  KEPT: tl.constexpr = False):
     """``planes_step`` for CLASSES > TARGET_LAST (one pixel per thread at C = 150): no class
     compares its index with the label. The sum is a running one over chunks of planes
     (``_lse2``), each exponent one FMA in base 2; the target's logit is loaded again after the
     sum (from cache: the plane was just read) and its gradient ws * (softmax - 1) stored after
     the class loop, over the ws * softmax that loop wrote there (same thread, same address).
     KEPT (float32 logits): the sum's exponentials replace the logits in registers and the
-    gradient is each one times its chunk's factor (``_kept_lse2``): one multiply per class
+    gradient is each one times its chunk's factor (``_kept_factors``): one multiply per class
     where it was an FMA and an exponential."""
-    if KEPT:
-        lse2, xs, shifts = _kept_lse2(xs, CLASSES, ACC, SUM_CHUNK)
-    else:
-        lse2 = _lse2(xs, CLASSES, ACC, SUM_CHUNK)
+    lse2, es, shifts = _lse2(xs, CLASSES, ACC, SUM_CHUNK)
     valid = in_image & (t >= 0)
     target = tl.where(valid, t, 0).to(tl.int64)
     if ASM:  # unconditional load: where not valid, plane 0 (clamped as ``planes_load``)
@@ -208,7 +206,7 @@ def resident_step(xs, t, w, scale, x_ptr, x_off, x_sc, gx_ptr, g_off, gx_sc, in_
             factors = _kept_factors(shifts, lse2, ws, (CLASSES + SUM_CHUNK - 1) // SUM_CHUNK)
         for c in tl.static_range(CLASSES):
             if KEPT:
-                g = xs[c] * factors[c // SUM_CHUNK]
+                g = es[c] * factors[c // SUM_CHUNK]
             else:
                 g = tl.exp2(xs[c].to(ACC) * LOG2E - lse2) * ws
             _store(gx_ptr + g_off + c * tl.cast(gx_sc, tl.int64), g, in_image, ASM)
@@ -400,51 +398,41 @@ def _shift(m):
 @triton.jit
 def _online_add(s, m, xs, first: tl.constexpr, CLASSES: tl.constexpr, chunk_max,
                 HALF: tl.constexpr, TY: tl.constexpr, ACC: tl.constexpr, SUM_CHUNK: tl.constexpr):
-    """(s, m) after the chunk of planes from ``first``: s = sum of 2^(x log2 e - _shift(m))
-    over the planes so far, m their max."""
+    """(s, m, shift, es) after the chunk of planes from ``first``: s = sum of
+    2^(x log2 e - shift) over the planes so far, m their max, shift = _shift(m), es the
+    chunk's terms (a caller that does not keep them leaves them to dead-code elimination)."""
     last: tl.constexpr = min(CLASSES, first + SUM_CHUNK)
     m_new = tl.maximum(m, chunk_max)
     shift = _shift(m_new)
     # the sum so far at the new shift: m log2 e is the old shift (0 where s is 0: m = -inf)
     s = s * tl.exp2(m * LOG2E - shift)
+    es = ()
     for c in tl.static_range(first, last):
-        s += tl.exp2(_plane(xs[c], HALF, TY, ACC) * LOG2E - shift)
-    return s, m_new
+        e = tl.exp2(_plane(xs[c], HALF, TY, ACC) * LOG2E - shift)
+        s += e
+        es = es + (e,)
+    return s, m_new, shift, es
 
 
 @triton.jit
 def _lse2(xs, CLASSES: tl.constexpr, ACC: tl.constexpr, SUM_CHUNK: tl.constexpr):
-    """lse_p / ln 2 over the CLASSES planes ``xs``, by a running max and sum over chunks of
-    SUM_CHUNK planes. The exponent of a logit is one FMA, x log2(e) - shift, and the
-    shift comes back in the lse: the gradient's softmax does not see its rounding."""
-    m = tl.full(xs[0].shape, float("-inf"), ACC)
-    s = tl.zeros_like(m)
-    for k in tl.static_range((CLASSES + SUM_CHUNK - 1) // SUM_CHUNK):
-        s, m = _online_add(s, m, xs, k * SUM_CHUNK, CLASSES,
-                           _chunk_max(xs, k * SUM_CHUNK, CLASSES, 0, ACC, ACC, SUM_CHUNK), 0,
-                           ACC, ACC, SUM_CHUNK)
-    return tl.log2(s) + _shift(m)
-
-
-@triton.jit
-def _kept_lse2(xs, CLASSES: tl.constexpr, ACC: tl.constexpr, SUM_CHUNK: tl.constexpr):
-    """``_lse2`` that keeps what it sums: (lse2, es, shifts), es[c] = 2^(x_c log2 e - shifts[k])
-    for plane c of chunk k (at most 1: a chunk's shift is the running max after it). The
-    gradient is then es[c] times its chunk's factor (``_kept_factors``)."""
+    """(lse2, es, shifts): lse_p / ln 2 over the CLASSES planes ``xs``, by a running max and
+    sum over chunks of SUM_CHUNK planes. The exponent of a logit is one FMA, x log2(e) -
+    shift, and the shift comes back in the lse: the gradient's softmax does not see its
+    rounding. es[c] = 2^(x_c log2 e - shifts[k]) for plane c of chunk k (at most 1: a
+    chunk's shift is the running max after it), what the sum added, for a gradient that
+    keeps them (``_kept_factors``)."""
     m = tl.full(xs[0].shape, float("-inf"), ACC)
     s = tl.zeros_like(m)
     es = ()
     shifts = ()
     for k in tl.static_range((CLASSES + SUM_CHUNK - 1) // SUM_CHUNK):
-        m_new = tl.maximum(m, _chunk_max(xs, k * SUM_CHUNK, CLASSES, 0, ACC, ACC, SUM_CHUNK))
-        shift = _shift(m_new)
-        s = s * tl.exp2(m * LOG2E - shift)
-        for c in tl.static_range(k * SUM_CHUNK, min(CLASSES, (k + 1) * SUM_CHUNK)):
-            e = tl.exp2(xs[c].to(ACC) * LOG2E - shift)
-            s += e
-            es = es + (e,)
+        s, m, shift, chunk = _online_add(
+            s, m, xs, k * SUM_CHUNK, CLASSES,
+            _chunk_max(xs, k * SUM_CHUNK, CLASSES, 0, ACC, ACC, SUM_CHUNK), 0, ACC, ACC,
+            SUM_CHUNK)
+        es = es + chunk
         shifts = shifts + (shift,)
-        m = m_new
     return tl.log2(s) + _shift(m), es, shifts
 
 
@@ -478,9 +466,9 @@ def _pair_lse2(words, TY: tl.constexpr, CLASSES: tl.constexpr, ASM: tl.constexpr
         else:
             cm_lo = _chunk_max(words, k * SUM_CHUNK, CLASSES, 1, TY, tl.float32, SUM_CHUNK)
             cm_hi = _chunk_max(words, k * SUM_CHUNK, CLASSES, 2, TY, tl.float32, SUM_CHUNK)
-        s_lo, m_lo = _online_add(s_lo, m_lo, words, k * SUM_CHUNK, CLASSES, cm_lo, 1, TY,
+        s_lo, m_lo, _, _ = _online_add(s_lo, m_lo, words, k * SUM_CHUNK, CLASSES, cm_lo, 1, TY,
                                  tl.float32, SUM_CHUNK)
-        s_hi, m_hi = _online_add(s_hi, m_hi, words, k * SUM_CHUNK, CLASSES, cm_hi, 2, TY,
+        s_hi, m_hi, _, _ = _online_add(s_hi, m_hi, words, k * SUM_CHUNK, CLASSES, cm_hi, 2, TY,
                                  tl.float32, SUM_CHUNK)
     return tl.log2(s_lo) + _shift(m_lo), tl.log2(s_hi) + _shift(m_hi)
 

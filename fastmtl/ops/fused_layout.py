@@ -29,7 +29,8 @@ SUM_CHUNK = 256         # planes per step of the one-read layouts' max and sum: 
                         # every plane, then one sum (measured on an H200: the pixel pairs 10%
                         # faster than steps of 16; fp32 2.3% faster with its kept exponentials)
 KEPT_EXPS = True        # the one-read fp32 layout keeps the sum's exponentials for the
-                        # gradient: half the exponentials
+                        # gradient: half the exponentials (not in 16 bits, where a kept
+                        # exponential would round the gradient twice)
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
 SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte accesses)
 ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
@@ -196,7 +197,6 @@ class Problem:
         self.block_p = self.vector * 32 * self.warps
         self.use_resident()
         self.pairs = True
-        self.kept = False  # in 16 bits a kept exponential would round the gradient twice
 
     @property
     def staged(self) -> bool:

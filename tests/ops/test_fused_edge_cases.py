@@ -146,7 +146,8 @@ def test_running_sum_over_chunks_of_classes_gets_pytorchs_loss_and_gradient(
     assert ref.isnan() and ref_x.grad[0, :, 0, 3].isnan().all()
     assert torch.isfinite(ref_x.grad[0, :, 0, :3]).all()
     one_read = dtype != torch.float64
-    assert problems and all((p.classes[0] == C) == one_read and p.pairs == (dtype == torch.bfloat16)
+    assert problems and all((p.classes[0] == C) == one_read
+                            and p.pairs == (dtype == torch.bfloat16)
                             and p.kept == (dtype == torch.float32) for p in problems)
     assert all(p.sum_chunk == sum_chunk for p in problems if p.one_read)
 
