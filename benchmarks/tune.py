@@ -56,8 +56,8 @@ class Config:
     max_programs: int
     chunk: Optional[int] = None
     sum_chunk: Optional[int] = None  # one-read layouts: planes per step of the running sum
-    kept: Optional[bool] = None  # one-read fp32: the sum's exponentials kept for the
-    # gradient (None: the library's choice, fused_layout.KEPT_EXPS)
+    kept: Optional[bool] = None  # one-read layouts: the sum's exponentials kept for the
+    # gradient (None: the library's choice, fused_layout.KEPT_EXPS and KEPT_PAIRS)
 
     @property
     def block_p(self) -> int:
@@ -132,6 +132,8 @@ CANDIDATES = {
         _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS),  # the library's default: one read, two pixels
                                                # per 32-bit word (H100, 2026-11-26), one max
                                                # then one sum (H200, 2026-11-27)
+        _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, kept=True),  # the same keeping the sum's
+                                               # exponentials as float16 pairs (not yet timed)
         _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, RUNNING_SUM),  # the same, the running sum
         _c(2, 4, 1, 264, PAIRS),               # the same in one wave: 256 programs of 64 tiles
         _c(2, 4, 3, SM_COUNT_H100, PAIRS),     # the same, the next two tiles staged through

@@ -112,8 +112,8 @@ def fused_loss_kernel(
     # TILE_STAGES > 1): the planes loaded 16 classes at a time, so that the pipeline stages
     # them through shared memory (semantic.planes_staged). The one-read layouts sum the
     # exponentials over chunks of SUM_CHUNK planes with a running max (semantic._lse2; one
-    # max then one sum where SUM_CHUNK >= CLASSES); KEPT (float32 logits): those
-    # exponentials stay in the logits' registers for the gradient.
+    # max then one sum where SUM_CHUNK >= CLASSES); KEPT (float32 logits, or the bf16
+    # pairs as float16): those exponentials stay in the logits' registers for the gradient.
     # CLASSES == 0 makes two sweeps over NUM_CHUNKS chunks of CHUNK classes, their chunk
     # loops pipelined SWEEP_STAGES deep (1: not pipelined).
     # FLAT: every tensor has stride_h == W * stride_w, so pixel q sits at q * stride_w.
@@ -190,7 +190,7 @@ def fused_loss_kernel(
                 acc_sem += pairs_step(xs, t_lo, w_lo, t_hi, w_hi, scale_sem, x_ptr,
                                       b * x_sb + q, x_sc, gx_ptr, b * gx_sb + q, gx_sc, in_pair,
                                       CLASSES, WRITE_GRAD, x_ptr.dtype.element_ty, SUM_CHUNK,
-                                      ASM_PLANES)
+                                      ASM_PLANES, KEPT)
             elif HAS_SEM and CLASSES > TARGET_LAST:
                 acc_sem += resident_step(xs, t, wt, scale_sem, x_ptr, x_off, x_sc, gx_ptr, g_off,
                                          gx_sc, in_image, CLASSES, WRITE_GRAD, ACC, SUM_CHUNK,

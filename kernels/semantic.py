@@ -396,22 +396,32 @@ def _shift(m):
 
 
 @triton.jit
-def _online_add(s, m, xs, first: tl.constexpr, CLASSES: tl.constexpr, chunk_max,
-                HALF: tl.constexpr, TY: tl.constexpr, ACC: tl.constexpr, SUM_CHUNK: tl.constexpr):
-    """(s, m, shift, es) after the chunk of planes from ``first``: s = sum of
-    2^(x log2 e - shift) over the planes so far, m their max, shift = _shift(m), es the
-    chunk's terms (a caller that does not keep them leaves them to dead-code elimination)."""
-    last: tl.constexpr = min(CLASSES, first + SUM_CHUNK)
+def _rescale(s, m, chunk_max, BIAS: tl.constexpr):
+    """(s, m, shift) for the next chunk of a running max and sum: m the max with the chunk's,
+    the sum s so far moved to its shift, and shift = _shift(m) - BIAS, the shift of the
+    chunk's terms (each then at most 2^BIAS, and s 2^BIAS times the sum at _shift(m))."""
     m_new = tl.maximum(m, chunk_max)
     shift = _shift(m_new)
     # the sum so far at the new shift: m log2 e is the old shift (0 where s is 0: m = -inf)
     s = s * tl.exp2(m * LOG2E - shift)
+    if BIAS != 0:
+        shift = shift - BIAS
+    return s, m_new, shift
+
+
+@triton.jit
+def _online_add(s, m, xs, first: tl.constexpr, CLASSES: tl.constexpr, chunk_max,
+                HALF: tl.constexpr, TY: tl.constexpr, ACC: tl.constexpr, SUM_CHUNK: tl.constexpr):
+    """(s, m, shift, es) after the chunk of planes from ``first`` (``_rescale``, no bias): s =
+    sum of 2^(x log2 e - shift) over the planes so far, m their max, es the chunk's terms (a
+    caller that does not keep them leaves them to dead-code elimination)."""
+    s, m, shift = _rescale(s, m, chunk_max, 0)
     es = ()
-    for c in tl.static_range(first, last):
+    for c in tl.static_range(first, min(CLASSES, first + SUM_CHUNK)):
         e = tl.exp2(_plane(xs[c], HALF, TY, ACC) * LOG2E - shift)
         s += e
         es = es + (e,)
-    return s, m_new, shift, es
+    return s, m, shift, es
 
 
 @triton.jit
@@ -451,26 +461,77 @@ def _kept_factors(shifts, lse2, ws, CHUNKS: tl.constexpr):
     return factors
 
 
+# The pairs' kept exponentials are float16, two to a word, each 2^KEPT_BIAS times the
+# float32 term: at most 2^15 (float16 reaches 65504), normal down to terms of 2^-29 (11 bits,
+# 2^-11 relative: an eighth of a unit of the bf16 gradient it is multiplied into) and 0
+# below 2^-40 (an absolute error of at most 2^-40 ws where the softmax is that small).
+KEPT_BIAS = tl.constexpr(15)
+
+
 @triton.jit
 def _pair_lse2(words, TY: tl.constexpr, CLASSES: tl.constexpr, ASM: tl.constexpr,
-               SUM_CHUNK: tl.constexpr):
-    """``_lse2`` of both pixels of each pair (low, high). ASM (compiled): each chunk's max on
-    the packed words, so that no unpacked logit is formed before the sum."""
+               SUM_CHUNK: tl.constexpr, KEPT: tl.constexpr = False, zero=0):
+    """``_lse2`` of both pixels of each pair: (lse_lo, lse_hi, es, shifts_lo, shifts_hi).
+    ASM (compiled): each chunk's max on the packed words, so that no unpacked logit is
+    formed before the sum. KEPT: es[c] holds the two terms of word c as float16 (low pixel
+    in the low half), biased by KEPT_BIAS (the shifts are too), packed as soon as they are
+    taken, so that each replaces its word in registers."""
+    BIAS: tl.constexpr = KEPT_BIAS if KEPT else 0
     m_lo = tl.full(words[0].shape, float("-inf"), tl.float32)
     m_hi = m_lo
     s_lo = tl.zeros_like(m_lo)
     s_hi = s_lo
+    es = ()
+    shifts_lo = ()
+    shifts_hi = ()
     for k in tl.static_range((CLASSES + SUM_CHUNK - 1) // SUM_CHUNK):
         if ASM:
             cm_lo, cm_hi = _packed_chunk_max(words, k * SUM_CHUNK, CLASSES, TY, SUM_CHUNK)
         else:
             cm_lo = _chunk_max(words, k * SUM_CHUNK, CLASSES, 1, TY, tl.float32, SUM_CHUNK)
             cm_hi = _chunk_max(words, k * SUM_CHUNK, CLASSES, 2, TY, tl.float32, SUM_CHUNK)
-        s_lo, m_lo, _, _ = _online_add(s_lo, m_lo, words, k * SUM_CHUNK, CLASSES, cm_lo, 1, TY,
-                                 tl.float32, SUM_CHUNK)
-        s_hi, m_hi, _, _ = _online_add(s_hi, m_hi, words, k * SUM_CHUNK, CLASSES, cm_hi, 2, TY,
-                                 tl.float32, SUM_CHUNK)
-    return tl.log2(s_lo) + _shift(m_lo), tl.log2(s_hi) + _shift(m_hi)
+        s_lo, m_lo, shift_lo = _rescale(s_lo, m_lo, cm_lo, BIAS)
+        s_hi, m_hi, shift_hi = _rescale(s_hi, m_hi, cm_hi, BIAS)
+        for c in tl.static_range(k * SUM_CHUNK, min(CLASSES, (k + 1) * SUM_CHUNK)):
+            e_lo = tl.exp2(_half(words[c], 1, TY) * LOG2E - shift_lo)
+            e_hi = tl.exp2(_half(words[c], 2, TY) * LOG2E - shift_hi)
+            if KEPT:
+                es = es + (_pack(e_lo, e_hi, tl.float16, ASM),)
+                if ASM:  # packed here, not where the gradient needs it (300 float32 live)
+                    e_lo = _after(e_lo, es[c], zero)
+            s_lo += e_lo
+            s_hi += e_hi
+        shifts_lo = shifts_lo + (shift_lo,)
+        shifts_hi = shifts_hi + (shift_hi,)
+    return (tl.log2(s_lo) + (_shift(m_lo) - BIAS), tl.log2(s_hi) + (_shift(m_hi) - BIAS), es,
+            shifts_lo, shifts_hi)
+
+
+@triton.jit
+def _after(x, y, zero):
+    # x, but only once y is formed: x | (y & zero), one LOP3, zero a runtime 0. ptxas
+    # schedules by data dependence alone; this is how the kept words keep their order.
+    bits = tl.inline_asm_elementwise("lop3.b32 $0, $1, $2, $3, 0xF8;", "=r,r,r,r",
+                                     [x.to(tl.int32, bitcast=True), y, zero], dtype=tl.int32,
+                                     is_pure=True, pack=1)
+    return bits.to(x.dtype, bitcast=True)
+
+
+# Every KEPT_FENCE-th kept word of the gradient waits for the gradient word before it
+# (``_after``): left free, ptxas unpacks dozens of words ahead, grouping the multiplies by
+# each pixel's factor, and spills (sm_90a, C = 150: 384 bytes; with the fence none).
+KEPT_FENCE = tl.constexpr(16)
+
+
+@triton.jit
+def _kept_half(word, HALF: tl.constexpr, ASM: tl.constexpr):
+    # the float32 value of one float16 half of a kept word: one HADD2.F32 when compiled
+    if ASM:
+        half: tl.constexpr = "l" if HALF == 1 else "h"
+        return tl.inline_asm_elementwise(
+            "{ .reg .b16 l, h; mov.b32 {l, h}, $1; cvt.f32.f16 $0, " + half + "; }", "=f,r",
+            [word], dtype=tl.float32, is_pure=True, pack=1)
+    return _half(word, HALF, tl.float16)
 
 
 @triton.jit
@@ -517,7 +578,7 @@ def _store_target_grad(words, stride, t, x_t, lse2, ws, in_pair, HALF: tl.conste
 @triton.jit
 def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr, g_off, gx_sc,
                in_pair, CLASSES: tl.constexpr, WRITE_GRAD: tl.constexpr, TY: tl.constexpr,
-               SUM_CHUNK: tl.constexpr, ASM: tl.constexpr = False):
+               SUM_CHUNK: tl.constexpr, ASM: tl.constexpr = False, KEPT: tl.constexpr = False):
     """``planes_step`` for the pixel pairs of ``pairs_words`` (float32 arithmetic): per
     pair, the sum of its two pixels' w_p * loss_p; stores dx two pixels to a 32-bit word.
     The low and high pixels' sums over classes are independent chains: a thread has twice
@@ -525,8 +586,12 @@ def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr,
     unpacking and packing through inline PTX, so that registers hold the CLASSES words and
     little else. The target class is not picked out inside the class loops: its logit is
     loaded again (``_pair_target``) and its gradient stored again after them
-    (``_store_target_grad``)."""
-    lse_lo, lse_hi = _pair_lse2(words, TY, CLASSES, ASM, SUM_CHUNK)
+    (``_store_target_grad``). KEPT (bf16 logits): the sum's exponentials, as float16 pairs
+    (``_pair_lse2``), replace the words, and each gradient is one of them times its chunk's
+    factor (``_kept_factors``), rounded once to bf16: half the MUFU.EX2 of the tile."""
+    zero = (tl.cast(x_sc, tl.int64) >> 62).to(tl.int32)  # no class stride reaches 2^62
+    lse_lo, lse_hi, es, shifts_lo, shifts_hi = _pair_lse2(words, TY, CLASSES, ASM, SUM_CHUNK,
+                                                          KEPT, zero)
     x_words = _words(x_ptr) + (tl.where(in_pair, x_off >> 1, 0) if ASM else x_off >> 1)
     x_stride = tl.cast(x_sc, tl.int64) >> 1
     x_t_lo = _pair_target(x_words, x_stride, t_lo, in_pair, 1, TY, ASM)
@@ -536,16 +601,29 @@ def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr,
         ws_hi = w_hi * scale
         base = _words(gx_ptr) + (g_off >> 1)
         stride = tl.cast(gx_sc, tl.int64) >> 1
+        if KEPT:
+            chunks: tl.constexpr = (CLASSES + SUM_CHUNK - 1) // SUM_CHUNK
+            factors_lo = _kept_factors(shifts_lo, lse_lo, ws_lo, chunks)
+            factors_hi = _kept_factors(shifts_hi, lse_hi, ws_hi, chunks)
+        prev = zero
         for c in tl.static_range(CLASSES):
-            if ASM:
-                f_lo = _half_again(words[c], 1, TY)
-                f_hi = _half_again(words[c], 2, TY)
+            if KEPT:
+                e = es[c]
+                if ASM and c % KEPT_FENCE == 0 and c > 0:
+                    e = _after(e, prev, zero)
+                g_lo = _kept_half(e, 1, ASM) * factors_lo[c // SUM_CHUNK]
+                g_hi = _kept_half(e, 2, ASM) * factors_hi[c // SUM_CHUNK]
             else:
-                f_lo = _half(words[c], 1, TY)
-                f_hi = _half(words[c], 2, TY)
-            word = _pack(_pair_grad(f_lo, lse_lo, ws_lo), _pair_grad(f_hi, lse_hi, ws_hi),
-                         TY, ASM)
-            _store(base + c * stride, word, in_pair, ASM)
+                if ASM:
+                    f_lo = _half_again(words[c], 1, TY)
+                    f_hi = _half_again(words[c], 2, TY)
+                else:
+                    f_lo = _half(words[c], 1, TY)
+                    f_hi = _half(words[c], 2, TY)
+                g_lo = _pair_grad(f_lo, lse_lo, ws_lo)
+                g_hi = _pair_grad(f_hi, lse_hi, ws_hi)
+            prev = _pack(g_lo, g_hi, TY, ASM)
+            _store(base + c * stride, prev, in_pair, ASM)
         _store_target_grad(base, stride, t_lo, x_t_lo, lse_lo, ws_lo, in_pair, 1, TY, ASM)
         _store_target_grad(base, stride, t_hi, x_t_hi, lse_hi, ws_hi, in_pair, 2, TY, ASM)
     return (tl.where(t_lo >= 0, w_lo * (lse_lo * LN2 - x_t_lo), 0.0)

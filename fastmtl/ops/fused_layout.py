@@ -29,8 +29,8 @@ SUM_CHUNK = 256         # planes per step of the one-read layouts' max and sum: 
                         # every plane, then one sum (measured on an H200: the pixel pairs 10%
                         # faster than steps of 16; fp32 2.3% faster with its kept exponentials)
 KEPT_EXPS = True        # the one-read fp32 layout keeps the sum's exponentials for the
-                        # gradient: half the exponentials (not in 16 bits, where a kept
-                        # exponential would round the gradient twice)
+                        # gradient: half the exponentials
+KEPT_PAIRS = False      # and the bf16 pixel pairs, as float16 pairs (not yet timed)
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
 SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte accesses)
 ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
@@ -197,6 +197,9 @@ class Problem:
         self.block_p = self.vector * 32 * self.warps
         self.use_resident()
         self.pairs = True
+        # float16 holds the exponentials with 3 bits to spare over a bf16 gradient, not an
+        # fp16 one's (docs/kernel.md, "Exponentials kept in 16 bits")
+        self.kept = KEPT_PAIRS and self.x_dtype == torch.bfloat16
 
     @property
     def staged(self) -> bool:

@@ -3,6 +3,11 @@
 exponential times one factor per chunk of classes, and must be as close to float64
 PyTorch as the exponentials taken again; the target's, ws * (softmax - 1), is taken again
 from its logit either way.
+
+The bf16 pixel pairs keep theirs as float16 pairs (``fused_layout.KEPT_PAIRS``): 11 bits,
+so that the gradient, rounded once to bf16, is at most an eighth of a unit further off than
+from exponentials taken again, wherever the term is at least 2^-29 of the pixel's largest
+(float16's normal range under its bias of 2^15); below, off by at most 2^-40 ws.
 """
 import pytest
 import torch
@@ -26,6 +31,7 @@ def _inputs(device):
 
 def _grad(x, t, kept, monkeypatch, problems):
     monkeypatch.setattr(fused_layout, "KEPT_EXPS", kept)
+    monkeypatch.setattr(fused_layout, "KEPT_PAIRS", kept)
     leaf = x.clone().requires_grad_(True)
     fastmtl.multitask_loss({"semantic": leaf}, {"semantic": t}, backend="triton").total.backward()
     assert problems and all(p.one_read and p.kept == kept for p in problems)
@@ -65,3 +71,54 @@ def test_kept_exponentials_are_as_close_as_taken_again(sum_chunk, monkeypatch, p
 @pytest.mark.parametrize("sum_chunk", [256, 16])
 def test_kept_exponentials_are_as_close_as_taken_again_on_gpu(sum_chunk, monkeypatch, problems):
     check("cuda", sum_chunk, monkeypatch, problems)
+
+
+def _bf16_ulps(got, want):
+    # |got - want| in bf16 units in the last place of want, and where want is normal
+    ulp = torch.ldexp(torch.ones_like(want), torch.frexp(want)[1] - 8)
+    return (got.double() - want).abs() / ulp
+
+
+def check_pairs(device, sum_chunk, monkeypatch, problems):
+    """The bf16 pairs' kept exponentials against float64 PyTorch. Compiled, the bf16
+    gradient rounds to nearest (half a unit); the interpreter's conversion truncates (a
+    unit). float16 adds at most 2^-11 relative, an eighth of a bf16 unit."""
+    monkeypatch.setattr(fused_layout, "SUM_CHUNK", sum_chunk)
+    x, t = _inputs(device)
+    x = x.to(torch.bfloat16)
+    ref = x.double().requires_grad_(True)
+    torch.nn.functional.cross_entropy(ref, t).backward()
+    want = ref.grad
+    others = torch.ones_like(want, dtype=torch.bool).scatter_(1, t[:, None], False)
+    grads = {kept: _grad(x, t, kept, monkeypatch, problems).double() for kept in (False, True)}
+    # the terms from 2^-29 of each pixel's largest exponential: float16 normal numbers
+    softmax = ref.detach().softmax(1)
+    normal = others & (softmax >= 2.0 ** -29 * softmax.amax(1, keepdim=True))
+    assert (others & ~normal).sum() >= 100  # both ranges are tested
+    unit = 1.0 if device == "cpu" else 0.5
+    off, kept = (_bf16_ulps(grads[k], want)[normal] for k in (False, True))
+    assert off.max() <= unit + 0.01
+    assert kept.max() <= unit + 0.125 + 0.01
+    ws = 1.0 / t.numel()
+    tiny = (grads[True] - want).abs()[others & ~normal]
+    assert tiny.max() <= 2.0 ** -40 * ws + (want.abs()[others & ~normal] * 2.0 ** -7).max()
+    # The target's, ws * (softmax - 1), from its logit either way: within a unit of bf16 and
+    # float32's cancellation where the softmax is near 1 (an lse2 near 32 carries 2^-19 of
+    # absolute rounding; a biased sum's log, 2^-20 more)
+    slack = unit * 1.02 * want.abs() * 2.0 ** -7 + 2.0 ** -17 * ws
+    for g in grads.values():
+        assert ((g - want).abs() <= slack)[~others].all()
+
+
+@pytest.mark.parametrize("sum_chunk", [256, 16])
+def test_pairs_kept_exponentials_stay_within_an_eighth_of_a_unit(sum_chunk, monkeypatch,
+                                                                 problems):
+    check_pairs("cpu", sum_chunk, monkeypatch, problems)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("sum_chunk", [256, 16])
+def test_pairs_kept_exponentials_stay_within_an_eighth_of_a_unit_on_gpu(sum_chunk, monkeypatch,
+                                                                        problems):
+    check_pairs("cuda", sum_chunk, monkeypatch, problems)

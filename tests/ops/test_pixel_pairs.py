@@ -29,8 +29,12 @@ def pairs_on(monkeypatch, problems):
 # B x H x W with an even H * W: tiles of 256 pixels end inside an image and the last
 # program's tile runs past the batch; one row of 2 pixels; one column.
 @pytest.mark.parametrize("shape", [(3, 14, 21), (2, 1, 2), (2, 6, 1)], ids=str)
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_pixel_pairs_match_pytorch(pairs_on, dtype, shape):
+@pytest.mark.parametrize("dtype,kept", [(torch.bfloat16, False), (torch.bfloat16, True),
+                                        (torch.float16, False)],
+                         ids=["bfloat16", "bfloat16-kept", "float16"])
+def test_pixel_pairs_match_pytorch(pairs_on, dtype, kept, shape, monkeypatch):
+    """Also with the exponentials kept as float16 pairs (``fused_layout.KEPT_PAIRS``)."""
+    monkeypatch.setattr(fused_layout, "KEPT_PAIRS", kept)
     B, H, W = shape
     C = 150 if H * W > 100 else 37
     pred, tgt = make_inputs(B=B, C=C, H=H, W=W, dtype=dtype, seed=H * W)
@@ -39,7 +43,7 @@ def test_pixel_pairs_match_pytorch(pairs_on, dtype, shape):
     kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8]),
                                 class_weight=cw)
     assert_match(kernel, expected, dtype)
-    assert pairs_on and all(p.pairs and p.vector == 2 for p in pairs_on)
+    assert pairs_on and all(p.pairs and p.vector == 2 and p.kept == kept for p in pairs_on)
 
 
 def test_gradients_of_each_pixel_land_in_its_own_half(pairs_on):
@@ -105,16 +109,20 @@ def test_pairs_are_the_default_where_the_sweeps_were():
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_compiled_pairs_match_pytorch_on_gpu(pairs_on, dtype):
+@pytest.mark.parametrize("dtype,kept", [(torch.bfloat16, False), (torch.bfloat16, True),
+                                        (torch.float16, False)],
+                         ids=["bfloat16", "bfloat16-kept", "float16"])
+def test_compiled_pairs_match_pytorch_on_gpu(pairs_on, dtype, kept, monkeypatch):
     """The inline PTX of the compiled pairs (packed max, byte permutes, packed cvt, loads
-    of lanes off the image) against PyTorch: tiles past an image's end and the batch's."""
+    of lanes off the image; the kept exponentials' float16 words and their fences) against
+    PyTorch: tiles past an image's end and the batch's."""
+    monkeypatch.setattr(fused_layout, "KEPT_PAIRS", kept)
     pred, tgt = make_inputs(B=3, C=150, H=30, W=66, dtype=dtype, seed=7, device="cuda")
     pred["semantic"] = pred["semantic"] * 4
     cw = torch.rand(150, device="cuda") + 0.5
     kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8], device="cuda"),
                                 class_weight=cw)
     assert_match(kernel, expected, dtype)
-    assert pairs_on and all(p.pairs and p.asm_planes for p in pairs_on)
+    assert pairs_on and all(p.pairs and p.asm_planes and p.kept == kept for p in pairs_on)
 
 

@@ -50,9 +50,10 @@ def test_help_and_config_list_build_on_cpu():
         listed = tune.CANDIDATES[case.tag]
         assert (12 <= len(listed) <= 17) if c150 else (2 <= len(listed) <= 6), case
         assert configs[:len(listed)] == listed
-        # fp32 at C = 150: its exponentials kept, and taken again, both timed
-        assert {c.kept for c in configs} == ({None, False} if case.tag == "C150-fp32"
-                                             else {None})
+        # C = 150: fp32's exponentials kept (the default) and taken again, the bf16 pairs'
+        # taken again (the default) and kept, both timed
+        assert {c.kept for c in configs} == {"C150-fp32": {None, False},
+                                             "C150-bf16": {None, True}}.get(case.tag, {None})
         default = configs[0]
         assert default.max_programs == 16384 and default.warps == 4 and default.stages == 1
         # 8-byte accesses; at C = 150 one pixel per thread with every plane in registers
@@ -136,8 +137,9 @@ def test_configure_sets_the_library_default_and_the_layout():
             else:
                 assert p.classes == (0, config.chunk, -(-150 // config.chunk))
             assert p.pairs == (config.chunk == tune.PAIRS), config
-            assert p.kept == (config.kept is not False and case.dtype == "fp32"
-                              and config.chunk == tune.RESIDENT), config
+            fp32_kept = (config.kept is not False and case.dtype == "fp32"
+                         and config.chunk == tune.RESIDENT)
+            assert p.kept == (fp32_kept or bool(config.kept)), config
 
 
 def test_every_c150_config_compiles_for_sm90_without_spills():
@@ -221,8 +223,9 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
             else:
                 assert r["exps_before_last_planes"] == 0, r
             assert 150 + 3 <= r["stores"] <= 150 + 6 + extra, r
-            # fp32 keeps the sum's exponentials for the gradient (fused_layout.KEPT_EXPS): one
-            # MUFU.EX2 per class and pixel, where taking them again costs two.
+            # fp32 keeps the sum's exponentials for the gradient (fused_layout.KEPT_EXPS), and
+            # the bf16 pairs can (KEPT_PAIRS): one MUFU.EX2 per class and pixel, where taking
+            # them again costs two.
             if r["kept"]:
                 assert r["exps"] <= 150 * pixels + 24, r
             else:
