@@ -36,6 +36,9 @@ SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte acc
 ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
 FUSED_WARPS = 4
 FUSED_PROGRAMS = 16384  # most programs of the fused pass: small tail wave, 2-4 tiles each
+ONE_TILE = False        # the one-read layouts: one program per tile at any size, no tile
+                        # loop (C = 150 fp32: 1696 instructions per tile against 2064; not
+                        # yet timed, docs/kernel.md "One tile per program")
 PREPASS_VECTOR = 4       # pixels per thread of the pre-pass
 PREPASS_WARPS = 4        # its warps per program (tiles of V x 32 x warps pixels)
 PREPASS_PROGRAMS = 4752  # its most programs, tiles dealt round-robin: 3 whole waves of 12
@@ -170,6 +173,8 @@ class Problem:
             self.use_pairs()
         if STAGED_PLANES and self.one_read and self.stageable():
             self.stages, self.max_programs = STAGED_STAGES, STAGED_PROGRAMS
+        elif ONE_TILE and self.one_read:
+            self.max_programs = self.B * cdiv(self.HW, self.block_p)
         self.configure_prepass(PREPASS_VECTOR, PREPASS_WARPS, PREPASS_PROGRAMS)
 
     def configure_prepass(self, vector: int, warps: int, max_programs: int) -> None:
