@@ -14,8 +14,10 @@ def class_chunks(request):
 
 @pytest.fixture
 def problems(monkeypatch):
-    """The fused op's problems built during a test: which layout each call took."""
-    from fastmtl.ops import fused
+    """The fused op's problems built during a test: which layout each call took. An eager
+    CUDA call keeps its problem for later calls with the same launch key, so the kept
+    calls are forgotten before and after the test (every call builds its own)."""
+    from fastmtl.ops import common, fused
 
     built = []
 
@@ -23,6 +25,9 @@ def problems(monkeypatch):
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
             built.append(self)
+            common.clear_call_caches()  # the next call builds its problem too
 
     monkeypatch.setattr(fused, "Problem", Recorded)
-    return built
+    common.clear_call_caches()
+    yield built
+    common.clear_call_caches()

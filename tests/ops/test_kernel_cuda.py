@@ -201,12 +201,19 @@ def test_class_planes_through_inline_ptx_match_pytorch(dtype, layout, monkeypatc
     common.clear_call_caches()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_target_class_last_on_gpu(dtype):
-    """C = 150 (one pixel per thread in fp32, pixel pairs in bf16): the target's gradient is
-    stored over its plane's after the class loops (inline PTX stores of 4 and 2 bytes).
-    Labels outside the classes (check off) and ignored ones get no target term, and rows
-    with NaN or +inf are NaN, as F.cross_entropy gives."""
+@pytest.mark.parametrize("dtype,kept_pairs", [(torch.float32, False), (torch.bfloat16, False),
+                                              (torch.bfloat16, True)],
+                         ids=["float32", "bfloat16", "bfloat16-kept"])
+def test_target_class_last_on_gpu(dtype, kept_pairs, monkeypatch):
+    """C = 150 (one pixel per thread in fp32, pixel pairs in bf16, their exponentials taken
+    again or kept as float16): the target's gradient is stored over its plane's after the
+    class loops (inline PTX stores of 4 and 2 bytes). Labels outside the classes (check off)
+    and ignored ones get no target term, and rows with NaN or +inf are NaN, as
+    F.cross_entropy gives."""
+    from fastmtl.ops import fused_layout
+
+    monkeypatch.setattr(fused_layout, "KEPT_PAIRS", kept_pairs)
+    common.clear_call_caches()
     C, H, W = 150, 32, 48  # an even H * W: the pairs apply
     g = torch.Generator().manual_seed(11)
     x = (torch.randn(2, C, H, W, generator=g) * 3).to(dtype)
@@ -230,3 +237,4 @@ def test_target_class_last_on_gpu(dtype):
     tol = dict(rtol=1e-2, atol=1e-4) if dtype == torch.bfloat16 else dict(rtol=2e-5, atol=1e-7)
     torch.testing.assert_close(leaf.grad.float()[~nan_rows], ref_x.grad[~nan_rows], **tol)
     assert out.losses["semantic"].isnan()  # a labelled row holds NaN
+    common.clear_call_caches()  # the problem kept for this key has this test's layout
