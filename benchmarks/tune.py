@@ -358,6 +358,22 @@ def run_case(case: Case, configs: list[Config], device, copy_gbps: float, repeat
             row["error"] = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
             log(f"{case.tag:10} {config.name:24} error: {row['error']}")
         rows.append(row)
+    floors = []
+    if default.one_read and time.monotonic() <= deadline:
+        # what the default's loads and stores of the class planes cost with no arithmetic
+        # (benchmarks/access_floor.py)
+        from benchmarks import access_floor
+
+        timer = lambda call: summarize(measure(call, device, 1, repeats))["median_s"]  # noqa: E731
+        try:
+            floors = access_floor.floor_rows(default, args[0].contiguous(), timer, copy_gbps)
+            for f in floors:
+                log(f"{case.tag:10} access floor, {f['floor']:4} {f['median_ms']:8.3f} ms "
+                    f"{f['pct_copy']:5.1f}% copy of its {f['bytes'] / 1e6:.0f} MB"
+                    f"{'' if f['correct'] else '  WRONG'}")
+        except Exception as exc:  # the configs' figures stand without it
+            traceback.print_exc()
+            floors = [dict(error=f"{type(exc).__name__}: {str(exc).strip()[:300]}")]
     del args, out, grads, ref_grads, state, labels
     release(device)
     best = _best(rows)
@@ -385,7 +401,8 @@ def run_case(case: Case, configs: list[Config], device, copy_gbps: float, repeat
     del predictions, targets, log_vars
     release(device)
     return dict(case=case.tag, classes=case.classes, dtype=case.dtype, shape=f"{B}x{H}x{W}",
-                bytes_per_pixel=nbytes // bench.pixels, rows=rows, skipped=skipped)
+                bytes_per_pixel=nbytes // bench.pixels, rows=rows, skipped=skipped,
+                floors=floors)
 
 
 WHOLE_CALL_GRACE = 40  # seconds past the budget still spent on the whole-call timings
@@ -480,6 +497,14 @@ def markdown(result: dict) -> str:
                 lines += ["", f"The same call with the labels read as given by both passes "
                           f"(no one-byte copy): eager {wide['eager_ms']:.3f} ms, graph replay "
                           f"{graph}."]
+        for f in case.get("floors", []):
+            if "error" in f:
+                lines += ["", f"Access floor: {f['error']}"]
+                continue
+            lines += ["", f"Access floor, {f['floor']} (the default's loads and stores of the "
+                      f"class planes alone, benchmarks/access_floor.py): {f['median_ms']:.3f} ms, "
+                      f"{f['pct_copy']:.1f}% of copy on its own {f['bytes'] / 1e6:.0f} MB"
+                      f"{'' if f['correct'] else ', WRONG'}."]
         if case["skipped"]:
             lines += ["", f"Skipped (budget): {', '.join(case['skipped'])}"]
         lines.append("")

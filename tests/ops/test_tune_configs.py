@@ -91,13 +91,18 @@ def test_run_case_checks_every_config_and_writes_the_table(tmp_path):
     assert rows[0]["library_default"] and not any(r["library_default"] for r in rows[1:])
     assert rows[0]["grad_error"] == 0 and rows[0]["sum_error"] == 0
     assert result["bytes_per_pixel"] == 1245
+    # the default's access pattern alone (benchmarks/access_floor.py), checked and timed
+    assert [f["floor"] for f in result["floors"]] == ["copy", "wait"]
+    assert all(f["correct"] and f["median_ms"] > 0 for f in result["floors"]), result["floors"]
     late = tune.run_case(tune.Case("C150-bf16", 150, "bf16", "1x8x8"), configs,
                          torch.device("cpu"), 1.0, 1, deadline=0.0, log=lambda s: None)
     assert late["rows"] == [] and late["skipped"] == [c.name for c in configs]
+    assert late["floors"] == []
     md = tune.markdown(dict(device="cpu", command="python -m benchmarks.tune --out x",
                             date="today", commit=None, copy_gbps=1.0, cases=[result, late],
                             skipped_cases=["C19-fp32"]))
     assert md.count("| * |") == 1 and "(default)" in md and "Skipped (budget)" in md
+    assert md.count("Access floor, ") == 2
 
 
 @pytest.mark.cuda
