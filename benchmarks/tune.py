@@ -181,9 +181,9 @@ QUICK = {"C150-fp32": 4, "C150-bf16": 3}  # configs --quick times, the first of 
 
 
 def quick(case: Case) -> list[Config]:
-    """``--quick``: at C = 150 the default, the other sum and, for fp32, one tile per program
-    and its exponentials taken again, for the pairs the one-wave grid; at C = 19 the default
-    (whose whole call the sweep times)."""
+    """``--quick``: at C = 150 the default, for fp32 one tile per program, the running sum
+    and the exponentials taken again, for the pairs their exponentials kept and the running
+    sum; at C = 19 the default (whose whole call the sweep times)."""
     return candidates(case)[:QUICK.get(case.tag, 1)]
 
 

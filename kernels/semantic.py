@@ -410,21 +410,6 @@ def _rescale(s, m, chunk_max, BIAS: tl.constexpr):
 
 
 @triton.jit
-def _online_add(s, m, xs, first: tl.constexpr, CLASSES: tl.constexpr, chunk_max,
-                HALF: tl.constexpr, TY: tl.constexpr, ACC: tl.constexpr, SUM_CHUNK: tl.constexpr):
-    """(s, m, shift, es) after the chunk of planes from ``first`` (``_rescale``, no bias): s =
-    sum of 2^(x log2 e - shift) over the planes so far, m their max, es the chunk's terms (a
-    caller that does not keep them leaves them to dead-code elimination)."""
-    s, m, shift = _rescale(s, m, chunk_max, 0)
-    es = ()
-    for c in tl.static_range(first, min(CLASSES, first + SUM_CHUNK)):
-        e = tl.exp2(_plane(xs[c], HALF, TY, ACC) * LOG2E - shift)
-        s += e
-        es = es + (e,)
-    return s, m, shift, es
-
-
-@triton.jit
 def _lse2(xs, CLASSES: tl.constexpr, ACC: tl.constexpr, SUM_CHUNK: tl.constexpr):
     """(lse2, es, shifts): lse_p / ln 2 over the CLASSES planes ``xs``, by a running max and
     sum over chunks of SUM_CHUNK planes. The exponent of a logit is one FMA, x log2(e) -
@@ -437,11 +422,12 @@ def _lse2(xs, CLASSES: tl.constexpr, ACC: tl.constexpr, SUM_CHUNK: tl.constexpr)
     es = ()
     shifts = ()
     for k in tl.static_range((CLASSES + SUM_CHUNK - 1) // SUM_CHUNK):
-        s, m, shift, chunk = _online_add(
-            s, m, xs, k * SUM_CHUNK, CLASSES,
-            _chunk_max(xs, k * SUM_CHUNK, CLASSES, 0, ACC, ACC, SUM_CHUNK), 0, ACC, ACC,
-            SUM_CHUNK)
-        es = es + chunk
+        s, m, shift = _rescale(s, m, _chunk_max(xs, k * SUM_CHUNK, CLASSES, 0, ACC, ACC,
+                                                SUM_CHUNK), 0)
+        for c in tl.static_range(k * SUM_CHUNK, min(CLASSES, (k + 1) * SUM_CHUNK)):
+            e = tl.exp2(xs[c].to(ACC) * LOG2E - shift)
+            s += e
+            es = es + (e,)  # dead code where the gradient does not keep them
         shifts = shifts + (shift,)
     return tl.log2(s) + _shift(m), es, shifts
 
