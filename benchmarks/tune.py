@@ -99,11 +99,12 @@ def _c(vector, warps, stages, max_programs, chunk=None, sum_chunk=None, kept=Non
 
 ONE_SUM = 256     # Config.sum_chunk of one max over all planes, then one sum
 RUNNING_SUM = 16  # and of a running max and sum over steps of 16 planes
-# Most promising first (docs/kernel.md, "Tuning the large-C sweeps"). At C = 150 the second
-# sweep re-reads the chunk the thread read in the first: it stays in L2 (or L1) only while the
-# pixels resident on the chip times C times the element size stay well under the 50 MB of L2,
-# so the program cap bounds the resident pixels (2-4 programs per SM); larger chunks keep
-# enough bytes in flight (resident pixels x CHUNK x element size per SM) with so few threads.
+# Most promising first. Every one-read candidate takes a tile or two per program: the
+# persistent grids of the one-read layouts (256 programs), the tiles staged through shared
+# memory, one bf16 pixel per thread, the sweeps on persistent grids and their chunk loops
+# pipelined through cp.async were all slower than these on an H200 (docs/kernel.md, "Tuning
+# the large-C sweeps" and "The next tiles staged through shared memory") and are no longer
+# tried. Two sweeps stay: they are the layout of the logits that do not fit the others.
 CANDIDATES = {
     "C150-fp32": [
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # the library's default: one read, 2 per SM,
@@ -114,19 +115,8 @@ CANDIDATES = {
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, RUNNING_SUM),  # a running sum, kept
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, RUNNING_SUM, kept=False),  # the gradient's
                                                # exponentials taken again (until 2026-11-27)
-        _c(1, 4, 1, 264, RESIDENT),            # the same in one wave: 256 programs of 128 tiles
-        _c(1, 4, 3, SM_COUNT_H100, RESIDENT),  # the same, the next two tiles staged through
-                                               # shared memory: one program per SM
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the sweeps: 5 x 256 px per SM
-        _c(2, 4, 1, DEFAULT_PROGRAMS, 8),      # its default until measured (H200, 2026-11-26)
-        _c(1, 4, 1, 264, 32),                  # 256 programs of 128 px: 256 px per SM
-        _c(2, 4, 1, 264, 16),                  # 256 programs of 256 px: 512 px per SM
-        _c(1, 4, 1, 528, 32),                  # 512 programs of 128 px: 512 px per SM
-        _c(1, 4, 1, 264, 16),
-        _c(1, 2, 1, 528, 32),                  # 512 programs of 64 px: 256 px per SM
-        _c(2, 2, 1, 528, 16),                  # 512 programs of 128 px, 8-byte accesses
-        _c(1, 8, 1, 264, 32),                  # 256 programs of 256 px
-        _c(2, 4, 1, 264, 8),
+        _c(2, 4, 1, DEFAULT_PROGRAMS, 8),      # their default until measured (H200, 2026-11-26)
     ],
     "C150-bf16": [
         _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS),  # the library's default: one read, two pixels
@@ -135,19 +125,8 @@ CANDIDATES = {
         _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, kept=True),  # the same keeping the sum's
                                                # exponentials as float16 pairs (not yet timed)
         _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, RUNNING_SUM),  # the same, the running sum
-        _c(2, 4, 1, 264, PAIRS),               # the same in one wave: 256 programs of 64 tiles
-        _c(2, 4, 3, SM_COUNT_H100, PAIRS),     # the same, the next two tiles staged through
-                                               # shared memory: one program per SM, 128 tiles
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the sweeps: 6 x 256 px per SM
-        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # one read: 150 planes in registers, 2 per SM
-        _c(4, 4, 1, DEFAULT_PROGRAMS, 8),      # its default until measured (H200, 2026-11-26)
-        _c(4, 2, 1, 264, 32),                  # 256 programs of 256 px: 512 px per SM
-        _c(4, 4, 1, 264, 16),                  # 256 programs of 512 px: 1024 px per SM
-        _c(4, 2, 1, 264, 16),
-        _c(2, 4, 1, 264, 16),                  # 4-byte accesses
-        _c(4, 2, 1, 528, 16),                  # 512 programs of 256 px: 1024 px per SM
-        _c(2, 4, 1, 528, 16),
-        _c(8, 2, 1, 264, 8),                   # 16-byte accesses
+        _c(4, 4, 1, DEFAULT_PROGRAMS, 8),      # their default until measured (H200, 2026-11-26)
     ],
     # C = 19 (planes in registers): persistent grids that fit in one wave (the program count
     # is rounded to a power of two: 1024 programs of 7 per SM would leave a second wave).
@@ -164,17 +143,9 @@ CANDIDATES = {
         _c(4, 2, 1, 528),                      # 512 programs of 64 threads: 0.65 waves
     ],
 }
-# Tried after the above when the sweeps take ``stages`` (cp.async through shared memory).
-PIPELINED = {
-    "C150-fp32": [_c(1, 4, 3, 264, 16), _c(2, 4, 2, 264, 16), _c(1, 4, 2, 528, 16)],
-    "C150-bf16": [_c(2, 4, 3, 264, 16), _c(4, 2, 2, 264, 16), _c(2, 4, 2, 528, 16)],
-}
-
-
 def candidates(case: Case) -> list[Config]:
-    """The configurations tried for ``case``, the library's default first, the pipelined ones
-    (``stages`` > 1, the sweeps' chunk loops through cp.async) last."""
-    return CANDIDATES[case.tag] + PIPELINED.get(case.tag, [])
+    """The configurations tried for ``case``, the library's default first."""
+    return CANDIDATES[case.tag]
 
 
 QUICK = {"C150-fp32": 4, "C150-bf16": 3}  # configs --quick times, the first of each case

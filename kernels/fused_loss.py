@@ -19,8 +19,8 @@ import triton.language as tl
 from .normalisers import (ROW_CARRIED, ROW_COEF, ROW_N, ROW_SCALE, SLOT_DEPTH, SLOT_INSTANCE,
                           SLOT_SEMANTIC, SLOTS, slot_vector, store_coef_grad, tile_pixels)
 from .semantic import (ONLINE_CHUNK, TARGET_LAST, labels_and_weights, pairs_step, pairs_words,
-                       pairs_words_staged, planes_load, planes_staged, planes_step,
-                       resident_step, sweeps_step, target_logit, tile_pairs)
+                       planes_load, planes_step, resident_step, sweeps_step, target_logit,
+                       tile_pairs)
 
 __all__ = ["fused_loss_kernel", "partial_sums_kernel", "finalize_kernel", "output_grad_kernel"]
 
@@ -94,7 +94,7 @@ def fused_loss_kernel(
     FLAT: tl.constexpr, CLASSES: tl.constexpr, CHUNK: tl.constexpr, NUM_CHUNKS: tl.constexpr,
     V: tl.constexpr, BLOCK_P: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr,
     ACC_FP64: tl.constexpr, SWEEP_STAGES: tl.constexpr, ASM_PLANES: tl.constexpr = False,
-    PAIRS: tl.constexpr = False, TILE_STAGES: tl.constexpr = 1, STAGED: tl.constexpr = False,
+    PAIRS: tl.constexpr = False, TILE_STAGES: tl.constexpr = 1,
     SUM_CHUNK: tl.constexpr = ONLINE_CHUNK, KEPT: tl.constexpr = False,
 ):
     # One pass over the predictions. Program pid takes tiles pid, pid + programs,
@@ -108,9 +108,7 @@ def fused_loss_kernel(
     # ASM_PLANES (compiled, V = 1, large C): the planes' loads and stores through inline PTX.
     # PAIRS (16-bit logits, V = 2): the planes as 32-bit words of two pixels each, the
     # semantic values one per pixel pair (SEM_P of them per tile). The tile loop is
-    # pipelined TILE_STAGES deep; STAGED (a one-read layout, whole tiles, unit pixel stride,
-    # TILE_STAGES > 1): the planes loaded 16 classes at a time, so that the pipeline stages
-    # them through shared memory (semantic.planes_staged). The one-read layouts sum the
+    # pipelined TILE_STAGES deep. The one-read layouts sum the
     # exponentials over chunks of SUM_CHUNK planes with a running max (semantic._lse2; one
     # max then one sum where SUM_CHUNK >= CLASSES); KEPT (float32 logits, or the bf16
     # pairs as float16): those exponentials stay in the logits' registers for the gradient.
@@ -139,20 +137,11 @@ def fused_loss_kernel(
                 in_pair = in_pair & (tile < n_tiles)
                 t_lo = tl.load(t_ptr + b * t_sb + q * t_sw, mask=in_pair, other=0)
                 t_hi = tl.load(t_ptr + b * t_sb + (q + 1) * t_sw, mask=in_pair, other=0)
-                if STAGED:  # whole tiles (HW % BLOCK_P == 0): only the grid's tail is masked
-                    first = b * (x_sb >> 1) + (tile - b * tiles_per_image) * (BLOCK_P // 2)
-                    xs = pairs_words_staged(x_ptr, first, x_sc, tile < n_tiles, BLOCK_P // 2,
-                                            CLASSES)
-                else:
-                    xs = pairs_words(x_ptr, b * x_sb + q, x_sc, in_pair, CLASSES, ASM_PLANES)
+                xs = pairs_words(x_ptr, b * x_sb + q, x_sc, in_pair, CLASSES, ASM_PLANES)
             elif HAS_SEM:
                 x_off = b * x_sb + h * x_sh + w * x_sw
                 t_raw = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0)
-                if CLASSES > 0 and STAGED:  # whole tiles, unit pixel stride
-                    first = b * x_sb + (tile - b * tiles_per_image) * BLOCK_P
-                    xs = planes_staged(x_ptr, first, tl.cast(x_sc, tl.int64), tile < n_tiles,
-                                       BLOCK_P, CLASSES)
-                elif CLASSES > 0:
+                if CLASSES > 0:
                     xs = planes_load(x_ptr, x_off, x_sc, in_image, CLASSES, ASM_PLANES)
             if HAS_INST:
                 in_mask, o0, o1, g0, g1 = _instance_load(

@@ -26,11 +26,6 @@ Three shapes of the class axis, chosen on the host (``fastmtl.ops``):
 - ``sweeps_*`` (larger C, ADE20k's 150): chunks of CHUNK classes; a first sweep
   keeps a running max and sum, a second sweep in reverse chunk order (the
   chunks read last are the likeliest still in cache) writes the gradient.
-
-The layouts that hold every plane at large C (one fp32 pixel per thread, the pairs) can
-take their planes from ``planes_staged`` instead: loads of 16 classes that Triton's
-pipeliner stages through shared memory (docs/kernel.md, "The next tiles staged through
-shared memory").
 """
 import triton
 import triton.language as tl
@@ -235,64 +230,6 @@ def pairs_words(x_ptr, x_off, x_sc, in_pair, CLASSES: tl.constexpr, ASM: tl.cons
     logits seen as int32 (x_off and x_sc are even, pixels adjacent), each plane a 4-byte
     access. Twice the bytes in flight per register of one pixel per thread."""
     return planes_load(_words(x_ptr), x_off >> 1, x_sc >> 1, in_pair, CLASSES, ASM)
-
-
-STAGED_CHUNK = tl.constexpr(16)  # classes per load of ``planes_staged``
-
-
-@triton.jit
-def _columns16(blk):
-    """The 16 columns of a [P, 16] tensor as a tuple of 16 [P] vectors, in column order.
-    Each ``tl.split`` peels off the lowest bit of the column index; where a thread holds
-    its row's 16 values no data moves."""
-    P: tl.constexpr = blk.shape[0]
-    even, odd = tl.split(tl.reshape(blk, [P, 8, 2]))  # columns 2i, 2i + 1
-    quarters = ()  # columns 4k, 4k + 2, 4k + 1, 4k + 3
-    for half in tl.static_range(2):
-        quarters = quarters + tl.split(tl.reshape(even if half == 0 else odd, [P, 4, 2]))
-    eighths = ()  # columns 8m + r for r = 0, 4, 2, 6, 1, 5, 3, 7
-    for q in tl.static_range(4):
-        eighths = eighths + tl.split(tl.reshape(quarters[q], [P, 2, 2]))
-    singles = ()  # columns r and r + 8, for each r in that order
-    for e in tl.static_range(8):
-        singles = singles + tl.split(eighths[e])
-    out = ()
-    for c in tl.static_range(16):
-        out = out + (singles[2 * (0, 4, 2, 6, 1, 5, 3, 7)[c % 8] + c // 8],)
-    return out
-
-
-@triton.jit
-def planes_staged(ptr, first, stride, in_tiles, P: tl.constexpr, CLASSES: tl.constexpr):
-    """The CLASSES class planes of a whole tile (P consecutive elements from ``first`` in
-    each plane, all in the image; planes ``stride`` apart) as ceil(CLASSES / 16) loads of
-    [P, 16], so that Triton's pipeliner can stage the next tiles through shared memory: it
-    makes one asynchronous copy group per load, and the hardware counts at most 63
-    outstanding groups, so 150 one-plane loads would make every tile wait for most of the
-    next one. ``in_tiles``: whether the tile exists (a scalar); no mask varies along the
-    pixels, so the copies can be 16-byte ones."""
-    base = ptr + first
-    px = tl.arange(0, P)
-    cls = tl.arange(0, STAGED_CHUNK)
-    out = ()
-    for j in tl.static_range((CLASSES + STAGED_CHUNK - 1) // STAGED_CHUNK):
-        c = j * STAGED_CHUNK + cls
-        blk = tl.load(base + px[:, None] + c[None, :].to(tl.int64) * stride,
-                      mask=((c < CLASSES) & in_tiles)[None, :], other=0)
-        columns = _columns16(blk)
-        for k in tl.static_range(STAGED_CHUNK):
-            if j * STAGED_CHUNK + k < CLASSES:
-                out = out + (columns[k],)
-    return out
-
-
-@triton.jit
-def pairs_words_staged(x_ptr, first_word, x_sc, in_tiles, PAIRS_P: tl.constexpr,
-                       CLASSES: tl.constexpr):
-    """``pairs_words`` of a whole tile through ``planes_staged``: ``first_word`` is the
-    tile's first pair."""
-    return planes_staged(_words(x_ptr), first_word, tl.cast(x_sc, tl.int64) >> 1, in_tiles,
-                         PAIRS_P, CLASSES)
 
 
 @triton.jit

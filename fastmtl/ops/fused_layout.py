@@ -21,10 +21,6 @@ REGISTER_LOGITS = 80    # most registers of logits per thread (C x V, fp64 count
 RESIDENT_CLASSES = 150  # most classes of the one-read layout (fp32, one pixel per thread)
 COMPACT_LABELS = True   # the pre-pass leaves one-byte labels for the fused pass (C <= 255)
 RESIDENT_PAIRS = True   # 16-bit logits read once too, as words of two pixels (C > 80)
-STAGED_PLANES = False   # the one-read layouts stage their next two tiles through shared
-                        # memory (not timed; where H * W is a multiple of the tile)
-STAGED_PROGRAMS = 132   # their program cap: one per SM of an H100 or H200, one wave
-STAGED_STAGES = 3       # the tile loop's pipeline depth: two tiles in flight
 SUM_CHUNK = 256         # planes per step of the one-read layouts' max and sum: one max over
                         # every plane, then one sum (measured on an H200: the pixel pairs 10%
                         # faster than steps of 16; fp32 2.3% faster with its kept exponentials)
@@ -171,9 +167,7 @@ class Problem:
         if (RESIDENT_PAIRS and self.pairs_fit and self.classes[0] == 0
                 and self.C <= min(max_block_c, RESIDENT_CLASSES)):
             self.use_pairs()
-        if STAGED_PLANES and self.one_read and self.stageable():
-            self.stages, self.max_programs = STAGED_STAGES, STAGED_PROGRAMS
-        elif ONE_TILE and self.one_read:
+        if ONE_TILE and self.one_read:
             self.max_programs = self.B * cdiv(self.HW, self.block_p)
         self.configure_prepass(PREPASS_VECTOR, PREPASS_WARPS, PREPASS_PROGRAMS)
 
@@ -206,21 +200,6 @@ class Problem:
         # fp16 one's (docs/kernel.md, "Exponentials kept in 16 bits")
         self.kept = KEPT_PAIRS and self.x_dtype == torch.bfloat16
 
-    @property
-    def staged(self) -> bool:
-        """A one-read layout whose tile loop is pipelined: its planes go through shared
-        memory (needs ``stageable``)."""
-        return self.one_read and self.stages > 1
-
-    def stageable(self) -> bool:
-        """True when a one-read layout can stage its next tiles through shared memory
-        (``STAGED_PLANES``, docs/kernel.md "The next tiles staged through shared memory"):
-        its loads are masked by tile and class, never by pixel, so the images must end at
-        tile boundaries, the pixels of a plane be one axis at unit stride, and the values
-        take one register each."""
-        return (self.HW % self.block_p == 0 and self.flat and self.bchw[0][-1] == 1
-                and not self.acc_fp64)
-
     def grid(self, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
         return tile_grid(self.B, self.HW, block_p, max_programs)
 
@@ -251,8 +230,6 @@ class Problem:
         """``compact``: the pre-pass's one-byte labels, read in place of t when
         ``self.compact``; ``grid``: ``fused_grid()``, where the caller has it."""
         x, t, cw, o, g, m, d, z = tensors
-        assert not self.staged or self.stageable(), \
-            "the staged planes read whole tiles of unit-stride pixels (Problem.stageable)"
         nprog, per_program, tiles_per_image, n_tiles = grid or self.fused_grid()
         classes, chunk, num_chunks = self.classes
         x_s, gx_s, o_s, go_s, g_s = self.bchw
@@ -271,7 +248,7 @@ class Problem:
             CHUNK=chunk, NUM_CHUNKS=num_chunks, V=self.vector, BLOCK_P=self.block_p,
             TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64,
             SWEEP_STAGES=self.stages if classes == 0 else 1, ASM_PLANES=self.asm_planes,
-            PAIRS=self.pairs, TILE_STAGES=self.stages, STAGED=self.staged,
+            PAIRS=self.pairs, TILE_STAGES=self.stages,
             SUM_CHUNK=self.sum_chunk, KEPT=self.kept,
             **self.flags,
             num_warps=self.warps, num_stages=self.stages)

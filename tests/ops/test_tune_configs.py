@@ -8,7 +8,6 @@ CPU. Times nothing.
 """
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,9 +46,12 @@ def test_help_and_config_list_build_on_cpu():
         configs = tune.candidates(case)
         assert len(configs) == len(set(configs)), case
         c150 = case.classes == 150
-        listed = tune.CANDIDATES[case.tag]
-        assert (12 <= len(listed) <= 17) if c150 else (2 <= len(listed) <= 6), case
-        assert configs[:len(listed)] == listed
+        assert configs == tune.CANDIDATES[case.tag]
+        assert (4 <= len(configs) <= 8) if c150 else (2 <= len(configs) <= 6), case
+        # one-read layouts and the sweeps (their layout where the others do not fit)
+        if c150:
+            assert {c.chunk for c in configs} == {
+                tune.RESIDENT if case.dtype == "fp32" else tune.PAIRS, 8, 16}, case
         # C = 150: fp32's exponentials kept (the default) and taken again, the bf16 pairs'
         # taken again (the default) and kept, both timed
         assert {c.kept for c in configs} == {"C150-fp32": {None, False},
@@ -81,7 +83,7 @@ def test_run_case_checks_every_config_and_writes_the_table(tmp_path):
 
     if not interpreted():
         pytest.skip("runs the kernels under TRITON_INTERPRET=1")
-    case = tune.Case("C150-fp32", 150, "fp32", "1x8x32")  # whole tiles: the staged candidate
+    case = tune.Case("C150-fp32", 150, "fp32", "1x8x32")
     configs = tune.candidates(case)[:3] + [tune.Config(1, 2, 1, 528, 32)]  # with one sum
     result = tune.run_case(case, configs, torch.device("cpu"), copy_gbps=1.0, repeats=1,
                            deadline=math.inf, log=lambda s: None)
@@ -118,9 +120,7 @@ def test_quick_run_on_gpu(tmp_path):
     result = json.loads((tmp_path / "tune.json").read_text())
     rows = [r for case in result["cases"] for r in case["rows"]]
     assert rows and all(r.get("correct") for r in rows), rows
-    # The pixel pairs keep a few end-of-tile values in local memory (the static test says
-    # which); every other configuration none.
-    assert all(r["spills"] == 0 for r in rows if "pairs" not in r["config"]), rows
+    assert all(r["spills"] == 0 for r in rows), rows
     assert (tmp_path / "tune.md").read_text().count("| * |") == len(result["cases"])
 
 
@@ -177,41 +177,8 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
         if r["chunk"] == tune.PAIRS:
             # The max of both pixels on the packed words (3-input, 2 x 16-bit), no unpacking.
             assert r["packed_max"] >= 150 // 2, r
-        if r["chunk"] == tune.PAIRS and r["stages"] == 1 and r["tiles_per_program"] == 1:
-            # Fewer instructions per pixel than one pixel per thread (1852 against 2672), both
-            # one tile per program.
-            resident = by_name[(r["case"], "V1 w4 s1 resident p16384")]
-            assert r["instructions"] / 2 < 0.75 * resident["instructions"], (r, resident)
-        assert r["registers"] <= 255, r
+        assert r["registers"] <= 255 and r["spills"] == 0, r
         assert r["programs_per_sm"] >= 1, r
-        if r["max_programs"] < tune.DEFAULT_PROGRAMS:  # persistent: one wave on an H100
-            assert r["waves_h100"] <= 1, r
-        if r["stages"] > 1:  # the chunk loops are pipelined: asynchronous copies to shared
-            assert r["cp_async"] > 0 and r["shared"] > 0, r
-        if r["chunk"] in (tune.RESIDENT, tune.PAIRS) and r["stages"] > 1:
-            # The next tiles staged through shared memory (semantic.planes_staged): the
-            # planes by asynchronous copies, 16 classes per load, so that the tile loop's
-            # wait leaves one tile's copy groups in flight (the hardware counts at most 63;
-            # one load per plane would be 150 groups and saturate it); two tiles of words
-            # in shared memory, so one program per SM; the few values in local memory are
-            # reloaded in the loop, never stored there.
-            assert 1 <= r["wait_groups"] < 63, r
-            # 16-byte copies (no mask varies along the pixels): 10 loads of 16 classes x 128
-            # words (pairs, or fp32 pixels) x 4 bytes over 128 threads.
-            assert r["loop_wide_copies"] >= 40, r
-            assert r["wait_groups"] <= 150 // 16 + 1 + 12, r
-            assert 2 * 150 * r["warps"] * 32 * 4 <= r["shared"] <= 227 * 1024, r
-            assert r["programs_per_sm"] == 1 and r["loop_local_stores"] == 0, r
-            assert r["loads"] <= 12 and 150 + 3 <= r["stores"] <= 150 + 8, r
-            assert r["spills"] <= 160, r
-            print(json.dumps(r))
-            continue
-        if r["chunk"] == tune.PAIRS and r["tiles_per_program"] > 1:
-            # A tile loop carries the pairs' tile-invariant values past the 255th register:
-            # a few words stored once before the loop and reloaded (from L1) per tile.
-            assert r["spills"] <= 64 and r["loop_local_stores"] == 0, r
-        else:
-            assert r["spills"] == 0, r
         if r["chunk"] in (tune.RESIDENT, tune.PAIRS):
             # One read: the 150 class planes of the tile held in registers (up to 255
             # registers at fp32 and bf16: two programs of 4 warps per SM, 256 pixels x 150
@@ -441,7 +408,6 @@ def _static_facts(case, config, real, kernel, args, kwargs) -> dict:
         shared=shared, programs_per_sm=per_sm,
         waves_h100=round(real[0] / (tune.SM_COUNT_H100 * per_sm), 2),
         resident_px_per_sm=min(per_sm, -(-real[0] // tune.SM_COUNT_H100)) * config.block_p,
-        cp_async=compiled.asm["ptx"].count("cp.async.c"),
         wide_loads=sum(1 for _, i in code if "LDG.E.64" in i or "LDG.E.128" in i),
         narrow_loads=sum(1 for _, i in code if i.startswith("LDG.E ")
                          or " LDG.E " in i or "LDG.E.U16" in i),
@@ -452,11 +418,6 @@ def _static_facts(case, config, real, kernel, args, kwargs) -> dict:
         loop_barriers=sum(1 for span in loops(code) for i in within(code, span) if "BAR." in i),
         loop_local_stores=sum(1 for span in loops(code) for i in within(code, span)
                               if "STL" in i),
-        loop_wide_copies=sum(1 for span in loops(code) for i in within(code, span)
-                             if "LDGSTS" in i and ".128" in i),
-        wait_groups=max((int(m.group(1), 16) for span in loops(code) for i in within(code, span)
-                         for m in [re.search(r"\bDEPBAR\.LE SB0, 0x([0-9a-f]+)", i)] if m),
-                        default=0),
         compares=sum(1 for _, i in code if "ISETP" in i),
         packed_max=sum(1 for _, i in code if "HMNMX2" in i or "VHMNMX" in i),
         kept=kwargs["KEPT"], exps=sum(1 for _, i in code if "MUFU.EX2" in i),
