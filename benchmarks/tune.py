@@ -66,7 +66,8 @@ class Config:
     @property
     def name(self) -> str:
         chunk = ("planes" if self.chunk is None else "resident" if self.chunk == RESIDENT
-                 else "pairs" if self.chunk == PAIRS else f"c{self.chunk}")
+                 else "pairs" if self.chunk == PAIRS else "split" if self.chunk == SPLIT
+                 else f"c{self.chunk}")
         sums = "" if self.sum_chunk is None else f" sum{self.sum_chunk}"
         kept = {None: "", True: " kept", False: " exps-again"}[self.kept]
         return (f"V{self.vector} w{self.warps} s{self.stages} {chunk} p{self.max_programs}"
@@ -91,6 +92,7 @@ CASES = (Case("C150-fp32", 150, "fp32", "half"), Case("C150-bf16", 150, "bf16", 
 
 RESIDENT = -1  # Config.chunk of the one-read layout
 PAIRS = -2     # and of its 16-bit form, two pixels to a 32-bit word
+SPLIT = -3     # and of the pairs split between two threads (vector 1)
 
 
 def _c(vector, warps, stages, max_programs, chunk=None, sum_chunk=None, kept=None) -> Config:
@@ -124,6 +126,9 @@ CANDIDATES = {
                                                # then one sum (H200, 2026-11-27)
         _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, kept=True),  # the same keeping the sum's
                                                # exponentials as float16 pairs (not yet timed)
+        _c(1, 4, 1, ONE_TILE_PROGRAMS, SPLIT),  # each pair's planes split between two
+                                               # threads: 75 words each, 4 programs per SM
+        _c(1, 4, 1, ONE_TILE_PROGRAMS, SPLIT, kept=True),  # the same, exponentials kept
         _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, RUNNING_SUM),  # the same, the running sum
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the sweeps: 6 x 256 px per SM
         _c(4, 4, 1, DEFAULT_PROGRAMS, 8),      # their default until measured (H200, 2026-11-26)
@@ -148,13 +153,14 @@ def candidates(case: Case) -> list[Config]:
     return CANDIDATES[case.tag]
 
 
-QUICK = {"C150-fp32": 4, "C150-bf16": 3}  # configs --quick times, the first of each case
+QUICK = {"C150-fp32": 4, "C150-bf16": 4}  # configs --quick times, the first of each case
 
 
 def quick(case: Case) -> list[Config]:
     """``--quick``: at C = 150 the default, for fp32 one tile per program, the running sum
-    and the exponentials taken again, for the pairs their exponentials kept and the running
-    sum; at C = 19 the default (whose whole call the sweep times)."""
+    and the exponentials taken again, for the pairs their exponentials kept and the pairs
+    split between two threads, with and without; at C = 19 the default (whose whole call the
+    sweep times)."""
     return candidates(case)[:QUICK.get(case.tag, 1)]
 
 
@@ -165,10 +171,10 @@ def configure(problem, config: Config):
 
     problem.vector, problem.warps, problem.stages = config.vector, config.warps, config.stages
     problem.max_programs, problem.block_p = config.max_programs, config.block_p
-    problem.asm_planes = problem.pairs = problem.one_read = problem.kept = False
+    problem.asm_planes = problem.pairs = problem.split = problem.one_read = problem.kept = False
     problem.sum_chunk = layout.SUM_CHUNK
-    if config.chunk == PAIRS:
-        problem.use_pairs()
+    if config.chunk in (PAIRS, SPLIT):
+        problem.use_pairs(split=config.chunk == SPLIT)
     elif config.chunk == RESIDENT:
         problem.use_resident()
     elif config.chunk is None:
@@ -187,7 +193,7 @@ def launch_settings(problem) -> tuple:
     """What a launch of the fused pass depends on besides the tensors."""
     return (problem.vector, problem.warps, problem.stages, problem.max_programs,
             problem.block_p, tuple(problem.classes), problem.asm_planes, problem.pairs,
-            problem.sum_chunk, problem.kept)
+            problem.split, problem.sum_chunk, problem.kept)
 
 
 def forward_args(predictions: dict, targets: dict, log_vars):

@@ -20,7 +20,7 @@ from .normalisers import (ROW_CARRIED, ROW_COEF, ROW_N, ROW_SCALE, SLOT_DEPTH, S
                           SLOT_SEMANTIC, SLOTS, slot_vector, store_coef_grad, tile_pixels)
 from .semantic import (ONLINE_CHUNK, TARGET_LAST, labels_and_weights, pairs_step, pairs_words,
                        planes_load, planes_step, resident_step, sweeps_step, target_logit,
-                       tile_pairs)
+                       tile_pairs, tile_split_pairs)
 
 __all__ = ["fused_loss_kernel", "partial_sums_kernel", "finalize_kernel", "output_grad_kernel"]
 
@@ -96,6 +96,7 @@ def fused_loss_kernel(
     ACC_FP64: tl.constexpr, SWEEP_STAGES: tl.constexpr, ASM_PLANES: tl.constexpr = False,
     PAIRS: tl.constexpr = False, TILE_STAGES: tl.constexpr = 1,
     SUM_CHUNK: tl.constexpr = ONLINE_CHUNK, KEPT: tl.constexpr = False,
+    SPLIT: tl.constexpr = False,
 ):
     # One pass over the predictions. Program pid takes tiles pid, pid + programs,
     # ... (TILES_PER_PROGRAM of them, the last ones masked past n_tiles), each
@@ -107,7 +108,8 @@ def fused_loss_kernel(
     # Semantic: CLASSES > 0 holds the tile's CLASSES class planes in registers;
     # ASM_PLANES (compiled, V = 1, large C): the planes' loads and stores through inline PTX.
     # PAIRS (16-bit logits, V = 2): the planes as 32-bit words of two pixels each, the
-    # semantic values one per pixel pair (SEM_P of them per tile). The tile loop is
+    # semantic values one per pixel pair (SEM_P of them per tile); SPLIT (V = 1): each pair
+    # shared by two neighbouring threads, half its class planes each. The tile loop is
     # pipelined TILE_STAGES deep. The one-read layouts sum the
     # exponentials over chunks of SUM_CHUNK planes with a running max (semantic._lse2; one
     # max then one sum where SUM_CHUNK >= CLASSES); KEPT (float32 logits, or the bf16
@@ -122,7 +124,8 @@ def fused_loss_kernel(
     scale_sem = tl.load(scale_ptr + SLOT_SEMANTIC).to(ACC)
     scale_inst = tl.load(scale_ptr + SLOT_INSTANCE).to(ACC)
     scale_dep = tl.load(scale_ptr + SLOT_DEPTH).to(ACC)
-    SEM_P: tl.constexpr = BLOCK_P // 2 if PAIRS else BLOCK_P
+    SEM_P: tl.constexpr = BLOCK_P // 2 if PAIRS and not SPLIT else BLOCK_P
+    WORDS: tl.constexpr = CLASSES // 2 if SPLIT else CLASSES  # planes per thread
     acc_sem = tl.zeros([SEM_P], ACC)
     acc_inst = tl.zeros([BLOCK_P], ACC)
     acc_dep = tl.zeros([BLOCK_P], ACC)
@@ -133,11 +136,17 @@ def fused_loss_kernel(
             in_image = in_image & (tile < n_tiles)
             # Every load of the tile first (masked by pixel only): one DRAM round trip.
             if HAS_SEM and PAIRS:  # FLAT, x_sw = gx_sw = 1
-                q, in_pair = tile_pairs(tile, tiles_per_image, HW, BLOCK_P)
+                if SPLIT:
+                    q, in_pair, half = tile_split_pairs(tile, tiles_per_image, HW, BLOCK_P)
+                    x_half = half.to(tl.int64) * WORDS * tl.cast(x_sc, tl.int64)
+                    g_half = half.to(tl.int64) * WORDS * tl.cast(gx_sc, tl.int64)
+                else:
+                    q, in_pair = tile_pairs(tile, tiles_per_image, HW, BLOCK_P)
+                    half, x_half, g_half = 0, 0, 0
                 in_pair = in_pair & (tile < n_tiles)
                 t_lo = tl.load(t_ptr + b * t_sb + q * t_sw, mask=in_pair, other=0)
                 t_hi = tl.load(t_ptr + b * t_sb + (q + 1) * t_sw, mask=in_pair, other=0)
-                xs = pairs_words(x_ptr, b * x_sb + q, x_sc, in_pair, CLASSES, ASM_PLANES)
+                xs = pairs_words(x_ptr, b * x_sb + q + x_half, x_sc, in_pair, WORDS, ASM_PLANES)
             elif HAS_SEM:
                 x_off = b * x_sb + h * x_sh + w * x_sw
                 t_raw = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0)
@@ -177,9 +186,10 @@ def fused_loss_kernel(
                 t_hi, w_hi = labels_and_weights(t_hi, cw_ptr, in_pair, C, ignore_index,
                                                 HAS_WEIGHT, ACC)
                 acc_sem += pairs_step(xs, t_lo, w_lo, t_hi, w_hi, scale_sem, x_ptr,
-                                      b * x_sb + q, x_sc, gx_ptr, b * gx_sb + q, gx_sc, in_pair,
+                                      b * x_sb + q, x_sc, gx_ptr, b * gx_sb + q + g_half, gx_sc,
+                                      in_pair,
                                       CLASSES, WRITE_GRAD, x_ptr.dtype.element_ty, SUM_CHUNK,
-                                      ASM_PLANES, KEPT)
+                                      ASM_PLANES, KEPT, half, SPLIT)
             elif HAS_SEM and CLASSES > TARGET_LAST:
                 acc_sem += resident_step(xs, t, wt, scale_sem, x_ptr, x_off, x_sc, gx_ptr, g_off,
                                          gx_sc, in_image, CLASSES, WRITE_GRAD, ACC, SUM_CHUNK,

@@ -220,6 +220,26 @@ def tile_pairs(tile, tiles_per_image, HW, BLOCK_P: tl.constexpr):
 
 
 @triton.jit
+def tile_split_pairs(tile, tiles_per_image, HW, BLOCK_P: tl.constexpr):
+    """``tile_pairs`` for pairs split between two adjacent threads (``pairs_step``, SPLIT):
+    the BLOCK_P // 2 pairs of a tile of BLOCK_P pixels, thread i taking pair i // 2 and the
+    class half i % 2 (returned as ``half``); lanes of one pair are neighbours in a warp."""
+    image = tile // tiles_per_image
+    i = tl.arange(0, BLOCK_P)
+    q = (tile - image * tiles_per_image) * BLOCK_P + 2 * (i // 2)
+    return q.to(tl.int64), q < HW, i % 2
+
+
+@triton.jit
+def _partner(v, MAX: tl.constexpr):
+    # the max (MAX) or the sum of v over the two lanes of a split pair: one SHFL.BFLY each
+    N: tl.constexpr = v.shape[0]
+    pairs = tl.reshape(v, [N // 2, 2])
+    both = tl.max(pairs, 1) if MAX else tl.sum(pairs, 1)
+    return tl.reshape(tl.broadcast_to(both[:, None], [N // 2, 2]), [N])
+
+
+@triton.jit
 def _words(ptr):
     return ptr.to(tl.pointer_type(tl.int32), bitcast=True)
 
@@ -393,12 +413,16 @@ KEPT_BIAS = tl.constexpr(15)
 
 @triton.jit
 def _pair_lse2(words, TY: tl.constexpr, CLASSES: tl.constexpr, ASM: tl.constexpr,
-               SUM_CHUNK: tl.constexpr, KEPT: tl.constexpr = False, zero=0):
+               SUM_CHUNK: tl.constexpr, KEPT: tl.constexpr = False, zero=0,
+               SPLIT: tl.constexpr = False):
     """``_lse2`` of both pixels of each pair: (lse_lo, lse_hi, es, shifts_lo, shifts_hi).
     ASM (compiled): each chunk's max on the packed words, so that no unpacked logit is
     formed before the sum. KEPT: es[c] holds the two terms of word c as float16 (low pixel
     in the low half), biased by KEPT_BIAS (the shifts are too), packed as soon as they are
-    taken, so that each replaces its word in registers."""
+    taken, so that each replaces its word in registers. SPLIT: ``words`` are one half of
+    each pair's classes, the other half in the neighbouring lane; one max (SUM_CHUNK >=
+    CLASSES), taken over both lanes, then each lane's sum, added to its neighbour's."""
+    tl.static_assert(not SPLIT or SUM_CHUNK >= CLASSES)
     BIAS: tl.constexpr = KEPT_BIAS if KEPT else 0
     m_lo = tl.full(words[0].shape, float("-inf"), tl.float32)
     m_hi = m_lo
@@ -413,6 +437,9 @@ def _pair_lse2(words, TY: tl.constexpr, CLASSES: tl.constexpr, ASM: tl.constexpr
         else:
             cm_lo = _chunk_max(words, k * SUM_CHUNK, CLASSES, 1, TY, tl.float32, SUM_CHUNK)
             cm_hi = _chunk_max(words, k * SUM_CHUNK, CLASSES, 2, TY, tl.float32, SUM_CHUNK)
+        if SPLIT:
+            cm_lo = _partner(cm_lo, True)
+            cm_hi = _partner(cm_hi, True)
         s_lo, m_lo, shift_lo = _rescale(s_lo, m_lo, cm_lo, BIAS)
         s_hi, m_hi, shift_hi = _rescale(s_hi, m_hi, cm_hi, BIAS)
         for c in tl.static_range(k * SUM_CHUNK, min(CLASSES, (k + 1) * SUM_CHUNK)):
@@ -426,6 +453,9 @@ def _pair_lse2(words, TY: tl.constexpr, CLASSES: tl.constexpr, ASM: tl.constexpr
             s_hi += e_hi
         shifts_lo = shifts_lo + (shift_lo,)
         shifts_hi = shifts_hi + (shift_hi,)
+    if SPLIT:
+        s_lo = _partner(s_lo, False)
+        s_hi = _partner(s_hi, False)
     return (tl.log2(s_lo) + (_shift(m_lo) - BIAS), tl.log2(s_hi) + (_shift(m_hi) - BIAS), es,
             shifts_lo, shifts_hi)
 
@@ -488,12 +518,13 @@ def _pair_target(words, stride, t, in_pair, HALF: tl.constexpr, TY: tl.constexpr
 
 
 @triton.jit
-def _store_target_grad(words, stride, t, x_t, lse2, ws, in_pair, HALF: tl.constexpr,
+def _store_target_grad(words, stride, t, x_t, lse2, ws, owner, HALF: tl.constexpr,
                        TY: tl.constexpr, ASM: tl.constexpr):
     # ws * (softmax - 1) at the target class, over the ws * softmax the plane's word store
     # wrote there before (same thread, same address: program order), as one 2-byte store;
-    # the other classes' arithmetic, then one FMA.
-    valid = in_pair & (t >= 0)
+    # the other classes' arithmetic, then one FMA. ``owner``: the pairs of this thread
+    # whose target plane it wrote.
+    valid = owner & (t >= 0)
     g = tl.exp2(x_t * LOG2E - lse2) * ws - ws
     _store(_target_half(words, stride, t, valid, HALF, TY), g, valid, ASM)
 
@@ -501,7 +532,8 @@ def _store_target_grad(words, stride, t, x_t, lse2, ws, in_pair, HALF: tl.conste
 @triton.jit
 def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr, g_off, gx_sc,
                in_pair, CLASSES: tl.constexpr, WRITE_GRAD: tl.constexpr, TY: tl.constexpr,
-               SUM_CHUNK: tl.constexpr, ASM: tl.constexpr = False, KEPT: tl.constexpr = False):
+               SUM_CHUNK: tl.constexpr, ASM: tl.constexpr = False, KEPT: tl.constexpr = False,
+               half=0, SPLIT: tl.constexpr = False):
     """``planes_step`` for the pixel pairs of ``pairs_words`` (float32 arithmetic): per
     pair, the sum of its two pixels' w_p * loss_p; stores dx two pixels to a 32-bit word.
     The low and high pixels' sums over classes are independent chains: a thread has twice
@@ -511,10 +543,15 @@ def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr,
     loaded again (``_pair_target``) and its gradient stored again after them
     (``_store_target_grad``). KEPT (bf16 logits): the sum's exponentials, as float16 pairs
     (``_pair_lse2``), replace the words, and each gradient is one of them times its chunk's
-    factor (``_kept_factors``), rounded once to bf16: half the MUFU.EX2 of the tile."""
+    factor (``_kept_factors``), rounded once to bf16: half the MUFU.EX2 of the tile.
+    SPLIT (CLASSES even): two neighbouring lanes share each pair (``tile_split_pairs``),
+    lane ``half`` holding and writing planes half * CLASSES / 2 onwards (``words``; x_off and
+    g_off are the pair's plane 0); the lse is both lanes', and the first lane counts the
+    pair's loss."""
+    WORDS: tl.constexpr = CLASSES // 2 if SPLIT else CLASSES
     zero = (tl.cast(x_sc, tl.int64) >> 62).to(tl.int32)  # no class stride reaches 2^62
-    lse_lo, lse_hi, es, shifts_lo, shifts_hi = _pair_lse2(words, TY, CLASSES, ASM, SUM_CHUNK,
-                                                          KEPT, zero)
+    lse_lo, lse_hi, es, shifts_lo, shifts_hi = _pair_lse2(words, TY, WORDS, ASM, SUM_CHUNK,
+                                                          KEPT, zero, SPLIT)
     x_words = _words(x_ptr) + (tl.where(in_pair, x_off >> 1, 0) if ASM else x_off >> 1)
     x_stride = tl.cast(x_sc, tl.int64) >> 1
     x_t_lo = _pair_target(x_words, x_stride, t_lo, in_pair, 1, TY, ASM)
@@ -524,12 +561,16 @@ def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr,
         ws_hi = w_hi * scale
         base = _words(gx_ptr) + (g_off >> 1)
         stride = tl.cast(gx_sc, tl.int64) >> 1
+        planes = base
+        if SPLIT:  # g_off: this lane's first plane; base: the pair's plane 0, for the target
+            stride = tl.cast(gx_sc >> 1, tl.int64)  # 32 bits: one IMAD.WIDE per plane
+            base = planes - half * WORDS * stride
         if KEPT:
-            chunks: tl.constexpr = (CLASSES + SUM_CHUNK - 1) // SUM_CHUNK
+            chunks: tl.constexpr = (WORDS + SUM_CHUNK - 1) // SUM_CHUNK
             factors_lo = _kept_factors(shifts_lo, lse_lo, ws_lo, chunks)
             factors_hi = _kept_factors(shifts_hi, lse_hi, ws_hi, chunks)
         prev = zero
-        for c in tl.static_range(CLASSES):
+        for c in tl.static_range(WORDS):
             if KEPT:
                 e = es[c]
                 if ASM and c % KEPT_FENCE == 0 and c > 0:
@@ -546,11 +587,16 @@ def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr,
                 g_lo = _pair_grad(f_lo, lse_lo, ws_lo)
                 g_hi = _pair_grad(f_hi, lse_hi, ws_hi)
             prev = _pack(g_lo, g_hi, TY, ASM)
-            _store(base + c * stride, prev, in_pair, ASM)
-        _store_target_grad(base, stride, t_lo, x_t_lo, lse_lo, ws_lo, in_pair, 1, TY, ASM)
-        _store_target_grad(base, stride, t_hi, x_t_hi, lse_hi, ws_hi, in_pair, 2, TY, ASM)
-    return (tl.where(t_lo >= 0, w_lo * (lse_lo * LN2 - x_t_lo), 0.0)
-            + tl.where(t_hi >= 0, w_hi * (lse_hi * LN2 - x_t_hi), 0.0))
+            _store(planes + c * stride, prev, in_pair, ASM)
+        owner_lo, owner_hi = in_pair, in_pair
+        if SPLIT:  # the lane that wrote the target's plane
+            owner_lo = in_pair & ((t_lo >= WORDS) == (half == 1))
+            owner_hi = in_pair & ((t_hi >= WORDS) == (half == 1))
+        _store_target_grad(base, stride, t_lo, x_t_lo, lse_lo, ws_lo, owner_lo, 1, TY, ASM)
+        _store_target_grad(base, stride, t_hi, x_t_hi, lse_hi, ws_hi, owner_hi, 2, TY, ASM)
+    losses = (tl.where(t_lo >= 0, w_lo * (lse_lo * LN2 - x_t_lo), 0.0)
+              + tl.where(t_hi >= 0, w_hi * (lse_hi * LN2 - x_t_hi), 0.0))
+    return tl.where(half == 0, losses, 0.0) if SPLIT else losses
 
 
 @triton.jit

@@ -27,6 +27,8 @@ SUM_CHUNK = 256         # planes per step of the one-read layouts' max and sum: 
 KEPT_EXPS = True        # the one-read fp32 layout keeps the sum's exponentials for the
                         # gradient: half the exponentials
 KEPT_PAIRS = False      # and the bf16 pixel pairs, as float16 pairs (not yet timed)
+SPLIT_PAIRS = False     # each pixel pair's planes split between two threads, half the
+                        # registers per thread (even C; not yet timed)
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
 SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte accesses)
 ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
@@ -139,6 +141,7 @@ class Problem:
         self.max_programs = FUSED_PROGRAMS
         self.asm_planes = False  # class planes moved through inline PTX (compiled, large C)
         self.pairs = False  # 16-bit class planes moved as words of two pixels (V = 2)
+        self.split = False  # and each pair's planes split between two threads (V = 1)
         self.one_read = False  # every class plane of a tile in registers at large C
         self.sum_chunk = SUM_CHUNK
         self.kept = False  # the sum's exponentials kept in registers for the gradient
@@ -166,7 +169,8 @@ class Problem:
                           and pairs_fit(x, gx, bchw[0], bchw[1], self.flat, self.HW))
         if (RESIDENT_PAIRS and self.pairs_fit and self.classes[0] == 0
                 and self.C <= min(max_block_c, RESIDENT_CLASSES)):
-            self.use_pairs()
+            # split: one max then one sum over each lane's half (no running sum)
+            self.use_pairs(split=SPLIT_PAIRS and self.C % 2 == 0 and SUM_CHUNK >= self.C // 2)
         if ONE_TILE and self.one_read:
             self.max_programs = self.B * cdiv(self.HW, self.block_p)
         self.configure_prepass(PREPASS_VECTOR, PREPASS_WARPS, PREPASS_PROGRAMS)
@@ -189,13 +193,16 @@ class Problem:
         self.one_read = True
         self.kept = KEPT_EXPS and self.x_dtype == torch.float32
 
-    def use_pairs(self) -> None:
-        """Every class plane in registers as words of pixel pairs (needs ``pairs_fit``)."""
+    def use_pairs(self, split: bool = False) -> None:
+        """Every class plane in registers as words of pixel pairs (needs ``pairs_fit``);
+        ``split`` (even C): each pair's planes shared by two threads, half each, one pixel
+        per thread for the other tasks."""
         assert self.pairs_fit, "the logits cannot move as pixel pairs"
-        self.vector = 2
+        assert not split or self.C % 2 == 0, "split pairs take an even number of classes"
+        self.vector = 1 if split else 2
         self.block_p = self.vector * 32 * self.warps
         self.use_resident()
-        self.pairs = True
+        self.pairs, self.split = True, split
         # float16 holds the exponentials with 3 bits to spare over a bf16 gradient, not an
         # fp16 one's (docs/kernel.md, "Exponentials kept in 16 bits")
         self.kept = KEPT_PAIRS and self.x_dtype == torch.bfloat16
@@ -248,7 +255,7 @@ class Problem:
             CHUNK=chunk, NUM_CHUNKS=num_chunks, V=self.vector, BLOCK_P=self.block_p,
             TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64,
             SWEEP_STAGES=self.stages if classes == 0 else 1, ASM_PLANES=self.asm_planes,
-            PAIRS=self.pairs, TILE_STAGES=self.stages,
+            PAIRS=self.pairs, SPLIT=self.split, TILE_STAGES=self.stages,
             SUM_CHUNK=self.sum_chunk, KEPT=self.kept,
             **self.flags,
             num_warps=self.warps, num_stages=self.stages)

@@ -100,14 +100,17 @@ def test_labels_outside_the_classes_get_no_target_gradient(dtype, problems):
 
 
 # fp32: one pixel per thread, its exponentials kept; bf16: pixel pairs, their exponentials
-# taken again or kept as float16 (all one read, one max then one sum by default, or a running
-# one over steps of 16 planes); fp64: the sweeps
-@pytest.mark.parametrize("dtype,kept_pairs", [(torch.float32, False), (torch.bfloat16, False),
-                                              (torch.bfloat16, True), (torch.float64, False)],
-                         ids=["float32", "bfloat16", "bfloat16-kept", "float64"])
+# taken again or kept as float16, each pair in one thread or split between two (all one read,
+# one max then one sum by default, or a running one over steps of 16 planes, which the split
+# pairs do not take); fp64: the sweeps
+@pytest.mark.parametrize("dtype,kept_pairs,split", [
+    (torch.float32, False, False), (torch.bfloat16, False, False), (torch.bfloat16, True, False),
+    (torch.bfloat16, False, True), (torch.bfloat16, True, True), (torch.float64, False, False)],
+    ids=["float32", "bfloat16", "bfloat16-kept", "bfloat16-split", "bfloat16-kept-split",
+         "float64"])
 @pytest.mark.parametrize("sum_chunk", [256, 16])
 def test_running_sum_over_chunks_of_classes_gets_pytorchs_loss_and_gradient(
-        dtype, kept_pairs, sum_chunk, problems, monkeypatch):
+        dtype, kept_pairs, split, sum_chunk, problems, monkeypatch):
     """At C = 150 the exponentials are summed chunk by chunk of classes with a running max
     (the one-read layouts with ``fused_layout.SUM_CHUNK`` < C, the sweeps' chunks) or after
     one max (the one-read default), and must give the same: rows whose first
@@ -117,6 +120,7 @@ def test_running_sum_over_chunks_of_classes_gets_pytorchs_loss_and_gradient(
     F.cross_entropy."""
     monkeypatch.setattr(fused_layout, "SUM_CHUNK", sum_chunk)
     monkeypatch.setattr(fused_layout, "KEPT_PAIRS", kept_pairs)
+    monkeypatch.setattr(fused_layout, "SPLIT_PAIRS", split)
     C, H, W = 150, 2, 4
     g = torch.Generator().manual_seed(5)
     x = torch.randn(1, C, H, W, generator=g) * 2
@@ -153,6 +157,7 @@ def test_running_sum_over_chunks_of_classes_gets_pytorchs_loss_and_gradient(
     assert problems and all((p.classes[0] == C) == one_read
                             and p.pairs == (dtype == torch.bfloat16)
                             and p.kept == (dtype == torch.float32 or kept_pairs)
+                            and p.split == (split and sum_chunk >= C // 2)
                             for p in problems)
     assert all(p.sum_chunk == sum_chunk for p in problems if p.one_read)
 

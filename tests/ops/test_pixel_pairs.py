@@ -32,18 +32,23 @@ def pairs_on(monkeypatch, problems):
 @pytest.mark.parametrize("dtype,kept", [(torch.bfloat16, False), (torch.bfloat16, True),
                                         (torch.float16, False)],
                          ids=["bfloat16", "bfloat16-kept", "float16"])
-def test_pixel_pairs_match_pytorch(pairs_on, dtype, kept, shape, monkeypatch):
-    """Also with the exponentials kept as float16 pairs (``fused_layout.KEPT_PAIRS``)."""
+@pytest.mark.parametrize("split", [False, True], ids=["", "split"])
+def test_pixel_pairs_match_pytorch(pairs_on, dtype, kept, split, shape, monkeypatch):
+    """Also with the exponentials kept as float16 pairs (``fused_layout.KEPT_PAIRS``), and
+    with each pair's planes split between two threads (``fused_layout.SPLIT_PAIRS``: tiles
+    of 128 pixels, so more tiles end inside an image)."""
     monkeypatch.setattr(fused_layout, "KEPT_PAIRS", kept)
+    monkeypatch.setattr(fused_layout, "SPLIT_PAIRS", split)
     B, H, W = shape
-    C = 150 if H * W > 100 else 37
+    C = 150 if H * W > 100 else 38 if split else 37
     pred, tgt = make_inputs(B=B, C=C, H=H, W=W, dtype=dtype, seed=H * W)
     pred["semantic"] = pred["semantic"] * 4  # softmax far from uniform
     cw = torch.rand(C, generator=torch.Generator().manual_seed(1)) + 0.5
     kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8]),
                                 class_weight=cw)
     assert_match(kernel, expected, dtype)
-    assert pairs_on and all(p.pairs and p.vector == 2 and p.kept == kept for p in pairs_on)
+    assert pairs_on and all(p.pairs and p.split == split and p.vector == (1 if split else 2)
+                            and p.kept == kept for p in pairs_on)
 
 
 def test_gradients_of_each_pixel_land_in_its_own_half(pairs_on):
@@ -112,17 +117,22 @@ def test_pairs_are_the_default_where_the_sweeps_were():
 @pytest.mark.parametrize("dtype,kept", [(torch.bfloat16, False), (torch.bfloat16, True),
                                         (torch.float16, False)],
                          ids=["bfloat16", "bfloat16-kept", "float16"])
-def test_compiled_pairs_match_pytorch_on_gpu(pairs_on, dtype, kept, monkeypatch):
+@pytest.mark.parametrize("split", [False, True], ids=["", "split"])
+def test_compiled_pairs_match_pytorch_on_gpu(pairs_on, dtype, kept, split, monkeypatch):
     """The inline PTX of the compiled pairs (packed max, byte permutes, packed cvt, loads
     of lanes off the image; the kept exponentials' float16 words and their fences) against
-    PyTorch: tiles past an image's end and the batch's."""
+    PyTorch: tiles past an image's end and the batch's. Split between two lanes: their
+    shuffles, and the target's gradient stored by the lane that wrote its plane (the other
+    lane's store, unordered with that plane's, would race with it)."""
     monkeypatch.setattr(fused_layout, "KEPT_PAIRS", kept)
+    monkeypatch.setattr(fused_layout, "SPLIT_PAIRS", split)
     pred, tgt = make_inputs(B=3, C=150, H=30, W=66, dtype=dtype, seed=7, device="cuda")
     pred["semantic"] = pred["semantic"] * 4
     cw = torch.rand(150, device="cuda") + 0.5
     kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8], device="cuda"),
                                 class_weight=cw)
     assert_match(kernel, expected, dtype)
-    assert pairs_on and all(p.pairs and p.asm_planes and p.kept == kept for p in pairs_on)
+    assert pairs_on and all(p.pairs and p.asm_planes and p.kept == kept and p.split == split
+                            for p in pairs_on)
 
 

@@ -50,8 +50,8 @@ def test_help_and_config_list_build_on_cpu():
         assert (4 <= len(configs) <= 8) if c150 else (2 <= len(configs) <= 6), case
         # one-read layouts and the sweeps (their layout where the others do not fit)
         if c150:
-            assert {c.chunk for c in configs} == {
-                tune.RESIDENT if case.dtype == "fp32" else tune.PAIRS, 8, 16}, case
+            one_read = {tune.RESIDENT} if case.dtype == "fp32" else {tune.PAIRS, tune.SPLIT}
+            assert {c.chunk for c in configs} == one_read | {8, 16}, case
         # C = 150: fp32's exponentials kept (the default) and taken again, the bf16 pairs'
         # taken again (the default) and kept, both timed
         assert {c.kept for c in configs} == {"C150-fp32": {None, False},
@@ -71,7 +71,7 @@ def test_help_and_config_list_build_on_cpu():
                                            tune.ONE_TILE_PROGRAMS), config
     args = tune.parse_args(["--out", "x", "--quick"])
     assert [(c.tag, len(cs)) for c, cs in tune.plan(args)] == [
-        ("C150-fp32", 4), ("C150-bf16", 3), ("C19-fp32", 1), ("C19-bf16", 1)]
+        ("C150-fp32", 4), ("C150-bf16", 4), ("C19-fp32", 1), ("C19-bf16", 1)]
 
 
 def test_run_case_checks_every_config_and_writes_the_table(tmp_path):
@@ -137,11 +137,12 @@ def test_configure_sets_the_library_default_and_the_layout():
         for config in configs[1:]:
             p = tune.configure(tune.make_problem(args, None, None, None), config)
             assert p.block_p == config.vector * 32 * config.warps
-            if config.chunk is None or config.chunk in (tune.RESIDENT, tune.PAIRS):
+            if config.chunk is None or config.chunk in ONE_READ:
                 assert p.classes == (case.classes, 1, 0)  # every plane in registers
             else:
                 assert p.classes == (0, config.chunk, -(-150 // config.chunk))
-            assert p.pairs == (config.chunk == tune.PAIRS), config
+            assert p.pairs == (config.chunk in (tune.PAIRS, tune.SPLIT)), config
+            assert p.split == (config.chunk == tune.SPLIT), config
             fp32_kept = (config.kept is not False and case.dtype == "fp32"
                          and config.chunk == tune.RESIDENT)
             assert p.kept == (fp32_kept or bool(config.kept)), config
@@ -173,42 +174,49 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
     kept = by_name[("C150-bf16", "V2 w4 s1 pairs p16384 kept")]
     assert kept["exps"] <= pairs["exps"] // 2 + 8, (kept, pairs)
     assert kept["instructions"] <= 0.95 * pairs["instructions"], (kept, pairs)
+    # The pairs split between two threads: 75 words each, so four programs of 4 warps per
+    # SM where the pairs have two; the lanes' max and sum meet by one shuffle each.
+    split = by_name[("C150-bf16", "V1 w4 s1 split p32768")]
+    assert split["registers"] <= 128 and split["programs_per_sm"] == 4, split
+    assert split["shuffles"] >= by_name[("C150-bf16", "V2 w4 s1 pairs p16384")]["shuffles"] + 4
+    assert by_name[("C150-bf16", "V1 w4 s1 split p32768 kept")]["programs_per_sm"] >= 3
     for r in report:
-        if r["chunk"] == tune.PAIRS:
+        planes = 150 // 2 if r["chunk"] == tune.SPLIT else 150
+        if r["chunk"] in (tune.PAIRS, tune.SPLIT):
             # The max of both pixels on the packed words (3-input, 2 x 16-bit), no unpacking.
-            assert r["packed_max"] >= 150 // 2, r
+            assert r["packed_max"] >= planes // 2, r
         assert r["registers"] <= 255 and r["spills"] == 0, r
         assert r["programs_per_sm"] >= 1, r
-        if r["chunk"] in (tune.RESIDENT, tune.PAIRS):
-            # One read: the 150 class planes of the tile held in registers (up to 255
+        if r["chunk"] in ONE_READ:
+            # One read: the tile's class planes held in registers (150 per thread, up to 255
             # registers at fp32 and bf16: two programs of 4 warps per SM, 256 pixels x 150
-            # planes in flight), no barrier in the tile loop;
-            # each logit and gradient element moved once (one access per plane and thread;
-            # the target class's again, from cache, after the class loops).
+            # planes in flight; 75 per thread for the split pairs), no barrier in the tile
+            # loop; each logit and gradient element moved once (one access per plane and
+            # thread; the target class's again, from cache, after the class loops).
             assert r["programs_per_sm"] >= 2 and r["loop_barriers"] == 0, r
             # No class compares its index with the label: each pixel's target logit is
             # loaded and its gradient stored again after the class loops (before: 611 ISETP
             # in the pairs, 166 with one pixel per thread).
             assert r["compares"] <= 40, r
-            extra = 2 if r["chunk"] == tune.PAIRS else 1
-            assert r["loads"] <= 150 + 12 + extra, r
+            extra = 1 if r["chunk"] == tune.RESIDENT else 2
+            assert r["loads"] <= planes + 12 + extra, r
             # A running max and sum over steps of planes (fp32's default): at least a quarter
             # of the exponentials issue before the last planes have arrived (docs/kernel.md,
             # "The sum as the planes arrive"). One max, then one sum (the pairs' default,
             # tune.ONE_SUM): they wait for every plane.
-            pixels = 2 if r["chunk"] == tune.PAIRS else 1
+            pixels = 1 if r["chunk"] == tune.RESIDENT else 2
             if r["sum_chunk"] < 150:
                 assert r["exps_before_last_planes"] >= 150 * pixels // 4, r
             else:
                 assert r["exps_before_last_planes"] == 0, r
-            assert 150 + 3 <= r["stores"] <= 150 + 6 + extra, r
+            assert planes + 3 <= r["stores"] <= planes + 6 + extra, r
             # fp32 keeps the sum's exponentials for the gradient (fused_layout.KEPT_EXPS), and
             # the bf16 pairs can (KEPT_PAIRS): one MUFU.EX2 per class and pixel, where taking
             # them again costs two.
             if r["kept"]:
-                assert r["exps"] <= 150 * pixels + 24, r
+                assert r["exps"] <= planes * pixels + 24, r
             else:
-                assert r["exps"] >= 2 * 150 * pixels, r
+                assert r["exps"] >= 2 * planes * pixels, r
         print(json.dumps(r))
 
 
@@ -330,6 +338,9 @@ def stages_report() -> list:
     return out
 
 
+ONE_READ = (tune.RESIDENT, tune.PAIRS, tune.SPLIT)  # every plane of a tile in registers
+
+
 def _compiled_candidates(case) -> list:
     return tune.candidates(case)
 
@@ -393,7 +404,7 @@ def _static_facts(case, config, real, kernel, args, kwargs) -> dict:
     code = [(address, text) for address, text, *_ in control]
     shared = compiled.metadata.shared
     per_sm = programs_per_sm(registers, config.warps, shared)
-    one_read = config.chunk in (tune.RESIDENT, tune.PAIRS) and config.stages == 1
+    one_read = config.chunk in ONE_READ and config.stages == 1
     B, H, W = SIZES[case.size]
     # the cost model (tests/sass_model.py) where the only loop is the tile loop, and short:
     # it replays whole programs, and the one-wave grids' 64-128 tiles each would take minutes
@@ -413,13 +424,15 @@ def _static_facts(case, config, real, kernel, args, kwargs) -> dict:
                          or " LDG.E " in i or "LDG.E.U16" in i),
         loads=sum(1 for _, i in code if "LDG." in i),
         stores=sum(1 for _, i in code if "STG." in i),
-        exps_before_last_planes=exps_before_last_planes(control, case.classes),
+        exps_before_last_planes=exps_before_last_planes(
+            control, case.classes // 2 if config.chunk == tune.SPLIT else case.classes),
         model_ms=model_ms,
         loop_barriers=sum(1 for span in loops(code) for i in within(code, span) if "BAR." in i),
         loop_local_stores=sum(1 for span in loops(code) for i in within(code, span)
                               if "STL" in i),
         compares=sum(1 for _, i in code if "ISETP" in i),
         packed_max=sum(1 for _, i in code if "HMNMX2" in i or "VHMNMX" in i),
+        shuffles=sum(1 for _, i in code if "SHFL" in i),
         kept=kwargs["KEPT"], exps=sum(1 for _, i in code if "MUFU.EX2" in i),
         instructions=len(code))
 
