@@ -1,10 +1,10 @@
 """A few forward + backward calls of one implementation at one size, nothing timed: the
 program to put under a profiler.
 
-    python -m benchmarks.one_call upsample-fused --size full --set semantic_shift=True
+    python -m benchmarks.one_call upsample-fused --size full --set semantic_registers=128
     ncu --clock-control none --kernel-name regex:upsample_loss_kernel --launch-skip 1 \\
         --launch-count 1 --section WarpStateStats --section SchedulerStats --section Occupancy \\
-        python -m benchmarks.one_call upsample-fused --size full --set semantic_shift=True
+        python -m benchmarks.one_call upsample-fused --size full --set semantic_registers=128
 
 ``--set NAME=VALUE`` (repeatable) changes a field of the upsample loss's configuration
 (``fastmtl.ops.upsample_tiles.Config``) or one of the fused pass's layout switches

@@ -62,29 +62,26 @@ def candidates(classes: int, quick: bool = False) -> list:
     the tests compile every one of them for sm_90a)."""
     from fastmtl.ops.upsample_tiles import DEFAULT
 
+    # Dropped: slower than the default in every sweep that timed them, last on an H200
+    # (2026-11-27, benchmarks/results/nvidia-h200-2026-11-27-1b50243.tune-upsample.md): at
+    # C <= 32 semantic_registers=128 and None and band_rows=(4,) (and the shifted softmax
+    # and the early tap loads, since removed); at C > 32 chunk_registers=None and 128 and
+    # class_chunk=None.
     if classes <= 32:
         changes = [
             {},
             dict(one_launch=True),                             # both launches as one grid
-            dict(semantic_registers=128),                      # 4 programs/SM, 316 B spilled
-            dict(prefetch_taps=True),                          # next row's taps loaded early
-            dict(semantic_registers=None),                     # ptxas's choice: 2 programs/SM
-            dict(band_rows=(4,)),                              # shorter bands, more programs
             dict(band_rows=(16,)),                             # longer bands, fewer programs
-            dict(semantic_shift=True),                         # no per-pixel maximum where safe
             dict(capped_regressions=None),     # two uncapped columns (a torch.compile graph)
             dict(capped_regressions=None, regression_columns=1),  # one uncapped column
             dict(regression_rows=4),                           # chunks of 4 rows
             dict(regression_warps=2),
         ]
-        keep = 7
-    else:
-        changes = [{}, dict(chunk_registers=None),  # ptxas's choice: 2 programs/SM
-                   dict(chunk_registers=128),  # 4 programs/SM, 1.4 KB spilled
-                   dict(class_chunk=None),  # the warps share the classes
-                   dict(band_rows=(4,)), dict(band_rows=(32, 16, 8)),
-                   dict(capped_regressions=None), dict(target_warps=16384)]
         keep = 3
+    else:
+        changes = [{}, dict(band_rows=(4,)), dict(band_rows=(32, 16, 8)),
+                   dict(capped_regressions=None), dict(target_warps=16384)]
+        keep = 2
     configs = [replace(DEFAULT, **c) for c in changes]
     return configs[:keep] if quick else configs
 
@@ -300,7 +297,7 @@ def parse_args(argv):
     p.add_argument("--budget", type=float, default=420.0,
                    help="seconds after which no new configuration starts (default 420)")
     p.add_argument("--quick", action="store_true",
-                   help="fewer configurations (5 at C=19, 3 at C=150) and repetitions")
+                   help="fewer configurations (3 at C=19, 2 at C=150) and repetitions")
     p.add_argument("--cases", nargs="+", choices=[c.name for c in CASES],
                    help="default: all")
     p.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])

@@ -47,8 +47,8 @@ def upsample_both_kernel(
     WRITE_GRAD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_X: tl.constexpr,
     NRUN: tl.constexpr, KC: tl.constexpr, R_BLOCK_X: tl.constexpr, R_ROWS: tl.constexpr,
     R_NRUN: tl.constexpr, R_KC: tl.constexpr, FAST_MATH: tl.constexpr,
-    COMPILED: tl.constexpr, SHIFTED: tl.constexpr = False, PREFETCH: tl.constexpr = False,
-    INDEX32: tl.constexpr = False, KEEP_Y: tl.constexpr = False, KEEP_X: tl.constexpr = False,
+    COMPILED: tl.constexpr, INDEX32: tl.constexpr = False, KEEP_Y: tl.constexpr = False,
+    KEEP_X: tl.constexpr = False,
 ):
     regression, k = program_role(tl.program_id(0), n_sem, n_reg)
     if regression:
@@ -67,5 +67,4 @@ def upsample_both_kernel(
             z_ptr, gd_ptr, d_sb, d_sh, d_sw, z_sb, z_sh, z_sw, gd_sb, gd_sh, gd_sw, index_ptr,
             lam_ptr, start_ptr, part_ptr, bad_ptr, n_parts, h, w, H, W, n_bands, n_strips,
             band_rows, strip_cells, grad_scale, C, True, HAS_WEIGHT, False, False, WRITE_GRAD,
-            BLOCK_C, BLOCK_X, NRUN, KC, False, FAST_MATH, COMPILED, SHIFTED, PREFETCH, INDEX32,
-            KEEP_Y, KEEP_X)
+            BLOCK_C, BLOCK_X, NRUN, KC, False, FAST_MATH, COMPILED, INDEX32, KEEP_Y, KEEP_X)

@@ -28,20 +28,10 @@ columns) with its classes in registers, and walks the rows:
     depth:    loss = |v - z|, dv = sign(v - z)                  (z finite and > 0)
     A += dv, Bc += wy1 dv                                       (registers, per X)
 
-with the targets loaded two rows ahead. With SHIFTED (``Config.semantic_shift``, off by
-default: measured slower on an H100, docs/upsample.md), where every column of the program
-has top and bot finite and no class moving by more than SHIFT_LIMIT / log2 e between them
-(a check once per low-resolution row), the semantic rows take a shifted form with no
-per-pixel maximum: exp(v - M) = 2^(Ts + wy1 Ds), M the column's maximum over top and bot,
-Ts = (top - M) log2 e and Ds = (bot - top) log2 e formed once per low-resolution row
-(``_shift_bound``, ``_shifted_operands``); elsewhere (and for fp64) the per-pixel maximum.
-With PREFETCH (``Config.prefetch_taps``, off by default: not yet timed), the first taps
-u[c, a + 1, i0(X)] of the next low-resolution row are loaded before row a's run reduction
-rather than when row a + 1 starts, so that their memory latency passes during it.
-
-At the end of low-resolution row a, T = A - Bc = sum_Y wy0 dv (plus row a - 1's carried
-bottom part) is row a's gradient per column; ``_reduce_runs`` sums it over the runs into
-the cells, gradient(a, j) = sum_{X in run j} wx0 T + sum_{X in run j-1} wx1 T, stored times
+with the targets loaded two rows ahead. At the end of low-resolution row a,
+T = A - Bc = sum_Y wy0 dv (plus row a - 1's carried bottom part) is row a's gradient per
+column; ``_reduce_runs`` sums it over the runs into the cells,
+gradient(a, j) = sum_{X in run j} wx0 T + sum_{X in run j-1} wx1 T, stored times
 ``grad_scale``; then A = Bc, Bc = 0. On the last row and column, and on every row or
 column of an axis the upsampling keeps (KEEP_Y: h = H, KEEP_X: w = W), both taps are the
 same cell, as PyTorch takes them (``second_tap``): the bottom and second parts stay there,
@@ -64,12 +54,6 @@ __all__ = ["upsample_loss_kernel"]
 
 NO_ROW = tl.constexpr(2147483647)  # no bad label in this column yet
 LOG2E = tl.constexpr(1.4426950408889634)
-LN2 = tl.constexpr(0.6931471805599453)
-# A low-resolution row takes the shifted form (no per-pixel maximum) when, in every column
-# of the program, no class's logit moves by more than SHIFT_LIMIT / log2 e (about 62) from
-# its top row to its bottom row: then the largest term of each row's sum is at least
-# 2^-SHIFT_LIMIT, a normal float32, and terms that flush to 0 are below 2^-36 of it.
-SHIFT_LIMIT = tl.constexpr(90.0)
 
 
 @triton.jit
@@ -114,9 +98,9 @@ def _log(x, FAST_MATH: tl.constexpr):
 
 @triton.jit
 def _divide(num, den, FAST_MATH: tl.constexpr):
-    # num / den for a softmax sum den (at least 2^-SHIFT_LIMIT, or NaN). FAST_MATH
-    # (float32, compiled): rcp.approx.ftz and a multiply, where `/` wraps its reciprocal
-    # in range fix-ups (6 instructions less per target pixel).
+    # num / den for a softmax sum den (at least 1, or NaN). FAST_MATH (float32, compiled):
+    # rcp.approx.ftz and a multiply, where `/` wraps its reciprocal in range fix-ups (6
+    # instructions less per target pixel).
     if FAST_MATH:
         rcp = tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [den],
                                         dtype=tl.float32, is_pure=True, pack=1)
@@ -154,29 +138,6 @@ def _tree(v, MAX: tl.constexpr, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
-def _shift_bound(top, bot, class_ok):
-    """Per column, the shift M = max over classes of top and bot, and D = max over classes
-    of |bot - top| log2 e (inf where top or bot is not finite: their differences' sum is
-    then NaN or inf, which tl.max, like FMNMX, would not see). Every v_c of a row between
-    top and bot lies within D ln 2 of its column's M, so the largest exp(v_c - M) of the
-    row is at least 2^-D."""
-    m = tl.max(tl.where(class_ok[None, :], tl.maximum(top, bot), float("-inf")), 1)
-    diff = tl.where(class_ok[None, :], bot - top, 0.0)
-    total = tl.sum(diff, 1)
-    dist = tl.where(total - total == 0.0, tl.max(tl.abs(diff), 1) * LOG2E, float("inf"))
-    return m, dist
-
-
-@triton.jit
-def _shifted_operands(top, bot, m):
-    """Ts = (top - M) log2 e and Ds = (bot - top) log2 e: for a row with weights wy0, wy1,
-    v - M = (Ts + wy1 Ds) ln 2, with no per-pixel maximum."""
-    ms = m[:, None] * LOG2E
-    a = top * LOG2E - ms
-    return a, (bot * LOG2E - ms) - a
-
-
-@triton.jit
 def _offset(v, INDEX32: tl.constexpr):
     # v as an element offset within one image of a prediction tensor (its channel and row
     # part; the image's own start is in the pointer, in 64 bits): 32-bit where the launch
@@ -201,12 +162,10 @@ def _tap(col, ch, ch_ok, ch_stride, row, s_h, in_window, INDEX32: tl.constexpr =
 
 @triton.jit
 def _along_x(col0, col1, ch, ch_ok, ch_stride, row, s_h, wx0, wx1, in_window, ACC: tl.constexpr,
-             u0=None, INDEX32: tl.constexpr = False):
+             INDEX32: tl.constexpr = False):
     # out[X, c] = wx0(X) u[c, row, i0(X)] + wx1(X) u[c, row, i1(X)] for the window's columns
-    # (col0/col1: pointers to the image's tap columns i0(X), i1(X); u0: the first taps where
-    # the caller has loaded them already).
-    if u0 is None:
-        u0 = _tap(col0, ch, ch_ok, ch_stride, row, s_h, in_window, INDEX32)
+    # (col0/col1: pointers to the image's tap columns i0(X), i1(X)).
+    u0 = _tap(col0, ch, ch_ok, ch_stride, row, s_h, in_window, INDEX32)
     u1 = _tap(col1, ch, ch_ok, ch_stride, row, s_h, in_window, INDEX32)
     return wx0[:, None] * u0.to(ACC) + wx1[:, None] * u1.to(ACC)
 
@@ -359,12 +318,12 @@ def _store_cells(acc_a, acc_b, last_row, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw, a, 
 @triton.jit
 def _semantic_row(Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, in_window,
                   ignore_index, C, cw_ptr, classes, class_ok, x_col0, x_col1, x_sc, x_sh, a, a1,
-                  wx0, wx1, xa, xb, m_col, n_bad, lane_first_row, sem_loss, sem_norm, dx_a, dx_b,
+                  wx0, wx1, xa, xb, n_bad, lane_first_row, sem_loss, sem_norm, dx_a, dx_b,
                   HAS_WEIGHT: tl.constexpr, WRITE_GRAD: tl.constexpr, FAST_MATH: tl.constexpr,
-                  ACC: tl.constexpr, SHIFT: tl.constexpr, INDEX32: tl.constexpr):
+                  ACC: tl.constexpr, INDEX32: tl.constexpr):
     """Target row Y of the semantic task: its label check, loss and gradient (added to
     dx_a, and times wy1 to dx_b). The row's logits are v = wy0 xa + wy1 xb (xa, xb: top
-    and bot), or with SHIFT v - m_col = (xa + wy1 xb) ln 2 (``_shifted_operands``)."""
+    and bot)."""
     t = _label(t_next)
     t_next = t_after
     t_after = tl.load(t_row + Yn * t_sh, mask=later, other=0)
@@ -379,17 +338,12 @@ def _semantic_row(Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, i
         wt = tl.load(cw_ptr + label, mask=valid, other=0.0).to(ACC)
     else:
         wt = valid.to(ACC)
-    if SHIFT:
-        e = tl.where(class_ok[None, :], _exp2(xa + wy1 * xb, FAST_MATH), 0.0)
-        denom = _tree(e, False, e.shape[1])
-        lse = _log(denom, FAST_MATH) + m_col
-    else:
-        v = wy0 * xa + wy1 * xb
-        v = tl.where(class_ok[None, :], v, float("-inf"))
-        v_max = _tree(v, True, v.shape[1])
-        e = tl.where(class_ok[None, :], _exp_shifted(v, v_max, FAST_MATH), 0.0)
-        denom = _tree(e, False, v.shape[1])
-        lse = _log(denom, FAST_MATH) + v_max
+    v = wy0 * xa + wy1 * xb
+    v = tl.where(class_ok[None, :], v, float("-inf"))
+    v_max = _tree(v, True, v.shape[1])
+    e = tl.where(class_ok[None, :], _exp_shifted(v, v_max, FAST_MATH), 0.0)
+    denom = _tree(e, False, v.shape[1])
+    lse = _log(denom, FAST_MATH) + v_max
     # Padding classes (C < BLOCK_C) are constants here, so they cost nothing.
     is_target = (label[:, None] == classes[None, :]) & class_ok[None, :]
     # v[target], recomputed from its four taps (cached loads) as v is.
@@ -413,29 +367,6 @@ def _row_weights(lam_y_ptr, Y, owned_x, y_own, in_window, y_stop):
     owned = owned_x & (Y >= y_own)
     later = in_window & (Y + 2 < y_stop)
     return 1.0 - wy1, wy1, owned, later, (Y + 2).to(tl.int64)
-
-
-@triton.jit
-def _semantic_rows(Y, y_end, lam_y_ptr, owned_x, y_own, y_stop, t_row, t_sh, t_next, t_after,
-                   in_window, ignore_index, C, cw_ptr, classes, class_ok, x_col0, x_col1, x_sc,
-                   x_sh, a, a1, wx0, wx1, xa, xb, m_col, n_bad, lane_first_row, sem_loss,
-                   sem_norm, dx_a, dx_b, HAS_WEIGHT: tl.constexpr, WRITE_GRAD: tl.constexpr,
-                   FAST_MATH: tl.constexpr, ACC: tl.constexpr, SHIFT: tl.constexpr,
-                   INDEX32: tl.constexpr):
-    """The semantic task's target rows [Y, y_end) of one low-resolution row (a launch
-    without the regressions: one loop per form of the softmax, so that neither carries the
-    other's registers)."""
-    while Y < y_end:
-        wy0, wy1, owned, later, Yn = _row_weights(lam_y_ptr, Y, owned_x, y_own, in_window,
-                                                  y_stop)
-        (t_next, t_after, n_bad, lane_first_row, sem_loss, sem_norm, dx_a,
-         dx_b) = _semantic_row(
-            Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, in_window,
-            ignore_index, C, cw_ptr, classes, class_ok, x_col0, x_col1, x_sc, x_sh, a, a1, wx0,
-            wx1, xa, xb, m_col, n_bad, lane_first_row, sem_loss, sem_norm, dx_a, dx_b,
-            HAS_WEIGHT, WRITE_GRAD, FAST_MATH, ACC, SHIFT, INDEX32)
-        Y += 1
-    return Y, t_next, t_after, n_bad, lane_first_row, sem_loss, sem_norm, dx_a, dx_b
 
 
 @triton.jit
@@ -491,8 +422,7 @@ def semantic_program(
     C: tl.constexpr, HAS_SEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_INST: tl.constexpr,
     HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK_C: tl.constexpr,
     BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr, ACC_FP64: tl.constexpr,
-    FAST_MATH: tl.constexpr, COMPILED: tl.constexpr, SHIFTED: tl.constexpr = False,
-    PREFETCH: tl.constexpr = False, INDEX32: tl.constexpr = False,
+    FAST_MATH: tl.constexpr, COMPILED: tl.constexpr, INDEX32: tl.constexpr = False,
     KEEP_Y: tl.constexpr = False, KEEP_X: tl.constexpr = False,
 ):
     """The semantic launch's program ``pid`` (``upsample_loss_kernel``; ``upsample_both_kernel``
@@ -501,8 +431,6 @@ def semantic_program(
     # With 32-bit offsets the logits' per-class tap offsets are recomputed per low-resolution
     # row (``_in_loop``): hoisted, ptxas keeps them live across the program and spills.
     OPAQUE: tl.constexpr = COMPILED and INDEX32
-    tl.static_assert(not SHIFTED or (HAS_SEM and not HAS_INST and not HAS_DEP and not ACC_FP64))
-    tl.static_assert(not PREFETCH or HAS_SEM)
     b, a_lo, a_hi, a_first, j_lo, j_hi, xs, x_own, xe = program_region(
         pid, n_strips, n_bands, band_rows, strip_cells, h, w, start_ptr)
     lam_y_ptr = lam_ptr
@@ -542,10 +470,7 @@ def semantic_program(
             x_col0 = x_ptr + b * x_sb + i0x.to(tl.int64) * x_sw  # a pixel's two tap columns
             x_col1 = x_ptr + b * x_sb + i1x.to(tl.int64) * x_sw
             x_top = _along_x(x_col0, x_col1, _in_loop(classes, xw, OPAQUE), class_ok, x_sc,
-                             a_first, x_sh, wx0, wx1, in_window, ACC, None, INDEX32)
-            if PREFETCH:  # the first taps of each bottom row, one low-resolution row ahead
-                x_next = _tap(x_col0, _in_loop(classes, xw, OPAQUE), class_ok, x_sc,
-                              second_tap(a_first, h, KEEP_Y), x_sh, in_window, INDEX32)
+                             a_first, x_sh, wx0, wx1, in_window, ACC, INDEX32)
             dx_a = tl.zeros([BLOCK_X, BLOCK_C], ACC)
             dx_b = tl.zeros([BLOCK_X, BLOCK_C], ACC)
             t_row = t_ptr + b * t_sb + Xl * t_sw
@@ -586,16 +511,10 @@ def semantic_program(
             a1 = second_tap(a, h, KEEP_Y)
             y_end = tl.load(start_ptr + a + 1)
             if HAS_SEM:
-                if PREFETCH:
-                    x_bot = _along_x(x_col0, x_col1, _in_loop(classes, a, OPAQUE), class_ok,
-                                     x_sc, a1, x_sh, wx0, wx1, in_window, ACC, x_next, INDEX32)
-                else:
-                    x_bot = _along_x(x_col0, x_col1, _in_loop(classes, a, OPAQUE), class_ok,
-                                     x_sc, a1, x_sh, wx0, wx1, in_window, ACC, None, INDEX32)
+                x_bot = _along_x(x_col0, x_col1, _in_loop(classes, a, OPAQUE), class_ok, x_sc,
+                                 a1, x_sh, wx0, wx1, in_window, ACC, INDEX32)
                 if KEEP_Y:  # the top is this row too: the upsampling keeps the height
                     x_top = x_bot
-                if SHIFTED:
-                    m_col, dist = _shift_bound(x_top, x_bot, class_ok)
             if HAS_INST:
                 o_bot = _along_x(o_col0, o_col1, offset_ch, offset_ch < 2, o_sc, a1, o_sh, wx0,
                                  wx1, in_window, ACC)
@@ -606,71 +525,43 @@ def semantic_program(
                                  in_window, ACC)
                 if KEEP_Y:
                     d_top = d_bot
-            if SHIFTED:  # the semantic task alone: one loop per form of the softmax
-                if tl.max(dist, 0) <= SHIFT_LIMIT:
-                    sa, sb = _shifted_operands(x_top, x_bot, m_col)
-                    (Y, t_next, t_after, n_bad, lane_first_row, sem_loss, sem_norm, dx_a,
-                     dx_b) = _semantic_rows(
-                        Y, y_end, lam_y_ptr, owned_x, y_own, y_stop, t_row, t_sh, t_next,
-                        t_after, in_window, ignore_index, C, cw_ptr, classes, class_ok, x_col0,
-                        x_col1, x_sc, x_sh, a, a1, wx0, wx1, sa, sb, m_col, n_bad,
-                        lane_first_row, sem_loss, sem_norm, dx_a, dx_b, HAS_WEIGHT, WRITE_GRAD,
-                        FAST_MATH, ACC, True, INDEX32)
-                    x_top = (sa + sb) * LN2 + m_col[:, None]  # the next row's top: this bot
-                else:
-                    (Y, t_next, t_after, n_bad, lane_first_row, sem_loss, sem_norm, dx_a,
-                     dx_b) = _semantic_rows(
-                        Y, y_end, lam_y_ptr, owned_x, y_own, y_stop, t_row, t_sh, t_next,
-                        t_after, in_window, ignore_index, C, cw_ptr, classes, class_ok, x_col0,
-                        x_col1, x_sc, x_sh, a, a1, wx0, wx1, x_top, x_bot, m_col, n_bad,
-                        lane_first_row, sem_loss, sem_norm, dx_a, dx_b, HAS_WEIGHT, WRITE_GRAD,
-                        FAST_MATH, ACC, False, INDEX32)
-                    x_top = x_bot
-            else:  # every task of the launch in one loop
-                while Y < y_end:
-                    wy0, wy1, owned, later, Yn = _row_weights(lam_y_ptr, Y, owned_x, y_own,
-                                                              in_window, y_stop)
-                    if HAS_SEM:
-                        (t_next, t_after, n_bad, lane_first_row, sem_loss, sem_norm, dx_a,
-                         dx_b) = _semantic_row(
-                            Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, in_window,
-                            ignore_index, C, cw_ptr, classes, class_ok, x_col0, x_col1, x_sc, x_sh,
-                            a, a1, wx0, wx1, x_top, x_bot, 0.0, n_bad, lane_first_row, sem_loss,
-                            sem_norm, dx_a, dx_b, HAS_WEIGHT, WRITE_GRAD, FAST_MATH, ACC, False,
-                            INDEX32)
-                    if HAS_INST:
-                        in_mask = in_window & (m_next != 0)
-                        target = g_next.to(ACC)
-                        m_next = m_after
-                        g_next = g_after
-                        m_after = tl.load(m_row + Yn * m_sh, mask=later, other=0)
-                        g_after = tl.load(g_row + Yn * g_sh, mask=later[:, None], other=0.0)
-                        diff = wy0 * o_top + wy1 * o_bot - target
-                        inst_loss += tl.where(in_mask & owned, tl.sum(tl.abs(diff), 1), 0.0)
-                        inst_norm += (in_mask & owned).to(ACC)
-                        if WRITE_GRAD:
-                            dv = tl.where(in_mask[:, None], _sign(diff), 0.0)
-                            do_a += dv
-                            do_b += wy1 * dv
-                    if HAS_DEP:
-                        z = z_next.to(ACC)
-                        z_next = z_after
-                        z_after = tl.load(z_row + Yn * z_sh, mask=later, other=0.0)
-                        measured = in_window & (z > 0) & (z < float("inf"))
-                        diff = wy0 * d_top + wy1 * d_bot - tl.where(measured, z, 0.0)[:, None]
-                        dep_loss += tl.where(measured & owned, tl.sum(tl.abs(diff), 1), 0.0)
-                        dep_norm += (measured & owned).to(ACC)
-                        if WRITE_GRAD:
-                            dv = tl.where(measured[:, None], _sign(diff), 0.0)
-                            dd_a += dv
-                            dd_b += wy1 * dv
-                    Y += 1
-            if PREFETCH:
-                # The next bottom row's first taps, issued before this row's run reduction:
-                # their latency passes during it, and their cache lines hold the second taps.
-                x_next = _tap(x_col0, _in_loop(classes, a, OPAQUE), class_ok, x_sc,
-                              second_tap(a + 1, h, KEEP_Y), x_sh, in_window & (a + 1 < a_hi),
-                              INDEX32)
+            while Y < y_end:  # every task of the launch in one loop
+                wy0, wy1, owned, later, Yn = _row_weights(lam_y_ptr, Y, owned_x, y_own,
+                                                          in_window, y_stop)
+                if HAS_SEM:
+                    (t_next, t_after, n_bad, lane_first_row, sem_loss, sem_norm, dx_a,
+                     dx_b) = _semantic_row(
+                        Y, wy0, wy1, owned, later, Yn, t_row, t_sh, t_next, t_after, in_window,
+                        ignore_index, C, cw_ptr, classes, class_ok, x_col0, x_col1, x_sc, x_sh,
+                        a, a1, wx0, wx1, x_top, x_bot, n_bad, lane_first_row, sem_loss,
+                        sem_norm, dx_a, dx_b, HAS_WEIGHT, WRITE_GRAD, FAST_MATH, ACC, INDEX32)
+                if HAS_INST:
+                    in_mask = in_window & (m_next != 0)
+                    target = g_next.to(ACC)
+                    m_next = m_after
+                    g_next = g_after
+                    m_after = tl.load(m_row + Yn * m_sh, mask=later, other=0)
+                    g_after = tl.load(g_row + Yn * g_sh, mask=later[:, None], other=0.0)
+                    diff = wy0 * o_top + wy1 * o_bot - target
+                    inst_loss += tl.where(in_mask & owned, tl.sum(tl.abs(diff), 1), 0.0)
+                    inst_norm += (in_mask & owned).to(ACC)
+                    if WRITE_GRAD:
+                        dv = tl.where(in_mask[:, None], _sign(diff), 0.0)
+                        do_a += dv
+                        do_b += wy1 * dv
+                if HAS_DEP:
+                    z = z_next.to(ACC)
+                    z_next = z_after
+                    z_after = tl.load(z_row + Yn * z_sh, mask=later, other=0.0)
+                    measured = in_window & (z > 0) & (z < float("inf"))
+                    diff = wy0 * d_top + wy1 * d_bot - tl.where(measured, z, 0.0)[:, None]
+                    dep_loss += tl.where(measured & owned, tl.sum(tl.abs(diff), 1), 0.0)
+                    dep_norm += (measured & owned).to(ACC)
+                    if WRITE_GRAD:
+                        dv = tl.where(measured[:, None], _sign(diff), 0.0)
+                        dd_a += dv
+                        dd_b += wy1 * dv
+                Y += 1
             # Owner row a is done: its gradient row (rows of a - 1 before a_lo are only
             # walked for their bottom part) goes to the cells, its bottom part carries on.
             if WRITE_GRAD:
@@ -707,7 +598,7 @@ def semantic_program(
                     if KEEP_Y:
                         dd_a = tl.zeros([BLOCK_X, 1], ACC)
                     dd_b = tl.zeros([BLOCK_X, 1], ACC)
-            if HAS_SEM and not SHIFTED:
+            if HAS_SEM:
                 x_top = x_bot
             if HAS_INST:
                 o_top = o_bot
@@ -748,8 +639,7 @@ def upsample_loss_kernel(
     C: tl.constexpr, HAS_SEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_INST: tl.constexpr,
     HAS_DEP: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK_C: tl.constexpr,
     BLOCK_X: tl.constexpr, NRUN: tl.constexpr, KC: tl.constexpr, ACC_FP64: tl.constexpr,
-    FAST_MATH: tl.constexpr, COMPILED: tl.constexpr, SHIFTED: tl.constexpr = False,
-    PREFETCH: tl.constexpr = False, INDEX32: tl.constexpr = False,
+    FAST_MATH: tl.constexpr, COMPILED: tl.constexpr, INDEX32: tl.constexpr = False,
     KEEP_Y: tl.constexpr = False, KEEP_X: tl.constexpr = False,
 ):
     semantic_program(tl.program_id(0), x_ptr, t_ptr, cw_ptr, gx_ptr, x_sb, x_sc, x_sh, x_sw,
@@ -759,4 +649,4 @@ def upsample_loss_kernel(
         gd_sb, gd_sh, gd_sw, index_ptr, lam_ptr, start_ptr, part_ptr, bad_ptr, n_parts, h,
         w, H, W, n_bands, n_strips, band_rows, strip_cells, grad_scale, C, HAS_SEM,
         HAS_WEIGHT, HAS_INST, HAS_DEP, WRITE_GRAD, BLOCK_C, BLOCK_X, NRUN, KC, ACC_FP64,
-        FAST_MATH, COMPILED, SHIFTED, PREFETCH, INDEX32, KEEP_Y, KEEP_X)
+        FAST_MATH, COMPILED, INDEX32, KEEP_Y, KEEP_X)

@@ -80,9 +80,8 @@ def launch_losses(launch, layout, x, t, class_weight, gx, o, g, m, go, d, z, gd,
                 WRITE_GRAD=write_grad, BLOCK_C=plan.block_c, BLOCK_X=plan.block_x,
                 NRUN=plan.nrun, KC=plan.kc, ACC_FP64=acc_fp64,
                 FAST_MATH=not acc_fp64 and not interpreted(), COMPILED=not interpreted(),
-                SHIFTED=plan.shifted and not acc_fp64,
-                PREFETCH=plan.prefetch, INDEX32=index32, KEEP_Y=h == H, KEEP_X=w == W,
-                num_warps=plan.num_warps, **flags, **register_cap(plan, acc_fp64, launch))
+                INDEX32=index32, KEEP_Y=h == H, KEEP_X=w == W, num_warps=plan.num_warps,
+                **flags, **register_cap(plan, acc_fp64, launch))
 
 
 def _regressions(launch, grid, plan, flags, o, g, m, go, d, z, gd, index, lam, start, part,
@@ -126,7 +125,6 @@ def _both(launch, layout, x, t, class_weight, gx, o, g, m, go, d, z, gd, ignore_
         HAS_DEP=flags["HAS_DEP"], WRITE_GRAD=write_grad, BLOCK_C=plan.block_c,
         BLOCK_X=plan.block_x, NRUN=plan.nrun, KC=plan.kc, R_BLOCK_X=r_plan.block_x,
         R_ROWS=r_plan.rows, R_NRUN=r_plan.nrun, R_KC=r_plan.kc,
-        FAST_MATH=not interpreted(), COMPILED=not interpreted(), SHIFTED=plan.shifted,
-        PREFETCH=plan.prefetch, INDEX32=layout.index32, KEEP_Y=h == H, KEEP_X=w == W,
-        num_warps=plan.num_warps,
+        FAST_MATH=not interpreted(), COMPILED=not interpreted(), INDEX32=layout.index32,
+        KEEP_Y=h == H, KEEP_X=w == W, num_warps=plan.num_warps,
         **register_cap(plan, False, launch))

@@ -64,17 +64,6 @@ class Config:
     # the registers (a factor of 2 spills 764 bytes under the cap, in the row loop too),
     # and so does the walk over several windows of heads much narrower than the targets.
     capped_runs: int = 16
-    # Softmax of a low-resolution row's target rows shifted by a per-column bound, without a
-    # per-pixel maximum, wherever the row's logits allow it (``SHIFT_LIMIT`` in
-    # kernels/upsample_loss.py); False: the per-pixel maximum everywhere. 55 fewer
-    # instructions per pixel in the row loop, but measured slower on an H100 (semantic launch
-    # at C = 19: 0.495 against 0.454 ms fp32, 0.504 against 0.471 bf16), so not the default.
-    semantic_shift: bool = False
-    # Load the first taps of the next low-resolution row's logits before the run reduction
-    # of the current one (their latency then passes during it; the second taps share their
-    # cache lines) instead of when the row starts. Not yet timed; at the 168-register cap
-    # ptxas spills 104 bytes (fp32) outside the row loops for it (docs/upsample.md).
-    prefetch_taps: bool = False
     large_c_registers: Optional[int] = None  # C > MAX_CLASSES_PER_THREAD (warps share classes)
     # C > MAX_CLASSES_PER_THREAD: classes in chunks of this many inside each thread, one
     # column per thread (``kernels/upsample_chunks.py``); None: the warps share the classes.
@@ -196,8 +185,6 @@ class Tiles:
     rows: int = 1       # full-resolution rows per chunk: the regressions' launch, and the
                         # large-C semantic launch in class chunks (rows per pass over them)
     class_chunks: bool = False  # semantic launch: upsample_chunks_kernel (block_c per chunk)
-    shifted: bool = False  # all-classes semantic launch: the shifted softmax where it is safe
-    prefetch: bool = False  # all-classes semantic launch: next row's first taps loaded early
 
 
 def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
@@ -255,6 +242,4 @@ def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
                  strip_cells=cells, n_strips=n_strips, band_rows=band_rows,
                  n_bands=cdiv(h, band_rows), nrun=nrun, kc=max(1, block_x // nrun),
                  windows=windows, max_registers=registers, rows=rows,
-                 class_chunks=class_chunks,
-                 shifted=semantic and not class_chunks and cfg.semantic_shift,
-                 prefetch=semantic and not class_chunks and cfg.prefetch_taps)
+                 class_chunks=class_chunks)

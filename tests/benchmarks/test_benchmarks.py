@@ -468,16 +468,16 @@ def test_one_call_applies_its_settings_during_the_calls_only(monkeypatch):
 
     seen = []
     monkeypatch.setattr(one_call, "step", lambda *a: seen.append(
-        (upsample_tiles.current().semantic_shift, upsample_tiles.current().band_rows,
+        (upsample_tiles.current().semantic_registers, upsample_tiles.current().band_rows,
          fused_layout.RESIDENT_PAIRS)))
     pairs = fused_layout.RESIDENT_PAIRS
     assert one_call.main(["triton", "--size", "1x8x16", "--device", "cpu", "--calls", "2",
-                          "--set", "semantic_shift=True", "--set", "band_rows=(4, 2)",
+                          "--set", "semantic_registers=128", "--set", "band_rows=(4, 2)",
                           "--set", f"RESIDENT_PAIRS={not pairs}"]) == 0
-    assert seen == [(True, (4, 2), not pairs)] * 2
+    assert seen == [(128, (4, 2), not pairs)] * 2
     assert upsample_tiles.current() == upsample_tiles.DEFAULT
     assert fused_layout.RESIDENT_PAIRS == pairs
-    for bad in ("semantic_shift", "no_such_field=1", "band_rows=(4,"):
+    for bad in ("semantic_registers", "no_such_field=1", "band_rows=(4,"):
         with pytest.raises(ValueError):
             one_call.parse_sets([bad])
 
@@ -486,7 +486,7 @@ def test_one_call_runs_the_upsample_loss_under_the_interpreter(capsys):
     from benchmarks import one_call
 
     assert one_call.main(["upsample-fused", "--size", "1x16x24", "--device", "cpu", "--calls", "1",
-                          "--set", "semantic_shift=True"]) == 0
+                          "--set", "semantic_registers=128"]) == 0
     assert "1 forward + backward calls of upsample-fused, 1x16x24" in capsys.readouterr().out
 
 

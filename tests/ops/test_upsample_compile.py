@@ -8,13 +8,7 @@ configurations the benchmarks measure (C = 19 at a factor of 8, fp32 and bf16):
 
 - semantic launch: registers that let three programs of 4 warps share an SM (its
   168-register cap), channels-last predictions included, no spills; one row loop (the
-  per-pixel maximum). With ``semantic_shift`` (tag C19-shifted): at most SHIFTED_SPILLS
-  bytes of spills and none in a row loop; two row loops, one per form of the softmax: the
-  per-pixel maximum, and the shifted form (``_shifted_operands``) with no maximum (no
-  FMNMX) and at most SHIFTED_BUDGET instructions per target pixel;
-  with ``prefetch_taps`` (tag C19-prefetch): at most PREFETCH_SPILLS bytes of spills, none
-  in a row or reduction loop, and the next row's first taps (one load per class) issued
-  between the row loop and the run reduction's loop;
+  per-pixel maximum);
 - regressions' launch: at least two programs of 4 warps per SM (one column per thread
   capped at 128 registers, four programs, where the launch takes the cap as these
   launches do; two uncapped columns, 255 registers, elsewhere), at most REGRESSION_SPILLS
@@ -41,10 +35,9 @@ configurations the benchmarks measure (C = 19 at a factor of 8, fp32 and bf16):
   an image in 32 bits, the image's start in 64). Every semantic specialisation the
   benchmarks launch takes it; C19-wide and C40-wide are the 64-bit forms.
 
-The cost model (tests/upsample_model.py) of the C = 19 semantic launch at the benchmark's
-split must rank the shifted softmax slower than the per-pixel maximum, as an H100 measured
-(MODELLED); ``python tests/ops/test_upsample_compile.py model`` prints its estimates for the
-defaults and the tuning sweep's alternatives at the benchmark's shapes.
+``python tests/ops/test_upsample_compile.py model`` prints the estimates of the cost model
+(tests/upsample_model.py) for the defaults and other register caps at the benchmark's
+shapes.
 
 torch.compile(fullgraph=True) must trace forward and backward without a graph break.
 Both run in a subprocess without TRITON_INTERPRET; this file is that subprocess's script.
@@ -81,8 +74,7 @@ CHUNK_PASS_BUDGET = {"pass_a": 10.5, "pass_b": 16.5}
 # (bf16), 283 (strided), 301 with 64-bit offsets (C19-wide), 84 (regressions, fp32 and bf16;
 # 99 for the single-pass kernel's one row at a time).
 ROW_BUDGET = {("C19-fp32", True): 300, ("C19-bf16", True): 300, ("C19-strided", True): 300,
-              ("C19-shifted", True): 300, ("C19-prefetch", True): 300, ("C19-wide", True): 315,
-              ("C19-fp32", False): 95, ("C19-bf16", False): 95, ("C19-strided", False): 95}
+              ("C19-wide", True): 315, ("C19-fp32", False): 95, ("C19-bf16", False): 95, ("C19-strided", False): 95}
 # Bytes, outside the row loop: one column under the 128-register cap of an eager CUDA call
 # (``capped_regressions``; measured 140, and 72 for two uncapped columns).
 REGRESSION_SPILLS = 160
@@ -90,23 +82,9 @@ REGRESSION_SPILLS = 160
 # more spills, outside the row loop (measured: 136 bytes at this file's shape; at
 # 8 x 1024 x 2048, 284 against 72 before, reloaded once per low-resolution row).
 STRIDED_REGRESSION_SPILLS = 192
-# Semantic launch with ``semantic_shift`` (measured: none since the logits' offsets are 32-bit
-# within an image; before, 100 bytes of loop-invariant indices of the run reduction).
-SHIFTED_SPILLS = 0
-# With ``prefetch_taps``: the next row's first taps held across the run reduction (measured:
-# 44 bytes, fp32, at the 168-register cap, none in a row or reduction loop; 104 with 64-bit
-# offsets).
-PREFETCH_SPILLS = 64
-# The shifted row loop (measured: 232 fp32; the per-pixel maximum's: 290).
-SHIFTED_BUDGET = 245
 # The longest chain of dependent FMNMX, and of dependent FADD, in a semantic row loop: the
 # maximum and the sum over the classes as trees (measured: 5 and 5; 19 and 19 as chains).
 TREE_DEPTH = 7
-# The cost model (tests/upsample_model.py) of the C = 19 semantic launch at the benchmark's
-# split, in both forms of the softmax: an H100 timed the shifted form 9% slower than the
-# per-pixel maximum (0.495 against 0.454 ms fp32, commit 1094c53), and the model of that
-# code 10% slower (0.515 against 0.469 ms).
-MODELLED = ("C19-fp32", "C19-shifted")
 BENCHMARK_C19 = dict(B=8, C=19, h=128, w=256, H=1024, W=2048)
 BENCHMARK_C150 = dict(B=8, C=150, h=64, w=128, H=512, W=1024)
 
@@ -134,8 +112,7 @@ def test_aot_compile_every_specialisation_and_the_design_on_sm90():
     for tag, budget in ROW_BUDGET.items():
         v = by_tag[tag]
         registers, spills = v["ptxas"]["sm_90a"]
-        limit = ({"C19-shifted": SHIFTED_SPILLS, "C19-prefetch": PREFETCH_SPILLS}.get(tag[0], 0)
-                 if tag[1]
+        limit = (0 if tag[1]
                  else STRIDED_REGRESSION_SPILLS if tag[0] == "C19-strided"
                  else REGRESSION_SPILLS)
         assert spills <= limit, (tag, v["ptxas"])
@@ -168,32 +145,17 @@ def test_aot_compile_every_specialisation_and_the_design_on_sm90():
             assert row["loads_before_arithmetic"] >= chunk // 2, (tag, row)
         assert v["ptxas"]["sm_90a"][1] <= (STRIDED_REGRESSION_SPILLS if tag == "C19-strided"
                                            else REGRESSION_SPILLS), (tag, v["ptxas"])
-    for tag in ("C19-fp32", "C19-bf16", "C19-strided", "C19-shifted", "C19-prefetch"):
+    for tag in ("C19-fp32", "C19-bf16", "C19-strided"):
         v = by_tag[tag, True]
-        # the two forms of the softmax with semantic_shift, the per-pixel maximum without
-        assert len(v["row_loops"]) == (2 if tag == "C19-shifted" else 1), v["row_loops"]
-        for row in v["row_loops"]:
-            assert row["ops"]["MUFU.EX2"] == 19, row
-            # the maximum and the sum over the 19 classes as trees of pairs (5 deep), not
-            # as chains of 19 dependent instructions
-            assert row["max_chain"] <= TREE_DEPTH and row["sum_chain"] <= TREE_DEPTH, (tag, row)
-        shifted = [row for row in v["row_loops"] if "FMNMX" not in row["ops"]]
-        if tag == "C19-shifted":
-            assert len(shifted) == 1 and shifted[0]["instructions"] <= SHIFTED_BUDGET, shifted
-        else:
-            assert shifted == [], v["row_loops"]
+        assert len(v["row_loops"]) == 1, v["row_loops"]
+        row = v["row_loop"]
+        assert row["ops"]["MUFU.EX2"] == 19 and "FMNMX" in row["ops"], row  # per-pixel maximum
+        # the maximum and the sum over the 19 classes as trees of pairs (5 deep), not as
+        # chains of 19 dependent instructions
+        assert row["max_chain"] <= TREE_DEPTH and row["sum_chain"] <= TREE_DEPTH, (tag, row)
         assert v["reduction_loop"]["ops"].get("STS.128", 0) > 0
-        assert v["row_loop"]["ops"]["LDG.E.64"] >= 1  # the int64 label, one access
-    # prefetch_taps: the next row's first taps (one per class) issued before the run
-    # reduction, beyond what the default issues there
-    assert (by_tag["C19-prefetch", True]["loads_before_reduction"]
-            >= by_tag["C19-fp32", True]["loads_before_reduction"] + 19), (
-        by_tag["C19-prefetch", True]["loads_before_reduction"],
-        by_tag["C19-fp32", True]["loads_before_reduction"])
+        assert row["ops"]["LDG.E.64"] >= 1  # the int64 label, one access
     assert by_tag["C19-u8", True]["row_loop"]["ops"]["LDG.E.U8"] >= 1
-    # The cost model ranks the two forms of the softmax as the H100 did (MODELLED).
-    modelled = {tag: by_tag[tag, True]["model_ms"] for tag in MODELLED}
-    assert modelled["C19-shifted"] > 1.03 * modelled["C19-fp32"], modelled
     # C > 32: classes in chunks of CH inside the thread, one column per thread, ROWS target
     # rows per pass: three programs of 4 warps per SM (the register cap), at most
     # CHUNK_SPILLS bytes of spills and none in either pass; pass A (running max and
@@ -256,8 +218,6 @@ def _configs():
             ("C19-odd", dict(base, h=7, w=9, H=45, W=71, align_corners=True)),
             ("C19-nograd", dict(base, write_grad=False)),
             ("C19-strided", dict(base, strided=True)),
-            ("C19-shifted", dict(base, shift=True)),
-            ("C19-prefetch", dict(base, prefetch=True)),
             ("C19-wide", dict(base, wide=True)),
             ("C19-fp64", dict(base, h=4, w=4, H=32, W=32, dtype=torch.float64)),
             ("narrow-head", dict(base, h=3, w=2, H=40, W=600)),
@@ -275,18 +235,16 @@ def _configs():
 
 
 def _record(B, C, h, w, H, W, dtype=None, tasks=ALL, write_grad=True, class_weighted=True,
-            align_corners=False, target_dtype=None, strided=False, chunks=False, shift=False,
-            prefetch=False, wide=False):
+            align_corners=False, target_dtype=None, strided=False, chunks=False, wide=False):
     """The launches (kernel, args, kwargs) of one forward and backward (chunks: with the
-    classes in chunks, ``class_chunk=16``, at C > 32, else the warps share them; shift:
-    ``semantic_shift``; prefetch: ``prefetch_taps``; wide: as for logits whose images span
-    2**31 elements or more, every offset in 64 bits)."""
+    classes in chunks, ``class_chunk=16``, at C > 32, else the warps share them; wide: as for
+    logits whose images span 2**31 elements or more, every offset in 64 bits)."""
     from unittest import mock
 
     from fastmtl.ops import upsample
     from fastmtl.ops.upsample_tiles import use
 
-    with use(class_chunk=16 if chunks else None, semantic_shift=shift, prefetch_taps=prefetch), \
+    with use(class_chunk=16 if chunks else None), \
             mock.patch.object(upsample, "within_int32_per_image", lambda t: not wide):
         return _record_launches(B, C, h, w, H, W, dtype, tasks, write_grad, class_weighted,
                                 align_corners, target_dtype, strided)
@@ -392,17 +350,12 @@ def _design(kernel_name, compiled, kwargs) -> dict:
     semantic = kwargs.get("HAS_SEM", False)
     row = max(found, key=lambda lp: (lp["ops"].get("MUFU", 0) if semantic else 0,
                                      -lp["ops"].get("BAR", 0), lp["ops"].get("LDG", 0)))
-    # semantic: every loop issuing the exponentials without a barrier (one per softmax form)
+    # semantic: every loop issuing the exponentials without a barrier
     rows = [lp for lp in found if lp["ops"].get("MUFU.EX2", 0) and not lp["ops"].get("BAR")]
     reduction = [lp for lp in found if lp["ops"].get("STS", 0) and lp["ops"].get("LDS", 0)]
     reduction_loop = max(reduction, key=lambda lp: lp["instructions"], default={"ops": {}})
-    between = []  # from the end of the row loop to the run reduction's loop
-    if "span" in reduction_loop and row["span"][1] < reduction_loop["span"][0]:
-        between = within(code, (row["span"][1] + 16, reduction_loop["span"][0] - 16))
     return dict(semantic=semantic, row_loop=row, row_loops=rows if semantic else [row],
-                reduction_loop=reduction_loop,
-                loads_before_reduction=sum(1 for ins in between if " LDG" in f" {ins}"),
-                num_warps=kwargs["num_warps"],
+                reduction_loop=reduction_loop, num_warps=kwargs["num_warps"],
                 columns_per_thread=kwargs["BLOCK_X"] // (32 * kwargs["num_warps"]) or 1,
                 rows_per_iteration=kwargs.get("ROWS", 1))
 
@@ -445,8 +398,6 @@ def _aot_main():
                 entry["wide_strides"] = _wide_strides(
                     compiled.asm["ttir"], ("x_sc", "x_sh") if entry["index32"] else ())
                 entry.update(_design(kernel.__name__, compiled, kwargs))
-                if tag in MODELLED and kwargs.get("HAS_SEM"):
-                    entry["model_ms"] = _model_ms(compiled, kwargs, BENCHMARK_C19, {}, entry)
         return entry, failures
 
     done = map_in_processes(compile_one, len(found))
@@ -472,11 +423,10 @@ def _model_ms(compiled, kwargs, shape, config: dict, entry: dict) -> float:
 
 
 # The semantic launches the model is asked about (``python tests/ops/test_upsample_compile.py
-# model``; docs/upsample.md, "The cost model on the 1/8 launches"): the default and the
-# tuning sweep's alternatives, at the benchmark's shapes.
+# model``; docs/upsample.md, "The cost model on the 1/8 launches"): the default and other
+# register caps, at the benchmark's shapes.
 MODEL_CASES = [(c, dtype, config) for dtype in ("fp32", "bf16") for c, config in (
-    (19, {}), (19, dict(semantic_shift=True)), (19, dict(prefetch_taps=True)),
-    (19, dict(semantic_registers=128)), (19, dict(semantic_registers=None)),
+    (19, {}), (19, dict(semantic_registers=128)), (19, dict(semantic_registers=None)),
     (150, {}), (150, dict(chunk_registers=None)), (150, dict(chunk_registers=128)))]
 
 
@@ -490,9 +440,7 @@ def _model_main():
         shape = BENCHMARK_C19 if classes == 19 else BENCHMARK_C150
         with use(**config):
             calls = _record(**shape, dtype=torch.float32 if dtype == "fp32" else torch.bfloat16,
-                            tasks=("semantic",), chunks=classes > 32, class_weighted=False,
-                            shift=config.get("semantic_shift", False),
-                            prefetch=config.get("prefetch_taps", False))
+                            tasks=("semantic",), chunks=classes > 32, class_weighted=False)
         kernel, args, kwargs = next(c for c in calls if c[0].__name__ in (
             "upsample_loss_kernel", "upsample_chunks_kernel"))
         compiled = compile_for(kernel, args, kwargs, 90)
