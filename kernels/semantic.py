@@ -545,9 +545,9 @@ def pairs_step(words, t_lo, w_lo, t_hi, w_hi, scale, x_ptr, x_off, x_sc, gx_ptr,
     (``_pair_lse2``), replace the words, and each gradient is one of them times its chunk's
     factor (``_kept_factors``), rounded once to bf16: half the MUFU.EX2 of the tile.
     SPLIT (CLASSES even): two neighbouring lanes share each pair (``tile_split_pairs``),
-    lane ``half`` holding and writing planes half * CLASSES / 2 onwards (``words``; x_off and
-    g_off are the pair's plane 0); the lse is both lanes', and the first lane counts the
-    pair's loss."""
+    lane ``half`` holding and writing planes half * CLASSES / 2 onwards (``words``; x_off is
+    the pair's plane 0, g_off the lane's first plane); the lse is both lanes', and the first
+    lane counts the pair's loss."""
     WORDS: tl.constexpr = CLASSES // 2 if SPLIT else CLASSES
     zero = (tl.cast(x_sc, tl.int64) >> 62).to(tl.int32)  # no class stride reaches 2^62
     lse_lo, lse_hi, es, shifts_lo, shifts_hi = _pair_lse2(words, TY, WORDS, ASM, SUM_CHUNK,

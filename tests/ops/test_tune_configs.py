@@ -417,8 +417,6 @@ def _static_facts(case, config, real, kernel, args, kwargs) -> dict:
         max_programs=config.max_programs,
         programs=real[0], tiles_per_program=real[1], registers=registers, spills=spills,
         shared=shared, programs_per_sm=per_sm,
-        waves_h100=round(real[0] / (tune.SM_COUNT_H100 * per_sm), 2),
-        resident_px_per_sm=min(per_sm, -(-real[0] // tune.SM_COUNT_H100)) * config.block_p,
         wide_loads=sum(1 for _, i in code if "LDG.E.64" in i or "LDG.E.128" in i),
         narrow_loads=sum(1 for _, i in code if i.startswith("LDG.E ")
                          or " LDG.E " in i or "LDG.E.U16" in i),
