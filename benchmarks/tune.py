@@ -39,7 +39,8 @@ import torch
 SM_COUNT_H100 = 132  # the caps below are fixed numbers: the library's grid depends on shapes only
 PERSISTENT = (SM_COUNT_H100, SM_COUNT_H100 * 2, SM_COUNT_H100 * 4, SM_COUNT_H100 * 8)
 DEFAULT_PROGRAMS = 16384
-ONE_TILE_PROGRAMS = 32768  # C = 150 fp32 at the benchmark size: one tile per program
+ONE_TILE_PROGRAMS = 32768  # C = 150 at the benchmark size, 128-pixel tiles: one tile per
+                           # program (fused_layout.ONE_TILE)
 
 
 @dataclass(frozen=True)
@@ -109,11 +110,12 @@ RUNNING_SUM = 16  # and of a running max and sum over steps of 16 planes
 # tried. Two sweeps stay: they are the layout of the logits that do not fit the others.
 CANDIDATES = {
     "C150-fp32": [
-        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # the library's default: one read, 2 per SM,
+        _c(1, 4, 1, ONE_TILE_PROGRAMS, RESIDENT),  # the library's default: one read, 2 per SM,
                                                # one max then one sum, its exponentials kept
-                                               # for the gradient (H200, 2026-11-27)
-        _c(1, 4, 1, ONE_TILE_PROGRAMS, RESIDENT),  # the same, one tile per program: no tile
-                                               # loop, each plane's address one IMAD.WIDE
+                                               # for the gradient, one tile per program (no
+                                               # tile loop, H200, 2026-11-27)
+        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # the same, two tiles per program (the
+                                               # default until 2026-11-27)
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, RUNNING_SUM),  # a running sum, kept
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, RUNNING_SUM, kept=False),  # the gradient's
                                                # exponentials taken again (until 2026-11-27)
@@ -121,15 +123,16 @@ CANDIDATES = {
         _c(2, 4, 1, DEFAULT_PROGRAMS, 8),      # their default until measured (H200, 2026-11-26)
     ],
     "C150-bf16": [
-        _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS),  # the library's default: one read, two pixels
-                                               # per 32-bit word (H100, 2026-11-26), one max
-                                               # then one sum (H200, 2026-11-27)
-        _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, kept=True),  # the same keeping the sum's
-                                               # exponentials as float16 pairs (not yet timed)
-        _c(1, 4, 1, ONE_TILE_PROGRAMS, SPLIT),  # each pair's planes split between two
-                                               # threads: 75 words each, 4 programs per SM
-        _c(1, 4, 1, ONE_TILE_PROGRAMS, SPLIT, kept=True),  # the same, exponentials kept
-        _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, RUNNING_SUM),  # the same, the running sum
+        _c(1, 4, 1, ONE_TILE_PROGRAMS, SPLIT),  # the library's default: each pair's planes
+                                               # split between two threads, 75 words each,
+                                               # 4 programs per SM, one tile per program
+                                               # (H200, 2026-11-27), the sum's exponentials
+                                               # kept as float16 under a 128-register cap
+        _c(1, 4, 1, ONE_TILE_PROGRAMS, SPLIT, kept=False),  # the same, taken again
+        _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, kept=False),  # a pair per thread, every plane:
+                                               # 2 per SM (the default until 2026-11-27)
+        _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS),  # the same keeping the sum's exponentials
+        _c(2, 4, 1, DEFAULT_PROGRAMS, PAIRS, RUNNING_SUM, kept=False),  # the running sum
         _c(2, 4, 1, DEFAULT_PROGRAMS, 16),     # the sweeps: 6 x 256 px per SM
         _c(4, 4, 1, DEFAULT_PROGRAMS, 8),      # their default until measured (H200, 2026-11-26)
     ],
@@ -148,6 +151,8 @@ CANDIDATES = {
         _c(4, 2, 1, 528),                      # 512 programs of 64 threads: 0.65 waves
     ],
 }
+
+
 def candidates(case: Case) -> list[Config]:
     """The configurations tried for ``case``, the library's default first."""
     return CANDIDATES[case.tag]
@@ -157,10 +162,10 @@ QUICK = {"C150-fp32": 4, "C150-bf16": 4}  # configs --quick times, the first of 
 
 
 def quick(case: Case) -> list[Config]:
-    """``--quick``: at C = 150 the default, for fp32 one tile per program, the running sum
-    and the exponentials taken again, for the pairs their exponentials kept and the pairs
-    split between two threads, with and without; at C = 19 the default (whose whole call the
-    sweep times)."""
+    """``--quick``: at C = 150 the default (one tile per program), for fp32 two tiles per
+    program, the running sum and the exponentials taken again, for the split pairs their
+    exponentials taken again and a pair per thread, with and without; at C = 19 the
+    default (whose whole call the sweep times)."""
     return candidates(case)[:QUICK.get(case.tag, 1)]
 
 
@@ -190,8 +195,9 @@ def configure(problem, config: Config):
 
 
 def launch_settings(problem) -> tuple:
-    """What a launch of the fused pass depends on besides the tensors."""
-    return (problem.vector, problem.warps, problem.stages, problem.max_programs,
+    """What a launch of the fused pass depends on besides the tensors: the grid (programs,
+    tiles per program) rather than its cap, which one tile per program sets from the size."""
+    return (problem.vector, problem.warps, problem.stages, problem.fused_grid()[:2],
             problem.block_p, tuple(problem.classes), problem.asm_planes, problem.pairs,
             problem.split, problem.sum_chunk, problem.kept)
 
@@ -499,9 +505,10 @@ def parse_args(argv):
                    help="seconds for the whole run; configs past it are skipped (default 480)")
     p.add_argument("--quick", action="store_true",
                    help="the first configs of each case (tune.QUICK: at C=150 the default, "
-                        "the other sum, fp32's one tile per program and exponentials taken "
-                        "again, the pairs' one-wave grid; at C=19 the default, its whole call "
-                        "with and without the one-byte labels); 10 repetitions")
+                        "fp32's two tiles per program, running sum and exponentials taken "
+                        "again, the split pairs' taken again and a pair per thread; at C=19 the "
+                        "default, its whole call with and without the one-byte labels); "
+                        "10 repetitions")
     p.add_argument("--cases", nargs="+", choices=[c.tag for c in CASES],
                    help="cases to run (default all: C=150 first)")
     p.add_argument("--repeats", type=int, help="do_bench budget in calls (default 30; --quick 10)")

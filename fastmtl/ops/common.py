@@ -132,6 +132,13 @@ def launcher(traced: bool):
     return wrap_triton if traced else (lambda kernel: kernel)
 
 
+def can_cap(launch) -> bool:
+    """Whether launches through ``launch`` take a register cap (``maxnreg``): compiled
+    kernels outside a torch.compile graph, whose launcher takes num_warps and num_stages
+    only."""
+    return not interpreted() and launch is not wrap_triton
+
+
 def launch_key(args) -> tuple:
     """What decides how Triton specialises every launch of one op call: the dtypes, shapes,
     strides and 16-byte alignment of its tensor arguments (all on the device of the call,

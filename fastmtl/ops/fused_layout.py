@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 import fastmtl.kernels as K
-from fastmtl.ops.common import bchw_strides, bhw_strides, cdiv, interpreted, next_power_of_2
+from fastmtl.ops.common import (bchw_strides, bhw_strides, can_cap, cdiv, interpreted,
+                                next_power_of_2)
 
 MAX_BLOCK_C = 256       # most classes held in registers per pixel; more take two sweeps
 REGISTER_LOGITS = 80    # most registers of logits per thread (C x V, fp64 counts twice)
@@ -26,17 +27,22 @@ SUM_CHUNK = 256         # planes per step of the one-read layouts' max and sum: 
                         # faster than steps of 16; fp32 2.3% faster with its kept exponentials)
 KEPT_EXPS = True        # the one-read fp32 layout keeps the sum's exponentials for the
                         # gradient: half the exponentials
-KEPT_PAIRS = False      # and the bf16 pixel pairs, as float16 pairs (not yet timed)
-SPLIT_PAIRS = False     # each pixel pair's planes split between two threads, half the
-                        # registers per thread (even C; not yet timed)
+KEPT_PAIRS = True       # and the bf16 pixel pairs, as float16 pairs (measured on an H200:
+                        # 5% faster than the pairs taking them again; split, 2% slower
+                        # uncapped at 3 programs per SM; capped, not yet timed)
+SPLIT_PAIRS = True      # each pixel pair's planes split between two threads, half the
+                        # registers per thread, 4 programs per SM (even C; measured on an
+                        # H200 at C = 150: 0.728 ms against 0.855 ms for the pairs)
+SPLIT_KEPT_REGISTERS = 128  # register cap of the split pairs keeping their exponentials
+                        # (138 uncapped, 3 programs per SM; capped, 4 and no spills, sm_90a)
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
 SWEEP_VECTOR = 2        # most pixels per thread of the sweeps (bf16: 4-byte accesses)
 ACCESS_BYTES = 8        # bytes a thread moves per plane and tile: V = 8 / element size
 FUSED_WARPS = 4
 FUSED_PROGRAMS = 16384  # most programs of the fused pass: small tail wave, 2-4 tiles each
-ONE_TILE = False        # the one-read layouts: one program per tile at any size, no tile
-                        # loop (C = 150 fp32: 1696 instructions per tile against 2064; not
-                        # yet timed, docs/kernel.md "One tile per program")
+ONE_TILE = True         # the one-read layouts: one program per tile at any size, no tile
+                        # loop (C = 150 fp32: 1696 instructions per tile against 2064;
+                        # measured on an H200: 1.396 ms against 1.472 ms with two tiles)
 PREPASS_VECTOR = 4       # pixels per thread of the pre-pass
 PREPASS_WARPS = 4        # its warps per program (tiles of V x 32 x warps pixels)
 PREPASS_PROGRAMS = 4752  # its most programs, tiles dealt round-robin: 3 whole waves of 12
@@ -207,6 +213,17 @@ class Problem:
         # fp16 one's (docs/kernel.md, "Exponentials kept in 16 bits")
         self.kept = KEPT_PAIRS and self.x_dtype == torch.bfloat16
 
+    def kept_launch(self, launch) -> tuple[bool, dict]:
+        """(KEPT, launch options) of the fused pass through ``launch``. The split pairs keep
+        their exponentials in four programs per SM only under a register cap
+        (``SPLIT_KEPT_REGISTERS``), which a torch.compile graph's launcher cannot pass:
+        there they take them again (``common.can_cap``). The interpreter needs no cap."""
+        if not (self.split and self.kept) or interpreted():
+            return self.kept, {}
+        if can_cap(launch):
+            return True, {"maxnreg": SPLIT_KEPT_REGISTERS}
+        return False, {}
+
     def grid(self, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
         return tile_grid(self.B, self.HW, block_p, max_programs)
 
@@ -246,6 +263,7 @@ class Problem:
             assert compact is not None, "the fused pass reads the pre-pass's one-byte labels"
             t, t_s, ignore_index = compact, self.compact_strides, 255
         pick = lambda v: v if v is not None and v.numel() > 0 else dummy  # noqa: E731
+        kept, cap = self.kept_launch(launch)
         launch(K.fused_loss_kernel)[(nprog,)](
             pick(x), pick(gx), pick(t), pick(cw), *x_s, *gx_s, *t_s, self.C, ignore_index,
             pick(o), pick(go), pick(g), pick(m), *o_s, *go_s, *g_s, *m_s,
@@ -256,7 +274,7 @@ class Problem:
             TILES_PER_PROGRAM=per_program, ACC_FP64=self.acc_fp64,
             SWEEP_STAGES=self.stages if classes == 0 else 1, ASM_PLANES=self.asm_planes,
             PAIRS=self.pairs, SPLIT=self.split, TILE_STAGES=self.stages,
-            SUM_CHUNK=self.sum_chunk, KEPT=self.kept,
-            **self.flags,
+            SUM_CHUNK=self.sum_chunk, KEPT=kept,
+            **self.flags, **cap,
             num_warps=self.warps, num_stages=self.stages)
         return nprog

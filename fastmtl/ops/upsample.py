@@ -83,7 +83,7 @@ class _Layout:
     """The forward's launch geometry, from shapes, strides and dtypes alone (no tensor is
     kept): the launches' splits and grids, the partial sums, the provisional scale, whether
     the logits' taps are addressed in 32 bits within an image. ``capped``: the launches take
-    a register cap (``upsample_launches.can_cap``); ``eager``: they are made outside a
+    a register cap (``common.can_cap``); ``eager``: they are made outside a
     torch.compile graph, where ``Config.one_launch`` may join them. An eager call keeps it in
     its call cache (``common.call_cache``) for the next call with the same key."""
 

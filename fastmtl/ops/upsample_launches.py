@@ -12,21 +12,14 @@ outside a torch.compile graph, whose launcher takes num_warps and num_stages onl
 """
 from __future__ import annotations
 
-from torch.library import wrap_triton
 
 from fastmtl.kernels import upsample_both as UB
 from fastmtl.kernels import upsample_chunks as UC
 from fastmtl.kernels import upsample_loss as U
 from fastmtl.kernels import upsample_regressions as V
-from fastmtl.ops.common import bchw_strides, bhw_strides, interpreted, next_power_of_2
+from fastmtl.ops.common import bchw_strides, bhw_strides, can_cap, interpreted, next_power_of_2
 
 FP64_ROWS = 2  # rows per chunk of the regressions' launch in fp64
-
-
-def can_cap(launch) -> bool:
-    """Whether launches through ``launch`` take a register cap: compiled kernels outside a
-    torch.compile graph, whose launcher takes num_warps and num_stages only."""
-    return not interpreted() and launch is not wrap_triton
 
 
 def register_cap(plan, acc_fp64: bool, launch) -> dict:

@@ -146,15 +146,19 @@ def test_many_tiles_per_program(monkeypatch):
     assert_match(*run_both(pred, tgt, log_vars=torch.tensor([0.1, 0.2, 0.3])))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_one_tile_per_program(dtype, monkeypatch, problems):
+@pytest.mark.parametrize("dtype,split,block_p", [(torch.float32, False, 128),
+                                                 (torch.bfloat16, True, 128),
+                                                 (torch.bfloat16, False, 256)], ids=str)
+def test_one_tile_per_program(dtype, split, block_p, monkeypatch, problems):
     # The one-read layouts with ``layout.ONE_TILE`` (fp32: 128-pixel tiles; bf16: pixel
-    # pairs, 256): as many programs as tiles, whatever the cap, against PyTorch.
+    # pairs split between two threads, 128, or whole, 256): as many programs as tiles,
+    # whatever the cap, against PyTorch.
     monkeypatch.setattr(layout, "FUSED_PROGRAMS", 2)
     monkeypatch.setattr(layout, "ONE_TILE", True)
+    monkeypatch.setattr(layout, "SPLIT_PAIRS", split)
     pred, tgt = make_inputs(B=2, C=150, H=9, W=34, dtype=dtype, seed=12)
     assert_match(*run_both(pred, tgt, log_vars=torch.tensor([0.1, 0.2, 0.3])), dtype)
-    tiles = 2 * -(-9 * 34 // (256 if dtype == torch.bfloat16 else 128))
+    tiles = 2 * -(-9 * 34 // block_p)
     assert problems and all(p.one_read and p.fused_grid()[:2] == (tiles, 1) for p in problems)
 
 

@@ -106,10 +106,35 @@ def test_pairs_only_where_every_word_is_aligned(monkeypatch):
 
 def test_pairs_are_the_default_where_the_sweeps_were():
     x = torch.randn(2, 150, 4, 6).to(torch.bfloat16)
-    p = _problem(x)
-    assert p.pairs_fit and p.pairs and p.classes == (150, 1, 0) and p.vector == 2
+    p = _problem(x)  # an even C: each pair split between two threads
+    assert p.pairs_fit and p.pairs and p.split and p.classes == (150, 1, 0) and p.vector == 1
+    p = _problem(torch.randn(2, 149, 4, 6).to(torch.bfloat16))  # odd: a pair per thread
+    assert p.pairs and not p.split and p.classes == (149, 1, 0) and p.vector == 2
     p = _problem(x[:, :, :3, :5])  # an odd number of pixels per image: the sweeps
     assert not p.pairs_fit and not p.pairs and p.classes[0] == 0
+
+
+def test_kept_split_pairs_are_capped_and_take_them_again_in_a_graph(monkeypatch):
+    """The split pairs keep their exponentials under a register cap where the launch takes
+    one; a torch.compile graph's launcher (``wrap_triton``) cannot, so there they take them
+    again; the interpreter needs no cap; the pairs in one thread need none anywhere."""
+    from torch.library import wrap_triton
+
+    from fastmtl.ops import common
+
+    monkeypatch.setattr(fused_layout, "KEPT_PAIRS", True)
+    x = torch.randn(2, 150, 4, 6).to(torch.bfloat16)
+    direct = lambda kernel: kernel  # noqa: E731
+    for split in (True, False):
+        monkeypatch.setattr(fused_layout, "SPLIT_PAIRS", split)
+        p = _problem(x)
+        assert p.split == split and p.kept
+        cap = {"maxnreg": fused_layout.SPLIT_KEPT_REGISTERS} if split else {}
+        for interpreting in (False, True):
+            monkeypatch.setattr(common, "interpreted", lambda: interpreting)
+            monkeypatch.setattr(fused_layout, "interpreted", lambda: interpreting)
+            assert p.kept_launch(direct) == (True, {} if interpreting else cap)
+            assert p.kept_launch(wrap_triton) == (interpreting or not split, {})
 
 
 @pytest.mark.cuda

@@ -52,18 +52,19 @@ def test_help_and_config_list_build_on_cpu():
         if c150:
             one_read = {tune.RESIDENT} if case.dtype == "fp32" else {tune.PAIRS, tune.SPLIT}
             assert {c.chunk for c in configs} == one_read | {8, 16}, case
-        # C = 150: fp32's exponentials kept (the default) and taken again, the bf16 pairs'
-        # taken again (the default) and kept, both timed
-        assert {c.kept for c in configs} == {"C150-fp32": {None, False},
-                                             "C150-bf16": {None, True}}.get(case.tag, {None})
+        # C = 150: the exponentials kept (the default, fp32 and the bf16 pairs) and taken
+        # again, both timed
+        assert {c.kept for c in configs} == ({None, False} if c150 else {None})
         default = configs[0]
-        assert default.max_programs == 16384 and default.warps == 4 and default.stages == 1
-        # 8-byte accesses; at C = 150 one pixel per thread with every plane in registers
-        # (fp32) or two pixels per thread in the sweeps (fused_layout.SWEEP_VECTOR)
+        assert default.warps == 4 and default.stages == 1
+        # C = 150: one tile per program (fused_layout.ONE_TILE), one pixel per thread with
+        # every plane in registers (fp32) or half a pixel pair's planes (bf16, the split
+        # pairs); C = 19: 8-byte accesses, 2-4 tiles per program
         if c150:
-            assert default.vector == (1 if case.dtype == "fp32" else 2), case
-            assert (default.chunk == tune.RESIDENT) == (case.dtype == "fp32"), case
+            assert default.max_programs == tune.ONE_TILE_PROGRAMS and default.vector == 1, case
+            assert default.chunk == (tune.RESIDENT if case.dtype == "fp32" else tune.SPLIT), case
         else:
+            assert default.max_programs == tune.DEFAULT_PROGRAMS
             assert default.vector == 8 // case.element_size
         for config in configs:
             assert (config.chunk is not None) == c150, config
@@ -84,7 +85,10 @@ def test_run_case_checks_every_config_and_writes_the_table(tmp_path):
     if not interpreted():
         pytest.skip("runs the kernels under TRITON_INTERPRET=1")
     case = tune.Case("C150-fp32", 150, "fp32", "1x8x32")
-    configs = tune.candidates(case)[:3] + [tune.Config(1, 2, 1, 528, 32)]  # with one sum
+    # the default, the running sum kept and taken again, and one sum over steps of 32 (the
+    # second candidate, two tiles per program, is the default's launch at this size)
+    first, _, *running = tune.candidates(case)[:4]
+    configs = [first, *running, tune.Config(1, 2, 1, 528, 32)]
     result = tune.run_case(case, configs, torch.device("cpu"), copy_gbps=1.0, repeats=1,
                            deadline=math.inf, log=lambda s: None)
     rows = result["rows"]
@@ -143,9 +147,10 @@ def test_configure_sets_the_library_default_and_the_layout():
                 assert p.classes == (0, config.chunk, -(-150 // config.chunk))
             assert p.pairs == (config.chunk in (tune.PAIRS, tune.SPLIT)), config
             assert p.split == (config.chunk == tune.SPLIT), config
-            fp32_kept = (config.kept is not False and case.dtype == "fp32"
-                         and config.chunk == tune.RESIDENT)
-            assert p.kept == (fp32_kept or bool(config.kept)), config
+            # kept by default where the layout keeps them: fp32 one read, the bf16 pairs
+            keeps = (config.chunk == tune.RESIDENT if case.dtype == "fp32"
+                     else config.chunk in (tune.PAIRS, tune.SPLIT))
+            assert p.kept == (keeps and config.kept is not False), config
 
 
 def test_every_c150_config_compiles_for_sm90_without_spills():
@@ -160,26 +165,30 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
     # The library's default is among them, as the design test knows it (docs/kernel.md).
     assert by_name[("C150-fp32", "V2 w4 s1 c8 p16384")]["programs_per_sm"] >= 7
     assert by_name[("C150-bf16", "V4 w4 s1 c8 p16384")]["programs_per_sm"] >= 4
-    # fp32 one read, one tile per program: no tile loop, so each plane's load and store
-    # address is one IMAD.WIDE where the loop's running pointers take two IADD3 (1696
-    # instructions against 2064; docs/kernel.md, "One tile per program").
-    default = by_name[("C150-fp32", "V1 w4 s1 resident p16384")]
+    # fp32 one read, one tile per program (the default): no tile loop, so each plane's load
+    # and store address is one IMAD.WIDE where the loop's running pointers take two IADD3
+    # (1696 instructions against 2064; docs/kernel.md, "One tile per program").
+    two_tiles = by_name[("C150-fp32", "V1 w4 s1 resident p16384")]
     one_tile = by_name[("C150-fp32", "V1 w4 s1 resident p32768")]
-    assert default["tiles_per_program"] == 2 and one_tile["tiles_per_program"] == 1
-    assert one_tile["instructions"] <= 0.85 * default["instructions"], (one_tile, default)
+    assert two_tiles["tiles_per_program"] == 2 and one_tile["tiles_per_program"] == 1
+    assert one_tile["instructions"] <= 0.85 * two_tiles["instructions"], (one_tile, two_tiles)
     # The bf16 pairs keeping their exponentials as float16: half the MUFU.EX2, and fewer
     # instructions though each word is packed, fenced and unpacked (3448 against 3720;
     # docs/kernel.md, "Exponentials kept in 16 bits").
-    pairs = by_name[("C150-bf16", "V2 w4 s1 pairs p16384")]
-    kept = by_name[("C150-bf16", "V2 w4 s1 pairs p16384 kept")]
+    pairs = by_name[("C150-bf16", "V2 w4 s1 pairs p16384 exps-again")]
+    kept = by_name[("C150-bf16", "V2 w4 s1 pairs p16384")]
     assert kept["exps"] <= pairs["exps"] // 2 + 8, (kept, pairs)
     assert kept["instructions"] <= 0.95 * pairs["instructions"], (kept, pairs)
     # The pairs split between two threads: 75 words each, so four programs of 4 warps per
-    # SM where the pairs have two; the lanes' max and sum meet by one shuffle each.
-    split = by_name[("C150-bf16", "V1 w4 s1 split p32768")]
+    # SM where the pairs have two; the lanes' max and sum meet by one shuffle each. Keeping
+    # their exponentials (the default) takes 138 registers uncapped: under the cap of 128
+    # (fused_layout.SPLIT_KEPT_REGISTERS) no spills and four programs still.
+    split = by_name[("C150-bf16", "V1 w4 s1 split p32768 exps-again")]
     assert split["registers"] <= 128 and split["programs_per_sm"] == 4, split
-    assert split["shuffles"] >= by_name[("C150-bf16", "V2 w4 s1 pairs p16384")]["shuffles"] + 4
-    assert by_name[("C150-bf16", "V1 w4 s1 split p32768 kept")]["programs_per_sm"] >= 3
+    assert split["shuffles"] >= pairs["shuffles"] + 4
+    split_kept = by_name[("C150-bf16", "V1 w4 s1 split p32768")]
+    assert split_kept["registers"] <= 128 and split_kept["programs_per_sm"] == 4, split_kept
+    assert split_kept["exps"] <= split["exps"] // 2 + 8, (split_kept, split)
     for r in report:
         planes = 150 // 2 if r["chunk"] == tune.SPLIT else 150
         if r["chunk"] in (tune.PAIRS, tune.SPLIT):
@@ -240,6 +249,7 @@ def test_non_default_configs_match_pytorch(C, dtype, config, monkeypatch):
     from helpers import make_inputs
     from oracle import assert_match, run_both
     from fastmtl.ops import fused as ops
+    from fastmtl.ops.fused_layout import tile_grid
 
     built = []
 
@@ -256,8 +266,9 @@ def test_non_default_configs_match_pytorch(C, dtype, config, monkeypatch):
     kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8]),
                                 class_weight=cw)
     assert_match(kernel, expected, dtype)
-    assert built and all(s[:4] == (config.vector, config.warps, config.stages,
-                                   config.max_programs) for s in built)
+    grid = tile_grid(3, 13 * 21, config.block_p, config.max_programs)[:2]
+    assert built and all(s[:4] == (config.vector, config.warps, config.stages, grid)
+                         for s in built)
 
 
 def test_sweeps_are_right_with_every_chunk_and_stage_count():
