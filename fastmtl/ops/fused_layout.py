@@ -27,9 +27,9 @@ SUM_CHUNK = 256         # planes per step of the one-read layouts' max and sum: 
                         # faster than steps of 16; fp32 2.3% faster with its kept exponentials)
 KEPT_EXPS = True        # the one-read fp32 layout keeps the sum's exponentials for the
                         # gradient: half the exponentials
-KEPT_PAIRS = True       # and the bf16 pixel pairs, as float16 pairs (measured on an H200:
-                        # 5% faster than the pairs taking them again; split, 2% slower
-                        # uncapped at 3 programs per SM; capped, not yet timed)
+KEPT_PAIRS = True       # and the bf16 pixel pairs, as float16 pairs (measured on an H200
+                        # at C = 150: the pairs 5% faster than taking them again; split,
+                        # under SPLIT_KEPT_REGISTERS, 0.704 ms against 0.728)
 SPLIT_PAIRS = True      # each pixel pair's planes split between two threads, half the
                         # registers per thread, 4 programs per SM (even C; measured on an
                         # H200 at C = 150: 0.728 ms against 0.855 ms for the pairs)
