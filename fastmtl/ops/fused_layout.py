@@ -15,7 +15,7 @@ from torch import Tensor
 
 import fastmtl.kernels as K
 from fastmtl.ops.common import (bchw_strides, bhw_strides, can_cap, cdiv, interpreted,
-                                next_power_of_2)
+                                is_real, next_power_of_2)
 
 MAX_BLOCK_C = 256       # most classes held in registers per pixel; more take two sweeps
 REGISTER_LOGITS = 80    # most registers of logits per thread (C x V, fp64 counts twice)
@@ -99,8 +99,17 @@ def pairs_fit(x: Tensor, gx: Optional[Tensor], x_strides, gx_strides, flat: bool
     every word is aligned and no pair straddles two images."""
     tensors = [(x, x_strides)] + ([(gx, gx_strides)] if gx is not None and gx.numel() else [])
     return (x.element_size() == 2 and flat and HW % 2 == 0
-            and all(s[-1] == 1 and s[0] % 2 == 0 and s[1] % 2 == 0 and v.data_ptr() % 16 == 0
+            and all(s[-1] == 1 and s[0] % 2 == 0 and s[1] % 2 == 0 and aligned(v)
                     for v, s in tensors))
+
+
+def aligned(v: Tensor) -> bool:
+    """Whether v's data start on 16 bytes: its address, or for a tensor of a torch.compile
+    trace (which has none) its offset in its storage, whose blocks the caching allocator
+    aligns to 512 bytes."""
+    if is_real(v):
+        return v.data_ptr() % 16 == 0
+    return v.storage_offset() * v.element_size() % 16 == 0
 
 
 def compact_labels(t: Tensor, C: int, ignore_index: int) -> Tensor:

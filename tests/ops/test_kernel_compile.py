@@ -153,6 +153,18 @@ def test_torch_compile_fullgraph_without_graph_break():
     assert set(report["fused_clones"]) <= {"gx_ptr", "go_ptr", "gd_ptr", "part_ptr"}
 
 
+def test_torch_compile_traces_the_split_pairs_without_their_register_cap():
+    """C = 150 bf16 in a torch.compile graph: the split pixel pairs, whose 16-byte alignment
+    a traced tensor gives by its storage offset (it has no address), taking their
+    exponentials again, since a ``wrap_triton`` node passes no register cap
+    (``Problem.kept_launch``)."""
+    report = _run_script("compile_c150_bf16")
+    assert report["graphs"] == 1
+    assert report["forward_kernels"] == ["normaliser_kernel", "prepare_kernel",
+                                         "fused_loss_kernel", "finalize_kernel"]
+    assert report["fused_options"] == dict(PAIRS=True, SPLIT=True, KEPT=False, maxnreg=None)
+
+
 def test_cpu_tensors_without_interpreter_raise_a_clear_error():
     report = _run_script("cpu_error")
     assert "TRITON_INTERPRET" in report["error"] and "backend='reference'" in report["error"]
@@ -372,13 +384,14 @@ def _design_facts(tag, C, block_p, per_program, kernel, args, kwargs) -> dict:
     return entry
 
 
-def _compile_main():
+def _compile_main(C: int = 5, dtype: str = "float32"):
     import torch
+    from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
 
     import fastmtl
     from helpers import leaf_copies, make_inputs
 
-    pred, tgt = make_inputs(B=2, C=5, H=4, W=6)
+    pred, tgt = make_inputs(B=2, C=C, H=4, W=6, dtype=getattr(torch, dtype))
     pred = leaf_copies(pred)
     log_vars = torch.zeros(3, requires_grad=True)
 
@@ -390,6 +403,9 @@ def _compile_main():
     report, fw, _ = trace_graphs(step, pred, tgt, log_vars)
     (fused,) = [n for name, n in kernels_of(fw[0]) if name == "fused_loss_kernel"]
     report["fused_clones"] = list(fused.kwargs.get("tensors_to_clone", []))
+    options = dict(fused.kwargs["kwargs"])
+    options.update(kernel_side_table.get_constant_args(fused.kwargs["constant_args_idx"]))
+    report["fused_options"] = {k: options.get(k) for k in ("PAIRS", "SPLIT", "KEPT", "maxnreg")}
     print(json.dumps(report))
 
 
@@ -409,4 +425,5 @@ def _cpu_error_main():
 if __name__ == "__main__":
     assert "TRITON_INTERPRET" not in os.environ
     {"aot": _aot_main, "design": lambda: print(json.dumps(_design_report())),
-     "compile": _compile_main, "cpu_error": _cpu_error_main}[sys.argv[1]]()
+     "compile": _compile_main, "compile_c150_bf16": lambda: _compile_main(150, "bfloat16"),
+     "cpu_error": _cpu_error_main}[sys.argv[1]]()

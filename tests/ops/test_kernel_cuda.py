@@ -238,3 +238,50 @@ def test_target_class_last_on_gpu(dtype, kept_pairs, monkeypatch):
     torch.testing.assert_close(leaf.grad.float()[~nan_rows], ref_x.grad[~nan_rows], **tol)
     assert out.losses["semantic"].isnan()  # a labelled row holds NaN
     common.clear_call_caches()  # the problem kept for this key has this test's layout
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_torch_compile_matches_pytorch_on_gpu(dtype, monkeypatch):
+    """The op inside a torch.compile graph at C = 150, launched through ``wrap_triton``
+    nodes, which take no register cap: the split pairs (bf16) take their exponentials again
+    there (``Problem.kept_launch``), the eager call keeps them under the cap. Both against
+    PyTorch."""
+    import types
+
+    from torch.library import wrap_triton
+
+    from fastmtl.ops import fused_layout
+
+    kept_launches = []
+    kept_launch = fused_layout.Problem.kept_launch
+
+    def spy(self, launch):
+        kept, cap = kept_launch(self, launch)
+        kept_launches.append((launch is wrap_triton, self.split, kept, cap))
+        return kept, cap
+
+    monkeypatch.setattr(fused_layout.Problem, "kept_launch", spy)
+    common.clear_call_caches()
+    pred, tgt = _device(*make_inputs(B=2, C=150, H=64, W=96, dtype=dtype, seed=23))
+    log_vars = torch.tensor([0.3, -0.4, 0.8], device="cuda")
+    expected = run_both(pred, tgt, log_vars=log_vars)
+    eager = [k for k in kept_launches if not k[0]]
+    original = fastmtl.multitask_loss
+    graph = torch.compile(lambda p, t, **kw: (lambda o: (o.total, o.losses))(original(p, t, **kw)),
+                          fullgraph=True)
+
+    def compiled(p, t, **kw):
+        total, losses = graph(p, t, **kw)
+        return types.SimpleNamespace(total=total, losses=losses)
+
+    monkeypatch.setattr(fastmtl, "multitask_loss", compiled)
+    kernel, reference = run_both(pred, tgt, log_vars=log_vars)
+    assert_match(kernel, reference, dtype)
+    assert_match(expected[0], expected[1], dtype)
+    traced = [k for k in kept_launches if k[0]]
+    split = dtype == torch.bfloat16
+    # fp32 keeps its exponentials in both (255 registers, no cap)
+    assert traced and all(k[1] == split and k[2] != split and not k[3] for k in traced), traced
+    assert eager and all(k[2] and bool(k[3]) == split for k in eager), eager
+    torch._dynamo.reset()
+    common.clear_call_caches()

@@ -114,6 +114,19 @@ def test_pairs_are_the_default_where_the_sweeps_were():
     assert not p.pairs_fit and not p.pairs and p.classes[0] == 0
 
 
+def test_traced_tensors_are_aligned_by_their_storage_offset():
+    """A tensor of a torch.compile trace has no address: its alignment is its offset in its
+    storage (the caching allocator's blocks start on 512 bytes)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    real = torch.empty(64, dtype=torch.bfloat16)
+    assert fused_layout.aligned(real[8:]) and not fused_layout.aligned(real[1:])
+    with FakeTensorMode():
+        fake = torch.empty(64, dtype=torch.bfloat16)
+        assert fused_layout.aligned(fake) and fused_layout.aligned(fake[8:])
+        assert not fused_layout.aligned(fake[1:]) and not fused_layout.aligned(fake[4:])
+
+
 def test_kept_split_pairs_are_capped_and_take_them_again_in_a_graph(monkeypatch):
     """The split pairs keep their exponentials under a register cap where the launch takes
     one; a torch.compile graph's launcher (``wrap_triton``) cannot, so there they take them
