@@ -33,6 +33,10 @@ KEPT_PAIRS = True       # and the bf16 pixel pairs, as float16 pairs (measured o
 SPLIT_PAIRS = True      # each pixel pair's planes split between two threads, half the
                         # registers per thread, 4 programs per SM (even C; measured on an
                         # H200 at C = 150: 0.728 ms against 0.855 ms for the pairs)
+SPLIT_CLASSES = 138     # the split from this C on: a pair per thread keeps two programs per
+                        # SM from here (sm_90a, exponentials kept: 182 registers at C = 138,
+                        # 168 and three programs at 136); below, the split's per-pixel work,
+                        # done by both threads, costs instructions for fewer programs gained
 SPLIT_KEPT_REGISTERS = 128  # register cap of the split pairs keeping their exponentials
                         # (138 uncapped, 3 programs per SM; capped, 4 and no spills, sm_90a)
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
@@ -185,7 +189,8 @@ class Problem:
         if (RESIDENT_PAIRS and self.pairs_fit and self.classes[0] == 0
                 and self.C <= min(max_block_c, RESIDENT_CLASSES)):
             # split: one max then one sum over each lane's half (no running sum)
-            self.use_pairs(split=SPLIT_PAIRS and self.C % 2 == 0 and SUM_CHUNK >= self.C // 2)
+            self.use_pairs(split=SPLIT_PAIRS and self.C % 2 == 0 and self.C >= SPLIT_CLASSES
+                           and SUM_CHUNK >= self.C // 2)
         if ONE_TILE and self.one_read:
             self.max_programs = self.B * cdiv(self.HW, self.block_p)
         self.configure_prepass(PREPASS_VECTOR, PREPASS_WARPS, PREPASS_PROGRAMS)

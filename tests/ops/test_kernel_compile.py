@@ -127,6 +127,21 @@ def test_benchmark_specialisations_keep_the_designs_facts():
                                             "warp_instructions_per_pixel")}))
 
 
+def test_the_split_pairs_start_where_a_pair_per_thread_leaves_two_programs_per_sm():
+    """fused_layout.SPLIT_CLASSES: below it a pair per thread holds three or more programs
+    of 4 warps per SM (bf16, exponentials kept, all three tasks), from it two, where the
+    split keeps four (measured at C = 150: 0.704 ms against 0.809 for a pair per thread)."""
+    from fastmtl.ops import fused_layout as layout
+
+    report = run_compiled(__file__, "split_threshold", timeout=400)
+    by = {(r["C"], r["split"]): r for r in report}
+    C = layout.SPLIT_CLASSES
+    assert all(r["spills"] == 0 for r in report), report
+    assert by[(C - 2, False)]["programs_per_sm"] >= 3, report
+    assert by[(C, False)]["programs_per_sm"] == 2, report
+    assert by[(C - 2, True)]["programs_per_sm"] == by[(C, True)]["programs_per_sm"] == 4, report
+
+
 def test_prepass_keeps_its_design_facts():
     """normaliser_kernel at the C = 19 benchmark specialisations (docs/kernel.md, "The
     pre-pass"): one running value per thread and quantity, so few registers and 12 programs
@@ -329,6 +344,33 @@ def _design_report() -> list:
     return map_in_processes(lambda i: _design_facts(*found[i]), len(found))
 
 
+def _split_threshold_report() -> list:
+    """The bf16 fused pass (all three tasks) at C = SPLIT_CLASSES - 2 and SPLIT_CLASSES, a
+    pair per thread and split, compiled for sm_90a: registers and programs per SM."""
+    import torch
+
+    from fastmtl.ops import fused_layout as layout
+
+    found, threshold = [], layout.SPLIT_CLASSES
+    for C, split in itertools.product((threshold - 2, threshold), (False, True)):
+        layout.SPLIT_PAIRS, layout.SPLIT_CLASSES = split, 2 if split else threshold
+        cfg = dict(tasks=ALL, C=C, dtype=torch.bfloat16, target_dtype=torch.int64,
+                   layout="flat", cw=False, requires_grad=True, coef="log_vars",
+                   targets_like_predictions=True)
+        ((kernel, args, kwargs),) = [c for c in _record_launches(cfg, PROBE)
+                                     if c[0].__name__ == "fused_loss_kernel"]
+        found.append((C, kwargs["SPLIT"], kernel, args, kwargs))
+
+    def facts(i):
+        C, split, kernel, args, kwargs = found[i]
+        compiled = compile_for(kernel, args, kwargs, 90)
+        registers, spills = ptxas_usage(compiled.asm["ptx"])
+        return dict(C=C, split=split, registers=registers, spills=spills,
+                    programs_per_sm=programs_per_sm(registers, kwargs["num_warps"],
+                                                    compiled.metadata.shared))
+    return map_in_processes(facts, len(found))
+
+
 def _prepass_report() -> list:
     """The pre-pass of the C = 19 benchmark specialisations, compiled for sm_90a."""
     import torch
@@ -425,5 +467,6 @@ def _cpu_error_main():
 if __name__ == "__main__":
     assert "TRITON_INTERPRET" not in os.environ
     {"aot": _aot_main, "design": lambda: print(json.dumps(_design_report())),
+     "split_threshold": lambda: print(json.dumps(_split_threshold_report())),
      "compile": _compile_main, "compile_c150_bf16": lambda: _compile_main(150, "bfloat16"),
      "cpu_error": _cpu_error_main}[sys.argv[1]]()

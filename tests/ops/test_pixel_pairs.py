@@ -39,6 +39,7 @@ def test_pixel_pairs_match_pytorch(pairs_on, dtype, kept, split, shape, monkeypa
     of 128 pixels, so more tiles end inside an image)."""
     monkeypatch.setattr(fused_layout, "KEPT_PAIRS", kept)
     monkeypatch.setattr(fused_layout, "SPLIT_PAIRS", split)
+    monkeypatch.setattr(fused_layout, "SPLIT_CLASSES", 2)  # the split at any even C
     B, H, W = shape
     C = 150 if H * W > 100 else 38 if split else 37
     pred, tgt = make_inputs(B=B, C=C, H=H, W=W, dtype=dtype, seed=H * W)
@@ -110,6 +111,10 @@ def test_pairs_are_the_default_where_the_sweeps_were():
     assert p.pairs_fit and p.pairs and p.split and p.classes == (150, 1, 0) and p.vector == 1
     p = _problem(torch.randn(2, 149, 4, 6).to(torch.bfloat16))  # odd: a pair per thread
     assert p.pairs and not p.split and p.classes == (149, 1, 0) and p.vector == 2
+    C = fused_layout.SPLIT_CLASSES  # where a pair per thread leaves two programs per SM
+    assert _problem(torch.randn(2, C, 4, 6).to(torch.bfloat16)).split
+    p = _problem(torch.randn(2, C - 2, 4, 6).to(torch.bfloat16))  # three or more: whole pairs
+    assert p.pairs and not p.split and p.vector == 2
     p = _problem(x[:, :, :3, :5])  # an odd number of pixels per image: the sweeps
     assert not p.pairs_fit and not p.pairs and p.classes[0] == 0
 
