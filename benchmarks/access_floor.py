@@ -69,6 +69,9 @@ def planes(problem, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
 def arguments(problem, x: torch.Tensor, g: torch.Tensor, wait: bool) -> tuple:
     """(grid, args, kwargs) of a floor pass over contiguous logits x into g (same shape and
     dtype) on the tiles and grid of ``problem`` (a one-read ``fused_layout.Problem``)."""
+    if problem.split and not problem.pairs:
+        raise NotImplementedError("no floor for float32 pixels split between two threads "
+                                  "(fused_layout.SPLIT_PLANES): their tiles take two rounds")
     values, hw, block = planes(problem, x)
     programs, per_program, tiles_per_image, n_tiles = problem.fused_grid()
     return ((programs,), (values, planes(problem, g)[0], hw, tiles_per_image, n_tiles),

@@ -93,7 +93,8 @@ CASES = (Case("C150-fp32", 150, "fp32", "half"), Case("C150-bf16", 150, "bf16", 
 
 RESIDENT = -1  # Config.chunk of the one-read layout
 PAIRS = -2     # and of its 16-bit form, two pixels to a 32-bit word
-SPLIT = -3     # and of the pairs split between two threads (vector 1)
+SPLIT = -3     # and of the pairs split between two threads (vector 1); in fp32, of each
+               # pixel split between two threads (fused_layout.SPLIT_PLANES)
 
 
 def _c(vector, warps, stages, max_programs, chunk=None, sum_chunk=None, kept=None) -> Config:
@@ -114,7 +115,11 @@ CANDIDATES = {
                                                # one max then one sum, its exponentials kept
                                                # for the gradient, one tile per program (no
                                                # tile loop, H200, 2026-11-27)
-        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # the same, two tiles per program (the
+        _c(1, 4, 1, ONE_TILE_PROGRAMS, SPLIT),  # each pixel's planes split between two
+                                               # threads, the tile in two rounds: 4 programs
+                                               # per SM under the 128-register cap (not yet
+                                               # timed)
+        _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT),  # the default, two tiles per program (the
                                                # default until 2026-11-27)
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, RUNNING_SUM),  # a running sum, kept
         _c(1, 4, 1, DEFAULT_PROGRAMS, RESIDENT, RUNNING_SUM, kept=False),  # the gradient's
@@ -162,9 +167,9 @@ QUICK = {"C150-fp32": 4, "C150-bf16": 4}  # configs --quick times, the first of 
 
 
 def quick(case: Case) -> list[Config]:
-    """``--quick``: at C = 150 the default (one tile per program), for fp32 two tiles per
-    program, the running sum and the exponentials taken again, for the split pairs their
-    exponentials taken again and a pair per thread, with and without; at C = 19 the
+    """``--quick``: at C = 150 the default (one tile per program), for fp32 each pixel split
+    between two threads, two tiles per program and the running sum, for the split pairs
+    their exponentials taken again and a pair per thread, with and without; at C = 19 the
     default (whose whole call the sweep times)."""
     return candidates(case)[:QUICK.get(case.tag, 1)]
 
@@ -178,7 +183,11 @@ def configure(problem, config: Config):
     problem.max_programs, problem.block_p = config.max_programs, config.block_p
     problem.asm_planes = problem.pairs = problem.split = problem.one_read = problem.kept = False
     problem.sum_chunk = layout.SUM_CHUNK
-    if config.chunk in (PAIRS, SPLIT):
+    if config.chunk == SPLIT and problem.x_dtype == torch.float32:
+        assert problem.flat and problem.C % 2 == 0, "split pixels: one pixel axis, even C"
+        problem.use_resident()
+        problem.split = True
+    elif config.chunk in (PAIRS, SPLIT):
         problem.use_pairs(split=config.chunk == SPLIT)
     elif config.chunk == RESIDENT:
         problem.use_resident()
@@ -505,8 +514,8 @@ def parse_args(argv):
                    help="seconds for the whole run; configs past it are skipped (default 480)")
     p.add_argument("--quick", action="store_true",
                    help="the first configs of each case (tune.QUICK: at C=150 the default, "
-                        "fp32's two tiles per program, running sum and exponentials taken "
-                        "again, the split pairs' taken again and a pair per thread; at C=19 the "
+                        "fp32's split pixels, two tiles per program and running sum, the "
+                        "split pairs' exponentials taken again and a pair per thread; at C=19 the "
                         "default, its whole call with and without the one-byte labels); "
                         "10 repetitions")
     p.add_argument("--cases", nargs="+", choices=[c.tag for c in CASES],

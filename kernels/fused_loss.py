@@ -20,7 +20,7 @@ from .normalisers import (ROW_CARRIED, ROW_COEF, ROW_N, ROW_SCALE, SLOT_DEPTH, S
                           SLOT_SEMANTIC, SLOTS, slot_vector, store_coef_grad, tile_pixels)
 from .semantic import (ONLINE_CHUNK, TARGET_LAST, labels_and_weights, pairs_step, pairs_words,
                        planes_load, planes_step, resident_step, sweeps_step, target_logit,
-                       tile_pairs, tile_split_pairs)
+                       tile_pairs, tile_split_pairs, tile_split_pixels)
 
 __all__ = ["fused_loss_kernel", "partial_sums_kernel", "finalize_kernel", "output_grad_kernel"]
 
@@ -109,7 +109,8 @@ def fused_loss_kernel(
     # ASM_PLANES (compiled, V = 1, large C): the planes' loads and stores through inline PTX.
     # PAIRS (16-bit logits, V = 2): the planes as 32-bit words of two pixels each, the
     # semantic values one per pixel pair (SEM_P of them per tile); SPLIT (V = 1): each pair
-    # shared by two neighbouring threads, half its class planes each. The tile loop is
+    # shared by two neighbouring threads, half its class planes each; SPLIT without PAIRS
+    # (float32, FLAT): each pixel so shared, the tile's pixels in two rounds. The tile loop is
     # pipelined TILE_STAGES deep. The one-read layouts sum the
     # exponentials over chunks of SUM_CHUNK planes with a running max (semantic._lse2; one
     # max then one sum where SUM_CHUNK >= CLASSES); KEPT (float32 logits, or the bf16
@@ -147,6 +148,13 @@ def fused_loss_kernel(
                 t_lo = tl.load(t_ptr + b * t_sb + q * t_sw, mask=in_pair, other=0)
                 t_hi = tl.load(t_ptr + b * t_sb + (q + 1) * t_sw, mask=in_pair, other=0)
                 xs = pairs_words(x_ptr, b * x_sb + q + x_half, x_sc, in_pair, WORDS, ASM_PLANES)
+            elif HAS_SEM and SPLIT:  # FLAT; the first round's planes (the second's come later)
+                q, in_sem, half = tile_split_pixels(tile, tiles_per_image, HW, BLOCK_P, 0)
+                in_sem = in_sem & (tile < n_tiles)
+                x_half = half.to(tl.int64) * WORDS * tl.cast(x_sc, tl.int64)
+                t_raw = tl.load(t_ptr + b * t_sb + q * t_sw, mask=in_sem, other=0)
+                xs = planes_load(x_ptr, b * x_sb + q * x_sw + x_half, x_sc, in_sem, WORDS,
+                                 ASM_PLANES)
             elif HAS_SEM:
                 x_off = b * x_sb + h * x_sh + w * x_sw
                 t_raw = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0)
@@ -164,7 +172,7 @@ def fused_loss_kernel(
             # regressions first: that frees their registers before the softmax needs the
             # most (bf16: 128 registers instead of 228). The sweeps hold few values and go
             # first (the other way round, ptxas spills one register at C = 150 in bf16).
-            if HAS_SEM and not PAIRS:
+            if HAS_SEM and not PAIRS and not SPLIT:
                 t, wt = labels_and_weights(t_raw, cw_ptr, in_image, C, ignore_index, HAS_WEIGHT,
                                            ACC)
                 g_off = b * gx_sb + h * gx_sh + w * gx_sw
@@ -190,10 +198,30 @@ def fused_loss_kernel(
                                       in_pair,
                                       CLASSES, WRITE_GRAD, x_ptr.dtype.element_ty, SUM_CHUNK,
                                       ASM_PLANES, KEPT, half, SPLIT)
+            elif HAS_SEM and SPLIT:
+                zero = tl.cast(x_sc, tl.int64) >> 62  # no class stride reaches 2^62
+                last = scale_sem  # (the first round's last value, once it has one)
+                for r in tl.static_range(2):
+                    if r == 1:  # the second round's pixels, their loads (pure asm) held
+                        # after the first round's last store by an address that depends on it
+                        q, in_sem, half = tile_split_pixels(tile, tiles_per_image, HW, BLOCK_P, 1)
+                        q = q + (last.to(tl.int32, bitcast=True).to(tl.int64) & zero)
+                        in_sem = in_sem & (tile < n_tiles)
+                        t_raw = tl.load(t_ptr + b * t_sb + q * t_sw, mask=in_sem, other=0)
+                        xs = planes_load(x_ptr, b * x_sb + q * x_sw + x_half, x_sc, in_sem,
+                                         WORDS, ASM_PLANES)
+                    t, wt = labels_and_weights(t_raw, cw_ptr, in_sem, C, ignore_index,
+                                               HAS_WEIGHT, ACC)
+                    losses, last = resident_step(xs, t, wt, scale_sem, x_ptr,
+                                                 b * x_sb + q * x_sw, x_sc, gx_ptr,
+                                                 b * gx_sb + q * gx_sw, gx_sc, in_sem, WORDS,
+                                                 WRITE_GRAD, ACC, SUM_CHUNK, ASM_PLANES, KEPT,
+                                                 half, True)
+                    acc_sem += losses
             elif HAS_SEM and CLASSES > TARGET_LAST:
                 acc_sem += resident_step(xs, t, wt, scale_sem, x_ptr, x_off, x_sc, gx_ptr, g_off,
                                          gx_sc, in_image, CLASSES, WRITE_GRAD, ACC, SUM_CHUNK,
-                                         ASM_PLANES, KEPT)
+                                         ASM_PLANES, KEPT)[0]
             elif HAS_SEM and CLASSES > 0:
                 acc_sem += planes_step(xs, t, wt, scale_sem, gx_ptr, g_off, gx_sc, in_image,
                                        CLASSES, WRITE_GRAD, ACC, ASM_PLANES)

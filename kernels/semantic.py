@@ -178,16 +178,20 @@ TARGET_LAST = tl.constexpr(64)
 def resident_step(xs, t, w, scale, x_ptr, x_off, x_sc, gx_ptr, g_off, gx_sc, in_image,
                   CLASSES: tl.constexpr, WRITE_GRAD: tl.constexpr, ACC: tl.constexpr,
                   SUM_CHUNK: tl.constexpr, ASM: tl.constexpr = False,
-                  KEPT: tl.constexpr = False):
-    """``planes_step`` for CLASSES > TARGET_LAST (one pixel per thread at C = 150): no class
+                  KEPT: tl.constexpr = False, half=0, SPLIT: tl.constexpr = False):
+    """``planes_step`` for CLASSES > TARGET_LAST (one pixel per thread at C = 150), and the
+    last value it computed (SPLIT: what the next round's loads wait for): no class
     compares its index with the label. The sum is a running one over chunks of planes
     (``_lse2``), each exponent one FMA in base 2; the target's logit is loaded again after the
     sum (from cache: the plane was just read) and its gradient ws * (softmax - 1) stored after
     the class loop, over the ws * softmax that loop wrote there (same thread, same address).
     KEPT (float32 logits): the sum's exponentials replace the logits in registers and the
     gradient is each one times its chunk's factor (``_kept_factors``): one multiply per class
-    where it was an FMA and an exponential."""
-    lse2, es, shifts = _lse2(xs, CLASSES, ACC, SUM_CHUNK)
+    where it was an FMA and an exponential. SPLIT (``tile_split_pixels``): two neighbouring
+    lanes share each pixel, lane ``half`` holding and writing planes half * CLASSES onwards
+    (``xs``; x_off and g_off are the pixel's plane 0); the lse is both lanes', the target's
+    gradient stored by the lane that wrote its plane, the loss counted by the first."""
+    lse2, es, shifts = _lse2(xs, CLASSES, ACC, SUM_CHUNK, SPLIT)
     valid = in_image & (t >= 0)
     target = tl.where(valid, t, 0).to(tl.int64)
     if ASM:  # unconditional load: where not valid, plane 0 (clamped as ``planes_load``)
@@ -199,15 +203,24 @@ def resident_step(xs, t, w, scale, x_ptr, x_off, x_sc, gx_ptr, g_off, gx_sc, in_
         ws = w * scale
         if KEPT:
             factors = _kept_factors(shifts, lse2, ws, (CLASSES + SUM_CHUNK - 1) // SUM_CHUNK)
+        planes = g_off
+        owner = valid
+        if SPLIT:  # this lane's first plane; the target's written by the lane that wrote it
+            planes = g_off + half.to(tl.int64) * CLASSES * tl.cast(gx_sc, tl.int64)
+            owner = valid & ((t >= CLASSES) == (half == 1))
         for c in tl.static_range(CLASSES):
             if KEPT:
                 g = es[c] * factors[c // SUM_CHUNK]
             else:
                 g = tl.exp2(xs[c].to(ACC) * LOG2E - lse2) * ws
-            _store(gx_ptr + g_off + c * tl.cast(gx_sc, tl.int64), g, in_image, ASM)
+            _store(gx_ptr + planes + c * tl.cast(gx_sc, tl.int64), g, in_image, ASM)
         g = (tl.exp2(x_t * LOG2E - lse2) - 1.0) * ws
-        _store(gx_ptr + g_off + target * tl.cast(gx_sc, tl.int64), g, valid, ASM)
-    return tl.where(t >= 0, w * (lse2 * LN2 - x_t), 0.0)
+        _store(gx_ptr + g_off + target * tl.cast(gx_sc, tl.int64), g, owner, ASM)
+    losses = tl.where(t >= 0, w * (lse2 * LN2 - x_t), 0.0)
+    if SPLIT:
+        losses = tl.where(half == 0, losses, 0.0)
+    # and the last value stored (or the lse), for a next round's loads to wait for
+    return losses, (g if WRITE_GRAD else lse2)
 
 
 @triton.jit
@@ -227,6 +240,17 @@ def tile_split_pairs(tile, tiles_per_image, HW, BLOCK_P: tl.constexpr):
     image = tile // tiles_per_image
     i = tl.arange(0, BLOCK_P)
     q = (tile - image * tiles_per_image) * BLOCK_P + 2 * (i // 2)
+    return q.to(tl.int64), q < HW, i % 2
+
+
+@triton.jit
+def tile_split_pixels(tile, tiles_per_image, HW, BLOCK_P: tl.constexpr, ROUND: tl.constexpr):
+    """Pixels of a tile of BLOCK_P split between two adjacent threads (``resident_step``,
+    SPLIT), half of them per round: thread i takes pixel ROUND * BLOCK_P / 2 + i // 2 of the
+    tile and the class half i % 2 (returned as ``half``)."""
+    image = tile // tiles_per_image
+    i = tl.arange(0, BLOCK_P)
+    q = (tile - image * tiles_per_image) * BLOCK_P + ROUND * (BLOCK_P // 2) + i // 2
     return q.to(tl.int64), q < HW, i % 2
 
 
@@ -367,25 +391,33 @@ def _rescale(s, m, chunk_max, BIAS: tl.constexpr):
 
 
 @triton.jit
-def _lse2(xs, CLASSES: tl.constexpr, ACC: tl.constexpr, SUM_CHUNK: tl.constexpr):
+def _lse2(xs, CLASSES: tl.constexpr, ACC: tl.constexpr, SUM_CHUNK: tl.constexpr,
+          SPLIT: tl.constexpr = False):
     """(lse2, es, shifts): lse_p / ln 2 over the CLASSES planes ``xs``, by a running max and
     sum over chunks of SUM_CHUNK planes. The exponent of a logit is one FMA, x log2(e) -
     shift, and the shift comes back in the lse: the gradient's softmax does not see its
     rounding. es[c] = 2^(x_c log2 e - shifts[k]) for plane c of chunk k (at most 1: a
     chunk's shift is the running max after it), what the sum added, for a gradient that
-    keeps them (``_kept_factors``)."""
+    keeps them (``_kept_factors``). SPLIT: ``xs`` are one half of each pixel's planes, the
+    other half in the neighbouring lane; one max over both lanes, then each lane's sum,
+    added to its neighbour's."""
+    tl.static_assert(not SPLIT or SUM_CHUNK >= CLASSES)
     m = tl.full(xs[0].shape, float("-inf"), ACC)
     s = tl.zeros_like(m)
     es = ()
     shifts = ()
     for k in tl.static_range((CLASSES + SUM_CHUNK - 1) // SUM_CHUNK):
-        s, m, shift = _rescale(s, m, _chunk_max(xs, k * SUM_CHUNK, CLASSES, 0, ACC, ACC,
-                                                SUM_CHUNK), 0)
+        chunk_max = _chunk_max(xs, k * SUM_CHUNK, CLASSES, 0, ACC, ACC, SUM_CHUNK)
+        if SPLIT:
+            chunk_max = _partner(chunk_max, True)
+        s, m, shift = _rescale(s, m, chunk_max, 0)
         for c in tl.static_range(k * SUM_CHUNK, min(CLASSES, (k + 1) * SUM_CHUNK)):
             e = tl.exp2(xs[c].to(ACC) * LOG2E - shift)
             s += e
             es = es + (e,)  # dead code where the gradient does not keep them
         shifts = shifts + (shift,)
+    if SPLIT:
+        s = _partner(s, False)
     return tl.log2(s) + _shift(m), es, shifts
 
 

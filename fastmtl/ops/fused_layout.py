@@ -37,6 +37,8 @@ SPLIT_CLASSES = 138     # the split from this C on: a pair per thread keeps two 
                         # SM from here (sm_90a, exponentials kept: 182 registers at C = 138,
                         # 168 and three programs at 136); below, the split's per-pixel work,
                         # done by both threads, costs instructions for fewer programs gained
+SPLIT_PLANES = False    # the one-read fp32 layout with each pixel's planes split between two
+                        # threads, the tile's pixels in two rounds (even C; not yet timed)
 SPLIT_KEPT_REGISTERS = 128  # register cap of the split pairs keeping their exponentials
                         # (138 uncapped, 3 programs per SM; capped, 4 and no spills, sm_90a)
 SWEEP_CHUNK = 16        # classes per chunk of the two sweeps
@@ -191,6 +193,9 @@ class Problem:
             # split: one max then one sum over each lane's half (no running sum)
             self.use_pairs(split=SPLIT_PAIRS and self.C % 2 == 0 and self.C >= SPLIT_CLASSES
                            and SUM_CHUNK >= self.C // 2)
+        if (SPLIT_PLANES and self.one_read and not self.pairs and self.flat
+                and self.C % 2 == 0 and SUM_CHUNK >= self.C // 2):
+            self.split = True  # one max then one sum over each lane's half
         if ONE_TILE and self.one_read:
             self.max_programs = self.B * cdiv(self.HW, self.block_p)
         self.configure_prepass(PREPASS_VECTOR, PREPASS_WARPS, PREPASS_PROGRAMS)

@@ -99,15 +99,17 @@ def test_labels_outside_the_classes_get_no_target_gradient(dtype, problems):
                             for p in problems)
 
 
-# fp32: one pixel per thread, its exponentials kept; bf16: pixel pairs, their exponentials
-# taken again or kept as float16, each pair in one thread or split between two (all one read,
-# one max then one sum by default, or a running one over steps of 16 planes, which the split
-# pairs do not take); fp64: the sweeps
+# fp32: one pixel per thread, its exponentials kept, or each pixel split between two threads
+# (fused_layout.SPLIT_PLANES); bf16: pixel pairs, their exponentials taken again or kept as
+# float16, each pair in one thread or split between two (all one read, one max then one sum
+# by default, or a running one over steps of 16 planes, which the splits do not take); fp64:
+# the sweeps
 @pytest.mark.parametrize("dtype,kept_pairs,split", [
-    (torch.float32, False, False), (torch.bfloat16, False, False), (torch.bfloat16, True, False),
-    (torch.bfloat16, False, True), (torch.bfloat16, True, True), (torch.float64, False, False)],
-    ids=["float32", "bfloat16", "bfloat16-kept", "bfloat16-split", "bfloat16-kept-split",
-         "float64"])
+    (torch.float32, False, False), (torch.float32, False, True), (torch.bfloat16, False, False),
+    (torch.bfloat16, True, False), (torch.bfloat16, False, True), (torch.bfloat16, True, True),
+    (torch.float64, False, False)],
+    ids=["float32", "float32-split", "bfloat16", "bfloat16-kept", "bfloat16-split",
+         "bfloat16-kept-split", "float64"])
 @pytest.mark.parametrize("sum_chunk", [256, 16])
 def test_running_sum_over_chunks_of_classes_gets_pytorchs_loss_and_gradient(
         dtype, kept_pairs, split, sum_chunk, problems, monkeypatch):
@@ -121,6 +123,7 @@ def test_running_sum_over_chunks_of_classes_gets_pytorchs_loss_and_gradient(
     monkeypatch.setattr(fused_layout, "SUM_CHUNK", sum_chunk)
     monkeypatch.setattr(fused_layout, "KEPT_PAIRS", kept_pairs)
     monkeypatch.setattr(fused_layout, "SPLIT_PAIRS", split)
+    monkeypatch.setattr(fused_layout, "SPLIT_PLANES", split)
     C, H, W = 150, 2, 4
     g = torch.Generator().manual_seed(5)
     x = torch.randn(1, C, H, W, generator=g) * 2

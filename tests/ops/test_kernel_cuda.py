@@ -240,6 +240,27 @@ def test_target_class_last_on_gpu(dtype, kept_pairs, monkeypatch):
     common.clear_call_caches()  # the problem kept for this key has this test's layout
 
 
+@pytest.mark.parametrize("shape", [(3, 30, 66), (2, 9, 34)], ids=str)
+def test_split_pixels_match_pytorch_on_gpu(shape, monkeypatch):
+    """C = 150 fp32 with each pixel's planes split between two threads
+    (``fused_layout.SPLIT_PLANES``, off by default): two rounds a tile, the second's loads
+    held after the first's last store, the kept exponentials under the register cap."""
+    from fastmtl.ops import fused_layout
+
+    monkeypatch.setattr(fused_layout, "SPLIT_PLANES", True)
+    common.clear_call_caches()
+    B, H, W = shape
+    pred, tgt = _device(*make_inputs(B=B, C=150, H=H, W=W, seed=H * W))
+    pred["semantic"] = pred["semantic"] * 4
+    cw = torch.rand(150, device="cuda") + 0.5
+    kernel, expected = run_both(pred, tgt, log_vars=torch.tensor([0.3, -0.4, 0.8], device="cuda"),
+                                class_weight=cw)
+    assert_match(kernel, expected)
+    (problem,) = [v["problem"] for v in common._calls.values() if "problem" in v]
+    assert problem.split and not problem.pairs and problem.kept_launch(lambda k: k)[1]
+    common.clear_call_caches()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_torch_compile_matches_pytorch_on_gpu(dtype, monkeypatch):
     """The op inside a torch.compile graph at C = 150, launched through ``wrap_triton``
