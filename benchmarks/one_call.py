@@ -9,7 +9,7 @@ program to put under a profiler.
 ``--set NAME=VALUE`` (repeatable) changes a field of the upsample loss's configuration
 (``fastmtl.ops.upsample_tiles.Config``) or one of the fused pass's layout switches
 (``fastmtl.ops.fused_layout``: COMPACT_LABELS, RESIDENT_PAIRS, KEPT_PAIRS, SPLIT_PAIRS,
-ONE_TILE); VALUE
+SPLIT_PLANES, ONE_TILE); VALUE
 is a Python literal.
 The first call compiles; name ``--launch-skip`` to profile a later one.
 """
@@ -25,7 +25,8 @@ import torch
 from benchmarks.implementations import IMPLEMENTATIONS, step
 from benchmarks.problem import Problem, parse_size
 
-LAYOUT_SWITCHES = ("COMPACT_LABELS", "RESIDENT_PAIRS", "KEPT_PAIRS", "SPLIT_PAIRS", "ONE_TILE")
+LAYOUT_SWITCHES = ("COMPACT_LABELS", "RESIDENT_PAIRS", "KEPT_PAIRS", "SPLIT_PAIRS",
+                   "SPLIT_PLANES", "ONE_TILE")
 
 
 def parse_sets(items: list[str]) -> tuple[dict, dict]:
