@@ -81,6 +81,24 @@ def _depth_step(z, d, scale, gd_ptr, gd_off, in_image, WRITE_GRAD: tl.constexpr,
 
 
 @triton.jit
+def _split_round(tile, tiles_per_image, HW, n_tiles, ROUND: tl.constexpr, b, t_ptr, t_sb, t_sw,
+                 x_ptr, x_sb, x_sw, x_sc, WORDS: tl.constexpr, BLOCK_P: tl.constexpr,
+                 ASM: tl.constexpr, after=None):
+    # (q, in_sem, half, labels, planes) of one round of the split fp32 pixels
+    # (``tile_split_pixels``). ``after``: a value the round's loads wait for, their pixel
+    # index carrying it ANDed with a run-time 0 (the loads are pure asm, free to move).
+    q, in_sem, half = tile_split_pixels(tile, tiles_per_image, HW, BLOCK_P, ROUND)
+    if after is not None:
+        zero = tl.cast(x_sc, tl.int64) >> 62  # no class stride reaches 2^62
+        q = q + (after.to(tl.int32, bitcast=True).to(tl.int64) & zero)
+    in_sem = in_sem & (tile < n_tiles)
+    t_raw = tl.load(t_ptr + b * t_sb + q * t_sw, mask=in_sem, other=0)
+    x_half = half.to(tl.int64) * WORDS * tl.cast(x_sc, tl.int64)
+    xs = planes_load(x_ptr, b * x_sb + q * x_sw + x_half, x_sc, in_sem, WORDS, ASM)
+    return q, in_sem, half, t_raw, xs
+
+
+@triton.jit
 def fused_loss_kernel(
     x_ptr, gx_ptr, t_ptr, cw_ptr,
     x_sb, x_sc, x_sh, x_sw, gx_sb, gx_sc, gx_sh, gx_sw, t_sb, t_sh, t_sw, C, ignore_index,
@@ -149,12 +167,9 @@ def fused_loss_kernel(
                 t_hi = tl.load(t_ptr + b * t_sb + (q + 1) * t_sw, mask=in_pair, other=0)
                 xs = pairs_words(x_ptr, b * x_sb + q + x_half, x_sc, in_pair, WORDS, ASM_PLANES)
             elif HAS_SEM and SPLIT:  # FLAT; the first round's planes (the second's come later)
-                q, in_sem, half = tile_split_pixels(tile, tiles_per_image, HW, BLOCK_P, 0)
-                in_sem = in_sem & (tile < n_tiles)
-                x_half = half.to(tl.int64) * WORDS * tl.cast(x_sc, tl.int64)
-                t_raw = tl.load(t_ptr + b * t_sb + q * t_sw, mask=in_sem, other=0)
-                xs = planes_load(x_ptr, b * x_sb + q * x_sw + x_half, x_sc, in_sem, WORDS,
-                                 ASM_PLANES)
+                q, in_sem, half, t_raw, xs = _split_round(
+                    tile, tiles_per_image, HW, n_tiles, 0, b, t_ptr, t_sb, t_sw, x_ptr, x_sb,
+                    x_sw, x_sc, WORDS, BLOCK_P, ASM_PLANES)
             elif HAS_SEM:
                 x_off = b * x_sb + h * x_sh + w * x_sw
                 t_raw = tl.load(t_ptr + b * t_sb + h * t_sh + w * t_sw, mask=in_image, other=0)
@@ -199,17 +214,13 @@ def fused_loss_kernel(
                                       CLASSES, WRITE_GRAD, x_ptr.dtype.element_ty, SUM_CHUNK,
                                       ASM_PLANES, KEPT, half, SPLIT)
             elif HAS_SEM and SPLIT:
-                zero = tl.cast(x_sc, tl.int64) >> 62  # no class stride reaches 2^62
                 last = scale_sem  # (the first round's last value, once it has one)
                 for r in tl.static_range(2):
                     if r == 1:  # the second round's pixels, their loads (pure asm) held
                         # after the first round's last store by an address that depends on it
-                        q, in_sem, half = tile_split_pixels(tile, tiles_per_image, HW, BLOCK_P, 1)
-                        q = q + (last.to(tl.int32, bitcast=True).to(tl.int64) & zero)
-                        in_sem = in_sem & (tile < n_tiles)
-                        t_raw = tl.load(t_ptr + b * t_sb + q * t_sw, mask=in_sem, other=0)
-                        xs = planes_load(x_ptr, b * x_sb + q * x_sw + x_half, x_sc, in_sem,
-                                         WORDS, ASM_PLANES)
+                        q, in_sem, half, t_raw, xs = _split_round(
+                            tile, tiles_per_image, HW, n_tiles, 1, b, t_ptr, t_sb, t_sw, x_ptr,
+                            x_sb, x_sw, x_sc, WORDS, BLOCK_P, ASM_PLANES, last)
                     t, wt = labels_and_weights(t_raw, cw_ptr, in_sem, C, ignore_index,
                                                HAS_WEIGHT, ACC)
                     losses, last = resident_step(xs, t, wt, scale_sem, x_ptr,

@@ -192,8 +192,8 @@ def test_every_c150_config_compiles_for_sm90_without_spills():
     assert split_kept["registers"] <= 128 and split_kept["programs_per_sm"] == 4, split_kept
     assert split_kept["exps"] <= split["exps"] // 2 + 8, (split_kept, split)
     # fp32 each pixel split between two threads (fused_layout.SPLIT_PLANES), the tile in two
-    # rounds of 75 planes: four programs per SM under the 128-register cap, which spills two
-    # of the second round's 64-bit store addresses (32 bytes; docs/kernel.md).
+    # rounds of 75 planes: four programs per SM under the 128-register cap, which spills up
+    # to two of the second round's 64-bit store addresses (32 bytes; docs/kernel.md).
     split_planes = by_name[("C150-fp32", "V1 w4 s1 split p32768")]
     assert split_planes["registers"] <= 128 and split_planes["programs_per_sm"] == 4
     for r in report:
