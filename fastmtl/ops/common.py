@@ -13,6 +13,7 @@ import triton
 from triton import knobs
 
 import fastmtl.kernels as K
+from fastmtl.ops.replay import hooked, recording as current_recording
 
 TASK_SLOTS = ("semantic", "instance", "depth")  # the kernels' slot order
 REDUCE_BLOCK = 1024  # partial sums a reduction program reads per step
@@ -141,14 +142,14 @@ def can_cap(launch) -> bool:
 
 def launch_key(args) -> tuple:
     """What decides how Triton specialises every launch of one op call: the dtypes, shapes,
-    strides and 16-byte alignment of its tensor arguments (all on the device of the call,
-    which ``call_cache`` adds) and the values of the others. The launches' integer
-    arguments are functions of these; the op's own buffers are fresh allocations, aligned
-    by the caching allocator."""
+    strides, 16-byte alignment and device of its tensor arguments (a replayed launch passes
+    device tensors by address: ``Recording``) and the values of the others. The launches'
+    integer arguments are functions of these; the op's own buffers are fresh allocations,
+    aligned by the caching allocator."""
     key = []
     for a in args:
         if isinstance(a, Tensor):
-            key.append((a.dtype, a.shape, a.stride(), a.data_ptr() & 15 == 0))
+            key.append((a.dtype, a.shape, a.stride(), a.data_ptr() & 15 == 0, a.get_device()))
         else:
             key.append(tuple(a) if type(a) is list else a)
     return tuple(key)
@@ -184,10 +185,6 @@ def compiled_launches() -> int:
         return sum(count(v) if isinstance(k, tuple) and k[0] == "backward" else 1
                    for k, v in cache.items() if not isinstance(k, str))
     return sum(count(cache) for cache in _calls.values())
-
-
-def _hooked(hook) -> bool:
-    return hook is not None and getattr(hook, "calls", True) != []
 
 
 def _through_triton(kernel, grid, args, kwargs):
@@ -231,6 +228,9 @@ class _DirectLaunch:
         grid = self.grid
         if entry is None:
             compiled = _through_triton(self.kernel, grid, args, kwargs)
+            recording = current_recording()
+            if recording is not None:  # a launch through Triton's launcher: not replayable
+                recording.steps = None
             names = self.kernel.arg_names[len(args):]
             if compiled is not None and all(n in kwargs for n in names):
                 launcher = compiled.run
@@ -239,8 +239,11 @@ class _DirectLaunch:
             return
         compiled, launcher, raw, rest = entry
         x, y, z = grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1
+        recording = current_recording()
+        if recording is not None:
+            recording.add(compiled, raw, (x, y, z), (*args, *rest))
         enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
-        if _hooked(enter) or _hooked(leave):  # a profiler listens: as Triton's launcher
+        if hooked(enter) or hooked(leave):  # a profiler listens: as Triton's launcher
             meta = compiled.launch_metadata(grid, self.stream, *args, *rest)
             launcher(x, y, z, self.stream, compiled.function, compiled.packed_metadata, meta,
                      enter, leave, *args, *rest)
@@ -274,15 +277,15 @@ def backward_launch(ctx, t: Tensor, saved_args: tuple, own_args: tuple):
     launches are cached under that call's cache (``Eager`` keeps it as ``ctx.call_cache``),
     whose key decides the metadata of every tensor the forward saved (``saved_args``), and
     under ``launch_key(own_args)``, what else they depend on; otherwise as ``launch_for``
-    over both."""
+    over both. Returns (launch, cache), as ``launch_for``."""
     parent = getattr(ctx, "call_cache", None)
     if parent is None or not eager_cuda(t):
-        return launch_for(t, (*saved_args, *own_args))[0]
+        return launch_for(t, (*saved_args, *own_args))
     own = ("backward", launch_key(own_args))
     cache = parent.get(own)
     if cache is None:
         cache = parent[own] = {}
-    return direct_launcher(cache, t.device)
+    return direct_launcher(cache, t.device), cache
 
 
 def forward_call_cache() -> Optional[dict]:

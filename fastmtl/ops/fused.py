@@ -40,7 +40,9 @@ unless the incoming gradient differs from d total (a pass over the buffers).
 
 Eager calls on CUDA launch the compiled kernels directly after the first call
 with the same shapes, strides, dtypes and alignment, and keep the problem and the
-backward's launches with them (``fastmtl.ops.common.launch_for``).
+backward's launches with them (``fastmtl.ops.common.launch_for``); from the third
+such call the forward's launches are replayed from a recording of the second, device
+tensors passed by address (``fastmtl.ops.replay``).
 
 Guarantees: bitwise deterministic (per-program partial sums, fixed-order
 reductions, no atomics; the grid depends only on the shapes, not the GPU);
@@ -74,6 +76,7 @@ from fastmtl.ops.fused_layout import MAX_BLOCK_C, Problem
 from fastmtl.ops.label_check import buffer as label_buffer
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
+from fastmtl.ops.replay import Launches
 
 RESCALE_BLOCK = 4096
 # Most programs of the rescaling launch, its blocks dealt round-robin: a constant, so that no
@@ -94,60 +97,70 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
              use_log_vars, ignore_index, write_grad, max_block_c, cache=None,
              check_labels=False):
     """Allocates the outputs and launches the four forward kernels through ``launch``;
-    ``cache`` (``common.call_cache`` of the call) keeps its problem for the next. The
+    ``cache`` (``common.call_cache`` of the call) keeps its problem for the next, and its
+    launches, made again from the third call with the same key (``replay.Launches``). The
     pre-pass is launched as soon as its own buffers exist, the others allocated while it
     runs, and what only finalize writes after the fused pass's launch: an eager call whose
     host is slower than the device starts each kernel sooner."""
     first = x if x is not None else o if o is not None else d
     device = first.device
-    gradients = lambda: tuple(_grad_buffer(p, write_grad, first) for p in (x, o, d))  # noqa: E731
-    grads = None
     problem = cache.get("problem") if cache is not None else None
     if problem is None:  # a new launch key: the problem reads the gradients' strides
-        grads = gradients()
-        problem = Problem(x, t, class_weight, o, g, m, d, z, *grads, ignore_index,
-                          max_block_c)
+        problem = Problem(x, t, class_weight, o, g, m, d, z,
+                          *(_grad_buffer(p, write_grad, first) for p in (x, o, d)),
+                          ignore_index, max_block_c)
         if cache is not None:
             cache["problem"] = problem
     out_dtype = torch.float64 if problem.acc_fp64 else torch.float32
     tensors = (x, t, class_weight, o, g, m, d, z)
-
+    bad = label_buffer(first, check_labels)  # pinned host memory: passed as it is
     state = torch.empty((K.STATE_ROWS, K.SLOTS), dtype=torch.float64, device=device)
     n_pre = problem.n_pre
     norm_part = torch.empty((3, n_pre), dtype=out_dtype, device=device)
     bad_part = torch.empty((3, n_pre), dtype=torch.int64, device=device)
     compact = problem.compact_buffer(device)
+    sources = [bad, *tensors, coef, state, norm_part, bad_part, compact]
+    launches = Launches(cache, sources, 1, device)
     with device_guard(first):
-        problem.launch_normalisers(launch, tensors, norm_part, bad_part, state, compact)
-
-    gx, go, gd = grads or gradients()
-    n_tasks = len(positions) - positions.count(-1)
-    bad = label_buffer(first, check_labels)
+        launches.run(lambda: problem.launch_normalisers(launch, tensors, norm_part, bad_part,
+                                                        state, compact))
+    gx, go, gd = (_grad_buffer(p, write_grad, first) for p in (x, o, d))
     grid = problem.fused_grid()
     n_fused = grid[0]
     part = torch.empty((3, n_fused), dtype=out_dtype, device=device)
+    sources += (gx, go, gd, part)
+    coef_arg = coef if coef is not None else state
     f_sem, f_inst, f_dep = factors
     r_sem, r_inst, r_dep = regulariser
-    coef_arg = coef if coef is not None else state
 
-    with device_guard(first):
+    def prepare_and_fused():
         launch(K.prepare_kernel)[(1,)](
             norm_part, bad_part, n_pre, coef_arg, *positions, f_sem, f_inst, f_dep, state, bad,
             HAS_COEF=coef is not None, USE_LOG_VARS=use_log_vars, BLOCK_R=REDUCE_BLOCK)
-        problem.launch_fused(launch, tensors, gx, go, gd, state, part, write_grad, state, compact,
-                             grid)
+        problem.launch_fused(launch, tensors, gx, go, gd, state, part, write_grad, state,
+                             compact, grid)
+
+    def finalize():
+        part_, n_fused_ = part, n_fused
+        if sums is not None:  # two fixed-order levels: no program walks them all
+            launch(K.partial_sums_kernel)[(n_sums,)](part, n_fused, sums, BLOCK_R=REDUCE_BLOCK)
+            part_, n_fused_ = sums, n_sums
+        launch(K.finalize_kernel)[(1,)](
+            part_, n_fused_, state, coef_arg, *positions, r_sem, r_inst, r_dep, total, losses,
+            dcoef, USE_LOG_VARS=use_log_vars, BLOCK_R=REDUCE_BLOCK)
+
+    with device_guard(first):
+        launches.run(prepare_and_fused)
         # What only finalize writes, allocated while the fused pass runs.
+        n_tasks = len(positions) - positions.count(-1)
         total = torch.empty((), dtype=out_dtype, device=device)
         losses = torch.empty(n_tasks, dtype=out_dtype, device=device)
         dcoef = torch.empty(n_tasks, dtype=out_dtype, device=device)
-        if n_fused > REDUCE_BLOCK:  # two fixed-order levels: no program walks them all
-            n_sums = cdiv(n_fused, REDUCE_BLOCK)
-            sums = torch.empty((3, n_sums), dtype=torch.float64, device=device)
-            launch(K.partial_sums_kernel)[(n_sums,)](part, n_fused, sums, BLOCK_R=REDUCE_BLOCK)
-            part, n_fused = sums, n_sums
-        launch(K.finalize_kernel)[(1,)](
-            part, n_fused, state, coef_arg, *positions, r_sem, r_inst, r_dep, total, losses, dcoef,
-            USE_LOG_VARS=use_log_vars, BLOCK_R=REDUCE_BLOCK)
+        n_sums = cdiv(n_fused, REDUCE_BLOCK) if n_fused > REDUCE_BLOCK else 0
+        sums = torch.empty((3, n_sums), dtype=torch.float64, device=device) if n_sums else None
+        sources += (total, losses, dcoef, sums)
+        launches.run(finalize)
+    launches.end()
     return total, losses, dcoef, gx, go, gd, state, bad
 
 
@@ -182,30 +195,40 @@ def _setup_context(ctx, inputs, output):
     ctx.targets = [(v.shape, v.dtype) if v is not None else None for v in (g, z)]
 
 
-def _apply_output_grad(launch, g_total, g_losses, saved, positions, copy, write_grad,
+def _apply_output_grad(launch, cache, g_total, g_losses, saved, positions, copy, write_grad,
                        coef_grad):
     """The gradients the incoming gradient asks for (see the module docstring): of the
     predictions from the saved buffers when ``write_grad``, in place, or into new buffers
     when ``copy`` (a retained graph); and of the log-variances or weights when
-    ``coef_grad`` (g_total * dtotal/dcoef, in the same launch). One launch in all."""
+    ``coef_grad`` (g_total * dtotal/dcoef, in the same launch). One launch in all, replayed
+    as the forward's where ``cache`` (``common.backward_launch``) has it recorded."""
     coef, dcoef, gx, go, gd, state = saved
-    outs = [gx, go, gd]
-    sizes = [gx.numel(), go.numel(), gd.numel()] if write_grad else [0, 0, 0]
+    copies = [None, None, None]  # in place: the saved buffers (a source appears once)
     if copy and write_grad:
-        outs = [torch.empty_like(gx), torch.empty_like(go), torch.empty_like(gd)]
+        copies = [torch.empty_like(gx), torch.empty_like(go), torch.empty_like(gd)]
+    out_x, out_o, out_d = (c if c is not None else v for c, v in zip(copies, (gx, go, gd)))
     grad_coef = torch.empty_like(coef) if coef_grad else None
-    acc_fp64 = state.dtype == torch.float64 and any(
-        v.dtype == torch.float64 for v, n in zip((gx, go, gd), sizes) if n > 0)
-    with device_guard(state):
+    launches = Launches(cache, [gx, go, gd, *copies, state, g_total, g_losses, dcoef,
+                                grad_coef], 0, state.device)
+
+    def output_grad():
+        sizes = [gx.numel(), go.numel(), gd.numel()] if write_grad else [0, 0, 0]
+        acc_fp64 = state.dtype == torch.float64 and any(
+            v.dtype == torch.float64 for v, n in zip((gx, go, gd), sizes) if n > 0)
         launch(K.output_grad_kernel)[(max(1, min(cdiv(max(sizes), RESCALE_BLOCK),
                                                  RESCALE_PROGRAMS)),)](
-            gx, outs[0], sizes[0], go, outs[1], sizes[1], gd, outs[2], sizes[2], state,
-            g_total if g_total is not None else state, g_losses if g_losses is not None else state,
-            *positions, dcoef, grad_coef if coef_grad else state, dcoef.numel(),
+            gx, out_x, sizes[0], go, out_o, sizes[1], gd, out_d, sizes[2], state,
+            g_total if g_total is not None else state,
+            g_losses if g_losses is not None else state, *positions, dcoef,
+            grad_coef if coef_grad else state, dcoef.numel(),
             HAS_SEM=sizes[0] > 0, HAS_INST=sizes[1] > 0, HAS_DEP=sizes[2] > 0,
             HAS_G_TOTAL=g_total is not None, HAS_G_LOSSES=g_losses is not None, COPY=copy,
             BLOCK=RESCALE_BLOCK, ACC_FP64=acc_fp64, HAS_GRAD_COEF=coef_grad)
-    return outs, grad_coef
+
+    with device_guard(state):
+        launches.run(output_grad)
+    launches.end()
+    return [out_x, out_o, out_d], grad_coef
 
 
 def _backward(ctx, g_total, g_losses, *_unused):
@@ -224,9 +247,10 @@ def _backward(ctx, g_total, g_losses, *_unused):
         # A retained graph keeps the buffers for its next backward: leave them as they are.
         copy = write_grad and (not is_real(dcoef)
                                or torch._C._autograd._get_current_graph_task_keep_graph())
-        launch = backward_launch(ctx, state, (coef, dcoef, gx, go, gd, state, positions,
-                                              write_grad), (g_total, g_losses, copy, coef_grad))
-        (gx, go, gd), grad_coef = _apply_output_grad(launch, g_total, g_losses, saved,
+        launch, cache = backward_launch(ctx, state, (coef, dcoef, gx, go, gd, state,
+                                                     positions, write_grad),
+                                        (g_total, g_losses, copy, coef_grad))
+        (gx, go, gd), grad_coef = _apply_output_grad(launch, cache, g_total, g_losses, saved,
                                                      positions, copy, write_grad, coef_grad)
     # L1 against a target that requires grad (as F.l1_loss): d/dtarget = -d/dprediction.
     (g_shape, g_dtype), (z_shape, z_dtype) = (v or (None, None) for v in ctx.targets)

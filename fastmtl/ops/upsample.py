@@ -54,6 +54,7 @@ from fastmtl.ops.common import (TASK_SLOTS, backward_launch, cdiv, check_device,
 from fastmtl.ops.label_check import buffer as label_buffer
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
+from fastmtl.ops.replay import Launches
 from fastmtl.ops.upsample_launches import can_cap, launch_losses
 from fastmtl.ops.upsample_tiles import current, tiles
 
@@ -130,10 +131,11 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
              use_log_vars, ignore_index, align_corners, write_grad, cache=None,
              check_labels=False):
     """Allocates the outputs and launches the forward kernels through ``launch``;
-    ``cache`` (``common.call_cache`` of the call) keeps its layout for the next. The axis
-    tables are launched as soon as their buffers exist, and what only the reductions use is
-    allocated after the loss launches: an eager call whose host is slower than the device
-    starts each kernel sooner."""
+    ``cache`` (``common.call_cache`` of the call) keeps its layout for the next, and its
+    launches, made again from the third call with the same key (``replay.Launches``). The
+    axis tables are launched as soon as their buffers exist, and what only the reductions
+    use is allocated after the loss launches: an eager call whose host is slower than the
+    device starts each kernel sooner."""
     first = x if x is not None else o if o is not None else d
     device = first.device
     layout = cache.get("layout") if cache is not None else None
@@ -145,30 +147,25 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     h, w, H, W, acc_fp64, acc = layout.h, layout.w, layout.H, layout.W, layout.acc_fp64, layout.acc
     n_sem, n_reg, n_parts, n_sums = layout.n_sem, layout.n_reg, layout.n_parts, layout.n_sums
 
+    bad = label_buffer(first, check_labels)  # pinned host memory: passed as it is
     index = torch.empty(H + W, dtype=torch.int32, device=device)
     lam = torch.empty(H + W, dtype=acc, device=device)
     start = torch.empty(h + w + 2, dtype=torch.int32, device=device)
+    sources = [bad, x, t, class_weight, o, g, m, d, z, coef, index, lam, start]
+    launches = Launches(cache, sources, 1, device)
     with device_guard(first):
-        launch(T.axis_table_kernel)[(2,)](
+        launches.run(lambda: launch(T.axis_table_kernel)[(2,)](
             index, lam, start, h, H, w, W, H.bit_length() + 1, W.bit_length() + 1,
-            ALIGN_CORNERS=align_corners, ACC_FP64=acc_fp64, BLOCK=TABLE_BLOCK)
+            ALIGN_CORNERS=align_corners, ACC_FP64=acc_fp64, BLOCK=TABLE_BLOCK))
     gx, go, gd = (_grad_buffer(p, write_grad, acc, layout.windows, first) for p in (x, o, d))
     part = torch.empty((R.PART_ROWS, n_parts), dtype=acc, device=device)
     bad_part = torch.empty((3, n_parts), dtype=torch.int64, device=device)
     state = torch.empty((R.STATE_ROWS, R.SLOTS), dtype=torch.float64, device=device)
+    sources += (gx, go, gd, part, bad_part, state)
     f_sem, f_inst, f_dep = factors
     r_sem, r_inst, r_dep = regulariser
 
-    with device_guard(first):
-        launch_losses(launch, layout, x, t, class_weight, gx, o, g, m, go, d, z, gd,
-                      ignore_index, index, lam, start, part, bad_part, write_grad, state)
-        sums = torch.empty((R.PART_ROWS, n_sums), dtype=torch.float64, device=device)
-        bad_sums = torch.empty((3, n_sums), dtype=torch.int64, device=device)
-        bad = label_buffer(first, check_labels)
-        n_tasks = len(positions) - positions.count(-1)
-        total = torch.empty((), dtype=acc, device=device)
-        losses = torch.empty(n_tasks, dtype=acc, device=device)
-        dcoef = torch.empty(n_tasks, dtype=acc, device=device)
+    def reductions():
         if n_sums > 0:
             launch(R.reduce_partials_kernel)[(n_sums,)](
                 part, bad_part, n_parts, n_sem, n_reg, sums, bad_sums, n_sums,
@@ -177,6 +174,20 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
             sums, bad_sums, n_sums, coef if coef is not None else state, *positions,
             f_sem, f_inst, f_dep, r_sem, r_inst, r_dep, total, losses, dcoef, state, bad,
             HAS_COEF=coef is not None, USE_LOG_VARS=use_log_vars, BLOCK=REDUCE_BLOCK)
+
+    with device_guard(first):
+        launches.run(lambda: launch_losses(
+            launch, layout, x, t, class_weight, gx, o, g, m, go, d, z, gd, ignore_index, index,
+            lam, start, part, bad_part, write_grad, state))
+        sums = torch.empty((R.PART_ROWS, n_sums), dtype=torch.float64, device=device)
+        bad_sums = torch.empty((3, n_sums), dtype=torch.int64, device=device)
+        n_tasks = len(positions) - positions.count(-1)
+        total = torch.empty((), dtype=acc, device=device)
+        losses = torch.empty(n_tasks, dtype=acc, device=device)
+        dcoef = torch.empty(n_tasks, dtype=acc, device=device)
+        sources += (sums, bad_sums, total, losses, dcoef)
+        launches.run(reductions)
+    launches.end()
     return total, losses, dcoef, gx, go, gd, state, bad
 
 
@@ -257,9 +268,9 @@ def _backward(ctx, g_total, g_losses, *_unused):
         in_place = not (is_real(state)
                         and torch._C._autograd._get_current_graph_task_keep_graph())
         wanted = (need[0], need[3], need[6]) if write_grad else (False, False, False)
-        launch = backward_launch(ctx, state, (x, o, d, coef, dcoef, gx, go, gd, state,
-                                              positions, scale),
-                                 (g_total, g_losses, wanted, in_place, coef_grad))
+        launch, _ = backward_launch(ctx, state, (x, o, d, coef, dcoef, gx, go, gd, state,
+                                                 positions, scale),
+                                    (g_total, g_losses, wanted, in_place, coef_grad))
         (gx_out, go_out, gd_out), grad_coef = _gradients(
             launch, g_total, g_losses, (x, o, d), (gx, go, gd), state, positions, scale, wanted,
             in_place, coef, dcoef, coef_grad)

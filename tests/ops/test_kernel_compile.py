@@ -264,9 +264,10 @@ def _record_launches(cfg, shape=None):
     if cfg["requires_grad"]:
         saved = (coef, dcoef, gx, go, gd, state)
         for copy in (False, True):  # in place, and into new buffers (a retained graph)
-            ops._apply_output_grad(rec, total, losses, saved, pos, copy, True, coef is not None)
+            ops._apply_output_grad(rec, None, total, losses, saved, pos, copy, True,
+                                   coef is not None)
         if coef is not None:  # the coefficients' gradient alone (no prediction needs one)
-            ops._apply_output_grad(rec, total, None, saved, pos, False, False, True)
+            ops._apply_output_grad(rec, None, total, None, saved, pos, False, False, True)
     return rec.calls
 
 

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 import fastmtl
-from helpers import leaf_copies, make_inputs
-from oracle import assert_match, oracle, run_both
+from helpers import leaf_copies, low_res_inputs, make_inputs
+from oracle import assert_match, oracle, run_both, run_both_upsampled
 
 triton = pytest.importorskip("triton")
 from fastmtl.ops import common  # noqa: E402
 from fastmtl.ops import label_check  # noqa: E402
+from fastmtl.ops import replay  # noqa: E402
 
 pytestmark = [
     pytest.mark.cuda,
@@ -134,7 +135,9 @@ def test_cuda_graph_capture_of_forward_and_backward():
 
 def test_direct_launches_match_tritons_launcher():
     # The first call of a problem goes through Triton's launcher and keeps the compiled
-    # kernels; the next launches them directly (common.direct_launcher). Same bits.
+    # kernels; the next launches them directly (common.direct_launcher) and records its
+    # launches; the one after replays them, device tensors by address (fastmtl.ops.replay).
+    # Same bits, also for inputs at other addresses.
     pred, tgt = _device(*make_inputs(B=2, C=19, H=64, W=96, seed=9))
     lv = torch.tensor([0.3, -0.4, 0.8], device="cuda")
     common.clear_call_caches()
@@ -143,6 +146,12 @@ def test_direct_launches_match_tritons_launcher():
     assert kept >= 5  # normaliser, prepare, fused, finalize, output grad
     second = run_both(pred, tgt, log_vars=lv)[0]
     assert common.compiled_launches() == kept
+    assert any(replay.REPLAY in cache for cache in common._calls.values())
+    moved = ({k: v.clone() for k, v in pred.items()}, {k: v.clone() for k, v in tgt.items()})
+    for got in (run_both(pred, tgt, log_vars=lv)[0], run_both(*moved, log_vars=lv.clone())[0]):
+        assert torch.equal(first[0], got[0])
+        assert all(torch.equal(first[1][k], got[1][k]) for k in first[1])
+        assert all(torch.equal(first[2][k], got[2][k]) for k in first[2])
     assert torch.equal(first[0], second[0])
     assert all(torch.equal(first[2][k], second[2][k]) for k in first[2])
     # Targets 4 bytes off 16-byte alignment are another specialisation: a new key.
@@ -154,6 +163,21 @@ def test_direct_launches_match_tritons_launcher():
     assert common.compiled_launches() > kept
     assert_match(*third)
     torch.testing.assert_close(third[0][0], first[0], rtol=1e-6, atol=0)
+
+
+def test_replayed_upsampled_calls_match_the_first():
+    # The 1/8-resolution op: through Triton, then direct, then replayed (fastmtl.ops.replay),
+    # each call on predictions at new addresses. Same bits as the first, and the oracle's.
+    pred, tgt = _device(*low_res_inputs(2, 19, 16, 24, 128, 192, seed=11))
+    lv = torch.tensor([0.2, -0.1, 0.5], device="cuda")
+    common.clear_call_caches()
+    calls = [run_both_upsampled(pred, tgt, log_vars=lv) for _ in range(4)]
+    assert any(replay.REPLAY in cache for cache in common._calls.values())
+    assert_match(*calls[0])
+    first = calls[0][0]
+    for got, _ in calls[1:]:
+        assert torch.equal(first[0], got[0])
+        assert all(torch.equal(first[2][k], got[2][k]) for k in first[2])
 
 
 def test_label_checks_reuse_their_pinned_slots():
