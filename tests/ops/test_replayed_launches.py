@@ -12,7 +12,7 @@ import torch
 
 import fastmtl
 from fastmtl.ops import common, replay
-from helpers import low_res_inputs, make_inputs
+from helpers import LateLabelChecks, low_res_inputs, make_inputs
 
 
 class _Launcher:
@@ -80,14 +80,20 @@ def _calls(record, step, n):
     return out
 
 
-def _fused_step(seed, aliased=False):
+def _fused_step(seed, aliased=False, check_labels=False):
     pred, tgt = make_inputs(B=2, C=5, H=4, W=8, seed=seed)
     pred = {k: v.requires_grad_() for k, v in pred.items()}
     if aliased:  # one tensor as prediction and target: two sources that are one
         tgt["instance"] = pred["instance"]
     log_vars = torch.zeros(3, requires_grad=True)
-    out = fastmtl.multitask_loss(pred, tgt, log_vars, backend="triton", check_labels=False)
+    out = fastmtl.multitask_loss(pred, tgt, log_vars, backend="triton",
+                                 check_labels=check_labels)
     out.total.backward()
+
+
+def _checked_step(seed):
+    """The label check's row from the pinned pool, passed as a tensor, not an address."""
+    _fused_step(seed, check_labels=True)
 
 
 def _upsampled_step(seed):
@@ -130,8 +136,11 @@ def _assert_replays(recorded, replayed) -> int:
     return addresses
 
 
-@pytest.mark.parametrize("step", [_fused_step, _upsampled_step], ids=["fused", "upsampled"])
-def test_the_third_call_replays_what_the_second_launched(launches, step):
+@pytest.mark.parametrize("step", [_fused_step, _checked_step, _upsampled_step],
+                         ids=["fused", "label-check", "upsampled"])
+def test_the_third_call_replays_what_the_second_launched(launches, step, monkeypatch):
+    if step is _checked_step:
+        LateLabelChecks(monkeypatch)
     first, second, third, fourth = _calls(launches, step, 4)
     assert launches["through_triton"] and len(first[0]) < len(second[0])  # compiled first
     assert len(second[0]) == len(third[0]) > 0
