@@ -113,14 +113,14 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
             cache["problem"] = problem
     out_dtype = torch.float64 if problem.acc_fp64 else torch.float32
     tensors = (x, t, class_weight, o, g, m, d, z)
-    bad = label_buffer(first, check_labels)  # pinned host memory: passed as it is
+    bad = label_buffer(first, check_labels)  # checked: pinned host memory, passed as it is
     state = torch.empty((K.STATE_ROWS, K.SLOTS), dtype=torch.float64, device=device)
     n_pre = problem.n_pre
     norm_part = torch.empty((3, n_pre), dtype=out_dtype, device=device)
     bad_part = torch.empty((3, n_pre), dtype=torch.int64, device=device)
     compact = problem.compact_buffer(device)
     sources = [bad, *tensors, coef, state, norm_part, bad_part, compact]
-    launches = Launches(cache, sources, 1, device)
+    launches = Launches(cache, sources, int(check_labels), device)
     with device_guard(first):
         launches.run(lambda: problem.launch_normalisers(launch, tensors, norm_part, bad_part,
                                                         state, compact))

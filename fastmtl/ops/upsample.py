@@ -147,12 +147,12 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     h, w, H, W, acc_fp64, acc = layout.h, layout.w, layout.H, layout.W, layout.acc_fp64, layout.acc
     n_sem, n_reg, n_parts, n_sums = layout.n_sem, layout.n_reg, layout.n_parts, layout.n_sums
 
-    bad = label_buffer(first, check_labels)  # pinned host memory: passed as it is
+    bad = label_buffer(first, check_labels)  # checked: pinned host memory, passed as it is
     index = torch.empty(H + W, dtype=torch.int32, device=device)
     lam = torch.empty(H + W, dtype=acc, device=device)
     start = torch.empty(h + w + 2, dtype=torch.int32, device=device)
     sources = [bad, x, t, class_weight, o, g, m, d, z, coef, index, lam, start]
-    launches = Launches(cache, sources, 1, device)
+    launches = Launches(cache, sources, int(check_labels), device)
     with device_guard(first):
         launches.run(lambda: launch(T.axis_table_kernel)[(2,)](
             index, lam, start, h, H, w, W, H.bit_length() + 1, W.bit_length() + 1,
