@@ -96,6 +96,22 @@ def _checked_step(seed):
     _fused_step(seed, check_labels=True)
 
 
+def _subset_step(seed):
+    """Two tasks, fixed weights, channels_last logits: other sources absent."""
+    pred, tgt = make_inputs(B=2, C=5, H=4, W=8, seed=seed)
+    pred = {"semantic": pred["semantic"].to(memory_format=torch.channels_last).requires_grad_(),
+            "depth": pred["depth"].requires_grad_()}
+    out = fastmtl.multitask_loss(pred, tgt, weights=[1.0, 0.5], backend="triton",
+                                 check_labels=False)
+    out.total.backward()
+
+
+def _no_grad_step(seed):
+    pred, tgt = make_inputs(B=2, C=5, H=4, W=8, seed=seed)
+    with torch.no_grad():
+        fastmtl.multitask_loss(pred, tgt, torch.zeros(3), backend="triton", check_labels=False)
+
+
 def _upsampled_step(seed):
     pred, tgt = low_res_inputs(2, 5, 3, 4, 12, 16, seed=seed)
     pred = {k: v.requires_grad_() for k, v in pred.items()}
@@ -136,8 +152,9 @@ def _assert_replays(recorded, replayed) -> int:
     return addresses
 
 
-@pytest.mark.parametrize("step", [_fused_step, _checked_step, _upsampled_step],
-                         ids=["fused", "label-check", "upsampled"])
+@pytest.mark.parametrize("step", [_fused_step, _checked_step, _subset_step, _no_grad_step,
+                                  _upsampled_step],
+                         ids=["fused", "label-check", "two-tasks", "no-grad", "upsampled"])
 def test_the_third_call_replays_what_the_second_launched(launches, step, monkeypatch):
     if step is _checked_step:
         LateLabelChecks(monkeypatch)
