@@ -104,11 +104,13 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     host is slower than the device starts each kernel sooner."""
     first = x if x is not None else o if o is not None else d
     device = first.device
+    gradients = lambda: tuple(_grad_buffer(p, write_grad, first) for p in (x, o, d))  # noqa: E731
+    grads = None
     problem = cache.get("problem") if cache is not None else None
     if problem is None:  # a new launch key: the problem reads the gradients' strides
-        problem = Problem(x, t, class_weight, o, g, m, d, z,
-                          *(_grad_buffer(p, write_grad, first) for p in (x, o, d)),
-                          ignore_index, max_block_c)
+        grads = gradients()
+        problem = Problem(x, t, class_weight, o, g, m, d, z, *grads, ignore_index,
+                          max_block_c)
         if cache is not None:
             cache["problem"] = problem
     out_dtype = torch.float64 if problem.acc_fp64 else torch.float32
@@ -124,7 +126,7 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
     with device_guard(first):
         launches.run(lambda: problem.launch_normalisers(launch, tensors, norm_part, bad_part,
                                                         state, compact))
-    gx, go, gd = (_grad_buffer(p, write_grad, first) for p in (x, o, d))
+    gx, go, gd = grads or gradients()
     grid = problem.fused_grid()
     n_fused = grid[0]
     part = torch.empty((3, n_fused), dtype=out_dtype, device=device)

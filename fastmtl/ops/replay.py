@@ -108,7 +108,7 @@ class Launches:
         recorded = self.recorded
         if recorded is None:
             recording = self.recording
-            made = len(recording.steps) if recording is not None and recording.steps else 0
+            made = len(recording.steps or ()) if recording is not None else 0
             try:
                 stage()
             except BaseException:

@@ -12,7 +12,6 @@ outside a torch.compile graph, whose launcher takes num_warps and num_stages onl
 """
 from __future__ import annotations
 
-
 from fastmtl.kernels import upsample_both as UB
 from fastmtl.kernels import upsample_chunks as UC
 from fastmtl.kernels import upsample_loss as U
