@@ -14,7 +14,8 @@ time under it (cumulative and own time). ``--stub-launches`` replaces the fastmt
 ops' kernel launches by no-ops on CPU tensors (nothing is computed): what remains
 is the Python side of a call (checks, autograd, allocations, the ops' own
 bookkeeping), measurable without a GPU; Triton's launcher and the driver are not
-in it. With it the header also gives the median time from a call's start to each of its
+in it. The label check (``triton-check-labels``) then takes its CUDA path, with
+rows of ordinary memory that each launch writes as a check of good labels. With it the header also gives the median time from a call's start to each of its
 launches, in order: where the host is behind, the device idles until the first, and a
 call timed with the L2 flushed costs about the time to its longest kernel's launch plus
 the kernels. ``--cuda-api`` (CUDA) times the calls under ``torch.profiler`` instead and
@@ -39,11 +40,13 @@ import time
 
 import torch
 
+from fastmtl.ops import label_check
 from benchmarks.implementations import IMPLEMENTATIONS, step
 from benchmarks.problem import Problem, parse_size
 
 
-STUBBABLE = ("triton", "upsample-fused")  # the fastmtl ops whose launches can be stubbed
+# the fastmtl calls whose launches can be stubbed
+STUBBABLE = ("triton", "triton-check-labels", "upsample-fused")
 
 
 class _NoLaunch:
@@ -59,8 +62,15 @@ class _NoLaunch:
 
     def launch(self, *args):
         self.times.append(time.perf_counter())
+        _good_label_checks()
 
     __call__ = launch
+
+
+def _good_label_checks() -> None:
+    """What a launch writing the label check of labels that are all good leaves behind."""
+    for slot in label_check._taken.values():
+        slot.host[0] = 0
 
 
 class _NoRun:
@@ -85,7 +95,12 @@ def stubbed_launches():
 
     no_run = _NoRun()
     stubs = [(common, "eager_cuda", common.is_real),
-             (common, "_through_triton", lambda kernel, grid, args, kwargs: no_run),
+             # the label check's CUDA path: a row of (here pageable) host memory per call
+             (label_check, "_zero_copy", common.is_real),
+             (label_check, "_pinned_rows", lambda n: torch.empty((n, label_check.ROW),
+                                                                 dtype=torch.int64)),
+             (common, "_through_triton", lambda kernel, grid, args, kwargs:
+                 (_good_label_checks(), no_run)[1]),
              (torch._C, "_cuda_getCurrentRawStream", lambda index: 0),
              (fused, "check_device", lambda t: None), (upsample, "check_device", lambda t: None)]
     saved = [(m, name, getattr(m, name, None)) for m, name, _ in stubs]

@@ -333,6 +333,5 @@ def fused_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping[str
         write_grad, int(max_block_c), check)
     total, losses, bad = outs[0], outs[1], outs[7]
     if check and is_real(bad):
-        record_label_check(bad, x.shape[1], int(ignore_index),
-                           (x.shape[0], x.shape[-2], x.shape[-1]))
+        record_label_check(bad, x.shape[1], int(ignore_index), targets["semantic"].shape)
     return total, per_task_losses(tasks, losses, predictions)

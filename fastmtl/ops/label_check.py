@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import atexit
 from collections import deque
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -56,22 +55,14 @@ _taken: dict = {}  # a taken row's address -> its _Slot, until ``record`` takes 
 
 
 class _Slot:
-    """One row of pinned host memory: ``row`` for the kernel, ``host`` (a NumPy view of the
-    same bytes) for the host's reads and writes, which then make no CUDA call."""
-    __slots__ = ("row", "host", "device", "free")
+    """One row of pinned host memory: ``row`` for the kernel, ``host`` (a memoryview of the
+    same bytes, whose items are Python ints) for the host's reads and writes, which then
+    make no CUDA call; ``address`` is the row's, the key of ``_taken``."""
+    __slots__ = ("row", "host", "address", "device", "free")
 
     def __init__(self, row: Tensor, device: torch.device, free: deque):
-        self.row, self.host, self.device, self.free = row, row.numpy(), device, free
-
-    def read(self, wait: bool) -> Optional[list]:
-        """(count, flat index, value), or None while unwritten and not ``wait``."""
-        if self.host[0] != 0:  # unwritten, or a bad label whose index may still be on its way
-            if self.host[0] == UNWRITTEN and not wait:
-                return None
-            _synchronize(self.device)
-            if self.host[0] == UNWRITTEN:  # never launched: nothing was checked
-                return [0, 0, 0]
-        return self.host[:3].tolist()
+        self.row, self.host, self.address = row, memoryview(row.numpy()), row.data_ptr()
+        self.device, self.free = device, free
 
 
 def _synchronize(device: torch.device) -> None:
@@ -88,7 +79,7 @@ def _capturing(device: torch.device) -> bool:
 
 def _zero_copy(like: Tensor) -> bool:
     return (is_real(like) and like.is_cuda and not torch.compiler.is_compiling()
-            and not _capturing(like.device))
+            and not torch.cuda.is_current_stream_capturing())
 
 
 def message(bad: list[int], num_classes: int, ignore_index: int, shape, late: bool) -> str:
@@ -117,24 +108,25 @@ def buffer(like: Tensor, check: bool) -> Tensor:
         free.extend(_Slot(rows[i], device, free) for i in range(SLOTS_PER_CHUNK))
     slot = free.popleft()
     slot.host[0] = UNWRITTEN
-    _taken[slot.row.data_ptr()] = slot
+    _taken[slot.address] = slot
     return slot.row
 
 
 def record(bad: Tensor, num_classes: int, ignore_index: int, shape) -> None:
-    """Take the check of one call, written to ``bad`` (from ``buffer``). Raises at once for
-    CPU tensors; a pinned row is left for a later read."""
-    if torch.compiler.is_compiling() or _capturing(bad.device):
+    """Take the check of one call, written to ``bad`` (from ``buffer``; ``shape``: the
+    labels', (B, H, W)). A pinned row is left for a later read; CPU tensors raise at once;
+    other device tensors (a call traced or captured into a CUDA graph) are no check."""
+    slot = _taken.pop(bad.data_ptr(), None)
+    if slot is not None:
+        _pending.append((slot, num_classes, ignore_index, shape))
+        if not _exit_hook:
+            _exit_hook.append(atexit.register(raise_pending_label_errors))
         return
-    slot = _taken.pop(bad.data_ptr(), None) if not bad.is_cuda else None
-    if slot is None:
-        values = bad.tolist()
-        if values[0]:
-            raise ValueError(message(values, num_classes, ignore_index, shape, late=False))
+    if bad.is_cuda or torch.compiler.is_compiling():
         return
-    _pending.append((slot, num_classes, ignore_index, tuple(shape)))
-    if not _exit_hook:
-        _exit_hook.append(atexit.register(raise_pending_label_errors))
+    values = bad.tolist()
+    if values[0]:
+        raise ValueError(message(values, num_classes, ignore_index, shape, late=False))
 
 
 def raise_pending_label_errors(wait: bool = True) -> None:
@@ -142,16 +134,20 @@ def raise_pending_label_errors(wait: bool = True) -> None:
     bad label among them. ``wait=False`` (what each call of the loss does) reads only the
     checks the GPU has written and keeps the others; ``wait=True`` reads them all, waiting
     for the GPU where one is unwritten."""
-    if not _pending or torch.compiler.is_compiling() or _capturing(_pending[0][0].device):
+    if not _pending or torch.compiler.is_compiling():
         return
     # One stream writes the rows in the order they were issued: the first unwritten one
     # ends the reading (one load from host memory per call in a training loop).
     while _pending:
         slot, num_classes, ignore_index, shape = _pending[0]
-        values = slot.read(wait)
-        if values is None:
-            return
+        count = slot.host[0]
+        if count != 0:  # unwritten, or a bad label whose index may still be on its way
+            if (count == UNWRITTEN and not wait) or _capturing(slot.device):
+                return  # never wait inside a CUDA-graph capture: a later call reads it
+            _synchronize(slot.device)
+            count = slot.host[0]  # still UNWRITTEN: never launched, nothing was checked
+        values = slot.host[:3].tolist() if count > 0 else None
         del _pending[0]
         slot.free.append(slot)
-        if values[0]:
+        if values:
             raise ValueError(message(values, num_classes, ignore_index, shape, late=True))

@@ -324,5 +324,5 @@ def upsampled_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping
         check)
     total, losses, bad = outs[0], outs[1], outs[7]
     if check and is_real(bad):
-        record_label_check(bad, x.shape[1], int(ignore_index), (t.shape[0], *t.shape[-2:]))
+        record_label_check(bad, x.shape[1], int(ignore_index), t.shape)
     return total, per_task_losses(tasks, losses, predictions)

@@ -421,6 +421,31 @@ def test_host_time_with_stubbed_launches_profiles_the_python_side(capsys):
     assert fused.launch_for is launch_for  # the stubs are gone afterwards
 
 
+def test_host_time_stubs_the_label_checks_cuda_path_with_good_labels(monkeypatch):
+    # Every call takes a row, each launch writes it as a check of good labels, and the
+    # next call hands it back: the pool stays one chunk, nothing is left to read, and the
+    # module's own functions are back afterwards.
+    from benchmarks import host_time
+    from benchmarks.problem import Problem
+    from fastmtl.ops import label_check
+
+    for name in ("_free_slots", "_taken"):
+        monkeypatch.setattr(label_check, name, {})
+    monkeypatch.setattr(label_check, "_pending", [])
+    zero_copy = label_check._zero_copy
+    with host_time.stubbed_launches():
+        call = host_time.warm_call("triton-check-labels", Problem("x", 1, 8, 16, 19, "fp32"),
+                                   torch.device("cpu"), warmup=3)
+        for _ in range(label_check.SLOTS_PER_CHUNK + 5):
+            call()
+        assert len(label_check._pending) == 1  # this call's, unread
+        assert label_check._pending[-1][0].host[0] == 0  # written as good
+        label_check.raise_pending_label_errors()
+        free = label_check._free_slots[None]
+        assert len(free) == label_check.SLOTS_PER_CHUNK and not label_check._taken
+    assert label_check._zero_copy is zero_copy
+
+
 def test_host_time_profile_drops_each_calls_outputs_before_the_next():
     """Kept alive, every call's gradients would need fresh device memory, and the profile
     would charge the allocator's work to the op (as it once did, under torch.empty_like)."""

@@ -133,3 +133,19 @@ def test_cpu_tensors_raise_in_the_call_itself():
     with pytest.raises(ValueError, match=r"label 7 .* at targets\['semantic'\]\[0, 2, 1\]$"):
         fastmtl.multitask_loss(*_inputs(bad=(0, 2, 1, 7)), backend="triton")
     assert not label_check._pending
+
+
+def test_no_wait_and_no_error_inside_a_cuda_graph_capture(read_late, monkeypatch):
+    # A capture may still read the rows that need no wait; a bad label found before it
+    # is raised by the first call after it.
+    good, bad = _unwritten(), _unwritten()
+    good[:3] = torch.tensor([0, 0, 0])
+    bad[:3] = torch.tensor([1, 6, 7])
+    monkeypatch.setattr(label_check, "_capturing", lambda device: True)
+    label_check.raise_pending_label_errors(wait=False)
+    label_check.raise_pending_label_errors()
+    assert read_late.waits == 0 and [p[0].row.data_ptr() for p in label_check._pending] == [
+        bad.data_ptr()]
+    monkeypatch.setattr(label_check, "_capturing", lambda device: False)
+    with pytest.raises(ValueError, match=r"label 7 .* at targets\['semantic'\]\[0, 1, 2\]"):
+        fastmtl.multitask_loss(*_inputs(), backend="triton")
