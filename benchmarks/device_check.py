@@ -15,8 +15,9 @@ time-out of one never loses the others' files):
     tune-prepass   python -m benchmarks.tune_prepass (only when named in --parts)
     profile      python -m benchmarks.kernel_profile: Nsight Compute's counters of the
                  kernels whose targets are not met (only when named in --parts)
-    host         python -m benchmarks.host_time --cuda-api at 8x1024x2048 bf16: the host's
-                 time per fused call and its CUDA API calls, in a process of its own
+    host         python -m benchmarks.host_time --cuda-api in bf16 at C = 19 (8x1024x2048)
+                 and C = 150 (8x512x1024): the host's time per call and its CUDA API
+                 calls, in a process of its own
                  (only when named in --parts)
 
 The parts share a time budget (default 450 s): each gets its share plus what
@@ -43,7 +44,7 @@ from benchmarks import environment, targets
 
 REPO = environment.REPO
 SHARES = {"tests": 140, "loss": 190, "train": 90, "plots": 20, "tune": 150, "tune-upsample": 120,
-          "tune-prepass": 60, "profile": 240, "host": 40}
+          "tune-prepass": 60, "profile": 240, "host": 60}
 DEFAULT_PARTS = ["tests", "loss", "train", "plots"]  # the tuning sweeps run when named
 RESERVE = 5  # seconds kept for the summary after the last part
 # pytest-xdist workers for the CUDA tests where it is installed: on a fresh machine most of
@@ -120,8 +121,10 @@ def commands(args, out: Path, limit: float) -> dict[str, list[str]]:
             "tune-prepass": [py, "-m", "benchmarks.tune_prepass", *sweep],
             "profile": [py, "-m", "benchmarks.kernel_profile", "--out", str(out),
                         "--budget", f"{max(limit - 10, 5):.0f}"],
+            # the cases whose eager calls are host-bound (C = 19 and 150 in bf16)
             "host": [py, "-m", "benchmarks.host_time", "--cuda-api", "--size", "full",
-                     "--dtype", "bf16", "--calls", "100", "--top", "15",
+                     "8x512x1024", "--classes", "19", "150", "--dtype", "bf16", "--calls",
+                     "100", "--top", "15",
                      "--impls", "triton", "triton-check-labels", "upsample-fused"]}
 
 

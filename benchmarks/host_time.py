@@ -234,8 +234,9 @@ def bare(impl_name: str, problem: Problem, device: torch.device, calls: int) -> 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.host_time", description=__doc__.splitlines()[0])
-    p.add_argument("--size", default="2x128x256")
-    p.add_argument("--classes", type=int, default=19)
+    p.add_argument("--size", nargs="+", default=["2x128x256"],
+                   help="one size, or one per --classes value")
+    p.add_argument("--classes", type=int, nargs="+", default=[19])
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--top", type=int, default=30)
@@ -250,18 +251,21 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.cuda_api and args.stub_launches:
         p.error("--cuda-api times real launches: not with --stub-launches")
-    label, (b, h, w) = parse_size(args.size)
-    problem = Problem(label, b, h, w, args.classes, args.dtype)
+    if len(args.size) not in (1, len(args.classes)):
+        p.error(f"--size: one size, or one per --classes value ({len(args.classes)})")
+    problems = [Problem(label, b, h, w, classes, args.dtype)
+                for size, classes in zip(args.size * len(args.classes), args.classes)
+                for label, (b, h, w) in [parse_size(size)]]
     device = torch.device("cpu" if args.stub_launches else args.device)
     with stubbed_launches() if args.stub_launches else contextlib.nullcontext() as stub:
-        for name in args.impls:
-            if args.bare:
-                print(bare(name, problem, device, args.calls), flush=True)
-                continue
-            if args.cuda_api:
-                print(cuda_api(name, problem, device, args.calls, args.top), flush=True)
-                continue
-            print(profile(name, problem, device, args.calls, args.top, stub), flush=True)
+        for problem in problems:
+            for name in args.impls:
+                if args.bare:
+                    print(bare(name, problem, device, args.calls), flush=True)
+                elif args.cuda_api:
+                    print(cuda_api(name, problem, device, args.calls, args.top), flush=True)
+                else:
+                    print(profile(name, problem, device, args.calls, args.top, stub), flush=True)
     return 0
 
 
