@@ -193,6 +193,27 @@ def test_label_checks_reuse_their_pinned_slots():
     assert [slot.host[0] for slot in list(free)[-3:]] == [0, 0, 0]
 
 
+def test_a_pending_bad_label_is_raised_after_a_cuda_graph_capture_not_inside():
+    pred, tgt = _device(*make_inputs(B=2, C=19, H=16, W=32, seed=11))
+    bad = dict(tgt, semantic=tgt["semantic"].clone())
+    bad["semantic"][0, 3, 4] = 25
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fastmtl.multitask_loss(pred, tgt, backend="triton")  # compiled and recorded
+    torch.cuda.current_stream().wait_stream(side)
+    label_check.raise_pending_label_errors()
+    fastmtl.multitask_loss(pred, bad, backend="triton")
+    torch.cuda.synchronize()  # its check is written: a call now would raise
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):  # reads no check that needs a wait, raises nothing
+        fastmtl.multitask_loss(pred, tgt, backend="triton")
+    with pytest.raises(ValueError, match=r"label 25 .* at targets\['semantic'\]\[0, 3, 4\]"):
+        fastmtl.multitask_loss(pred, tgt, backend="triton")
+    label_check.raise_pending_label_errors()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_class_planes_through_inline_ptx_match_pytorch(dtype, layout, monkeypatch):
