@@ -16,6 +16,7 @@ pass loops over a constexpr number of tiles instead.
 import triton
 import triton.language as tl
 
+from .casts import to_element
 from .normalisers import (ROW_CARRIED, ROW_COEF, ROW_N, ROW_SCALE, SLOT_DEPTH, SLOT_INSTANCE,
                           SLOT_SEMANTIC, SLOTS, slot_vector, store_coef_grad, tile_pixels)
 from .semantic import (ONLINE_CHUNK, TARGET_LAST, labels_and_weights, pairs_step, pairs_words,
@@ -52,10 +53,10 @@ def _instance_step(in_mask, o0, o1, g0, g1, scale, go_ptr, go_off, go_sc, in_ima
     dy = o0.to(ACC) - g0.to(ACC)
     dx = o1.to(ACC) - g1.to(ACC)
     if WRITE_GRAD:
-        ty = go_ptr.dtype.element_ty
-        tl.store(go_ptr + go_off, tl.where(in_mask, _sign(dy) * scale, 0.0).to(ty), mask=in_image)
-        tl.store(go_ptr + go_off + go_sc, tl.where(in_mask, _sign(dx) * scale, 0.0).to(ty),
+        tl.store(go_ptr + go_off, to_element(tl.where(in_mask, _sign(dy) * scale, 0.0), go_ptr),
                  mask=in_image)
+        tl.store(go_ptr + go_off + go_sc,
+                 to_element(tl.where(in_mask, _sign(dx) * scale, 0.0), go_ptr), mask=in_image)
     return tl.where(in_mask, tl.abs(dy) + tl.abs(dx), 0.0)
 
 
@@ -75,7 +76,7 @@ def _depth_step(z, d, scale, gd_ptr, gd_off, in_image, WRITE_GRAD: tl.constexpr,
     diff = d.to(ACC) - z
     if WRITE_GRAD:
         tl.store(gd_ptr + gd_off,
-                 tl.where(measured, _sign(diff) * scale, 0.0).to(gd_ptr.dtype.element_ty),
+                 to_element(tl.where(measured, _sign(diff) * scale, 0.0), gd_ptr),
                  mask=in_image)
     return tl.where(measured, tl.abs(diff), 0.0)
 
@@ -322,7 +323,7 @@ def _rescale_buffer(src_ptr, dst_ptr, n, ratio, pid, nprog, COPY: tl.constexpr,
         offs = start + tl.arange(0, BLOCK)
         in_buffer = offs < n
         g = tl.load(src_ptr + offs, mask=in_buffer).to(ACC)
-        tl.store(dst_ptr + offs, (g * ratio.to(ACC)).to(dst_ptr.dtype.element_ty), mask=in_buffer)
+        tl.store(dst_ptr + offs, to_element(g * ratio.to(ACC), dst_ptr), mask=in_buffer)
         start += nprog.to(tl.int64) * BLOCK
 
 

@@ -30,6 +30,8 @@ Three shapes of the class axis, chosen on the host (``fastmtl.ops``):
 import triton
 import triton.language as tl
 
+from .casts import to_element
+
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
 
@@ -87,7 +89,7 @@ def _asm_load(ptr):
 def _asm_store(ptr, value, mask):
     addr = tl.cast(ptr, tl.int64)
     on = mask.to(tl.int32)
-    value = value.to(ptr.dtype.element_ty)
+    value = to_element(value, ptr)
     if ptr.dtype.element_ty.primitive_bitwidth == 32:
         tl.inline_asm_elementwise(
             "{ .reg .pred p; setp.ne.b32 p, $2, 0; mov.b32 $0, 0; @p st.global.b32 [$1], $3; }",
@@ -106,7 +108,7 @@ def _store(ptr, value, mask, ASM: tl.constexpr):
     if ASM:
         _asm_store(ptr, value, mask)
     else:
-        tl.store(ptr, value.to(ptr.dtype.element_ty), mask=mask)
+        tl.store(ptr, to_element(value, ptr), mask=mask)
 
 
 @triton.jit
@@ -684,7 +686,6 @@ def sweeps_step(x_ptr, x_off, x_sc, x_t, t, w, scale, gx_ptr, g_off, gx_sc, in_i
     lse = tl.log(s) + tl.where(m > float("-inf"), m, 0.0)
     if WRITE_GRAD:
         ws = w * scale
-        ty = gx_ptr.dtype.element_ty
         for j in tl.range(NUM_CHUNKS, num_stages=STAGES):
             first = (NUM_CHUNKS - 1 - j) * CHUNK
             xs = _chunk_load(x_ptr, x_off, x_sc, first, in_image, C, CHUNK)
@@ -692,6 +693,6 @@ def sweeps_step(x_ptr, x_off, x_sc, x_t, t, w, scale, gx_ptr, g_off, gx_sc, in_i
                 row = first + c
                 p = _exp(xs[c].to(ACC) - lse)
                 g = tl.where(t == row, p - 1.0, p) * ws
-                tl.store(gx_ptr + g_off + row.to(tl.int64) * gx_sc, g.to(ty),
+                tl.store(gx_ptr + g_off + row.to(tl.int64) * gx_sc, to_element(g, gx_ptr),
                          mask=in_image & (row < C))
     return tl.where(t >= 0, w * (lse - x_t.to(ACC)), 0.0)

@@ -38,6 +38,7 @@ is, and a row of -inf logits gives lse = -inf, hence NaN loss and gradient, as t
 import triton
 import triton.language as tl
 
+from .casts import to_element
 from .upsample_loss import (NO_ROW, _exp_shifted, _in_loop, _label, _log, _offset,
                             _reduce_runs, _tap_value, _window_runs, program_region, second_tap,
                             store_semantic_partials)
@@ -140,12 +141,12 @@ def _store_shares(g0, g1, a, a1, from_above, a_lo, a_hi, group, g_ptr, ch, ch_ok
         p_top = p + a.to(tl.int64) * g_sh
         add = ((group > 0) | from_above) | later
         earlier = tl.load(p_top, mask=ok & add[:, None], other=0.0).to(ACC)
-        tl.store(p_top, (earlier + top).to(g_ptr.dtype.element_ty), mask=ok)
+        tl.store(p_top, to_element(earlier + top, g_ptr), mask=ok)
     if (a1 > a) & (a1 < a_hi):  # row a_hi's share is its own program's
         p_bottom = p + a1.to(tl.int64) * g_sh
         add = (group > 0) | later
         earlier = tl.load(p_bottom, mask=ok & add[:, None], other=0.0).to(ACC)
-        tl.store(p_bottom, (earlier + bottom).to(g_ptr.dtype.element_ty), mask=ok)
+        tl.store(p_bottom, to_element(earlier + bottom, g_ptr), mask=ok)
 
 
 @triton.jit

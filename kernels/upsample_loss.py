@@ -48,6 +48,7 @@ bound with NumPy >= 2.4).
 import triton
 import triton.language as tl
 
+from .casts import to_element
 from .upsample_reduce import NO_PIXEL, ROW_NORM
 
 __all__ = ["upsample_loss_kernel"]
@@ -299,7 +300,7 @@ def _write_cells(value, cell, cell_ok, first, g_ptr, ch, ch_ok, g_sc, g_sh, g_sw
          + ch.to(tl.int64)[None, :] * g_sc)
     ok = cell_ok[:, None] & ch_ok[None, :]
     earlier = tl.load(p, mask=ok & (first == 0)[:, None], other=0.0).to(ACC)
-    tl.store(p, (earlier + value).to(g_ptr.dtype.element_ty), mask=ok)
+    tl.store(p, to_element(earlier + value, g_ptr), mask=ok)
 
 
 @triton.jit

@@ -21,6 +21,7 @@ the gradient: times f_k / (N_k provisional) with f_k = g_total coef_k + g_L_k.
 import triton
 import triton.language as tl
 
+from .casts import to_element
 from .normalisers import slot_vector, store_coef_grad
 
 __all__ = ["reduce_partials_kernel", "upsample_finalize_kernel", "upsample_grad_scale_kernel",
@@ -136,7 +137,7 @@ def _scale_buffer(src_ptr, dst_ptr, n, factor, pid, nprog, BLOCK: tl.constexpr, 
         i = start + tl.arange(0, BLOCK)
         in_buffer = i < n
         g = tl.load(src_ptr + i, mask=in_buffer, other=0.0).to(ACC)
-        tl.store(dst_ptr + i, (g * factor.to(ACC)).to(dst_ptr.dtype.element_ty), mask=in_buffer)
+        tl.store(dst_ptr + i, to_element(g * factor.to(ACC), dst_ptr), mask=in_buffer)
         start += nprog.to(tl.int64) * BLOCK
 
 

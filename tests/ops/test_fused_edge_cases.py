@@ -10,9 +10,10 @@ import torch
 import fastmtl
 from fastmtl.ops import fused_layout
 from helpers import leaf_copies, make_inputs
-from oracle import oracle
+from oracle import assert_match, oracle, run_both, run_both_upsampled
 
 BACKENDS = ("reference", "triton")
+TASKS = ("semantic", "instance", "depth")
 
 
 def _grads(backend, pred, tgt, **kwargs):
@@ -221,3 +222,19 @@ def test_loss_dtypes_with_mixed_fp32_and_fp64_predictions(wide):
         assert tri.losses[name].dtype == loss.dtype, name
         torch.testing.assert_close(tri.losses[name], loss, rtol=2e-6, atol=1e-7)
     torch.testing.assert_close(tri.total, ref.total, rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("narrow", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("upsample", [False, True])
+def test_16_bit_gradients_beside_a_float64_prediction(narrow, upsample):
+    # A float64 prediction makes every task accumulate in float64: the 16-bit gradients are
+    # cast down from it (bfloat16 through float32, see kernels/casts.py).
+    pred, tgt = make_inputs(B=2, C=5, H=6, W=8, seed=36)
+    if upsample:
+        pred, _ = make_inputs(B=2, C=5, H=3, W=5, seed=37)
+    for wide in TASKS:
+        mixed = {k: v.double() if k == wide else v.to(narrow) for k, v in pred.items()}
+        run = run_both_upsampled if upsample else run_both
+        kernel, expected = run(mixed, tgt, log_vars=torch.tensor([0.1, 0.2, -0.3],
+                                                                 dtype=torch.float64))
+        assert_match(kernel, expected, narrow)
