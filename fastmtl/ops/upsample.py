@@ -71,13 +71,13 @@ def provisional_scale(h: int, w: int, H: int, W: int) -> float:
     return 2.0 ** (1 - int(per_cell).bit_length())
 
 
-def _grad_buffer(p: Optional[Tensor], write_grad: bool, acc: torch.dtype, windows: int,
+def _grad_buffer(p: Optional[Tensor], write_grad: bool, acc: torch.dtype, accumulates: bool,
                  like: Tensor) -> Tensor:
     """The stored gradient: the prediction's dtype and layout, or the accumulation dtype
-    when cells accumulate over several windows."""
+    where its cells accumulate more than once (``Tiles.accumulates``)."""
     if p is None or not write_grad:
         return torch.empty(0, dtype=acc, device=like.device)
-    return torch.empty_like(p, dtype=acc if windows > 1 else p.dtype)
+    return torch.empty_like(p, dtype=acc if accumulates else p.dtype)
 
 
 class _Layout:
@@ -124,7 +124,9 @@ class _Layout:
         self.n_parts = max(self.grids)
         self.n_sums = cdiv(self.n_parts, REDUCE_BLOCK)
         self.scale = provisional_scale(h, w, H, W)
-        self.windows = max(plan.windows for plan, _ in launches)
+        # Whether each gradient (x, o, d) is kept in the accumulation dtype until backward.
+        wide = max(plan.windows for plan, _ in launches) > 1
+        self.accumulates = (wide or (x is not None and launches[0][0].accumulates), wide, wide)
 
 
 def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors, regulariser,
@@ -157,7 +159,8 @@ def _forward(launch, x, t, class_weight, o, g, m, d, z, coef, positions, factors
         launches.run(lambda: launch(T.axis_table_kernel)[(2,)](
             index, lam, start, h, H, w, W, H.bit_length() + 1, W.bit_length() + 1,
             ALIGN_CORNERS=align_corners, ACC_FP64=acc_fp64, BLOCK=TABLE_BLOCK))
-    gx, go, gd = (_grad_buffer(p, write_grad, acc, layout.windows, first) for p in (x, o, d))
+    gx, go, gd = (_grad_buffer(p, write_grad, acc, kept, first)
+                  for p, kept in zip((x, o, d), layout.accumulates))
     part = torch.empty((R.PART_ROWS, n_parts), dtype=acc, device=device)
     bad_part = torch.empty((3, n_parts), dtype=torch.int64, device=device)
     state = torch.empty((R.STATE_ROWS, R.SLOTS), dtype=torch.float64, device=device)

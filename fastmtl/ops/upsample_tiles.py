@@ -185,6 +185,17 @@ class Tiles:
     rows: int = 1       # full-resolution rows per chunk: the regressions' launch, and the
                         # large-C semantic launch in class chunks (rows per pass over them)
     class_chunks: bool = False  # semantic launch: upsample_chunks_kernel (block_c per chunk)
+    row_groups: int = 1  # class chunks: groups of ``rows`` rows the longest run is walked in
+
+    @property
+    def accumulates(self) -> bool:
+        """Whether the launch's gradient is kept in the accumulation dtype until backward:
+        where its cells add up across windows, or over more than two groups of rows of a
+        run (class chunks: each group adds to the stored cells). A 16-bit gradient is
+        otherwise rounded at most three times (the carried share of the next row, two
+        groups; at a factor of 8 the first run's clamped rows make a second group), and
+        with it kept, once."""
+        return self.windows > 1 or self.row_groups > 2
 
 
 def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
@@ -201,7 +212,7 @@ def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
             return plan
     block_c = next_power_of_2(C) if semantic else 1
     columns = 1  # columns per thread
-    rows = 1
+    rows = row_groups = 1
     class_chunks = False
     if not semantic:
         warps_c, warps_x, columns = 1, cfg.regression_warps, cfg.regression_columns
@@ -218,6 +229,7 @@ def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
         start = run_starts(h, H, align_corners)
         longest = max(start[a + 1] - start[a] for a in range(h))
         rows = min(next_power_of_2(max(longest, 1)), cfg.chunk_rows)
+        row_groups = cdiv(longest, rows)
         class_chunks = True
     else:  # warps along the classes too, CLASSES_PER_THREAD classes (and padding) each
         warps_c, warps_x = min(MAX_WARPS, block_c // CLASSES_PER_THREAD), 1
@@ -242,4 +254,4 @@ def tiles(B: int, C: int, h: int, w: int, H: int, W: int, align_corners: bool,
                  strip_cells=cells, n_strips=n_strips, band_rows=band_rows,
                  n_bands=cdiv(h, band_rows), nrun=nrun, kc=max(1, block_x // nrun),
                  windows=windows, max_registers=registers, rows=rows,
-                 class_chunks=class_chunks)
+                 class_chunks=class_chunks, row_groups=row_groups)

@@ -461,3 +461,24 @@ def _offsets_main(far):
 
 if __name__ == "__main__":
     {"offsets": _offsets_main}[sys.argv[1]](*sys.argv[2:])
+
+
+@pytest.mark.parametrize("class_chunk", [16, None])
+def test_16_bit_gradients_rounded_once_at_large_row_factors(class_chunk):
+    # At 64 target rows per head row a run takes several groups of rows (chunk_rows); the
+    # classes in chunks then keep the semantic gradient in float32 until backward, so that
+    # it is rounded to float16 once, as the warps' layout does: within an ulp of the
+    # float64 result (fp16: bfloat16's rounding under the interpreter is a truncation).
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 33, 2, 4, generator=g).half()
+    t = torch.randint(0, 33, (1, 128, 4), generator=g)
+    got, want = (leaf_copies({"semantic": x}) for _ in range(2))
+    with use(class_chunk=class_chunk):
+        fastmtl.multitask_loss(got, {"semantic": t}, backend="triton", upsample="bilinear",
+                               align_corners=True).total.backward()
+    wide = {"semantic": want["semantic"].double().detach().requires_grad_(True)}
+    fastmtl.multitask_loss(wide, {"semantic": t}, backend="reference", upsample="bilinear",
+                           align_corners=True).total.backward()
+    r = wide["semantic"].grad
+    ulp = torch.exp2(torch.floor(torch.log2(r.abs().clamp_min(2.0 ** -14))) - 10)
+    assert ((got["semantic"].grad.double() - r).abs() / ulp).max() <= 1.0
