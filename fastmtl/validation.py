@@ -191,14 +191,24 @@ def bad_label_message(label: int, num_classes: int, ignore_index: int) -> str:
     )
 
 
+def label_position(flat: int, shape) -> str:
+    """Where the label of row-major index ``flat`` in (B, H, W) labels is, for a message."""
+    _, H, W = shape
+    b, q = divmod(flat, H * W)
+    return f" at targets['semantic'][{b}, {q // W}, {q % W}]"
+
+
 def check_label_range(target: torch.Tensor, num_classes: int, ignore_index: int) -> None:
-    """Raise ValueError naming a label outside [0, C) that is not ignore_index.
+    """Raise ValueError naming the first label (in row-major order) outside [0, C) that is
+    not ignore_index, and where it is, as the triton backend does.
 
     Reads one value back from the device, so it synchronises with CUDA.
     """
     bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
     if bool(bad.any()):
-        raise ValueError(bad_label_message(int(target[bad][0]), num_classes, ignore_index))
+        flat = int(bad.flatten().nonzero()[0])
+        raise ValueError(bad_label_message(int(target.flatten()[flat]), num_classes, ignore_index)
+                         + label_position(flat, target.shape))
 
 
 # --- options of the semantic loss: ignore_index and class_weight, as F.cross_entropy ---

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from fastmtl.ops.common import is_real
-from fastmtl.validation import bad_label_message
+from fastmtl.validation import bad_label_message, label_position
 
 UNWRITTEN = -1  # the count of a row the kernel has not written yet (counts are >= 0)
 ROW = 4  # int64 per row: (count, first flat index, its value), and one for 32-byte alignment
@@ -85,11 +85,9 @@ def _zero_copy(like: Tensor) -> bool:
 def message(bad: list[int], num_classes: int, ignore_index: int, shape, late: bool) -> str:
     """The reference backend's message, with where the first bad label is."""
     _, flat, value = bad
-    _, H, W = shape
-    b, q = divmod(flat, H * W)
-    where = f" at targets['semantic'][{b}, {q // W}, {q % W}]"
     note = " (in the targets of an earlier call: on CUDA the check is read back by a later one)"
-    return bad_label_message(value, num_classes, ignore_index) + where + (note if late else "")
+    return (bad_label_message(value, num_classes, ignore_index) + label_position(flat, shape)
+            + (note if late else ""))
 
 
 def buffer(like: Tensor, check: bool) -> Tensor:
