@@ -83,7 +83,8 @@ def _zero_copy(like: Tensor) -> bool:
 
 
 def message(bad: list[int], num_classes: int, ignore_index: int, shape, late: bool) -> str:
-    """The reference backend's message, with where the first bad label is."""
+    """The message of a bad label (its value and where it is, as the reference backend's),
+    noting a late read."""
     _, flat, value = bad
     note = " (in the targets of an earlier call: on CUDA the check is read back by a later one)"
     return (bad_label_message(value, num_classes, ignore_index) + label_position(flat, shape)
