@@ -15,7 +15,8 @@ ops' kernel launches by no-ops on CPU tensors (nothing is computed): what remain
 is the Python side of a call (checks, autograd, allocations, the ops' own
 bookkeeping), measurable without a GPU; Triton's launcher and the driver are not
 in it. The label check (``triton-check-labels``) then takes its CUDA path, with
-rows of ordinary memory that each launch writes as a check of good labels. With it the header also gives the median time from a call's start to each of its
+rows of ordinary memory that each launch writes as a check of good labels. With
+it the header also gives the median time from a call's start to each of its
 launches, in order: where the host is behind, the device idles until the first, and a
 call timed with the L2 flushed costs about the time to its longest kernel's launch plus
 the kernels. ``--cuda-api`` (CUDA) times the calls under ``torch.profiler`` instead and
@@ -40,7 +41,6 @@ import time
 
 import torch
 
-from fastmtl.ops import label_check
 from benchmarks.implementations import IMPLEMENTATIONS, step
 from benchmarks.problem import Problem, parse_size
 
@@ -52,36 +52,31 @@ STUBBABLE = ("triton", "triton-check-labels", "upsample-fused")
 class _NoLaunch:
     """Stands in for Triton 3.6's launcher of a compiled kernel (its C ``launch`` and the
     Python call around it, as ``fastmtl.ops.common`` takes them), doing nothing but noting
-    when each launch came."""
+    when each launch came and calling ``written()``."""
 
     global_scratch_size = profile_scratch_size = 0
     launch_cooperative_grid = launch_pdl = False
 
-    def __init__(self, times: list):
-        self.times = times
+    def __init__(self, times: list, written):
+        self.times, self.written = times, written
 
     def launch(self, *args):
         self.times.append(time.perf_counter())
-        _good_label_checks()
+        self.written()
 
     __call__ = launch
 
 
-def _good_label_checks() -> None:
-    """What a launch writing the label check of labels that are all good leaves behind."""
-    for slot in label_check._taken.values():
-        slot.host[0] = 0
-
-
 class _NoRun:
-    """Stands in for a compiled kernel whose launches do nothing; notes when each launch
-    came (``times``, cleared by the caller)."""
+    """Stands in for a compiled kernel whose launches do nothing but ``written()`` (what
+    the launch leaves in host memory); notes when each launch came (``times``, cleared by
+    the caller)."""
 
     function = packed_metadata = None
 
-    def __init__(self):
+    def __init__(self, written):
         self.times = []
-        self.run = _NoLaunch(self.times)
+        self.run = _NoLaunch(self.times, written)
 
     def launch_metadata(self, *args):
         return None
@@ -91,16 +86,23 @@ class _NoRun:
 def stubbed_launches():
     """The fastmtl ops on CPU tensors taken for eager CUDA calls, with every kernel launch
     a no-op (see the module doc): their direct-launch path runs, Triton never does."""
-    from fastmtl.ops import common, fused, upsample
+    from fastmtl.ops import common, fused, label_check, upsample
 
-    no_run = _NoRun()
+    def good_label_checks():  # what a launch writing the checks of good labels leaves
+        for slot in label_check._taken.values():
+            slot.host[0] = 0
+
+    def through_triton(kernel, grid, args, kwargs):  # a call's first launches
+        good_label_checks()
+        return no_run
+
+    no_run = _NoRun(good_label_checks)
     stubs = [(common, "eager_cuda", common.is_real),
              # the label check's CUDA path: a row of (here pageable) host memory per call
              (label_check, "_zero_copy", common.is_real),
              (label_check, "_pinned_rows", lambda n: torch.empty((n, label_check.ROW),
                                                                  dtype=torch.int64)),
-             (common, "_through_triton", lambda kernel, grid, args, kwargs:
-                 (_good_label_checks(), no_run)[1]),
+             (common, "_through_triton", through_triton),
              (torch._C, "_cuda_getCurrentRawStream", lambda index: 0),
              (fused, "check_device", lambda t: None), (upsample, "check_device", lambda t: None)]
     saved = [(m, name, getattr(m, name, None)) for m, name, _ in stubs]
