@@ -70,29 +70,47 @@ def _label_check(t: dict | None, c: dict | None) -> float | None:
     return c["median_s"] / t["median_s"] - 1
 
 
+def host_bound(row: dict | None) -> str | None:
+    """Where an eager row's median follows the host: its median host time per call
+    (``host_s``) longer than the call's kernels (``graph_median_s``), so the GPU waited for
+    the host between kernels. Says so, with both figures; None otherwise."""
+    if not row or not row.get("host_s") or not row.get("graph_median_s"):
+        return None
+    host, kernels = row["host_s"], row["graph_median_s"]
+    if host <= kernels:
+        return None
+    return (f"{row['impl']} host-bound: {1e3 * host:.2f} ms of host time per call, "
+            f"{1e3 * kernels:.2f} ms of kernels")
+
+
 def evaluate(result: dict) -> list[dict]:
     """One entry per target: name, goal, value, kind ('pct', 'x', 'ratio' or 'overhead'), met,
-    case (the shape and dtype it was read at) and, when not measured, why."""
+    case (the shape and dtype it was read at), when not measured why, and for a target read
+    from eager medians, ``host_bound``: where the row whose slowness would leave it unmet
+    (both rows of the label check) took longer on the host per call than its kernels."""
     rows, out = _rows(result), []
 
-    def add(name, goal, kind, value, met, row, needs):
+    def add(name, goal, kind, value, met, row, needs, eager=()):
         entry = {"target": name, "goal": goal, "kind": kind, "value": value,
                  "met": None if value is None else bool(met(value)),
                  "case": f"{row['shape']} {row['dtype']}" if row else None}
         if value is None:
             entry["why"] = _missing(result, needs)
+        bound = [b for b in map(host_bound, eager) if b] if value is not None else []
+        if bound:
+            entry["host_bound"] = "; ".join(bound)
         out.append(entry)
 
     for dtype, pct in zip(DTYPES, (85, 80)):
         t = _pick(rows, "triton", 19, dtype)
         add(f"C=19 {dtype}: % of copy bandwidth", f">= {pct}%", "pct",
-            t and t["pct_copy_bw"], lambda v, p=pct: v >= p, t, ("triton",))
+            t and t["pct_copy_bw"], lambda v, p=pct: v >= p, t, ("triton",), eager=(t,))
         add(f"C=19 {dtype}: % of copy bandwidth, graph replay", f">= {pct}%", "pct",
             t and t.get("graph_pct_copy_bw"), lambda v, p=pct: v >= p, t, ("triton",))
     fp32, bf16 = _pick(rows, "triton", 19, "fp32"), _pick(rows, "triton", 19, "bf16")
     add("C=19: bf16 faster than fp32", "> 1x", "x",
         fp32["median_s"] / bf16["median_s"] if fp32 and bf16 else None, lambda v: v > 1,
-        bf16, ("triton",))
+        bf16, ("triton",), eager=(bf16,))
     for dtype in DTYPES:
         t = _pick(rows, "triton", 19, dtype)
         add(f"C=19 {dtype}: x eager reference", ">= 4x", "x", _ratio(t, "reference"),
@@ -102,7 +120,7 @@ def evaluate(result: dict) -> list[dict]:
     for dtype in DTYPES:
         t = _pick(rows, "triton", 150, dtype)
         add(f"C=150 {dtype}: % of copy bandwidth", ">= 80%", "pct", t and t["pct_copy_bw"],
-            lambda v: v >= 80, t, ("triton",))
+            lambda v: v >= 80, t, ("triton",), eager=(t,))
         add(f"C=150 {dtype}: % of copy bandwidth, graph replay", ">= 80%", "pct",
             t and t.get("graph_pct_copy_bw"), lambda v: v >= 80, t, ("triton",))
         add(f"C=150 {dtype}: x torch.compile", ">= 1.5x", "x", _ratio(t, "compile"),
@@ -114,13 +132,13 @@ def evaluate(result: dict) -> list[dict]:
     for dtype in DTYPES:
         t, c = _pick(rows, "triton", 19, dtype), _pick(rows, "triton-check-labels", 19, dtype)
         add(f"C=19 {dtype}: label check overhead", "<= 3%", "overhead", _label_check(t, c),
-            lambda v: v <= 0.03, c, ("triton", "triton-check-labels"))
+            lambda v: v <= 0.03, c, ("triton", "triton-check-labels"), eager=(t, c))
     for classes in (19, 150):
         for dtype in DTYPES:
             u = _pick(rows, "upsample-fused", classes, dtype)
             name = f"1/8 heads C={classes} {dtype}"
             add(f"{name}: x full-resolution fused", ">= 3x", "x", _ratio(u, "triton"),
-                lambda v: v >= 3, u, ("upsample-fused", "triton"))
+                lambda v: v >= 3, u, ("upsample-fused", "triton"), eager=(u,))
             add(f"{name}: x F.interpolate + eager", ">= 20x", "x",
                 _ratio(u, "upsample-interp-eager"), lambda v: v >= 20, u,
                 ("upsample-fused", "upsample-interp-eager"))
@@ -140,11 +158,14 @@ def format_value(entry: dict) -> str:
 
 
 def table(entries: list[dict]) -> str:
-    """Markdown table: target, goal, measured, met, case (or why it was not measured)."""
+    """Markdown table: target, goal, measured, met, case (or why it was not measured; and
+    for an unmet target read from eager medians, the rows among them that were host-bound)."""
     lines = ["| target | goal | measured | met | case |", "| --- | --- | --- | --- | --- |"]
     for e in entries:
         met = {True: "yes", False: "no", None: "—"}[e["met"]]
         case = e["case"] if e["value"] is not None else f"not measured ({e['why']})"
+        if e.get("host_bound") and e["met"] is False:
+            case += f" ({e['host_bound']})"
         lines.append(f"| {e['target']} | {e['goal']} | {format_value(e)} | {met} | {case} |")
     return "\n".join(lines)
 

@@ -227,6 +227,32 @@ def test_targets_read_the_largest_case_and_compare_with_the_goals():
     assert paired["value"] == 0.01 and paired["met"] is True
 
 
+def test_unmet_eager_targets_name_the_rows_whose_host_was_slower_than_their_kernels():
+    """A row whose median host time per call exceeds its kernels' (graph replay) time is
+    host-bound; an unmet target read from its eager median says so in the case column,
+    with both figures. A met target, or a row whose host kept up, carries no note."""
+    fp32 = _row("triton", "8x1024x2048", 19, "fp32", 0.90, pct=87.0)
+    bf16 = _row("triton", "8x1024x2048", 19, "bf16", 0.84, pct=48.0)
+    fp32.update(host_s=0.56e-3, graph_median_s=0.89e-3)  # the host kept up
+    bf16.update(host_s=0.71e-3, graph_median_s=0.50e-3)
+    low = _row("upsample-fused", "8x1024x2048", 19, "bf16", 0.87)
+    low.update(host_s=0.79e-3, graph_median_s=0.62e-3)
+    rows = [fp32, bf16, low]
+    report.add_speedups(rows)
+    got = {e["target"]: e for e in targets.evaluate({"results": rows})}
+    assert got["C=19 bf16: % of copy bandwidth"]["host_bound"] == (
+        "triton host-bound: 0.71 ms of host time per call, 0.50 ms of kernels")
+    assert "host_bound" not in got["C=19 fp32: % of copy bandwidth"]
+    assert "host_bound" not in got["C=19 bf16: % of copy bandwidth, graph replay"]
+    # The ratio to the full-resolution call suffers from the 1/8 call's host, not the other's.
+    assert got["1/8 heads C=19 bf16: x full-resolution fused"]["host_bound"].startswith(
+        "upsample-fused host-bound: 0.79 ms")
+    text = targets.table(list(got.values()))
+    assert ("| C=19 bf16: % of copy bandwidth | >= 80% | 48.0% | no | 8x1024x2048 bf16 "
+            "(triton host-bound: 0.71 ms of host time per call, 0.50 ms of kernels) |") in text
+    assert "| C=19 fp32: % of copy bandwidth | >= 85% | 87.0% | yes | 8x1024x2048 fp32 |" in text
+
+
 def test_paired_overhead_times_both_calls_in_alternating_rounds(monkeypatch):
     """A clock that only the two calls move (1 s per call of a, 1.25 s per call of b): the
     overhead is exactly 0.25, whichever call a round starts with."""
