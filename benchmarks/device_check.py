@@ -19,6 +19,8 @@ time-out of one never loses the others' files):
                  and C = 150 (8x512x1024): the host's time per call and its CUDA API
                  calls, in a process of its own
                  (only when named in --parts)
+    timeline     python -m benchmarks.eager_timeline, the same cases: where an eager call's
+                 GPU span goes, kernels or waiting for the host (only when named in --parts)
 
 The parts share a time budget (default 450 s): each gets its share plus what
 the earlier parts left unused. OUT_DIR receives at most 8 files: summary.md
@@ -44,7 +46,7 @@ from benchmarks import environment, targets
 
 REPO = environment.REPO
 SHARES = {"tests": 140, "loss": 190, "train": 90, "plots": 20, "tune": 150, "tune-upsample": 120,
-          "tune-prepass": 60, "profile": 240, "host": 60}
+          "tune-prepass": 60, "profile": 240, "host": 60, "timeline": 60}
 DEFAULT_PARTS = ["tests", "loss", "train", "plots"]  # the tuning sweeps run when named
 RESERVE = 5  # seconds kept for the summary after the last part
 # pytest-xdist workers for the CUDA tests where it is installed: on a fresh machine most of
@@ -58,7 +60,7 @@ OPTIONAL = {  # module: what its absence means here
 }
 REQUIRED = {
     "torch": ("tests", "loss", "train", "tune", "tune-upsample", "tune-prepass", "profile",
-              "host"),
+              "host", "timeline"),
     "triton": (),
     "pytest": ("tests",), "matplotlib": ("plots",),
 }
@@ -125,7 +127,10 @@ def commands(args, out: Path, limit: float) -> dict[str, list[str]]:
             "host": [py, "-m", "benchmarks.host_time", "--cuda-api", "--size", "full",
                      "8x512x1024", "--classes", "19", "150", "--dtype", "bf16", "--calls",
                      "100", "--top", "15",
-                     "--impls", "triton", "triton-check-labels", "upsample-fused"]}
+                     "--impls", "triton", "triton-check-labels", "upsample-fused"],
+            "timeline": [py, "-m", "benchmarks.eager_timeline", "--size", "full", "8x512x1024",
+                         "--classes", "19", "150", "--dtype", "bf16", "--calls", "30",
+                         "--impls", "triton", "triton-check-labels", "upsample-fused"]}
 
 
 def run_part(cmd: list[str], timeout: float, log, env: dict) -> tuple[str, int | None]:
@@ -246,8 +251,8 @@ def main(argv=None) -> int:
             part.update(status="skipped", note="a tuning sweep needs CUDA")
         elif name == "profile" and args.dry:
             part.update(status="skipped", note="Nsight Compute needs CUDA")
-        elif name == "host" and args.dry:
-            part.update(status="skipped", note="the CUDA API profile needs CUDA")
+        elif name in ("host", "timeline") and args.dry:
+            part.update(status="skipped", note="the CUDA profiler's figures need CUDA")
         elif limit < 5:
             part.update(status="skipped", note="no time left in the budget")
         else:

@@ -59,7 +59,7 @@ def measure(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
             times.append(time.perf_counter() - start)
         return times
     if timer_name(device) != "triton.testing.do_bench":
-        return _event_loop(fn, device, repeats)
+        return event_loop(fn, device, repeats)
     return do_bench_times(fn, lambda: torch.cuda.synchronize(device), repeats)
 
 
@@ -81,7 +81,9 @@ def _synced_call(fn, sync) -> float:
     return time.perf_counter() - start
 
 
-def _event_loop(fn, device: torch.device, repeats: int) -> list[float]:
+def event_loop(fn, device: torch.device, repeats: int) -> list[float]:
+    """do_bench's loop by hand: before each call the 256 MiB fill, then the call between
+    two CUDA events; seconds per call."""
     flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device=device)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
@@ -147,7 +149,7 @@ def graph_times(fn, device: torch.device, repeats: int) -> list[float] | None:
         out = fn()
     try:
         if timer_name(device) != "triton.testing.do_bench":
-            return _event_loop(graph.replay, device, repeats)
+            return event_loop(graph.replay, device, repeats)
         return do_bench_times(graph.replay, lambda: torch.cuda.synchronize(device), repeats)
     finally:
         del out, graph

@@ -113,7 +113,10 @@ def test_without_ncu_it_says_so(tmp_path):
 
 @pytest.mark.parametrize("part, note, command", [
     ("profile", "Nsight Compute needs CUDA", "benchmarks.kernel_profile --out"),
-    ("host", "the CUDA API profile needs CUDA", "benchmarks.host_time --cuda-api --size full"),
+    ("host", "the CUDA profiler's figures need CUDA",
+     "benchmarks.host_time --cuda-api --size full"),
+    ("timeline", "the CUDA profiler's figures need CUDA",
+     "benchmarks.eager_timeline --size full 8x512x1024"),
 ])
 def test_device_check_gpu_only_parts_are_skipped_in_a_dry_run(tmp_path, part, note, command):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
