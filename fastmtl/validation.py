@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib.util
 import numbers
 import weakref
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -39,6 +39,11 @@ def _metadata(v):
     return (v.dtype, v.get_device(), v.shape) if isinstance(v, torch.Tensor) else type(v)
 
 
+def _named_metadata(mapping: Mapping) -> tuple:
+    return tuple([(k, v.dtype, v.get_device(), v.shape) if isinstance(v, torch.Tensor)
+                  else (k, type(v)) for k, v in mapping.items()])
+
+
 def validate_inputs(predictions: Mapping, targets: Mapping, class_weight=None,
                     upsample: str | None = None) -> tuple[str, ...]:
     """Check shapes, dtypes and devices; return the tasks present in canonical order.
@@ -49,8 +54,7 @@ def validate_inputs(predictions: Mapping, targets: Mapping, class_weight=None,
     """
     if not (isinstance(predictions, Mapping) and isinstance(targets, Mapping)):
         return _validate_inputs(predictions, targets, class_weight, upsample)
-    key = (tuple((k, _metadata(v)) for k, v in predictions.items()),
-           tuple((k, _metadata(v)) for k, v in targets.items()), _metadata(class_weight),
+    key = (_named_metadata(predictions), _named_metadata(targets), _metadata(class_weight),
            upsample)
     tasks = _validated.get(key)
     if tasks is None:
@@ -217,20 +221,34 @@ def validate_ignore_index(ignore_index, label_dtype: torch.dtype | None = None) 
     """An int (bool, float and None are refused, as F.cross_entropy does) that labels of
     ``label_dtype`` can hold: a uint8 label can never equal -100 or 256, and comparing it
     with one would wrap the value instead of ignoring anything."""
-    if ignore_index is None:
-        raise TypeError("ignore_index must be an int, got None; to ignore no label pass a value "
-                        "no label takes, e.g. -100 (F.cross_entropy's default) with int64 labels")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__} {ignore_index!r}")
-    ignore_index = int(ignore_index)
+    if type(ignore_index) is not int:  # a plain int passes straight on (not a bool)
+        if ignore_index is None:
+            raise TypeError("ignore_index must be an int, got None; to ignore no label pass a "
+                            "value no label takes, e.g. -100 (F.cross_entropy's default) with "
+                            "int64 labels")
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+            raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__} "
+                            f"{ignore_index!r}")
+        ignore_index = int(ignore_index)
     if label_dtype is not None:
-        info = torch.iinfo(label_dtype)
-        if not info.min <= ignore_index <= info.max:
+        low, high = _label_range(label_dtype)
+        if not low <= ignore_index <= high:
             raise ValueError(
                 f"ignore_index={ignore_index} cannot occur in {label_dtype} labels, whose values "
-                f"lie in [{info.min}, {info.max}]; pick an ignore_index in that range "
+                f"lie in [{low}, {high}]; pick an ignore_index in that range "
                 f"(Cityscapes uses 255) or wider labels")
     return ignore_index
+
+
+_LABEL_RANGES: dict = {}  # label dtype -> (its least, its largest value)
+
+
+def _label_range(dtype: torch.dtype) -> tuple[int, int]:
+    bounds = _LABEL_RANGES.get(dtype)
+    if bounds is None:
+        info = torch.iinfo(dtype)
+        bounds = _LABEL_RANGES[dtype] = (info.min, info.max)
+    return bounds
 
 
 # Class-weight tensors whose values passed, as id -> (weak reference, in-place version then):

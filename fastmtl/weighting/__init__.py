@@ -53,15 +53,23 @@ CONVENTIONS = {
 }
 
 
+_FACTORS: dict = {}  # (tasks, convention) -> uncertainty_factors' answer
+
+
 def uncertainty_factors(tasks: Sequence[str], convention: str = "kendall"):
     """(c_k, r_k) for each task under a named convention."""
+    key = (tuple(tasks), convention)
+    known = _FACTORS.get(key) if isinstance(convention, str) else None
+    if known is not None:
+        return known
     if convention not in CONVENTIONS:
         raise ValueError(
             f"unknown uncertainty convention {convention!r}; choose from {list(CONVENTIONS)}"
         )
     cls, reg, r = CONVENTIONS[convention]
     factors = tuple(cls if TASKS[t].kind == "classification" else reg for t in tasks)
-    return factors, tuple(r for _ in tasks)
+    _FACTORS[key] = factors, tuple(r for _ in tasks)
+    return _FACTORS[key]
 
 
 def combine(losses: torch.Tensor, present: torch.Tensor, *, log_vars=None, weights=None,
