@@ -35,7 +35,7 @@ loss, no gradient, no ``r_k s_k`` term.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
