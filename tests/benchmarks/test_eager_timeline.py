@@ -58,3 +58,29 @@ def test_overlapping_kernels_count_no_negative_gap():
 def test_a_call_without_a_fill_or_kernels_is_left_out():
     events = [e for e in _pair(0, 1, 0) if e["name"] != "fill"]
     assert per_call({"traceEvents": events}) == []
+
+
+def test_the_report_gives_the_medians_beside_the_unprofiled_span(monkeypatch):
+    """The report's table from a trace of two calls, the CUDA parts stood in for: the
+    medians of the split and the loop's unprofiled time, in microseconds."""
+    import dataclasses
+
+    import torch
+
+    from benchmarks import eager_timeline
+    from benchmarks.problem import Problem
+
+    trace = {"traceEvents": _pair(1000, 10, 30) + _pair(2000, 20, 50)}
+    monkeypatch.setattr(eager_timeline, "warm_call", lambda *a, **k: (lambda: None))
+    monkeypatch.setattr(eager_timeline, "record", lambda call, device, calls: trace)
+    monkeypatch.setattr(eager_timeline, "event_loop", lambda call, device, n: [150e-6, 170e-6])
+    impl = dataclasses.replace(eager_timeline.IMPLEMENTATIONS["reference"],
+                               unavailable=lambda device: None)
+    monkeypatch.setitem(eager_timeline.IMPLEMENTATIONS, "reference", impl)
+    text = eager_timeline.report("reference", Problem("tiny", 1, 8, 16, 3, "fp32"),
+                                 torch.device("cuda"), 2)
+    assert "medians of 2 calls, 3 device activities each" in text
+    assert "| the same loop without the profiler (CUDA events, as do_bench) | 160.0 |" in text
+    assert "| GPU idle between the call's kernels | 45.0 |" in text
+    assert "| the largest gap, after B | 40.0 |" in text
+    assert "| host: the call's start to its first launch | 14.0 |" in text
