@@ -93,7 +93,7 @@ def median_call(calls: list[dict]) -> dict:
     """The median of every figure over the calls; ``after``: the commonest kernel name."""
     out = {k: statistics.median(c[k] for c in calls) for k in calls[0] if k != "after"}
     names = [c["after"] for c in calls]
-    out["after"] = max(set(names), key=names.count)
+    out["after"] = max(sorted(set(names)), key=names.count)  # ties: the first by name
     return out
 
 
