@@ -1,6 +1,7 @@
 """Input checks shared by every backend: each bad input gets an error naming it."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import numbers
 import weakref
@@ -240,15 +241,11 @@ def validate_ignore_index(ignore_index, label_dtype: torch.dtype | None = None) 
     return ignore_index
 
 
-_LABEL_RANGES: dict = {}  # label dtype -> (its least, its largest value)
-
-
+@functools.lru_cache(maxsize=None)
 def _label_range(dtype: torch.dtype) -> tuple[int, int]:
-    bounds = _LABEL_RANGES.get(dtype)
-    if bounds is None:
-        info = torch.iinfo(dtype)
-        bounds = _LABEL_RANGES[dtype] = (info.min, info.max)
-    return bounds
+    """(least, largest) value of an integer label dtype."""
+    info = torch.iinfo(dtype)
+    return info.min, info.max
 
 
 # Class-weight tensors whose values passed, as id -> (weak reference, in-place version then):

@@ -34,6 +34,7 @@ loss, no gradient, no ``r_k s_k`` term.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -53,23 +54,20 @@ CONVENTIONS = {
 }
 
 
-_FACTORS: dict = {}  # (tasks, convention) -> uncertainty_factors' answer
-
-
 def uncertainty_factors(tasks: Sequence[str], convention: str = "kendall"):
     """(c_k, r_k) for each task under a named convention."""
-    key = (tuple(tasks), convention)
-    known = _FACTORS.get(key) if isinstance(convention, str) else None
-    if known is not None:
-        return known
     if convention not in CONVENTIONS:
         raise ValueError(
             f"unknown uncertainty convention {convention!r}; choose from {list(CONVENTIONS)}"
         )
+    return _factors(tuple(tasks), convention)
+
+
+@functools.lru_cache(maxsize=None)  # a few task subsets and conventions: made once each
+def _factors(tasks: tuple[str, ...], convention: str):
     cls, reg, r = CONVENTIONS[convention]
     factors = tuple(cls if TASKS[t].kind == "classification" else reg for t in tasks)
-    _FACTORS[key] = factors, tuple(r for _ in tasks)
-    return _FACTORS[key]
+    return factors, tuple(r for _ in tasks)
 
 
 def combine(losses: torch.Tensor, present: torch.Tensor, *, log_vars=None, weights=None,
