@@ -33,8 +33,9 @@ from benchmarks.timing import L2_FLUSH_BYTES, event_loop
 
 FLUSH, CALL = "timeline.flush", "timeline.call"
 DEVICE_CATEGORIES = ("kernel", "gpu_memset", "gpu_memcpy")
-# A device activity's launch: the host event (runtime or driver API) of the same correlation.
-NOT_HOST = DEVICE_CATEGORIES + ("gpu_user_annotation",)
+# A device activity's launch: the host event (runtime or driver API) of the same correlation;
+# other events may carry one too (kineto's ``cuda_sync``, on the device's timeline).
+HOST_CATEGORIES = ("cuda_runtime", "cuda_driver")
 
 
 def per_call(trace: dict) -> list[dict]:
@@ -52,7 +53,7 @@ def per_call(trace: dict) -> list[dict]:
     for spans in ranges.values():
         spans.sort()
     launched = {e["args"]["correlation"]: e["ts"] for e in events
-                if e.get("cat") not in NOT_HOST and "correlation" in e.get("args", {})}
+                if e.get("cat") in HOST_CATEGORIES and "correlation" in e.get("args", {})}
 
     def owner(ts):
         for name, spans in ranges.items():

@@ -28,6 +28,7 @@ def _pair(t, corr, after_b):
         _x("cuda_runtime", "cudaLaunchKernel", t + 90, 3, corr + 3),
         _x("kernel", "C", t + 200 + after_b, 5, corr + 3),
         {"ph": "s", "cat": "ac2g", "name": "flow", "ts": t + 20, "id": corr + 1},
+        _x("cuda_sync", "Stream Sync", t + 300, 1, corr + 2),  # no launch, same correlation
     ]
 
 
