@@ -74,6 +74,27 @@ def test_valid_pixels_with_non_finite_logits_get_pytorchs_loss_and_gradient(C, p
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_non_finite_regression_predictions_get_l1_loss_gradient(dtype):
+    # F.l1_loss differentiates |v - target| with torch's sign: 1 at +inf, -1 at -inf and
+    # 0 at NaN (not NaN); the loss is NaN or infinite either way.
+    pred, tgt = make_inputs(B=1, C=4, H=2, W=4, tasks=("instance", "depth"), mask_frac=1.0,
+                            depth_invalid_frac=0.0, dtype=dtype, seed=33)
+    nan, inf = float("nan"), float("inf")
+    pred["instance"][0, 0, 0, 0], pred["instance"][0, 1, 1, 3] = nan, -inf
+    pred["depth"][0, 0, 1, 1], pred["depth"][0, 0, 0, 2] = nan, inf
+    for weights in ([1.0, 2.0], [0.0, 2.0]):  # a zero weight times a NaN sign is NaN
+        p = leaf_copies(pred)
+        total, _ = oracle(p, tgt, weights=weights)
+        total.backward()
+        assert not any(p[k].grad.isnan().any() for k in p)
+        for backend in BACKENDS:
+            _, grads = _grads(backend, pred, tgt, weights=weights)
+            for k in p:
+                torch.testing.assert_close(grads[k], p[k].grad, rtol=2e-5, atol=1e-6,
+                                           msg=f"{backend} {k} {weights}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_labels_outside_the_classes_get_no_target_gradient(dtype, problems):
     """At C = 150 the target class is stored after the class loops (one pixel per thread in
     fp32, pixel pairs in bf16): a label that is not a class (check off) is ignored there
