@@ -90,7 +90,9 @@ def multitask_loss(predictions: Mapping[str, torch.Tensor], targets: Mapping[str
             scored as ``F.interpolate(p, size=(H, W), mode="bilinear",
             align_corners=align_corners)``; the triton backend interpolates
             inside the kernel and never holds full-resolution predictions or
-            gradients (docs/upsample.md).
+            gradients (docs/upsample.md), unless a regression target requires
+            grad: that gradient is full-resolution, and the predictions are then
+            interpolated by ``F.interpolate`` and scored at full resolution.
 
     Returns:
         LossOutput with ``total`` and ``losses`` (float32, or float64 for

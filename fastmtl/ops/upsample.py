@@ -43,6 +43,7 @@ from __future__ import annotations
 from typing import Mapping, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
@@ -51,12 +52,14 @@ from fastmtl.kernels import upsample_reduce as R
 from fastmtl.ops.common import (TASK_SLOTS, backward_launch, cdiv, check_device, device_guard,
                                 eager_or_op, is_real, launch_for, per_task_losses,
                                 within_int32_per_image)
+from fastmtl.ops.fused import fused_multitask_loss
 from fastmtl.ops.label_check import buffer as label_buffer
 from fastmtl.ops.label_check import raise_pending_label_errors
 from fastmtl.ops.label_check import record as record_label_check
 from fastmtl.ops.replay import Launches
 from fastmtl.ops.upsample_launches import can_cap, launch_losses
 from fastmtl.ops.upsample_tiles import current, tiles
+from fastmtl.validation import target_size
 
 TABLE_BLOCK = 1024
 REDUCE_BLOCK = 1024   # partials per program on each level of the reduction
@@ -304,9 +307,21 @@ def upsampled_multitask_loss(predictions: Mapping[str, Tensor], targets: Mapping
     [0, C) that is not ``ignore_index`` raises a ValueError naming it and where it
     is, in the call for CPU tensors and from a later call on CUDA (this call then
     treats it as ignored); no check under torch.compile or CUDA-graph capture.
+    Regression targets that require grad (their gradient is full-resolution) make it
+    exactly that: ``F.interpolate``, then ``fused_multitask_loss``.
     """
     tasks = tuple(tasks)
     x, o, d = (predictions[name] if name in tasks else None for name in TASK_SLOTS)
+    if torch.is_grad_enabled() and any(p is not None and targets[key].requires_grad
+                                       for p, key in ((o, "instance"), (d, "depth"))):
+        # Their gradient is full-resolution: the fused op gives it, on interpolated heads.
+        size = target_size(predictions, targets, tasks, "bilinear")
+        upsampled = {name: F.interpolate(predictions[name], size=size, mode="bilinear",
+                                         align_corners=align_corners) for name in tasks}
+        return fused_multitask_loss(upsampled, targets, tasks, log_vars=log_vars,
+                                    weights=weights, factors=factors, regulariser=regulariser,
+                                    ignore_index=ignore_index, class_weight=class_weight,
+                                    check_labels=check_labels)
     positions = [tasks.index(name) if name in tasks else -1 for name in TASK_SLOTS]
     use_log_vars = log_vars is not None
     per_slot = lambda seq: [float(seq[p]) if p >= 0 and use_log_vars else 0.0  # noqa: E731

@@ -1,5 +1,6 @@
 """The triton backend (through the interpreter) against the reference backend on seeded
-inputs that test_random_problems.py does not draw: targets broadcast over the batch
+inputs that test_random_problems.py does not draw, at full resolution and from
+low-resolution heads (``upsample="bilinear"``): targets broadcast over the batch
 (stride 0), logits and regressions far from 1 (up to 1e30 in fp32 and fp64, 6e4 in 16
 bits), depth targets NaN, +inf or negative, class weights with zeros, each uncertainty
 convention, fixed weights as a list or a dict (zeros among them), (B, H, W) depth
@@ -147,6 +148,22 @@ def _assert_backends_agree(pred, tgt, kwargs, grad_targets, dtype):
 def test_both_backends_agree_on_an_unusual_problem(seed):
     pred, tgt, kwargs, grad_targets, dtype = _problem(seed)
     _assert_backends_agree(pred, tgt, kwargs, grad_targets, dtype)
+
+
+@pytest.mark.parametrize("seed", range(CASES))
+def test_both_backends_agree_on_an_unusual_problem_from_low_resolution_heads(seed):
+    pred, tgt, kwargs, grad_targets, dtype = _problem(seed)
+    rng, g = random.Random(seed + 1), torch.Generator().manual_seed(seed + 1)
+    B, _, H, W = next(iter(pred.values())).shape
+    h, w = rng.randint(1, H), rng.randint(1, W)
+    heads = {}
+    for name, p in pred.items():
+        v = torch.randn(B, p.shape[1], h, w, generator=g, dtype=torch.float64)
+        if rng.random() < 0.3:
+            v = torch.where(torch.rand(v.shape, generator=g) < 0.2, v * rng.choice([1e3, 3e4]), v)
+        heads[name] = _laid_out(v.to(dtype), rng)
+    kwargs = dict(kwargs, upsample="bilinear", align_corners=rng.random() < 0.5)
+    _assert_backends_agree(heads, tgt, kwargs, grad_targets, dtype)
 
 
 @pytest.mark.parametrize("seed", range(CASES))

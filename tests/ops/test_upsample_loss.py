@@ -175,6 +175,31 @@ def test_without_grad_no_gradient_buffers():
                           upsample_regressions.upsample_regressions_kernel)] == [False, False]
 
 
+def test_regression_targets_requiring_grad_get_l1_loss_gradient():
+    """A target's gradient is full-resolution (minus that of the upsampled prediction, as
+    F.l1_loss gives it): the call scores F.interpolate's predictions with the fused op."""
+    pred, tgt = low_res_inputs(B=2, C=4, h=2, w=3, H=5, W=7, seed=14)
+    tgt["depth"] = tgt["depth"][:, 0]  # a (B,H,W) depth target
+    results = []
+    for backend in (None, "reference", "triton"):
+        p = leaf_copies(pred)
+        t = {k: v.clone().requires_grad_(k in ("instance", "depth")) for k, v in tgt.items()}
+        if backend is None:  # F.interpolate, F.cross_entropy and F.l1_loss
+            up = {k: F.interpolate(v, size=(5, 7), mode="bilinear") for k, v in p.items()}
+            total, _ = oracle(up, {**t, "depth": t["depth"][:, None]}, LOG_VARS)
+        else:
+            total = fastmtl.multitask_loss(p, t, LOG_VARS, backend=backend,
+                                           upsample="bilinear").total
+        total.backward()
+        results.append([t["instance"].grad, t["depth"].grad] + [v.grad for v in p.values()])
+    expected, *got = results
+    assert expected[0].abs().sum() > 0 and expected[1].abs().sum() > 0
+    for grads in got:
+        for g, r in zip(grads, expected):
+            assert g.shape == r.shape and g.dtype == r.dtype
+            torch.testing.assert_close(g, r, rtol=2e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("bad_value,C", [(7, 5), (-2, 5), (40, 40)])
 def test_bad_label(bad_value, C):
     pred, tgt = low_res_inputs(B=2, C=C, h=2, w=2, H=4, W=6, seed=13, target_dtype=torch.int32)
