@@ -100,11 +100,11 @@ def resident(C: int, dtype: torch.dtype, max_block_c: int) -> bool:
 
 def pairs_fit(x: Tensor, gx: Optional[Tensor], x_strides, gx_strides, flat: bool, HW: int) -> bool:
     """True when 16-bit logits and their gradient can move as 32-bit words of two adjacent
-    pixels: one flat pixel axis at unit stride, an even number of pixels per image, even
+    pixels: one flat pixel axis at unit stride, an even number (not 0) of pixels per image, even
     class and image strides and 16-byte aligned storage (part of the launch key), so that
     every word is aligned and no pair straddles two images."""
     tensors = [(x, x_strides)] + ([(gx, gx_strides)] if gx is not None and gx.numel() else [])
-    return (x.element_size() == 2 and flat and HW % 2 == 0
+    return (x.element_size() == 2 and flat and HW % 2 == 0 and HW > 0
             and all(s[-1] == 1 and s[0] % 2 == 0 and s[1] % 2 == 0 and aligned(v)
                     for v, s in tensors))
 
@@ -131,9 +131,9 @@ def tile_grid(B: int, HW: int, block_p: int, max_programs: int) -> tuple[int, in
     Depends on the shapes only, never on the GPU (so results are bitwise the same on any
     card): at most max_programs programs, each taking a power-of-two number of tiles (a
     constexpr of the fused kernel: few distinct specialisations)."""
-    tiles_per_image = cdiv(HW, block_p)
+    tiles_per_image = max(1, cdiv(HW, block_p))  # an empty image: one masked tile
     n_tiles = B * tiles_per_image
-    per_program = next_power_of_2(cdiv(n_tiles, max_programs))
+    per_program = next_power_of_2(max(1, cdiv(n_tiles, max_programs)))  # 1 for no tile
     return max(1, cdiv(n_tiles, per_program)), per_program, tiles_per_image, n_tiles
 
 
@@ -197,7 +197,7 @@ class Problem:
                 and self.C % 2 == 0 and SUM_CHUNK >= self.C // 2):
             self.split = True  # one max then one sum over each lane's half
         if ONE_TILE and self.one_read:
-            self.max_programs = self.B * cdiv(self.HW, self.block_p)
+            self.max_programs = max(1, self.B * cdiv(self.HW, self.block_p))
         self.configure_prepass(PREPASS_VECTOR, PREPASS_WARPS, PREPASS_PROGRAMS)
 
     def configure_prepass(self, vector: int, warps: int, max_programs: int) -> None:
@@ -205,7 +205,7 @@ class Problem:
         has a run-time bound, so any number of programs takes the tiles round-robin (no
         power-of-two tiles per program, as the fused pass's constexpr loop needs)."""
         self.pre_vector, self.pre_warps = vector, warps
-        tiles_per_image = cdiv(self.HW, vector * 32 * warps)
+        tiles_per_image = max(1, cdiv(self.HW, vector * 32 * warps))
         n_tiles = self.B * tiles_per_image
         programs = max(1, min(n_tiles, max_programs))
         self.pre_grid = (programs, cdiv(n_tiles, programs), tiles_per_image, n_tiles)

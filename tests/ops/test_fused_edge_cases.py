@@ -94,6 +94,25 @@ def test_non_finite_regression_predictions_get_l1_loss_gradient(dtype):
                                            msg=f"{backend} {k} {weights}")
 
 
+@pytest.mark.parametrize("shape", [(0, 4, 5), (2, 0, 5), (2, 4, 0)], ids=str)
+@pytest.mark.parametrize("C", [3, 40, 150])  # planes in registers, chunks, one read
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_an_empty_batch_or_image_gives_zero_losses_and_zero_size_gradients(shape, C, dtype):
+    # No pixel: every task absent, as F.cross_entropy's mean over nothing is not taken.
+    B, H, W = shape
+    pred, tgt = make_inputs(B=B or 1, C=C, H=H or 1, W=W or 1, dtype=dtype, seed=34)
+    pred = {k: v[:B, ..., :H, :W] for k, v in pred.items()}
+    tgt = {k: v[:B, ..., :H, :W] for k, v in tgt.items()}
+    for backend in BACKENDS:
+        lv = torch.tensor([0.1, 0.2, 0.3], requires_grad=True)
+        p = leaf_copies(pred)
+        out = fastmtl.multitask_loss(p, tgt, log_vars=lv, backend=backend)
+        out.total.backward()
+        assert out.total.item() == 0 and all(v.item() == 0 for v in out.losses.values())
+        assert all(v.grad.shape == v.shape and v.grad.dtype == v.dtype for v in p.values())
+        assert torch.equal(lv.grad, torch.zeros(3)), backend
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_labels_outside_the_classes_get_no_target_gradient(dtype, problems):
     """At C = 150 the target class is stored after the class loops (one pixel per thread in
