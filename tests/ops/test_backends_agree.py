@@ -1,8 +1,8 @@
 """The triton backend (through the interpreter) against the reference backend on seeded
 inputs that test_random_problems.py does not draw, at full resolution and from
 low-resolution heads (``upsample="bilinear"``): targets broadcast over the batch
-(stride 0), logits and regressions far from 1 (up to 1e30 in fp32 and fp64, 6e4 in 16
-bits), depth targets NaN, +inf or negative, class weights with zeros, each uncertainty
+(stride 0), logits and regressions far from 1 (at full resolution up to 1e30 in fp32 and
+fp64, 6e4 in 16 bits; heads in fp32 or fp64, up to 300x), depth targets NaN, +inf or negative, class weights with zeros, each uncertainty
 convention, fixed weights as a list or a dict (zeros among them), (B, H, W) depth
 targets, regression targets that require grad, and one out-of-range label with and
 without the label check. Each tensor takes its own memory layout. Both backends must
