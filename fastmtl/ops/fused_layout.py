@@ -100,11 +100,11 @@ def resident(C: int, dtype: torch.dtype, max_block_c: int) -> bool:
 
 def pairs_fit(x: Tensor, gx: Optional[Tensor], x_strides, gx_strides, flat: bool, HW: int) -> bool:
     """True when 16-bit logits and their gradient can move as 32-bit words of two adjacent
-    pixels: one flat pixel axis at unit stride, an even number (not 0) of pixels per image, even
+    pixels: one flat pixel axis at unit stride, an even number of pixels per image, even
     class and image strides and 16-byte aligned storage (part of the launch key), so that
     every word is aligned and no pair straddles two images."""
     tensors = [(x, x_strides)] + ([(gx, gx_strides)] if gx is not None and gx.numel() else [])
-    return (x.element_size() == 2 and flat and HW % 2 == 0 and HW > 0
+    return (x.element_size() == 2 and flat and HW % 2 == 0
             and all(s[-1] == 1 and s[0] % 2 == 0 and s[1] % 2 == 0 and aligned(v)
                     for v, s in tensors))
 
@@ -168,8 +168,11 @@ class Problem:
         self.kept = False  # the sum's exponentials kept in registers for the gradient
         self.classes = class_layout(self.C, x is not None, self.vector,
                                    2 if self.acc_fp64 else 1, max_block_c)
+        # No pixel: no one-read layout, whose lanes off the image load the tensor's first
+        # element unconditionally (inline PTX), which an empty tensor does not have.
+        empty = self.B * self.HW == 0
         if self.classes[0] == 0 and x is not None:
-            if resident(self.C, x.dtype, max_block_c):
+            if resident(self.C, x.dtype, max_block_c) and not empty:
                 self.vector = 1
                 self.use_resident()
             else:
@@ -186,7 +189,7 @@ class Problem:
         self.compact_strides = [self.HW, self.W, 1]
         self.flat = merge_pixels(present + [self.compact_strides], self.H, self.W)
         self.bchw, self.bhw = bchw, bhw
-        self.pairs_fit = (x is not None and not self.acc_fp64
+        self.pairs_fit = (x is not None and not self.acc_fp64 and not empty
                           and pairs_fit(x, gx, bchw[0], bchw[1], self.flat, self.HW))
         if (RESIDENT_PAIRS and self.pairs_fit and self.classes[0] == 0
                 and self.C <= min(max_block_c, RESIDENT_CLASSES)):
