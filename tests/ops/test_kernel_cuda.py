@@ -351,3 +351,39 @@ def test_torch_compile_matches_pytorch_on_gpu(dtype, monkeypatch):
     assert eager and all(k[2] and bool(k[3]) == split for k in eager), eager
     torch._dynamo.reset()
     common.clear_call_caches()
+
+
+@pytest.mark.parametrize("shape", [(0, 64, 96), (2, 64, 0)], ids=str)
+@pytest.mark.parametrize("C,dtype", [(19, torch.float32), (150, torch.float32),
+                                     (150, torch.bfloat16)])
+def test_no_pixel_on_gpu(shape, C, dtype):
+    """Fresh empty tensors (a null address) through every kernel, eagerly three times (the
+    third replayed): zero losses, zero-size gradients, no fault when the GPU has run."""
+    B, H, W = shape
+    empty = lambda v: torch.empty((B, *v.shape[1:-2], H, W), dtype=v.dtype, device="cuda")  # noqa: E731
+    pred, tgt = make_inputs(B=1, C=C, H=1, W=1, dtype=dtype, seed=5)
+    pred = {k: empty(v) for k, v in pred.items()}
+    tgt = {k: empty(v) for k, v in tgt.items()}
+    for _ in range(3):
+        p = leaf_copies(pred)
+        out = fastmtl.multitask_loss(p, tgt, log_vars=torch.zeros(3, device="cuda"),
+                                     backend="triton")
+        out.total.backward()
+        torch.cuda.synchronize()
+        assert out.total.item() == 0 and all(v.grad.shape == v.shape for v in p.values())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_non_finite_regressions_get_l1_loss_gradient_on_gpu(dtype):
+    pred, tgt = _device(*make_inputs(B=2, C=19, H=33, W=65, dtype=dtype, mask_frac=1.0,
+                                     depth_invalid_frac=0.0, seed=6))
+    pred["instance"][0, 0, 1, 2], pred["instance"][1, 1, 3, 4] = float("nan"), float("-inf")
+    pred["depth"][0, 0, 5, 6], pred["depth"][1, 0, 7, 8] = float("nan"), float("inf")
+    weights = [1.0, 0.0, 2.0]  # a zero weight times a NaN sign would be NaN
+    expected, got = leaf_copies(pred), leaf_copies(pred)
+    oracle(expected, tgt, weights=weights)[0].backward()
+    fastmtl.multitask_loss(got, tgt, weights=weights, backend="triton").total.backward()
+    for k in ("instance", "depth"):
+        assert not got[k].grad.isnan().any(), k
+        torch.testing.assert_close(got[k].grad.float(), expected[k].grad.float(), rtol=1e-2,
+                                   atol=1e-4)
