@@ -56,7 +56,8 @@ on real tensors runs the same implementation and autograd formula as a plain
 requires grad.
 
 Limitations: no double backward (the saved gradients are constants); H*W of
-one image must stay below 2**31 (offsets into the tensors are 64-bit). Under
+one image at most 2**31 - 2**16 (a ValueError beyond; offsets into the tensors
+are 64-bit, pixel indices within an image 32-bit). Under
 ``torch.compile`` backward writes the rescaled gradients into new buffers (as
 for a retained graph), so the compiled backward moves the gradients once.
 """

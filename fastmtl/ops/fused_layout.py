@@ -125,6 +125,11 @@ def compact_labels(t: Tensor, C: int, ignore_index: int) -> Tensor:
     return torch.where(valid, t, 255).to(torch.uint8).contiguous()
 
 
+# Most pixels per image: the kernels index an image's pixels in 32 bits, up to the end of
+# the tile past its last pixel.
+MAX_PIXELS = 2 ** 31 - 2 ** 16
+
+
 def tile_grid(B: int, HW: int, block_p: int, max_programs: int) -> tuple[int, int, int, int]:
     """(programs, tiles per program, tiles per image, tiles) for tiles of block_p pixels.
 
@@ -145,6 +150,10 @@ class Problem:
         first = next(p for p in (x, o, d) if p is not None)
         self.B, self.H, self.W = first.shape[0], first.shape[-2], first.shape[-1]
         self.HW = self.H * self.W
+        if self.HW > MAX_PIXELS:
+            raise ValueError(
+                f"backend='triton' takes images of at most 2**31 - 2**16 pixels, got {self.H} "
+                f"x {self.W} = {self.HW}; use backend='reference' or smaller images")
         self.C = x.shape[1] if x is not None else 1
         self.x_dtype = x.dtype if x is not None else None
         self.flags = dict(HAS_SEM=x is not None, HAS_WEIGHT=cw is not None,

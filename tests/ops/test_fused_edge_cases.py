@@ -117,6 +117,19 @@ def test_an_empty_batch_or_image_gives_zero_losses_and_zero_size_gradients(shape
     assert problems and not any(p.one_read or p.pairs or p.asm_planes for p in problems)
 
 
+def test_images_past_the_32_bit_pixel_index_raise_before_any_launch():
+    # Meta tensors: the shapes of a 2**31-pixel image without its memory.
+    from fastmtl.ops.fused_layout import MAX_PIXELS, Problem
+
+    def problem(H, W):
+        d = torch.empty(1, 1, H, W, device="meta")
+        return Problem(None, None, None, None, None, None, d, d, None, None, d, 255, 32)
+
+    assert problem(1, MAX_PIXELS).HW == MAX_PIXELS
+    with pytest.raises(ValueError, match=r"at most 2\*\*31 - 2\*\*16 pixels, got 46341 x 46341"):
+        problem(46341, 46341)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_labels_outside_the_classes_get_no_target_gradient(dtype, problems):
     """At C = 150 the target class is stored after the class loops (one pixel per thread in
